@@ -1,0 +1,1 @@
+"""lso.benchmarks (see ARCHITECTURE.md)."""

@@ -1,0 +1,1 @@
+"""lso.calibration (see ARCHITECTURE.md)."""

@@ -1,0 +1,1 @@
+"""lso.export (see ARCHITECTURE.md)."""

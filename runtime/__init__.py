@@ -1,0 +1,1 @@
+"""lso.runtime (see ARCHITECTURE.md)."""

@@ -1,0 +1,34 @@
+"""lso-deploy: the Latent Spectral Operator (LSO) from checkpoint to production.
+
+``import lso`` needs only torch and numpy. Public names::
+
+    from lso import LSO, LSOConfig, load_checkpoint
+"""
+from __future__ import annotations
+
+import logging
+
+from lso.config import LSOConfig
+from lso.model import LSO
+
+__all__ = ["LSO", "LSOConfig", "load_checkpoint", "save_checkpoint", "__version__"]
+__version__ = "0.1.0"
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+
+def load_checkpoint(path, config=None, *, map_location="cpu", strict=True):
+    """Load an official (``.pth.tar``/``.pth``/``.pt``) or our own (``.safetensors``) checkpoint.
+
+    See :func:`lso.checkpoint.load_checkpoint`. Returns an :class:`LSO` in eval mode.
+    """
+    from lso.checkpoint import load_checkpoint as _load
+
+    return _load(path, config, map_location=map_location, strict=strict)
+
+
+def save_checkpoint(model, path, **metadata):
+    """Save ``model`` as safetensors with its config in the metadata. See :mod:`lso.checkpoint`."""
+    from lso.checkpoint import save_checkpoint as _save
+
+    return _save(model, path, **metadata)

@@ -1,0 +1,4 @@
+"""``python -m lso`` is the ``lso`` command."""
+from lso.cli import main
+
+raise SystemExit(main())

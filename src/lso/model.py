@@ -1,0 +1,305 @@
+"""The Latent Spectral Operator network (paper-exact, loads the official checkpoints unchanged).
+
+Inputs are ``hr_msi: [B, 3, H, W]`` and ``lr_hsi: [B, 31, h, w]`` with ``H = r*h``, ``W = r*w`` for
+any integer ratio ``r >= 2`` read from the shapes. The output is ``hr_hsi: [B, 31, H, W]``.
+Module names follow the official implementation so that its ``state_dict`` loads as it is.
+
+Everything in ``forward`` is shape-generic (no Python ints taken from tensor sizes), so the model
+exports to ONNX with dynamic batch, height and width.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lso.config import LSOConfig
+from lso.solver import solve
+
+__all__ = ["LSO", "SpectralBlock", "DoubleConv", "coordinate_grid", "set_solver_form"]
+
+_SPATIAL_MULTIPLE = 4  # two 2x down-samplings in the U-Net
+
+
+# ---------------------------------------------------------------------------------------------
+# building blocks
+# ---------------------------------------------------------------------------------------------
+class DoubleConv(nn.Sequential):
+    """3x3 conv, LeakyReLU(0.2), 3x3 conv, LeakyReLU(0.2) (biases, no normalisation)."""
+
+    def __init__(self, in_ch: int, out_ch: int, mid_ch: Optional[int] = None) -> None:
+        super().__init__()
+        mid_ch = mid_ch or out_ch
+        self.double_conv = nn.Sequential(
+            nn.Conv2d(in_ch, mid_ch, 3, padding=1),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(mid_ch, out_ch, 3, padding=1),
+            nn.LeakyReLU(0.2, inplace=True),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.double_conv(x)
+
+
+class HalfResize(nn.Module):
+    """Bilinear x0.5 resize (align_corners=False, no antialias).
+
+    For even sizes (always the case here: the U-Net input is padded to a multiple of 4) this is
+    exactly a 2x2 average pool, which is what is computed: same values, a cheaper kernel and a
+    plain ``AveragePool`` node in ONNX.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.avg_pool2d(x, 2)
+
+
+class Down(nn.Module):
+    """Bilinear x0.5 then DoubleConv (``down.0`` has no parameters, ``down.1`` is the DoubleConv)."""
+
+    def __init__(self, in_ch: int, out_ch: int) -> None:
+        super().__init__()
+        self.down = nn.Sequential(HalfResize(), DoubleConv(in_ch, out_ch))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.down(x)
+
+
+class Up(nn.Module):
+    """Bilinear x2 of the deeper level, concat with the skip and the guide, DoubleConv."""
+
+    def __init__(self, in_ch: int, out_ch: int) -> None:
+        super().__init__()
+        self.conv = DoubleConv(in_ch, out_ch, in_ch // 2)
+
+    def forward(self, deep: Tensor, skip: Tensor, guide: Tensor) -> Tensor:
+        deep = F.interpolate(deep, scale_factor=2.0, mode="bilinear", align_corners=False)
+        return self.conv(torch.cat([deep, skip, guide], dim=1))
+
+
+class OutConv(nn.Module):
+    """3x3 conv, LeakyReLU(0.2), 1x1 conv to the HSI bands."""
+
+    def __init__(self, in_ch: int, out_ch: int) -> None:
+        super().__init__()
+        self.conv = nn.Sequential(
+            nn.Conv2d(in_ch, in_ch, 3, padding=1), nn.LeakyReLU(0.2, inplace=True), nn.Conv2d(in_ch, out_ch, 1)
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(x)
+
+
+class ResBlock(nn.Module):
+    """EDSR residual block: 3x3 conv, ReLU, 3x3 conv, residual scale 1."""
+
+    def __init__(self, ch: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(ch, ch, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(ch, ch, 3, padding=1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.body(x) + x
+
+
+class SpatialEncoder(nn.Module):
+    """EDSR baseline without up-sampling: head conv, residual blocks, conv, global skip.
+
+    ``sub_mean``/``add_mean`` are the EDSR mean-shift 1x1 convolutions; the official model carries
+    them (24 parameters) but never calls them. They are kept so checkpoints load unchanged.
+    """
+
+    _RGB_MEAN = (0.4488, 0.4371, 0.4040)
+
+    def __init__(self, in_ch: int, dim: int, n_resblocks: int) -> None:
+        super().__init__()
+        self.sub_mean = self._mean_shift(-1.0)
+        self.add_mean = self._mean_shift(1.0)
+        self.head = nn.Sequential(nn.Conv2d(in_ch, dim, 3, padding=1))
+        self.body = nn.Sequential(*[ResBlock(dim) for _ in range(n_resblocks)], nn.Conv2d(dim, dim, 3, padding=1))
+
+    @classmethod
+    def _mean_shift(cls, sign: float) -> nn.Conv2d:
+        conv = nn.Conv2d(3, 3, 1)
+        with torch.no_grad():
+            conv.weight.copy_(torch.eye(3).view(3, 3, 1, 1))
+            conv.bias.copy_(sign * torch.tensor(cls._RGB_MEAN))
+        conv.requires_grad_(False)
+        return conv
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.head(x)
+        return self.body(x) + x
+
+
+def _pad_to_multiple(x: Tensor, multiple: int, mode: str) -> Tensor:
+    """Pad bottom/right to a multiple of ``multiple`` (always emits the pad, possibly of 0)."""
+    pad_h = (-x.shape[-2]) % multiple
+    pad_w = (-x.shape[-1]) % multiple
+    if mode == "constant":
+        return F.pad(x, (0, pad_w, 0, pad_h))
+    return F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+
+
+class SpectralBlock(nn.Module):
+    """CoordToLatent -> trigonometric solver -> LatentToCoord, per ``patch_size`` x ``patch_size`` patch.
+
+    Parameters (official names): ``latent [heads, tokens, head_dim]`` (queries shared by all
+    patches), ``weights [width, 2Q]`` (alpha | beta), buffer ``modes_list [Q]`` = 1..Q,
+    ``encoder_attn`` 1x1 conv width -> 2*width (keys even channels, values odd channels),
+    ``decoder_attn`` 1x1 conv width -> width (per-pixel queries).
+    """
+
+    def __init__(self, cfg: LSOConfig) -> None:
+        super().__init__()
+        self.width = cfg.width
+        self.heads = cfg.heads
+        self.head_dim = cfg.head_dim
+        self.num_token = cfg.num_token
+        self.patch = cfg.patch_size
+        self.solver_form = cfg.solver
+        self.scale = 1.0 / math.sqrt(self.head_dim)
+        self.weights = nn.Parameter(torch.randn(cfg.width, 2 * cfg.num_basis) / (2 * cfg.num_basis))
+        self.latent = nn.Parameter(torch.randn(cfg.heads, cfg.num_token, cfg.head_dim) * 0.02)
+        self.register_buffer("modes_list", torch.arange(1, cfg.num_basis + 1, dtype=torch.float32))
+        self.encoder_attn = nn.Conv2d(cfg.width, 2 * cfg.width, 1)
+        self.decoder_attn = nn.Conv2d(cfg.width, cfg.width, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: ``[B, C, H, W]`` -> ``[B, C, H, W]``."""
+        height, width = x.shape[-2], x.shape[-1]
+        xp = _pad_to_multiple(x, self.patch, "constant")
+        p = self.patch
+        n_ch = self.width
+        hp, wp = xp.shape[-2], xp.shape[-1]
+        nh, nw = hp // p, wp // p
+        # 1x1 convolutions are per-pixel: run them on the padded image, then cut into patches.
+        kv = self.encoder_attn(xp)
+        qd = self.decoder_attn(xp)
+        feats = torch.cat([xp, kv, qd], dim=1)  # [B, 4C, Hp, Wp]
+        feats = feats.reshape(-1, 4 * n_ch, nh, p, nw, p).permute(0, 2, 4, 1, 3, 5)
+        feats = feats.reshape(-1, 4 * n_ch, p * p)  # [N, 4C, P2] with N = B * nh * nw
+        res, kv, qd = feats[:, :n_ch], feats[:, n_ch:3 * n_ch], feats[:, 3 * n_ch:]
+
+        # CoordToLatent: learned queries attend over the patch's pixels
+        kv = kv.reshape(-1, self.heads, self.head_dim, 2, p * p)
+        k, v = kv[:, :, :, 0], kv[:, :, :, 1]  # [N, h, d, P2]
+        attn = torch.einsum("htd,nhdp->nhtp", self.latent, k) * self.scale
+        attn = attn.softmax(dim=-1)
+        z = torch.einsum("nhtp,nhdp->nhtd", attn, v) + self.latent  # [N, h, T, d]
+        z = z.transpose(-1, -2).reshape(-1, n_ch, self.num_token)  # [N, C, T], channel = h*d + c
+
+        # Solver (per channel, shared by tokens and patches)
+        z = solve(z, self.weights, self.modes_list, self.solver_form)
+
+        # LatentToCoord: per-pixel queries attend over the solved tokens
+        zt = z.reshape(-1, self.heads, self.head_dim, self.num_token)  # [N, h, d, T]
+        qd = qd.reshape(-1, self.heads, self.head_dim, p * p)
+        attn = torch.einsum("nhdp,nhdt->nhpt", qd, zt) * self.scale
+        attn = attn.softmax(dim=-1)
+        out = torch.einsum("nhpt,nhdt->nhdp", attn, zt).reshape(-1, n_ch, p * p) + res
+
+        # back to the image
+        out = out.reshape(-1, nh, nw, n_ch, p, p).permute(0, 3, 1, 4, 2, 5).reshape(-1, n_ch, hp, wp)
+        return out[:, :, :height, :width]
+
+
+def coordinate_grid(ref: Tensor, extent: Optional[Tensor] = None, full_size: Optional[tuple] = None) -> Tensor:
+    """Two-channel coordinate grid ``[B, 2, H, W]`` shaped like ``ref`` (``[B, *, H, W]``).
+
+    Channel 0 at row ``i`` is ``(row0 + i) / (H_full - 1)``, channel 1 at column ``j`` is
+    ``(col0 + j) / (W_full - 1)``. ``extent`` is an int64 ``[4]`` tensor ``(row0, col0, H_full, W_full)``
+    shared by the batch; without it the grid spans ``full_size`` (default: ``ref``'s own size), i.e.
+    the official ``linspace(0, 1, H)`` grid. Indices come from a cumulative sum over the tensor so
+    the grid follows the input's size in an exported graph.
+    """
+    ones_h = torch.ones_like(ref[:1, :1, :, :1])  # [1, 1, H, 1]
+    ones_w = torch.ones_like(ref[:1, :1, :1, :])  # [1, 1, 1, W]
+    rows = torch.cumsum(ones_h, dim=2) - 1.0
+    cols = torch.cumsum(ones_w, dim=3) - 1.0
+    if extent is not None:
+        ext = extent.to(ref.dtype)
+        rows = (rows + ext[0]) / (ext[2] - 1.0)
+        cols = (cols + ext[1]) / (ext[3] - 1.0)
+    else:
+        h_full, w_full = full_size if full_size is not None else (ref.shape[-2], ref.shape[-1])
+        rows = rows / (h_full - 1)
+        cols = cols / (w_full - 1)
+    rows = rows.expand(ref.shape[0], 1, ref.shape[-2], ref.shape[-1])
+    cols = cols.expand(ref.shape[0], 1, ref.shape[-2], ref.shape[-1])
+    return torch.cat([rows, cols], dim=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# the network
+# ---------------------------------------------------------------------------------------------
+class LSO(nn.Module):
+    """Latent Spectral Operator: fuses ``lr_hsi [B, 31, h, w]`` with ``hr_msi [B, 3, H, W]``.
+
+    Args:
+        config: architecture (paper defaults if omitted). The scale ratio is read from the inputs.
+    """
+
+    def __init__(self, config: Optional[LSOConfig] = None) -> None:
+        super().__init__()
+        cfg = config or LSOConfig()
+        self.config = cfg
+        width = cfg.width
+        self.spatial_encoder = SpatialEncoder(cfg.n_bands + cfg.n_msi_bands, cfg.guide_dim, cfg.n_resblocks)
+        self.inc = DoubleConv(cfg.guide_dim + 2, width)
+        self.down1 = Down(width, width)
+        self.down2 = Down(width, width)
+        self.process1 = SpectralBlock(cfg)
+        self.process2 = SpectralBlock(cfg)
+        self.process3 = SpectralBlock(cfg)
+        self.up1 = Up(2 * width + cfg.n_msi_bands, width)
+        self.up2 = Up(2 * width + cfg.n_msi_bands, width)
+        self.outc = OutConv(width, cfg.n_bands)
+
+    def forward(self, hr_msi: Tensor, lr_hsi: Tensor, extent: Optional[Tensor] = None) -> Tensor:
+        """Fuse.
+
+        Args:
+            hr_msi: ``[B, n_msi_bands, H, W]`` high-resolution multispectral image, values in [0, 1].
+            lr_hsi: ``[B, n_bands, h, w]`` low-resolution hyperspectral image, ``H = r*h, W = r*w``.
+            extent: optional int64 ``[4]`` = ``(row0, col0, H_full, W_full)``: where this input sits
+                in a larger image (tiled fusion). Default: the input is the whole image.
+
+        Returns:
+            ``hr_hsi``: ``[B, n_bands, H, W]``.
+        """
+        height, width = hr_msi.shape[-2], hr_msi.shape[-1]
+        lms = F.interpolate(lr_hsi, size=(height, width), mode="bicubic", align_corners=False)
+        msi = _pad_to_multiple(hr_msi, _SPATIAL_MULTIPLE, "replicate")
+        lms_p = _pad_to_multiple(lms, _SPATIAL_MULTIPLE, "replicate")
+
+        feat = self.spatial_encoder(torch.cat([msi, lms_p], dim=1))
+        grid = coordinate_grid(feat, extent, full_size=(height, width))
+        x1 = self.inc(torch.cat([feat, grid], dim=1))
+        x2 = self.down1(x1)
+        x3 = self.down2(x2)
+
+        msi_half = F.interpolate(msi, scale_factor=0.5, mode="bicubic", align_corners=False)
+        y = self.up1(self.process3(x3), self.process2(x2), msi_half) + x2
+        y = self.up2(y, self.process1(x1), msi) + x1
+        out = self.outc(y)[:, :, :height, :width]
+        return lms + out
+
+    @property
+    def solver_form(self) -> str:
+        return self.config.solver
+
+
+def set_solver_form(model: LSO, form: str) -> LSO:
+    """Switch every spectral block to the ``"reference"`` or ``"folded"`` solver, in place.
+
+    Both forms use the same parameters, so this is a pure deploy-time rewrite. Returns ``model``.
+    """
+    if form not in ("reference", "folded"):
+        raise ValueError(f"unknown solver form {form!r}: expected 'reference' or 'folded'")
+    for module in model.modules():
+        if isinstance(module, SpectralBlock):
+            module.solver_form = form
+    model.config = model.config.replace(solver=form)
+    return model

@@ -1,0 +1,1 @@
+"""Trained weights shipped as package data (the demo checkpoint)."""
