@@ -1,0 +1,55 @@
+"""Shared fixtures and the gpu/trt skip hook."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+REFERENCE = SHARED / "reference" / "lso_official_reference.safetensors"
+REFERENCE_KEYS = SHARED / "reference" / "lso_official_state_dict.json"
+REFERENCE_TAGS = ("x4_64x64", "x4_48x80", "x4_40x56", "x8_64x64", "x8_48x80", "x8_40x56")
+
+
+def _cuda() -> bool:
+    return torch.cuda.is_available()
+
+
+def _tensorrt() -> bool:
+    return importlib.util.find_spec("tensorrt") is not None
+
+
+def pytest_collection_modifyitems(config, items):
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU (none found: torch.cuda.is_available() is False)")
+    skip_trt = pytest.mark.skip(reason="needs TensorRT and a CUDA GPU (tensorrt not importable or no GPU)")
+    for item in items:
+        if "trt" in item.keywords and not (_cuda() and _tensorrt()):
+            item.add_marker(skip_trt)
+        elif "gpu" in item.keywords and not _cuda():
+            item.add_marker(skip_gpu)
+
+
+@pytest.fixture(scope="session")
+def reference():
+    """The official reference vectors (weights.* and TAG.*) as a dict of tensors."""
+    if not REFERENCE.exists():
+        pytest.skip(f"reference vectors not found at {REFERENCE} (shared/ folder missing beside the repo)")
+    from safetensors.torch import load_file
+
+    return load_file(str(REFERENCE))
+
+
+@pytest.fixture(scope="session")
+def reference_state_dict(reference):
+    return {k[len("weights."):]: v for k, v in reference.items() if k.startswith("weights.")}
+
+
+@pytest.fixture()
+def tiny_model():
+    from lso import LSO, LSOConfig
+
+    torch.manual_seed(0)
+    return LSO(LSOConfig.tiny()).eval()
