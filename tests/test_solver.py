@@ -6,7 +6,7 @@ import torch
 
 from conftest import REFERENCE_TAGS
 from lso import LSO, LSOConfig
-from lso.solver import solve, solve_folded, solve_reference
+from lso.solver import solve, solve_folded_blocked, solve_folded_graph, solve_folded, solve_reference
 
 
 @pytest.mark.parametrize("q", [1, 2, 6, 24])
@@ -57,3 +57,27 @@ def test_dispatch_rejects_unknown_form():
     z = torch.zeros(1, 2, 3)
     with pytest.raises(ValueError):
         solve(z, torch.zeros(2, 4), torch.arange(1, 3.0), "chebyshev")
+
+
+def test_blocked_and_graph_executions_agree_with_float64_truth():
+    """Both executions of the folded form are at least as accurate as the reference form in float32."""
+    g = torch.Generator().manual_seed(5)
+    z = torch.randn(300, 16, 8, generator=g) * 2
+    w = torch.randn(16, 48, generator=g) * 0.1
+    modes = torch.arange(1, 25, dtype=torch.float32)
+    truth = solve_reference(z.double(), w.double(), modes.double())
+    err_ref = (solve_reference(z, w, modes).double() - truth).abs().max()
+    for fn in (lambda: solve_folded_blocked(z, w, block=7), lambda: solve_folded_graph(z, w)):
+        err = (fn().double() - truth).abs().max()
+        assert err <= max(2 * err_ref, 1e-5)
+
+
+def test_folded_dispatch_keeps_autograd():
+    z = torch.randn(4, 16, 8, requires_grad=True)
+    w = torch.randn(16, 12) * 0.1
+    out = solve_folded(z, w)
+    assert out.grad_fn is not None
+    out.sum().backward()
+    assert z.grad is not None and torch.isfinite(z.grad).all()
+    with torch.no_grad():
+        assert torch.allclose(solve_folded(z, w), out, atol=1e-5)

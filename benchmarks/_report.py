@@ -1,0 +1,77 @@
+"""Shared helpers for benchmark scripts: machine/version info and writing JSON + Markdown results."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Sequence
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+__all__ = ["machine_info", "write_results", "markdown_table", "RESULTS"]
+
+
+def machine_info() -> dict[str, Any]:
+    """Machine, CPU, thread count and library versions (whatever is importable)."""
+    import importlib
+
+    info: dict[str, Any] = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "cpu": _cpu_name(),
+    }
+    for mod in ("torch", "numpy", "onnx", "onnxruntime", "onnxslim", "tensorrt"):
+        try:
+            info[mod] = importlib.import_module(mod).__version__
+        except Exception:  # not installed or broken: just not recorded
+            continue
+    try:
+        import torch
+
+        info["torch_threads"] = torch.get_num_threads()
+        if torch.cuda.is_available():
+            info["gpu"] = torch.cuda.get_device_name(0)
+            info["compute_capability"] = ".".join(map(str, torch.cuda.get_device_capability(0)))
+    except ImportError:
+        pass
+    return info
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    def fmt(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return str(v)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_results(name: str, data: dict[str, Any], markdown: str, out_dir: Path = RESULTS) -> tuple[Path, Path]:
+    """Write ``<name>.json`` and ``<name>.md`` (with a machine line) into ``benchmarks/results``."""
+    from lso._io import atomic_write_text
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    data = {"machine": machine_info(), **data}
+    m = data["machine"]
+    versions = ", ".join(f"{k} {m[k]}" for k in ("python", "torch", "numpy", "onnx", "onnxruntime") if k in m)
+    md = (f"{markdown}\n\nMachine: {m['cpu']} ({m['cpu_count']} cores, torch threads {m.get('torch_threads')}), "
+          f"{m['platform']}; {versions}; {m['date']}.\n")
+    j = atomic_write_text(out_dir / f"{name}.json", json.dumps(data, indent=2, default=str) + "\n")
+    k = atomic_write_text(out_dir / f"{name}.md", md)
+    return j, k
