@@ -55,9 +55,53 @@ def _run_info(args) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------------ train
+def _add_train(sub) -> None:
+    p = _sub(sub, "train", "Train or fine-tune LSO (the paper's recipe by default); resumable.",
+             "Train on synthetic scenes generated on the fly (default) or a community-format HDF5 file.\n"
+             "Writes <out>/last.pt (resumable state, every --save-every steps), <out>/best.safetensors\n"
+             "(best validation PSNR) and <out>/log.jsonl. Ctrl-C saves and stops; --resume continues.")
+    p.add_argument("--out", default="runs/lso", help="run folder")
+    p.add_argument("--data", default="synthetic", help="'synthetic' or a training .h5 (GT/RGB keys)")
+    p.add_argument("--val-data", help="validation .h5 (default for synthetic: the validation seeds)")
+    p.add_argument("--ratio", type=int, default=4, help="scale ratio r")
+    p.add_argument("--crop", type=int, default=64, help="GT crop size (multiple of r and 4)")
+    p.add_argument("--batch", type=int, default=16, help="batch size")
+    p.add_argument("--lr", type=float, default=3e-4, help="AdamW learning rate")
+    p.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay")
+    p.add_argument("--epochs", type=int, default=1001, help="epochs of --steps-per-epoch steps")
+    p.add_argument("--steps-per-epoch", type=int, default=100, help="optimizer steps per epoch")
+    p.add_argument("--lr-step-epochs", type=int, default=300, help="StepLR period in epochs")
+    p.add_argument("--lr-gamma", type=float, default=0.6, help="StepLR factor")
+    p.add_argument("--warmup-steps", type=int, default=0, help="linear warm-up steps")
+    p.add_argument("--grad-clip", type=float, default=0.0, help="gradient norm clip (0 = off, as the paper)")
+    p.add_argument("--max-steps", type=int, help="stop after this many steps in total")
+    p.add_argument("--max-minutes", type=float, help="stop (saving state) after this wall time")
+    p.add_argument("--init", help="fine-tune from this checkpoint (official .pth.tar or ours)")
+    p.add_argument("--scene-size", type=int, default=256, help="synthetic scene size")
+    p.add_argument("--pool", type=int, default=16, help="synthetic scenes held at once")
+    p.add_argument("--refresh-every", type=int, default=50, help="replace one pooled scene every N steps")
+    p.add_argument("--val-every", type=int, default=200, help="validate every N steps")
+    p.add_argument("--save-every", type=int, default=100, help="write last.pt every N steps")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _run_train(args) -> int:
+    from lso.train import TrainConfig, train
+
+    fields = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__ and v is not None}
+    best = train(TrainConfig(**fields), resume=args.resume, progress=not args.no_progress)
+    print(best)
+    return 0
+
+
 # ------------------------------------------------------------------------------ subcommand table
 _SUBCOMMANDS: list[tuple[Callable, Callable]] = [
     (_add_info, _run_info),
+    (_add_train, _run_train),
 ]
 
 

@@ -1,0 +1,336 @@
+"""Training and fine-tuning (``lso train``): the paper's recipe by default, resumable.
+
+Recipe (official): L1 loss; AdamW lr 3e-4, weight decay 1e-4; StepLR every 300 epochs x0.6; batch 16;
+GT patches 64x64 (LR 16x16 at x4); no augmentation; best checkpoint by validation PSNR (output clamped
+to [0, 1]). Here an "epoch" is ``steps_per_epoch`` optimizer steps, so the schedule is the same for a
+finite HDF5 set and for synthetic scenes generated on the fly.
+
+Data:
+- HDF5 files in the community format (``GT``/``RGB``): random GT crops, degraded per crop with the
+  paper's protocol (as the official training does with its 64x64 patches).
+- Synthetic scenes (default): a pool of scenes from the *training* seeds, each degraded whole with
+  the paper's protocol, random aligned crops from it; one scene of the pool is replaced by a fresh
+  seed every ``refresh_every`` steps, so the model sees many scenes. Validation uses the separate
+  validation seeds, never the held-out evaluation seeds.
+
+Resumable: ``<out>/last.pt`` (model, optimizer, scheduler, step, RNG states, data state) is written
+atomically every ``save_every`` steps and at the end; ``--resume`` continues from it. The best model
+by validation PSNR is ``<out>/best.safetensors``; ``<out>/log.jsonl`` has one line per log/validation.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from lso._io import atomic_path
+from lso.config import LSOConfig
+from lso.errors import ArtifactError, InputError
+from lso.model import LSO
+
+__all__ = ["TrainConfig", "train", "SyntheticCrops", "H5Crops", "validate"]
+
+log = logging.getLogger(__name__)
+
+# The first VAL_RESERVED training seeds are the validation split (same distribution as training, never
+# trained on); training draws from the rest. The held-out evaluation seeds are never touched here.
+VAL_RESERVED = 64
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs (stored in its checkpoint; ``resume`` restores it)."""
+
+    out: str = "runs/lso"
+    data: str = "synthetic"  # "synthetic" or a path to a community-format .h5 file
+    val_data: Optional[str] = None  # .h5 validation file (default for synthetic: validation seeds)
+    ratio: int = 4
+    crop: int = 64  # GT crop size (multiple of ratio and of 4)
+    batch: int = 16
+    lr: float = 3e-4
+    weight_decay: float = 1e-4
+    epochs: int = 1001
+    steps_per_epoch: int = 100
+    lr_step_epochs: int = 300
+    lr_gamma: float = 0.6
+    warmup_steps: int = 0
+    grad_clip: float = 0.0  # 0 = off (the paper uses none)
+    seed: int = 0
+    threads: int = 0  # torch threads (0 = torch default)
+    init: Optional[str] = None  # fine-tune from this checkpoint (official or ours)
+    model: dict = field(default_factory=dict)  # LSOConfig overrides (e.g. for tests)
+    # synthetic data
+    scene_size: int = 256
+    pool: int = 16
+    refresh_every: int = 50
+    val_scenes: int = 4
+    val_size: int = 128
+    # bookkeeping
+    val_every: int = 200
+    save_every: int = 100
+    log_every: int = 20
+    max_steps: Optional[int] = None  # stop after this many steps in total (None: epochs * steps_per_epoch)
+    max_minutes: Optional[float] = None  # stop (and save) after this wall time in this session
+
+    @property
+    def total_steps(self) -> int:
+        return self.max_steps if self.max_steps is not None else self.epochs * self.steps_per_epoch
+
+
+# -------------------------------------------------------------------------------------------- data
+def _aligned_crop(rng: np.random.Generator, gt: np.ndarray, msi: np.ndarray, lr: np.ndarray, crop: int,
+                  ratio: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A random crop of (gt, msi) with its matching LR crop (origin on the LR grid)."""
+    lc = crop // ratio
+    i = int(rng.integers(0, lr.shape[-2] - lc + 1)) if lr.shape[-2] > lc else 0
+    j = int(rng.integers(0, lr.shape[-1] - lc + 1)) if lr.shape[-1] > lc else 0
+    hi, hj = i * ratio, j * ratio
+    return (gt[:, hi:hi + crop, hj:hj + crop], msi[:, hi:hi + crop, hj:hj + crop], lr[:, i:i + lc, j:j + lc])
+
+
+class SyntheticCrops:
+    """Endless random crops from a refreshed pool of synthetic training scenes."""
+
+    def __init__(self, cfg: TrainConfig, state: Optional[dict] = None) -> None:
+        from lso.data import degrade
+        from lso.data.synthetic import TRAIN_SEEDS
+
+        self._degrade = degrade
+        self.cfg = cfg
+        self._train_seeds = TRAIN_SEEDS[VAL_RESERVED:]
+        state = state or {}
+        self.next_index = state.get("next_index", 0)
+        self.steps = state.get("steps", 0)
+        self.rng = np.random.default_rng(cfg.seed + 7919 * self.steps)
+        seeds = state.get("pool_seeds") or [self._take_seed() for _ in range(cfg.pool)]
+        self.pool_seeds = list(seeds)
+        self.scenes = [self._make(s) for s in self.pool_seeds]
+
+    def _take_seed(self) -> int:
+        seed = self._train_seeds[self.next_index % len(self._train_seeds)]
+        self.next_index += 1
+        return int(seed)
+
+    def _make(self, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        from lso.data.synthetic import synthetic_scene
+
+        gt = synthetic_scene(seed, self.cfg.scene_size)
+        msi, lr = self._degrade(gt, self.cfg.ratio)
+        return gt.astype(np.float32), np.asarray(msi, np.float32), np.asarray(lr, np.float32)
+
+    def state(self) -> dict:
+        return {"next_index": self.next_index, "steps": self.steps, "pool_seeds": self.pool_seeds}
+
+    def batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        cfg = self.cfg
+        self.steps += 1
+        if cfg.refresh_every and self.steps % cfg.refresh_every == 0:
+            k = int(self.rng.integers(0, len(self.scenes)))
+            self.pool_seeds[k] = self._take_seed()
+            self.scenes[k] = self._make(self.pool_seeds[k])
+        items = [_aligned_crop(self.rng, *self.scenes[int(self.rng.integers(0, len(self.scenes)))], cfg.crop, cfg.ratio)
+                 for _ in range(cfg.batch)]
+        gt, msi, lr = (torch.from_numpy(np.stack(x)) for x in zip(*items))
+        return gt, msi, lr
+
+
+class H5Crops:
+    """Random GT crops from a community-format HDF5 file, degraded per crop (paper protocol)."""
+
+    def __init__(self, cfg: TrainConfig, state: Optional[dict] = None) -> None:
+        from lso.data import degrade
+        from lso.data.readers import H5Dataset
+
+        self._degrade = degrade
+        self.cfg = cfg
+        self.ds = H5Dataset(cfg.data)
+        self.steps = (state or {}).get("steps", 0)
+        self.rng = np.random.default_rng(cfg.seed + 7919 * self.steps)
+
+    def state(self) -> dict:
+        return {"steps": self.steps}
+
+    def batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        cfg = self.cfg
+        self.steps += 1
+        gts = []
+        for _ in range(cfg.batch):
+            gt = self.ds[int(self.rng.integers(0, len(self.ds)))]["gt"]
+            H, W = gt.shape[-2:]
+            if H < cfg.crop or W < cfg.crop:
+                raise InputError(f"{cfg.data}: items are {H}x{W}, smaller than --crop {cfg.crop}")
+            i = int(self.rng.integers(0, H - cfg.crop + 1))
+            j = int(self.rng.integers(0, W - cfg.crop + 1))
+            gts.append(gt[:, i:i + cfg.crop, j:j + cfg.crop])
+        gt = np.stack(gts).astype(np.float32)
+        msi, lr = self._degrade(gt, cfg.ratio)
+        return torch.from_numpy(gt), torch.from_numpy(np.asarray(msi, np.float32)), torch.from_numpy(np.asarray(lr, np.float32))
+
+
+def validation_set(cfg: TrainConfig) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Validation triples (gt, msi, lr): the HDF5 ``val_data`` or the synthetic validation seeds."""
+    from lso.data import degrade
+
+    items = []
+    if cfg.val_data:
+        from lso.data.readers import H5Dataset
+
+        ds = H5Dataset(cfg.val_data)
+        gts = [ds[i]["gt"] for i in range(len(ds))]
+    else:
+        from lso.data.synthetic import TRAIN_SEEDS, synthetic_scene
+
+        gts = [synthetic_scene(int(s), cfg.val_size) for s in TRAIN_SEEDS[: min(cfg.val_scenes, VAL_RESERVED)]]
+    for gt in gts:
+        msi, lr = degrade(gt, cfg.ratio)
+        items.append((np.asarray(gt, np.float32), np.asarray(msi, np.float32), np.asarray(lr, np.float32)))
+    return items
+
+
+@torch.no_grad()
+def validate(model: LSO, items: list) -> float:
+    """Mean PSNR (dB) over ``items``, output clamped to [0, 1] (as the paper selects checkpoints)."""
+    from lso.metrics import psnr
+
+    was_training = model.training
+    model.eval()
+    scores = []
+    for gt, msi, lr in items:
+        out = model(torch.from_numpy(msi)[None], torch.from_numpy(lr)[None]).clamp(0, 1)[0]
+        scores.append(psnr(gt, out.numpy()))
+    model.train(was_training)
+    return float(np.mean(scores))
+
+
+# -------------------------------------------------------------------------------------------- loop
+def _save_state(path: Path, **state: Any) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def _lr_factor(cfg: TrainConfig, step: int) -> float:
+    epoch = step // cfg.steps_per_epoch
+    factor = cfg.lr_gamma ** (epoch // cfg.lr_step_epochs)
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        factor *= (step + 1) / cfg.warmup_steps
+    return factor
+
+
+def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> Path:
+    """Train (or fine-tune, or resume) an LSO; returns the path of the best checkpoint.
+
+    Raises:
+        ArtifactError: ``resume`` without a readable ``last.pt`` in ``cfg.out``.
+    """
+    from lso.checkpoint import load_checkpoint, save_checkpoint
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    last = out / "last.pt"
+    state: dict[str, Any] = {}
+    if resume:
+        if not last.exists():
+            raise ArtifactError(f"--resume: {last} does not exist; start without --resume")
+        try:
+            state = torch.load(last, map_location="cpu", weights_only=False)  # our own file
+        except Exception as exc:
+            raise ArtifactError(f"--resume: {last} is unreadable ({exc}); delete it to start over") from exc
+        saved = TrainConfig(**state["train_config"])
+        # keep the run's identity (data, model, recipe); allow extending the length and bookkeeping
+        for name in ("epochs", "max_steps", "max_minutes", "val_every", "save_every", "log_every", "threads"):
+            setattr(saved, name, getattr(cfg, name))
+        cfg = saved
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    if cfg.crop % cfg.ratio or cfg.crop % 4:
+        raise InputError(f"--crop {cfg.crop} must be a multiple of the ratio ({cfg.ratio}) and of 4")
+
+    if cfg.init and not state:
+        model = load_checkpoint(cfg.init)
+        log.info("fine-tuning from %s", cfg.init)
+    else:
+        model = LSO(LSOConfig(**cfg.model) if cfg.model else LSOConfig())
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    step, best = 0, -math.inf
+    if state:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        step, best = state["step"], state["best"]
+        torch.set_rng_state(state["torch_rng"])
+    data = (SyntheticCrops if cfg.data == "synthetic" else H5Crops)(cfg, state.get("data"))
+    val_items = validation_set(cfg)
+    total = cfg.total_steps
+    log_path = out / "log.jsonl"
+
+    bar = None
+    if progress:
+        try:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, initial=step, desc="train", unit="step", dynamic_ncols=True)
+        except ImportError:
+            bar = None
+
+    def save_last() -> None:
+        _save_state(last, model=model.state_dict(), optimizer=opt.state_dict(), step=step, best=best,
+                    torch_rng=torch.get_rng_state(), data=data.state(), train_config=asdict(cfg))
+
+    t_start = time.time()
+    losses: list[float] = []
+    try:
+        while step < total:
+            for group in opt.param_groups:
+                group["lr"] = cfg.lr * _lr_factor(cfg, step)
+            gt, msi, lr = data.batch()
+            loss = F.l1_loss(model(msi, lr), gt)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            step += 1
+            losses.append(float(loss.detach()))
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{losses[-1]:.4f}", best=f"{best:.2f}")
+            record: dict[str, Any] = {}
+            if step % cfg.log_every == 0:
+                record.update(step=step, loss=float(np.mean(losses)), lr=opt.param_groups[0]["lr"],
+                              minutes=(time.time() - t_start) / 60)
+                losses.clear()
+            if step % cfg.val_every == 0 or step == total:
+                score = validate(model, val_items)
+                record.update(step=step, val_psnr=score)
+                if score > best:
+                    best = score
+                    save_checkpoint(model, out / "best.safetensors", step=step, val_psnr=score)
+                    record["best"] = True
+            if record:
+                record["time"] = time.time()
+                with open(log_path, "a", encoding="utf-8") as fh:
+                    fh.write(json.dumps(record) + "\n")
+            if step % cfg.save_every == 0:
+                save_last()
+            if cfg.max_minutes and (time.time() - t_start) / 60 >= cfg.max_minutes:
+                log.info("stopping after %.1f min (--max-minutes)", cfg.max_minutes)
+                break
+    finally:
+        save_last()
+        if bar is not None:
+            bar.close()
+    if not (out / "best.safetensors").exists():
+        save_checkpoint(model, out / "best.safetensors", step=step)
+    return out / "best.safetensors"
