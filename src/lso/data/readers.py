@@ -1,0 +1,442 @@
+"""Readers: the community HDF5 files, raw CAVE scenes (31 PNGs) and raw Harvard scenes (.mat).
+
+All readers return float32 arrays in [0, 1], channels first, bands 400 → 700 nm:
+``gt`` ``[31, H, W]`` and ``rgb`` ``[3, H, W]``. Optional dependencies (h5py, scipy, scikit-image)
+are imported inside the functions that need them.
+
+Errors: a file that cannot be read (missing, not HDF5/PNG/MAT, truncated, corrupt) raises
+:class:`~lso.errors.ArtifactError` naming the file; a readable file with the wrong content (keys,
+shapes, bands, dtype, value range) raises :class:`~lso.errors.InputError`.
+
+Example::
+
+    from lso.data.readers import H5Dataset
+    with H5Dataset("test_cave(with_up)x4.h5") as ds:
+        item = ds[0]                  # {"gt": [31, 512, 512], "rgb": [3, 512, 512]} float32
+"""
+from __future__ import annotations
+
+import logging
+import operator
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lso._deps import require
+from lso.data.srf import _project, _srf_matrix
+from lso.errors import ArtifactError, InputError
+
+__all__ = ["H5Dataset", "read_cave_scene", "read_harvard_mat", "RANGE_TOLERANCE"]
+
+logger = logging.getLogger(__name__)
+
+RANGE_TOLERANCE = 1e-3
+"""Values within this distance outside [0, 1] are accepted (and clipped); further out is an error."""
+
+_N_BANDS = 31
+_N_RGB = 3
+
+
+def _check_range(arr: np.ndarray, where: str) -> np.ndarray:
+    """Raise InputError if ``arr`` leaves [0, 1] by more than the tolerance; clip tiny overshoots."""
+    lo, hi = float(np.min(arr)), float(np.max(arr))
+    if not (np.isfinite(lo) and np.isfinite(hi)) or lo < -RANGE_TOLERANCE or hi > 1.0 + RANGE_TOLERANCE:
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            found = "NaN or infinite values"
+        else:
+            found = f"values in [{lo:.6g}, {hi:.6g}]"
+        raise InputError(
+            f"{where}: found {found}, expected floats in [0, 1] (tolerance {RANGE_TOLERANCE:g}); the data "
+            f"is not normalised or is damaged: rescale it to [0, 1] (e.g. divide by its "
+            f"maximum) or regenerate the file"
+        )
+    if lo < 0.0 or hi > 1.0:
+        np.clip(arr, 0.0, 1.0, out=arr)
+    return arr
+
+
+# ---- community HDF5 files ------------------------------------------------------------------------
+
+
+def _open_h5(path: Path) -> Any:
+    h5py = require("h5py")
+    if not path.is_file():
+        raise ArtifactError(
+            f"{path}: no such file; check the path (expected an HDF5 file with keys GT and RGB)"
+        )
+    try:
+        return h5py.File(path, "r")
+    except OSError as exc:
+        raise ArtifactError(
+            f"{path}: cannot be opened as HDF5 ({exc}); the file is not HDF5, or is truncated or corrupt: "
+            f"download or generate it again"
+        ) from exc
+
+
+class H5Dataset:
+    """The community HDF5 format (``train_cave(with_up)x4.h5``, ``test_cave(with_up)x4.h5``, Harvard ...).
+
+    Keys ``GT`` ``(N, 31, H, W)`` and ``RGB`` ``(N, 3, H, W)``, floats in [0, 1]; optional ``LRHSI``
+    and ``HSI_up`` are ignored (LSO regenerates LR-HSI from GT with :func:`lso.data.degrade`).
+
+    Items are read lazily, one at a time (``load_all=False``). The HDF5 file is opened on first
+    access in each process and reopened after pickling or in a forked DataLoader worker, so an
+    ``H5Dataset`` can be handed to ``torch.utils.data.DataLoader(num_workers>0)`` as it is. The
+    constructor checks the metadata (keys, ranks, band counts, N and H×W agree, float dtypes) and
+    closes the file again. The value range is checked per item on access; values within
+    :data:`RANGE_TOLERANCE` of [0, 1] are clipped to it.
+
+    Args:
+        path: the ``.h5`` file.
+        load_all: read both arrays into memory at construction (and check every item's range then).
+
+    Raises:
+        ArtifactError: the file is missing, not HDF5, truncated or corrupt (also on item reads).
+        InputError: a key is missing, or shapes, band counts or dtypes are wrong.
+    """
+
+    gt_key = "GT"
+    rgb_key = "RGB"
+
+    def __init__(self, path: str | os.PathLike[str], *, load_all: bool = False) -> None:
+        self.path = Path(path)
+        self.load_all = load_all
+        self._file: Any = None
+        self._pid: int | None = None
+        self._memory: dict[str, np.ndarray] | None = None
+        with _open_h5(self.path) as f:
+            self._n, self._size = self._validate(f)
+            if load_all:
+                self._memory = {key: self._read(f, key, slice(None)) for key in (self.gt_key, self.rgb_key)}
+        if self._memory is not None:
+            for key, arr in self._memory.items():
+                for i in range(self._n):
+                    _check_range(arr[i], f"{self.path}: '{key}'[{i}]")
+        logger.debug(
+            "H5Dataset %s: %d items of %d×%d (load_all=%s)", self.path, self._n, *self._size, load_all
+        )
+
+    def _validate(self, f: Any) -> tuple[int, tuple[int, int]]:
+        h5py = require("h5py")
+        shapes = {}
+        for key, bands in ((self.gt_key, _N_BANDS), (self.rgb_key, _N_RGB)):
+            if key not in f or not isinstance(f[key], h5py.Dataset):
+                raise InputError(
+                    f"{self.path}: dataset '{key}' not found (found keys: {sorted(f.keys())}); expected the "
+                    f"community layout with '{self.gt_key}' (N, 31, H, W) and '{self.rgb_key}' (N, 3, H, W)"
+                )
+            dset = f[key]
+            if dset.ndim != 4 or dset.shape[1] != bands:
+                raise InputError(
+                    f"{self.path}: '{key}' has shape {dset.shape}, expected (N, {bands}, H, W) "
+                    f"(N×C×H×W with C = {bands}); transpose the file's arrays to channels-first if they "
+                    f"are N×H×W×C"
+                )
+            if dset.dtype.kind != "f":
+                raise InputError(
+                    f"{self.path}: '{key}' has dtype {dset.dtype}, expected floats in [0, 1]; convert the "
+                    f"data to float32 and rescale it to [0, 1]"
+                )
+            shapes[key] = dset.shape
+        gt, rgb = shapes[self.gt_key], shapes[self.rgb_key]
+        if gt[0] != rgb[0] or gt[2:] != rgb[2:]:
+            raise InputError(
+                f"{self.path}: '{self.gt_key}' {gt} and '{self.rgb_key}' {rgb} disagree; expected the "
+                f"same N, H and W in both (one RGB image per GT image)"
+            )
+        extra = sorted(k for k in f.keys() if k not in (self.gt_key, self.rgb_key))
+        if extra:
+            logger.debug("%s: ignoring keys %s", self.path, extra)
+        return int(gt[0]), (int(gt[2]), int(gt[3]))
+
+    def _read(self, f: Any, key: str, index: int | slice) -> np.ndarray:
+        try:
+            data = f[key][index]
+        except (OSError, RuntimeError, ValueError) as exc:
+            where = ":" if isinstance(index, slice) else index
+            raise ArtifactError(
+                f"{self.path}: cannot read '{key}'[{where}] ({exc}); the file is truncated or corrupt: "
+                f"download or generate it again"
+            ) from exc
+        return np.asarray(data, dtype=np.float32)
+
+    def _handle(self) -> Any:
+        pid = os.getpid()
+        if self._file is None or self._pid != pid:
+            # A handle inherited from another process (fork) is dropped, not closed: it is not ours.
+            self._file = _open_h5(self.path)
+            self._pid = pid
+        return self._file
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(H, W) of every image in the file."""
+        return self._size
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+        """Item ``index`` (negative counts from the end).
+
+        Returns:
+            ``{"gt": [31, H, W], "rgb": [3, H, W]}``, float32 in [0, 1], fresh arrays.
+
+        Raises:
+            IndexError: out of range. InputError: values outside [0, 1]. ArtifactError: read failure.
+        """
+        i = operator.index(index)
+        if i < 0:
+            i += self._n
+        if not 0 <= i < self._n:
+            raise IndexError(f"index {index} out of range for {self.path} with {self._n} items")
+        out = {}
+        for name, key in (("gt", self.gt_key), ("rgb", self.rgb_key)):
+            if self._memory is not None:
+                out[name] = self._memory[key][i].copy()
+            else:
+                out[name] = _check_range(self._read(self._handle(), key, i), f"{self.path}: '{key}'[{i}]")
+        return out
+
+    def close(self) -> None:
+        """Close this process's file handle (it is reopened on the next access)."""
+        if self._file is not None and self._pid == os.getpid():
+            self._file.close()
+        self._file = None
+        self._pid = None
+
+    def __enter__(self) -> H5Dataset:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_file"] = None
+        state["_pid"] = None
+        return state
+
+    def __repr__(self) -> str:
+        h, w = self._size
+        return f"H5Dataset('{self.path}', n={self._n}, size={h}×{w}, load_all={self.load_all})"
+
+
+# ---- raw CAVE --------------------------------------------------------------------------------------
+
+_CAVE_BAND = re.compile(r"_(\d{1,2})\.png$", re.IGNORECASE)
+
+
+def _cave_band_files(folder: Path) -> tuple[Path, dict[int, list[Path]]]:
+    """The folder holding the band PNGs (``folder`` or, repeatedly, its single subfolder)."""
+    current = folder
+    for _ in range(3):
+        bands: dict[int, list[Path]] = {}
+        for p in current.iterdir():
+            m = _CAVE_BAND.search(p.name)
+            if p.is_file() and m and not p.name.startswith("."):
+                bands.setdefault(int(m.group(1)), []).append(p)
+        if bands:
+            return current, bands
+        subdirs = [p for p in current.iterdir() if p.is_dir() and not p.name.startswith((".", "__MACOSX"))]
+        if len(subdirs) != 1:
+            break
+        current = subdirs[0]
+    return current, {}
+
+
+def _read_band_png(path: Path, io: Any) -> tuple[np.ndarray, bool]:
+    """One band as float64 in [0, 1]; the flag says a multi-channel PNG was reduced."""
+    try:
+        img = io.imread(path)
+    except (OSError, ValueError, SyntaxError, RuntimeError) as exc:
+        raise ArtifactError(
+            f"{path}: cannot be read as PNG ({exc}); the file is truncated or corrupt: extract the scene "
+            f"again"
+        ) from exc
+    img = np.asarray(img)
+    if img.dtype == np.uint16:
+        scale = 65535.0
+    elif img.dtype == np.uint8:
+        scale = 255.0
+    else:
+        raise InputError(f"{path}: pixel type {img.dtype}, expected 16-bit (or 8-bit) PNG bands")
+    reduced = False
+    if img.ndim == 3 and img.shape[-1] in (2, 3, 4):
+        color = img[..., :1] if img.shape[-1] == 2 else img[..., :3]  # drop alpha (LA / RGBA)
+        if np.all(color == color[..., :1]):
+            img = color[..., 0]
+        else:
+            img = color.mean(axis=-1)
+        reduced = True
+    if img.ndim != 2:
+        raise InputError(f"{path}: image of shape {img.shape}, expected one grey channel (H, W)")
+    return img.astype(np.float64) / scale, reduced
+
+
+def read_cave_scene(folder: str | os.PathLike[str], *, srf: Any = None) -> dict[str, np.ndarray]:
+    """One raw CAVE scene: 31 band PNGs → GT and the RGB synthesised from it.
+
+    The real layout is ``<scene>_ms/<scene>_ms/<scene>_ms_01.png … _31.png`` (sometimes one level
+    less). ``folder`` may be either level: the PNGs are looked for in ``folder`` and, while none are
+    found and there is exactly one subfolder, in that subfolder. Bands are the files ending in
+    ``_NN.png`` (NN = 01..31, sorted numerically); other files (``*_RGB.bmp``, ``Thumbs.db``,
+    hidden ``._*`` files) are ignored. The scene's own RGB image is not used.
+
+    Pixel values: 16-bit PNGs are divided by 65535, 8-bit ones by 255. Some real scenes (e.g.
+    ``watercolors``) store bands as RGB/RGBA PNGs: the alpha channel is dropped and the colour
+    channels are reduced to one, keeping the first when they are identical (grey stored as colour)
+    and averaging them otherwise; a warning is logged. Any image size is accepted (CAVE: 512×512),
+    all bands must share it.
+
+    Args:
+        folder: the scene folder.
+        srf: ``[31, 3]`` SRF for the RGB; ``None`` = Nikon D700 (:func:`lso.data.srf.load_srf`).
+
+    Returns:
+        ``{"gt": [31, H, W], "rgb": [3, H, W]}``, float32 in [0, 1].
+
+    Raises:
+        ArtifactError: the folder does not exist, or a PNG cannot be read.
+        InputError: bands missing or duplicated, sizes differ, unexpected pixel types.
+    """
+    io = require("skimage.io")
+    root = Path(folder)
+    if not root.is_dir():
+        raise ArtifactError(f"{root}: no such folder; expected a CAVE scene folder holding 31 band PNGs")
+    where, bands = _cave_band_files(root)
+    expected = set(range(1, _N_BANDS + 1))
+    missing = sorted(expected - bands.keys())
+    dup = {k: [p.name for p in v] for k, v in bands.items() if len(v) > 1}
+    unexpected = sorted(bands.keys() - expected)
+    if missing or dup or unexpected:
+        raise InputError(
+            f"{where}: expected 31 band PNGs named *_01.png … *_31.png; missing bands {missing}, "
+            f"duplicated {dup}, unexpected band numbers {unexpected}; point to one scene's folder "
+            f"(e.g. balloons_ms)"
+        )
+    planes, reduced = [], []
+    for k in range(1, _N_BANDS + 1):
+        path = bands[k][0]
+        plane, was_reduced = _read_band_png(path, io)
+        if planes and plane.shape != planes[0].shape:
+            raise InputError(
+                f"{path}: size {plane.shape} differs from band 01's {planes[0].shape}; all bands of a scene "
+                f"must have the same size"
+            )
+        planes.append(plane)
+        if was_reduced:
+            reduced.append(path.name)
+    if reduced:
+        logger.warning(
+            "%s: %d band PNGs are RGB/RGBA (e.g. %s); alpha dropped, colour channels reduced to one "
+            "(first channel if identical, else their mean)", where, len(reduced), reduced[0]
+        )
+    gt = np.stack(planes)
+    if gt.shape[1:] != (512, 512):
+        logger.debug("%s: scene size %s (raw CAVE scenes are 512×512)", where, gt.shape[1:])
+    rgb = _project(gt, _srf_matrix(srf))
+    return {"gt": gt.astype(np.float32), "rgb": rgb.astype(np.float32)}
+
+
+# ---- raw Harvard -----------------------------------------------------------------------------------
+
+
+def _load_mat_ref(path: Path) -> np.ndarray:
+    """``ref`` of a MATLAB file in MATLAB's axis order (H, W, 31), whatever the file version."""
+    h5py = require("h5py")
+    if not path.is_file():
+        raise ArtifactError(f"{path}: no such file; expected a Harvard scene .mat file with key 'ref'")
+    if h5py.is_hdf5(path):  # MATLAB v7.3: HDF5 storing arrays with the axes reversed
+        try:
+            with h5py.File(path, "r") as f:
+                if "ref" not in f or not isinstance(f["ref"], h5py.Dataset):
+                    raise InputError(
+                        f"{path}: variable 'ref' not found (found {sorted(f.keys())}); expected a Harvard "
+                        f"scene with 'ref' (1040×1392×31)"
+                    )
+                return np.asarray(f["ref"][()]).T
+        except OSError as exc:
+            raise ArtifactError(
+                f"{path}: cannot read the MATLAB v7.3 (HDF5) file ({exc}); it is truncated or corrupt"
+            ) from exc
+    sio = require("scipy.io")
+    try:
+        mat = sio.loadmat(path, variable_names=["ref"])
+    except (OSError, ValueError, TypeError, IndexError, KeyError, EOFError, NotImplementedError,
+            sio.matlab.MatReadError) as exc:
+        raise ArtifactError(
+            f"{path}: cannot be read as a MATLAB .mat file ({exc}); the file is not a .mat file, or is "
+            f"truncated or corrupt"
+        ) from exc
+    if "ref" not in mat:
+        found = sorted(name for name, *_ in sio.whosmat(path))
+        raise InputError(
+            f"{path}: variable 'ref' not found (found {found}); expected a Harvard "
+            f"scene with 'ref' (1040×1392×31)"
+        )
+    return np.asarray(mat["ref"])
+
+
+def read_harvard_mat(
+    path: str | os.PathLike[str],
+    *,
+    crop: tuple[int, int, int, int] | None = None,
+    srf: Any = None,
+) -> dict[str, np.ndarray]:
+    """One raw Harvard scene (``ref``, 1040×1392×31, not normalised) → GT and RGB.
+
+    MATLAB v5 files are read with ``scipy.io.loadmat`` (``ref`` is (H, W, 31)); v7.3 files are HDF5
+    and read with h5py, which sees the axes reversed ((31, W, H) = (31, 1392, 1040)); both become
+    ``[31, H, W]`` with H = 1040 rows. The scene is divided by its maximum (over the whole scene,
+    before cropping), so it spans [0, 1]. Any size is accepted; the band axis must have 31 entries.
+
+    Args:
+        path: the ``.mat`` file.
+        crop: ``(top, left, height, width)`` in pixels of the ``[31, H, W]`` scene; ``None``
+            (default) = the whole scene, 1040×1392. (The community test files hold 1000×1000
+            crops; pass e.g. ``(0, 0, 1000, 1000)`` for a top-left one.)
+        srf: ``[31, 3]`` SRF for the RGB; ``None`` = Nikon D700.
+
+    Returns:
+        ``{"gt": [31, h, w], "rgb": [3, h, w]}``, float32 in [0, 1].
+
+    Raises:
+        ArtifactError: missing, unreadable or corrupt file.
+        InputError: no ``ref``, wrong shape, no positive value, non-finite values, crop out of bounds.
+    """
+    p = Path(path)
+    ref = _load_mat_ref(p)
+    if ref.ndim != 3 or ref.shape[-1] != _N_BANDS or ref.dtype.kind not in "fiu":
+        raise InputError(
+            f"{p}: 'ref' has shape {ref.shape} and dtype {ref.dtype}, expected numbers of shape (H, W, 31) "
+            f"in MATLAB's order (1040×1392×31 for Harvard)"
+        )
+    gt = np.ascontiguousarray(ref.transpose(2, 0, 1), dtype=np.float64)
+    if not np.isfinite(gt).all():
+        raise InputError(f"{p}: 'ref' contains NaN or infinite values; the scene is damaged")
+    peak = float(gt.max())
+    if peak <= 0.0:
+        raise InputError(f"{p}: 'ref' has maximum {peak:g}, expected positive radiance to normalise by")
+    gt /= peak
+    if crop is not None:
+        h, w = gt.shape[1:]
+        try:
+            top, left, ch, cw = (operator.index(v) for v in crop)
+        except (TypeError, ValueError) as exc:
+            raise InputError(
+                f"crop: expected four integers (top, left, height, width), got {crop!r}"
+            ) from exc
+        if top < 0 or left < 0 or ch < 1 or cw < 1 or top + ch > h or left + cw > w:
+            raise InputError(
+                f"crop {tuple(crop)} (top, left, height, width) does not fit the {h}×{w} scene of {p}; "
+                f"choose top + height ≤ {h} and left + width ≤ {w}"
+            )
+        gt = gt[:, top : top + ch, left : left + cw]
+    if gt.shape[1:] != (1040, 1392) and crop is None:
+        logger.debug("%s: scene size %s (raw Harvard scenes are 1040×1392)", p, gt.shape[1:])
+    rgb = _project(gt, _srf_matrix(srf))
+    return {"gt": gt.astype(np.float32), "rgb": rgb.astype(np.float32)}
