@@ -290,8 +290,17 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> P
 
     t_start = time.time()
     losses: list[float] = []
+    stop = {"signal": None}
+
+    def _on_term(signum, _frame):  # SIGTERM (and SIGINT where ignored, e.g. background jobs): save, then stop
+        stop["signal"] = signum
+
+    import signal
+    import threading
+
+    old_handler = signal.signal(signal.SIGTERM, _on_term) if threading.current_thread() is threading.main_thread() else None
     try:
-        while step < total:
+        while step < total and stop["signal"] is None:
             for group in opt.param_groups:
                 group["lr"] = cfg.lr * _lr_factor(cfg, step)
             gt, msi, lr = data.batch()
@@ -331,6 +340,10 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> P
         save_last()
         if bar is not None:
             bar.close()
+        if old_handler is not None:
+            signal.signal(signal.SIGTERM, old_handler)
+    if stop["signal"] is not None:
+        log.warning("stopped by signal %s at step %d; state saved in %s (continue with --resume)", stop["signal"], step, last)
     if not (out / "best.safetensors").exists():
         save_checkpoint(model, out / "best.safetensors", step=step)
     return out / "best.safetensors"
