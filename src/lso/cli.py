@@ -125,11 +125,94 @@ def _run_eval(args) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------------ infer
+def _add_infer(sub) -> None:
+    p = _sub(sub, "infer", "Fuse a scene with any artifact (checkpoint, .onnx, .plan); write .npz/.h5 atomically.",
+             "Inputs: one .h5 (ours: hr_msi/lr_hsi; community: GT/RGB, LR-HSI regenerated from GT with the\n"
+             "paper's protocol), .npz or .mat file, or a pair of files HR LR (.npy/.npz/.mat/.h5, .png for RGB).\n"
+             "The runner follows the artifact: .pth/.pth.tar/.pt/.safetensors -> PyTorch, .onnx -> ONNX Runtime,\n"
+             ".plan/.engine/.trt -> TensorRT. Writes OUT, a false-colour OUT.png and, with --envi, OUT.hdr/.img.")
+    p.add_argument("artifact", help="checkpoint, ONNX graph or TensorRT plan")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="scene file, or HR-MSI and LR-HSI files")
+    p.add_argument("-o", "--out", required=True, help="output .npz or .h5")
+    p.add_argument("--device", help="cpu, cuda, cuda:N; None = the runner's own")
+    p.add_argument("--tile", type=int, help="fuse in tiles with this core size (exact; bounds memory)")
+    p.add_argument("--overlap", type=int, help="tile overlap; None = the exact minimum")
+    p.add_argument("--index", type=int, help="scene index in a multi-scene file; None = all")
+    p.add_argument("--ratio", type=int, help="ratio for regenerating LR-HSI from GT (community .h5); None = 4")
+    p.add_argument("--lr-from", choices=("auto", "gt", "file"), default="auto",
+                   help="community .h5: regenerate LR-HSI from GT (auto/gt) or use the file's LRHSI")
+    p.add_argument("--layout", choices=("auto", "chw", "hwc"), default="auto", help="layout of the input arrays")
+    p.add_argument("--envi", action="store_true", help="also write an ENVI .hdr/.img pair")
+    p.add_argument("--preview", action=argparse.BooleanOptionalAction, default=True, help="write a false-colour PNG")
+    p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _run_infer(args) -> int:
+    from pathlib import Path
+
+    from lso.runtime.infer import InferOptions, infer
+
+    opts = InferOptions(artifact=Path(args.artifact), inputs=tuple(Path(p) for p in args.inputs), out=Path(args.out),
+                        device=args.device, tile=args.tile, overlap=args.overlap, index=args.index, ratio=args.ratio,
+                        lr_from=args.lr_from, layout=args.layout, envi=args.envi, preview=args.preview,
+                        threads=args.threads, progress=not args.no_progress)
+    result = infer(opts)
+    written = [result.output, *result.preview, *result.envi]
+    print(f"hr_hsi {'x'.join(map(str, result.shape))} in {result.seconds:.2f} s ({result.runner}) -> "
+          + ", ".join(str(p) for p in written))
+    return 0
+
+
+# ----------------------------------------------------------------------------------------- export
+def _add_export(sub) -> None:
+    from lso.export.options import DESCRIPTION, add_export_arguments
+
+    p = _sub(sub, "export", "Export a checkpoint to one ONNX file (any size, any ratio) and check it against PyTorch.",
+             DESCRIPTION)
+    add_export_arguments(p)
+
+
+def _run_export(args) -> int:
+    from lso.export.options import run_export
+
+    return run_export(args)
+
+
+# ------------------------------------------------------------------------------------------- demo
+def _add_demo(sub) -> None:
+    p = _sub(sub, "demo", "The demo: bundled checkpoint, held-out synthetic scene, export, ONNX Runtime, parity and latency.",
+             "Loads the bundled demo checkpoint, makes a held-out synthetic scene, degrades it (paper protocol),\n"
+             "exports ONNX, fuses with PyTorch (reference solver = baseline, folded solver) and ONNX Runtime,\n"
+             "prints parity and latency tables and writes <out>/demo.png and <out>/demo.json.")
+    p.add_argument("--checkpoint", help="checkpoint to use (default: the bundled demo checkpoint)")
+    p.add_argument("--size", type=int, default=256, help="scene height and width")
+    p.add_argument("--ratio", type=int, default=4, help="scale ratio r")
+    p.add_argument("--seed", type=int, help="held-out scene seed (default: the first evaluation seed)")
+    p.add_argument("--out", default="demo_out", help="output folder")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs per path (after one warm-up)")
+    p.add_argument("--threads", type=int, help="CPU threads (default: torch's default)")
+
+
+def _run_demo(args) -> int:
+    from lso.benchmarks.demo import format_tables, run_demo
+
+    report = run_demo(args.checkpoint, size=args.size, ratio=args.ratio, seed=args.seed, out=args.out,
+                      repeats=args.repeats, threads=args.threads, echo=lambda s: print(s, flush=True))
+    print()
+    print(format_tables(report))
+    return 0
+
+
 # ------------------------------------------------------------------------------ subcommand table
 _SUBCOMMANDS: list[tuple[Callable, Callable]] = [
     (_add_info, _run_info),
     (_add_train, _run_train),
     (_add_eval, _run_eval),
+    (_add_demo, _run_demo),
+    (_add_export, _run_export),
+    (_add_infer, _run_infer),
 ]
 
 
