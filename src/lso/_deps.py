@@ -18,6 +18,7 @@ _EXTRAS: dict[str, tuple[str, str]] = {
     "onnx": ("onnx", "onnx"),
     "onnxruntime": ("onnxruntime", "onnx"),
     "onnxslim": ("onnxslim", "onnx"),
+    "onnxscript": ("onnxscript", "onnx"),
     "onnxconverter_common": ("onnxconverter-common", "onnx"),
     "safetensors": ("safetensors", "onnx"),
     "h5py": ("h5py", "data"),

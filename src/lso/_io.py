@@ -38,7 +38,10 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     as it was, so no half-written artifact ever exists under the final name.
     """
     path = check_writable_target(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:  # read-only file system, no space, permissions os.access did not foresee
+        raise ArtifactError(f"cannot write {path}: {exc.strerror or exc} (choose another place)") from exc
     os.close(fd)
     tmp_path = Path(tmp)
     try:

@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import pickle
-import zipfile
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
@@ -92,8 +91,9 @@ def read_state_dict(path: Union[str, os.PathLike]) -> tuple[dict[str, torch.Tens
             f"run code when unpickled (torch.load weights_only=True said: {str(exc).splitlines()[0]}). Only load "
             f"checkpoints you trust; re-save it as a plain state dict or as .safetensors."
         ) from exc
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise ArtifactError(f"{path} is not a readable PyTorch checkpoint (truncated or corrupt?): {exc}") from exc
+    except Exception as exc:  # a corrupt pickle stream raises almost anything (IndexError, KeyError, EOFError, ...)
+        raise ArtifactError(f"{path} is not a readable PyTorch checkpoint (truncated or corrupt?): "
+                            f"{type(exc).__name__}: {exc}") from exc
     return _strip_prefixes(_unwrap(obj, path)), {}
 
 

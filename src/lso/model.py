@@ -133,13 +133,44 @@ class SpatialEncoder(nn.Module):
         return self.body(x) + x
 
 
+def _round_up(size, multiple: int):
+    """``size`` rounded up to a multiple of ``multiple``, written as ``ceil(size / multiple) * multiple``.
+
+    This form (not ``size + (-size) % multiple``) lets ``torch.export`` see that the result divides
+    by ``multiple``, so reshaping it into patches and halving it twice need no guard on the size.
+    """
+    return (size + multiple - 1) // multiple * multiple
+
+
 def _pad_to_multiple(x: Tensor, multiple: int, mode: str) -> Tensor:
     """Pad bottom/right to a multiple of ``multiple`` (always emits the pad, possibly of 0)."""
-    pad_h = (-x.shape[-2]) % multiple
-    pad_w = (-x.shape[-1]) % multiple
+    pad_h = _round_up(x.shape[-2], multiple) - x.shape[-2]
+    pad_w = _round_up(x.shape[-1], multiple) - x.shape[-1]
     if mode == "constant":
         return F.pad(x, (0, pad_w, 0, pad_h))
     return F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+
+
+def _crop(x: Tensor, height, width) -> Tensor:
+    """Crop bottom/right to ``height`` x ``width`` (undoes :func:`_pad_to_multiple`).
+
+    Written as a pad by the negative amounts ``height - H``, ``width - W`` rather than a slice
+    ``[..., :height, :width]``: both compute the same, but the pad's output size is exactly
+    ``(height, width)`` for ``torch.export``, whereas a slice's is ``min(height, H)``, which it cannot
+    simplify and then guards (specialising the exported graph to multiples of 4).
+    """
+    return F.pad(x, (0, width - x.shape[-1], 0, height - x.shape[-2]))
+
+
+def _copy(x: Tensor) -> Tensor:
+    """A contiguous copy of ``x``, always.
+
+    ``reshape`` of a permuted tensor (and ``contiguous()``) choose between a view and a copy from the
+    sizes (e.g. "one patch per row or more"), a choice ``torch.export`` turns into a guard on the image
+    size. Copying unconditionally removes the choice; where the sizes would allow a view this costs one
+    small copy in eager mode, and the ONNX graph has no strides, so it is unchanged.
+    """
+    return x.clone(memory_format=torch.contiguous_format)
 
 
 class SpectralBlock(nn.Module):
@@ -178,7 +209,7 @@ class SpectralBlock(nn.Module):
         kv = self.encoder_attn(xp)
         qd = self.decoder_attn(xp)
         feats = torch.cat([xp, kv, qd], dim=1)  # [B, 4C, Hp, Wp]
-        feats = feats.reshape(-1, 4 * n_ch, nh, p, nw, p).permute(0, 2, 4, 1, 3, 5)
+        feats = _copy(feats.reshape(-1, 4 * n_ch, nh, p, nw, p).permute(0, 2, 4, 1, 3, 5))
         feats = feats.reshape(-1, 4 * n_ch, p * p)  # [N, 4C, P2] with N = B * nh * nw
         res, kv, qd = feats[:, :n_ch], feats[:, n_ch:3 * n_ch], feats[:, 3 * n_ch:]
 
@@ -201,8 +232,8 @@ class SpectralBlock(nn.Module):
         out = torch.einsum("nhpt,nhdt->nhdp", attn, zt).reshape(-1, n_ch, p * p) + res
 
         # back to the image
-        out = out.reshape(-1, nh, nw, n_ch, p, p).permute(0, 3, 1, 4, 2, 5).reshape(-1, n_ch, hp, wp)
-        return out[:, :, :height, :width]
+        out = _copy(out.reshape(-1, nh, nw, n_ch, p, p).permute(0, 3, 1, 4, 2, 5)).reshape(-1, n_ch, hp, wp)
+        return _crop(out, height, width)
 
 
 def coordinate_grid(ref: Tensor, extent: Optional[Tensor] = None, full_size: Optional[tuple] = None) -> Tensor:
@@ -280,10 +311,11 @@ class LSO(nn.Module):
         x2 = self.down1(x1)
         x3 = self.down2(x2)
 
-        msi_half = F.interpolate(msi, scale_factor=0.5, mode="bicubic", align_corners=False)
+        # bicubic x0.5 (the padded size is even), sized from x2 so that export sees equal sizes
+        msi_half = F.interpolate(msi, size=(x2.shape[-2], x2.shape[-1]), mode="bicubic", align_corners=False)
         y = self.up1(self.process3(x3), self.process2(x2), msi_half) + x2
         y = self.up2(y, self.process1(x1), msi) + x1
-        out = self.outc(y)[:, :, :height, :width]
+        out = _crop(self.outc(y), height, width)
         return lms + out
 
     @property

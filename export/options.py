@@ -1,0 +1,117 @@
+"""The one argparse definition of the export options, shared by ``python export/to_onnx.py`` and ``lso export``.
+
+Light on purpose: importing it (to build ``--help``) imports neither onnx nor onnxruntime.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from lso.export.parity import DEFAULT_ATOL, DEFAULT_CASES, ParityCase, ParityReport
+
+__all__ = ["DESCRIPTION", "add_export_arguments", "export_kwargs", "run_export"]
+
+DESCRIPTION = """\
+Export an LSO checkpoint (official .pth.tar or ours .safetensors) to ONE self-contained ONNX file
+that serves every image size and every integer scale ratio (x2, x3, x4 ... x32): batch, HR and LR
+height/width are independent dynamic axes. The trigonometric solver is folded (one Sin and one Cos
+per spectral block); every node is checked against TensorRT's ONNX parser table; constants are
+folded with onnxslim. The file is then run with ONNX Runtime (CPU) and PyTorch on a table of seeded
+inputs, and only a graph within --atol of PyTorch is kept. A JSON sidecar <out>.json records the
+config, opset, versions, checkpoint sha256, input/output spec and the parity table.
+
+default parity table: """ + ", ".join(c.name for c in DEFAULT_CASES)
+
+
+def add_export_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the export options to ``parser`` (kebab-case flags; defaults shown by the caller's formatter)."""
+    parser.add_argument("--checkpoint", metavar="PATH",
+                        help="checkpoint to export: official .pth.tar/.pth/.pt or ours .safetensors; without it, "
+                             "the bundled demo weights when this install has them")
+    parser.add_argument("--out", metavar="PATH", default="model.onnx",
+                        help="ONNX file to write (its folder must exist); the sidecar is <out>.json")
+    parser.add_argument("--config", metavar="NAME|JSON",
+                        help="architecture for a checkpoint that carries none: 'paper', 'tiny', a JSON file or a "
+                             "JSON object; without it, the one stored in ours or inferred from official ones")
+    parser.add_argument("--opset", type=int, default=18, choices=(18, 19, 20),
+                        help="ai.onnx opset: 18 is what the exporter emits natively (no version conversion); "
+                             "TensorRT 10/11 and ONNX Runtime >= 1.14 read it; 19 and 20 are converted from it")
+    parser.add_argument("--tileable", action="store_true",
+                        help="add the int64 input 'extent' [4] = (row0, col0, H_full, W_full) so a runtime can fuse "
+                             "tiles with global coordinates; without it the graph has exactly two inputs, hr_msi and "
+                             "lr_hsi")
+    parser.add_argument("--simplify", action=argparse.BooleanOptionalAction, default=True,
+                        help="fold constants and clean up with onnxslim (if it fails the unsimplified graph is kept)")
+    parser.add_argument("--skip-check", action="store_true",
+                        help="do not run the ONNX Runtime vs PyTorch parity table")
+    parser.add_argument("--case", dest="cases", metavar="R:HxW[:B]", action="append", type=ParityCase.parse,
+                        help="parity case (repeatable), e.g. --case 4:64x64 --case 3:75x57 --case 4:48x80:2; "
+                             "without it, the default table above")
+    parser.add_argument("--atol", type=float, default=DEFAULT_ATOL,
+                        help="fail when any case's max abs error between ONNX Runtime and PyTorch exceeds this")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the parity inputs")
+    parser.add_argument("--allow-unsupported", action="store_true",
+                        help="write the graph even if nodes fail the TensorRT operator lint (they are listed)")
+    return parser
+
+
+def _parse_config(text: str):
+    from lso.config import LSOConfig
+    from lso.errors import InputError
+
+    presets = {"paper": LSOConfig.paper, "tiny": LSOConfig.tiny}
+    if text in presets:
+        return presets[text]()
+    try:
+        data = json.loads(Path(text).read_text(encoding="utf-8") if Path(text).is_file() else text)
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        return LSOConfig.from_dict(data)
+    except (ValueError, TypeError, OSError) as exc:
+        raise InputError(f"--config {text!r}: expected 'paper', 'tiny', a JSON file or a JSON object of LSOConfig "
+                         f"fields ({exc})") from exc
+
+
+def export_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """Keyword arguments of :func:`lso.export.export_onnx` from parsed options."""
+    return {
+        "config": _parse_config(args.config) if args.config else None,
+        "opset": args.opset,
+        "tileable": args.tileable,
+        "simplify": args.simplify,
+        "check": not args.skip_check,
+        "cases": tuple(args.cases) if args.cases else None,
+        "atol": args.atol,
+        "seed": args.seed,
+        "allow_unsupported": args.allow_unsupported,
+    }
+
+
+def run_export(args: argparse.Namespace) -> int:
+    """Parse -> one library call -> a short report on stdout. Errors propagate (the caller prints them)."""
+    import logging
+
+    from lso._io import read_sidecar
+    from lso.export import export_onnx
+
+    export_log = logging.getLogger("lso.export")
+    if export_log.getEffectiveLevel() > logging.INFO:
+        export_log.setLevel(logging.INFO)  # show the steps: export takes tens of seconds
+    out = export_onnx(args.checkpoint, args.out, **export_kwargs(args))
+    side = read_sidecar(out, verify=False) or {}
+    graph = side.get("graph", {})
+    print(f"wrote {out} ({graph.get('bytes', 0) / 1e6:.2f} MB, {graph.get('nodes')} nodes, opset {side.get('opset')}, "
+          f"inputs {', '.join(i['name'] for i in side.get('inputs', []))}) and {out.name}.json")
+    counts = sorted(graph.get("op_counts", {}).items(), key=lambda kv: (-kv[1], kv[0]))
+    print("nodes by type: " + ", ".join(f"{k} {v}" for k, v in counts))
+    table = side.get("parity", {})
+    if table.get("skipped"):
+        print("parity check skipped (--skip-check)")
+        return 0
+    report = ParityReport.from_dict(table)
+    print(f"parity, {report.runtime} vs {report.reference} (seed {report.seed}):")
+    print(report.format_table())
+    print(f"all {len(report.rows)} case(s) within {report.atol:g} (largest max abs error {report.max_abs:.2e})")
+    return 0

@@ -1,0 +1,84 @@
+"""Graph passes: op counts change as intended and the numbers do not (ReferenceEvaluator as oracle)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lso.errors import ExportError
+
+onnx = pytest.importorskip("onnx")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+from onnx.reference import ReferenceEvaluator  # noqa: E402
+
+from lso.export import passes  # noqa: E402
+
+
+def _graph_model():
+    """y = (x + (c1 * c2)) with a dead branch and an unused initializer, nodes listed out of order."""
+    c1 = numpy_helper.from_array(np.full((1, 4), 2.0, np.float32), "c1")
+    c2 = numpy_helper.from_array(np.full((1, 4), 3.0, np.float32), "c2")
+    unused = numpy_helper.from_array(np.zeros(7, np.float32), "unused")
+    nodes = [
+        helper.make_node("Add", ["x", "c"], ["y"], name="add"),  # uses c before it is produced
+        helper.make_node("Mul", ["c1", "c2"], ["c"], name="mul"),
+        helper.make_node("Relu", ["x"], ["dead"], name="dead_relu"),
+        helper.make_node("Neg", ["dead"], ["dead2"], name="dead_neg"),
+    ]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])], [c1, c2, unused])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def _run(model, x):
+    return ReferenceEvaluator(model).run(None, {"x": x})[0]
+
+
+X = np.arange(12, dtype=np.float32).reshape(3, 4)
+
+
+def test_cleanup_drops_dead_code_sorts_and_keeps_values():
+    model = passes.cleanup(_graph_model())
+    assert [n.name for n in model.graph.node] == ["mul", "add"]
+    assert sorted(i.name for i in model.graph.initializer) == ["c1", "c2"]
+    onnx.checker.check_model(model)
+    np.testing.assert_array_equal(_run(model, X), X + 6.0)
+
+
+def test_toposort_detects_a_cycle():
+    nodes = [helper.make_node("Relu", ["b"], ["a"], name="r1"), helper.make_node("Relu", ["a"], ["b"], name="r2")]
+    graph = helper.make_graph(nodes, "g", [], [helper.make_tensor_value_info("a", TensorProto.FLOAT, [1])])
+    with pytest.raises(ExportError, match="cycle"):
+        passes.toposort(helper.make_model(graph))
+
+
+def test_simplify_folds_constants():
+    pytest.importorskip("onnxslim")
+    before = passes.cleanup(_graph_model())
+    after = passes.simplify(_graph_model())
+    assert passes.op_counts(before) == {"Mul": 1, "Add": 1}
+    assert passes.op_counts(after) == {"Add": 1}  # c1 * c2 folded into one constant
+    np.testing.assert_array_equal(_run(after, X), _run(before, X))
+
+
+def test_name_dynamic_axes_renames_everywhere_and_refuses_baked_sizes():
+    model = _graph_model()
+    model.graph.value_info.append(helper.make_tensor_value_info("c", TensorProto.FLOAT, ["n", 4]))
+    renamed = passes.name_dynamic_axes(model, {"x": {0: "batch"}, "y": {0: "batch"}})
+    dims = [v.type.tensor_type.shape.dim[0].dim_param for v in (renamed.graph.input[0], renamed.graph.output[0])]
+    assert dims == ["batch", "batch"]
+    with pytest.raises(ExportError, match="fixed to 4"):
+        passes.name_dynamic_axes(_graph_model(), {"x": {1: "width"}})
+    with pytest.raises(ExportError, match="share one symbol"):
+        passes.name_dynamic_axes(_graph_model(), {"x": {0: "batch"}, "y": {0: "height"}})
+
+
+def test_annotate_sets_metadata_and_keeps_values():
+    model = passes.annotate(_graph_model(), {"lso.config": "{}", "lso.tileable": "false"}, doc="LSO")
+    assert {p.key: p.value for p in model.metadata_props} == {"lso.config": "{}", "lso.tileable": "false"}
+    assert model.doc_string == "LSO"
+    np.testing.assert_array_equal(_run(model, X), X + 6.0)
+
+
+def test_tensor_dims_lists_initializers_and_intermediates():
+    dims = passes.tensor_dims(passes.cleanup(_graph_model()))
+    assert dims["c1"] == (1, 4) and dims["x"] == ("n", 4)
