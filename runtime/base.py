@@ -1,0 +1,254 @@
+"""The Runner protocol and :func:`load`, which picks the runner from the artifact.
+
+A runner has a lifecycle (after Polygraphy's ``activate``/``deactivate``)::
+
+    runner = load("model.onnx")          # cheap: nothing is read yet
+    with runner:                         # __enter__ acquires the session / engine
+        hr_hsi = runner.fuse(hr_msi, lr_hsi)
+                                         # __exit__ releases it
+
+``fuse`` checks its inputs at the boundary (:mod:`lso.runtime.validation`), accepts numpy arrays,
+torch tensors and device arrays, and gives the result back in the caller's terms: numpy in, numpy
+out; device tensors stay on the device. One backend per module: ``torch_runner``, ``ort_runner``,
+``trt_runner``; this module only knows their names.
+"""
+from __future__ import annotations
+
+import abc
+import importlib
+import logging
+import os
+from pathlib import Path
+from typing import Any, ClassVar, Optional, Union
+
+from lso.checkpoint import CHECKPOINT_SUFFIXES
+from lso.config import LSOConfig
+from lso.errors import ArtifactError, InputError, LSOError
+from lso.io_spec import EXTENT, HR_MSI, LR_HSI, ShapeProfile, TensorSpec, tensor_specs
+from lso.runtime.cuda_arrays import DeviceUnavailableError
+from lso.runtime.validation import FuseInputs, check_out, normalize_extent, restore_output, validate_inputs
+
+__all__ = ["Runner", "load", "backend_for", "RunnerStateError", "DeviceUnavailableError", "TORCH_SUFFIXES",
+           "ONNX_SUFFIXES", "TRT_SUFFIXES"]
+
+log = logging.getLogger(__name__)
+
+PathLike = Union[str, os.PathLike]
+
+
+class RunnerStateError(LSOError, RuntimeError):
+    """A runner was used outside its ``with`` block (or before :meth:`Runner.activate`)."""
+
+
+class Runner(abc.ABC):
+    """One backend behind one protocol: construct cheaply, acquire on ``__enter__``, ``fuse``, release.
+
+    Subclasses implement ``_activate``, ``_deactivate``, ``input_specs`` and ``_fuse``; validation,
+    batch-axis handling, ``extent`` and ``out`` checks and the output's type live here.
+    """
+
+    backend: ClassVar[str] = ""
+
+    def __init__(self) -> None:
+        self._active = False
+
+    # ----------------------------------------------------------------------------- lifecycle
+    def __enter__(self) -> "Runner":
+        return self.activate()
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.deactivate()
+
+    def activate(self) -> "Runner":
+        """Acquire the session/engine (idempotent). Returns ``self``."""
+        if not self._active:
+            self._activate()
+            self._active = True
+            log.debug("activated %r", self)
+        return self
+
+    def deactivate(self) -> None:
+        """Release the session/engine (idempotent)."""
+        if self._active:
+            try:
+                self._deactivate()
+            finally:
+                self._active = False
+                log.debug("deactivated %r", self)
+
+    @property
+    def is_active(self) -> bool:
+        return self._active
+
+    def _require_active(self) -> None:
+        if not self._active:
+            raise RunnerStateError(f"{type(self).__name__} is not active: use it inside `with runner:` (or call "
+                                   f"runner.activate() first)")
+
+    @abc.abstractmethod
+    def _activate(self) -> None:
+        """Acquire the backend's resources."""
+
+    @abc.abstractmethod
+    def _deactivate(self) -> None:
+        """Release them."""
+
+    # ----------------------------------------------------------------------------- description
+    @property
+    def config(self) -> Optional[LSOConfig]:
+        """The model's architecture where known (tiling reads the patch size and encoder depth from it)."""
+        return None
+
+    @property
+    @abc.abstractmethod
+    def input_specs(self) -> tuple[TensorSpec, ...]:
+        """The inputs this runner takes (names, dtypes, shapes; strings are dynamic dimensions)."""
+
+    @property
+    def output_specs(self) -> tuple[TensorSpec, ...]:
+        return tuple(tensor_specs(self.config)[1])
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return tuple(spec.name for spec in self.input_specs)
+
+    @property
+    def tileable(self) -> bool:
+        """True if the model takes the ``extent`` input (exact tiled fusion, :func:`lso.runtime.fuse_tiled`)."""
+        return EXTENT in self.input_names
+
+    @property
+    def profile(self) -> Optional[ShapeProfile]:
+        """Shapes the runner accepts (a TensorRT optimization profile), or None for any shape."""
+        return None
+
+    def _bands(self, name: str, default: int) -> int:
+        for spec in self.input_specs:
+            if spec.name == name and len(spec.shape) == 4 and isinstance(spec.shape[1], int):
+                return spec.shape[1]
+        return default
+
+    @property
+    def n_msi_bands(self) -> int:
+        return self._bands(HR_MSI, (self.config or LSOConfig()).n_msi_bands)
+
+    @property
+    def n_bands(self) -> int:
+        return self._bands(LR_HSI, (self.config or LSOConfig()).n_bands)
+
+    # ----------------------------------------------------------------------------- running
+    def validate(self, hr_msi: Any, lr_hsi: Any, *, check_finite: bool = True) -> FuseInputs:
+        """Check inputs as :meth:`fuse` does (see :mod:`lso.runtime.validation`); returns 4-D views."""
+        return validate_inputs(hr_msi, lr_hsi, n_msi_bands=self.n_msi_bands, n_bands=self.n_bands,
+                               check_finite=check_finite)
+
+    def fuse(self, hr_msi: Any, lr_hsi: Any, *, extent: Any = None, out: Any = None, check_finite: bool = True,
+             **options: Any) -> Any:
+        """Fuse one batch.
+
+        Args:
+            hr_msi: ``[B, C_msi, H, W]`` (or ``[C_msi, H, W]``), float16/32/64, values in [0, 1].
+            lr_hsi: ``[B, C_hsi, h, w]`` (or ``[C_hsi, h, w]``) with ``H = r*h``, ``W = r*w``.
+            extent: optional ``(row0, col0, H_full, W_full)``: where this input sits in a larger image
+                (tiled fusion; needs a tileable model). Default: the input is the whole image.
+            out: optional float32 C-contiguous buffer of the output's shape; the result is written into
+                it (in place where the backend binds outputs) and ``out`` is returned.
+            check_finite: read the inputs' values (NaN/Inf rejected, out-of-range warned about).
+            **options: backend-specific (e.g. ``stream=`` for :class:`TrtRunner`).
+
+        Returns:
+            ``hr_hsi`` ``[B, C_hsi, H, W]`` float32, in the caller's terms (numpy in, numpy out; device
+            tensors stay on their device); without a batch axis if the inputs had none.
+        """
+        inputs, ext, out4 = self._prepare(hr_msi, lr_hsi, extent, out, check_finite)
+        result = self._fuse(inputs, ext, out4, **options)
+        return restore_output(result, inputs, out)
+
+    def _prepare(self, hr_msi: Any, lr_hsi: Any, extent: Any, out: Any,
+                 check_finite: bool) -> tuple[FuseInputs, Optional[tuple[int, int, int, int]], Any]:
+        """Everything :meth:`fuse` does before running: validation, extent, profile and ``out`` checks."""
+        self._require_active()
+        inputs = self.validate(hr_msi, lr_hsi, check_finite=check_finite)
+        ext = normalize_extent(extent, inputs)
+        if ext is not None and not self.tileable:
+            _, _, height, width = inputs.output_shape
+            if ext != (0, 0, height, width):
+                raise InputError(f"{self!r} takes no '{EXTENT}' input, so it cannot fuse a tile of a larger image; "
+                                 f"re-export the model with tileable=True (export_onnx(..., tileable=True))")
+            ext = None
+        self._check_profile(inputs)
+        out4 = check_out(out, inputs) if out is not None else None
+        return inputs, ext, out4
+
+    def _check_profile(self, inputs: FuseInputs) -> None:
+        profile = self.profile
+        if profile is None:
+            return
+        for name, tensor in ((HR_MSI, inputs.hr_msi), (LR_HSI, inputs.lr_hsi)):
+            shape = tuple(int(s) for s in tensor.shape)
+            if name in profile.min and not profile.contains(name, shape):
+                raise InputError(f"{name} shape {'x'.join(map(str, shape))} is outside the engine's optimization "
+                                 f"profile ({profile.describe(name)}); rebuild the engine with a profile that covers "
+                                 f"it, or fuse in tiles that fit (lso.runtime.fuse_tiled(runner, ..., tile=...))")
+
+    @abc.abstractmethod
+    def _fuse(self, inputs: FuseInputs, extent: Optional[tuple[int, int, int, int]], out: Any, **options: Any) -> Any:
+        """Run on validated 4-D inputs; return ``[B, C_hsi, H, W]`` (numpy or torch), written into ``out``
+        when given and the backend can bind it."""
+
+    def __repr__(self) -> str:
+        state = "active" if self._active else "inactive"
+        return f"{type(self).__name__}({self._describe()}, {state})"
+
+    def _describe(self) -> str:
+        return ""
+
+
+# ------------------------------------------------------------------------------------------- load
+TORCH_SUFFIXES = CHECKPOINT_SUFFIXES  # .pth.tar, .pth, .pt, .tar, .ckpt, .safetensors
+ONNX_SUFFIXES = (".onnx",)
+TRT_SUFFIXES = (".plan", ".engine", ".trt")
+
+# suffixes -> "module:Class"; modules are imported only when their artifact is loaded
+_BACKENDS: tuple[tuple[tuple[str, ...], str], ...] = (
+    (TORCH_SUFFIXES, "lso.runtime.torch_runner:TorchRunner"),
+    (ONNX_SUFFIXES, "lso.runtime.ort_runner:OrtRunner"),
+    (TRT_SUFFIXES, "lso.runtime.trt_runner:TrtRunner"),
+)
+
+
+def backend_for(path: PathLike) -> type:
+    """The Runner class for an artifact, from its file name (no file is read)."""
+    name = Path(path).name.lower()
+    for suffixes, target in _BACKENDS:
+        if name.endswith(suffixes):
+            module, cls = target.split(":")
+            return getattr(importlib.import_module(module), cls)
+    known = ", ".join(s for suffixes, _ in _BACKENDS for s in suffixes)
+    raise ArtifactError(f"cannot tell which runtime runs {Path(path).name!r}: expected one of {known} "
+                        f"(PyTorch checkpoints, ONNX graphs, TensorRT plans)")
+
+
+def load(path: PathLike, device: Any = None, **options: Any) -> Runner:
+    """The runner for an artifact, not yet active (use it in a ``with`` block).
+
+    ``.pth``, ``.pth.tar``, ``.pt``, ``.safetensors`` -> :class:`TorchRunner`; ``.onnx`` ->
+    :class:`OrtRunner`; ``.plan``, ``.engine``, ``.trt`` -> :class:`TrtRunner`.
+
+    Args:
+        path: the artifact.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` ... (default: the backend's own — CPU for PyTorch and
+            ONNX Runtime, the current CUDA device for TensorRT).
+        **options: passed to the runner (e.g. ``threads=`` for ONNX Runtime, ``fp16=`` for PyTorch,
+            ``cuda_graph=`` for TensorRT).
+
+    Raises:
+        ArtifactError: the file is missing or its kind is unknown.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"{path} does not exist (or is not a file)")
+    cls = backend_for(path)
+    if device is not None:
+        options["device"] = device
+    return cls(path, **options)

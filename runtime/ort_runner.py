@@ -1,0 +1,255 @@
+"""ONNX Runtime runner: CPU execution provider by default, CUDA when onnxruntime-gpu is installed.
+
+Inputs and outputs go through an ``IOBinding`` bound to the caller's memory by pointer:
+
+- numpy float32 C-contiguous inputs (and CPU torch tensors, which share memory with numpy) are bound
+  in place: ONNX Runtime reads the caller's buffer when the graph runs, not a copy made at binding
+  time. :meth:`OrtRunner.bind` exposes the two steps, so a caller (or a test) can see it.
+- The output is written straight into a caller-provided ``out`` array (or into one array the runner
+  allocates), never copied out of ONNX Runtime's own memory.
+- Inputs of another float dtype are converted once (a copy) to what the graph takes.
+
+The CUDA path (``device="cuda"``, needs ``onnxruntime-gpu``) binds torch CUDA tensors and
+``__cuda_array_interface__`` arrays by device pointer the same way. It cannot be installed on the
+machines this was written on and is **unverified**; it is kept small on purpose.
+
+Both graph forms run: the 2-input graph (``hr_msi``, ``lr_hsi``) and the tileable 3-input graph
+that also takes ``extent`` (``export_onnx(..., tileable=True)``); the latter gets
+``(0, 0, H, W)`` when no extent is given.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from lso._deps import require
+from lso._io import read_sidecar
+from lso.config import LSOConfig
+from lso.errors import ArtifactError, InputError, MissingDependencyError
+from lso.io_spec import EXTENT, HR_HSI, HR_MSI, INPUT_NAMES, LR_HSI, TensorSpec
+from lso.runtime.base import Runner, RunnerStateError
+from lso.runtime.validation import FuseInputs, restore_output
+
+__all__ = ["OrtRunner", "OrtBinding"]
+
+log = logging.getLogger(__name__)
+
+_ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
+              "tensor(int64)": np.int64, "tensor(int32)": np.int32}
+
+
+class OrtBinding:
+    """Inputs and output bound in place; :meth:`run` executes the graph on whatever the bound buffers
+    hold at that moment and returns the output (the caller's ``out`` if one was given).
+
+    Made by :meth:`OrtRunner.bind`; valid while the runner is active. Reusable: call :meth:`run`
+    again after writing new values into the same input arrays.
+    """
+
+    def __init__(self, runner: "OrtRunner", binding: Any, keep: list, result: Any, inputs: FuseInputs,
+                 out: Any, sync_cuda: bool) -> None:
+        self._runner = runner
+        self._binding = binding
+        self._keep = keep  # the bound buffers must outlive the binding
+        self._result = result
+        self._inputs = inputs
+        self._out = out
+        self._sync_cuda = sync_cuda
+
+    def run(self) -> Any:
+        """Run the graph; returns ``hr_hsi`` in the caller's terms (see :meth:`Runner.fuse`)."""
+        return restore_output(self._execute(), self._inputs, self._out)
+
+    def _execute(self) -> Any:
+        """Run; the 4-D float32 result (the bound output buffer itself when it is float32)."""
+        self._runner._require_active()
+        if self._sync_cuda:  # torch work that produced device inputs must finish before ORT's stream reads them
+            torch.cuda.synchronize(self._inputs.device)
+        self._runner._session.run_with_iobinding(self._binding)
+        result = self._result
+        if isinstance(result, np.ndarray) and result.dtype != np.float32:
+            result = result.astype(np.float32)
+        elif isinstance(result, torch.Tensor) and result.dtype != torch.float32:
+            result = result.float()
+        return result
+
+
+class OrtRunner(Runner):
+    """Runs an ONNX graph with ONNX Runtime.
+
+    Args:
+        path: the ``.onnx`` file (its ``.json`` sidecar, when present, is checked: sha256, config).
+        device: ``"cpu"`` (default) or ``"cuda"``/``"cuda:N"`` (needs ``onnxruntime-gpu``; unverified).
+        threads: intra-op threads (default: ONNX Runtime's choice, one per physical core).
+        inter_op_threads: inter-op threads (default: ONNX Runtime's choice).
+        providers: explicit ONNX Runtime providers list, overriding ``device``.
+        session_options: an ``onnxruntime.SessionOptions`` to start from.
+        verify: check the artifact's sha256 against its sidecar.
+        config: the model's architecture, if the sidecar does not record it (tiling uses it).
+    """
+
+    backend = "onnxruntime"
+
+    def __init__(self, path: str | os.PathLike, *, device: Any = "cpu", threads: Optional[int] = None,
+                 inter_op_threads: Optional[int] = None, providers: Optional[list] = None,
+                 session_options: Any = None, verify: bool = True, config: Optional[LSOConfig] = None) -> None:
+        super().__init__()
+        self._path = Path(path)
+        self._device = torch.device(device if device is not None else "cpu")
+        self._threads = threads
+        self._inter_op_threads = inter_op_threads
+        self._providers = providers
+        self._session_options = session_options
+        self._verify = verify
+        self._config = config
+        self._session = None
+        self._specs: tuple[TensorSpec, ...] = ()
+        self._types: dict[str, type] = {}
+        self._out_type: type = np.float32
+
+    # ----------------------------------------------------------------------------- lifecycle
+    def _resolve_providers(self, ort: Any) -> list:
+        if self._providers is not None:
+            return list(self._providers)
+        if self._device.type == "cpu":
+            return ["CPUExecutionProvider"]
+        if self._device.type == "cuda":
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise MissingDependencyError(
+                    f"device={self._device} needs ONNX Runtime's CUDA provider, which this onnxruntime does not have "
+                    f"(available: {ort.get_available_providers()}); pip install onnxruntime-gpu (instead of "
+                    f"onnxruntime), or use device='cpu'")
+            return [("CUDAExecutionProvider", {"device_id": self._device.index or 0}), "CPUExecutionProvider"]
+        raise InputError(f"OrtRunner runs on 'cpu' or 'cuda', not {self._device}")
+
+    def _activate(self) -> None:
+        ort = require("onnxruntime")
+        if not self._path.is_file():
+            raise ArtifactError(f"{self._path} does not exist (or is not a file)")
+        sidecar = read_sidecar(self._path, verify=self._verify)
+        if self._config is None and sidecar and isinstance(sidecar.get("config"), dict):
+            self._config = LSOConfig.from_dict(sidecar["config"])
+        options = self._session_options or ort.SessionOptions()
+        if self._threads is not None:
+            options.intra_op_num_threads = int(self._threads)
+        if self._inter_op_threads is not None:
+            options.inter_op_num_threads = int(self._inter_op_threads)
+        providers = self._resolve_providers(ort)
+        try:
+            session = ort.InferenceSession(str(self._path), sess_options=options, providers=providers)
+        except Exception as exc:  # ORT raises its own Fail/InvalidProtobuf/InvalidGraph types
+            raise ArtifactError(f"ONNX Runtime cannot load {self._path}: {exc}; re-export it "
+                                f"(lso export / lso.export.export_onnx)") from exc
+        specs, types = [], {}
+        for arg in session.get_inputs():
+            specs.append(TensorSpec(arg.name, str(np.dtype(_ORT_TYPES.get(arg.type, np.float32))), tuple(arg.shape)))
+            types[arg.name] = _ORT_TYPES.get(arg.type)
+        names = [s.name for s in specs]
+        unknown = [n for n in names if n not in (*INPUT_NAMES, EXTENT)]
+        if any(n not in names for n in INPUT_NAMES) or unknown:
+            raise ArtifactError(f"{self._path.name} takes inputs {names}; an LSO graph takes {list(INPUT_NAMES)} "
+                                f"(and optionally '{EXTENT}'): is this an LSO model exported by lso export?")
+        outputs = session.get_outputs()
+        if len(outputs) != 1:
+            raise ArtifactError(f"{self._path.name} has {len(outputs)} outputs; an LSO graph has one ({HR_HSI})")
+        self._out_name = outputs[0].name
+        self._out_type = _ORT_TYPES.get(outputs[0].type, np.float32)
+        self._session, self._specs, self._types = session, tuple(specs), types
+        self._cuda = "CUDAExecutionProvider" in session.get_providers()
+        log.info("ONNX Runtime %s: %s on %s", ort.__version__, self._path.name, session.get_providers())
+
+    def _deactivate(self) -> None:
+        self._session = None
+
+    # ----------------------------------------------------------------------------- description
+    @property
+    def config(self) -> Optional[LSOConfig]:
+        return self._config
+
+    @property
+    def input_specs(self) -> tuple[TensorSpec, ...]:
+        if not self._specs:
+            raise RunnerStateError(f"{self!r}: the graph's inputs are known once the runner is active")
+        return self._specs
+
+    @property
+    def session(self) -> Any:
+        """The ``onnxruntime.InferenceSession`` (only while active)."""
+        self._require_active()
+        return self._session
+
+    def _describe(self) -> str:
+        return f"{self._path.name}, device={self._device}"
+
+    # ----------------------------------------------------------------------------- running
+    def bind(self, hr_msi: Any, lr_hsi: Any, *, extent: Any = None, out: Any = None,
+             check_finite: bool = True) -> OrtBinding:
+        """Validate and bind inputs/output in place; :meth:`OrtBinding.run` runs the graph.
+
+        Arguments as :meth:`Runner.fuse`. numpy float32 C-contiguous inputs are bound by pointer: values
+        written into them after binding and before :meth:`OrtBinding.run` are what the graph reads.
+        """
+        inputs, ext, out4 = self._prepare(hr_msi, lr_hsi, extent, out, check_finite)
+        return self._bind(inputs, ext, out4, out)
+
+    def _fuse(self, inputs: FuseInputs, extent: Optional[tuple[int, int, int, int]], out: Any, **options: Any) -> Any:
+        if options:
+            raise TypeError(f"OrtRunner.fuse got unexpected options {sorted(options)}")
+        # the binding writes into `out` itself; restore_output in Runner.fuse then finds it already there
+        return self._bind(inputs, extent, out, None)._execute()
+
+    def _bind(self, inputs: FuseInputs, extent: Optional[tuple[int, int, int, int]], out4: Any,
+              out_arg: Any) -> OrtBinding:
+        binding = self._session.io_binding()
+        keep: list = []
+        on_device = inputs.hr_msi.is_cuda and self._cuda
+        for name, tensor in ((HR_MSI, inputs.hr_msi), (LR_HSI, inputs.lr_hsi)):
+            keep.append(self._bind_input(binding, name, tensor, self._types[name] or np.float32))
+        if EXTENT in self._types:
+            _, _, height, width = inputs.output_shape
+            ext = np.asarray(extent if extent is not None else (0, 0, height, width), dtype=np.int64)
+            keep.append(self._bind_input(binding, EXTENT, torch.from_numpy(ext), np.int64))
+        result = self._bind_output(binding, inputs, out4, on_device)
+        keep.append(result)
+        return OrtBinding(self, binding, keep, result, inputs, out_arg, sync_cuda=on_device)
+
+    def _bind_input(self, binding: Any, name: str, tensor: torch.Tensor, np_type: type) -> Any:
+        if tensor.is_cuda and self._cuda:  # unverified path (onnxruntime-gpu)
+            dev_t = tensor.detach().to(_torch_dtype(np_type)).contiguous()
+            binding.bind_input(name, "cuda", dev_t.device.index or 0, np_type, tuple(dev_t.shape), dev_t.data_ptr())
+            return dev_t
+        arr = tensor.detach().cpu().numpy()  # a CPU tensor shares memory with its numpy view: no copy
+        if arr.dtype != np_type:
+            arr = arr.astype(np_type)  # a copy, once: the graph takes np_type
+        arr = np.ascontiguousarray(arr)  # no-op when already contiguous
+        binding.bind_input(name, "cpu", 0, np_type, arr.shape, arr.ctypes.data)
+        return arr
+
+    def _bind_output(self, binding: Any, inputs: FuseInputs, out4: Any, on_device: bool) -> Any:
+        shape = inputs.output_shape
+        if out4 is not None and self._out_type == np.float32:
+            if isinstance(out4, np.ndarray):
+                binding.bind_output(self._out_name, "cpu", 0, np.float32, shape, out4.ctypes.data)
+                return out4
+            if not out4.is_cuda:
+                binding.bind_output(self._out_name, "cpu", 0, np.float32, shape, out4.data_ptr())
+                return out4
+            if self._cuda:
+                binding.bind_output(self._out_name, "cuda", out4.device.index or 0, np.float32, shape, out4.data_ptr())
+                return out4
+        if on_device:
+            buf = torch.empty(shape, dtype=_torch_dtype(self._out_type), device=inputs.device)
+            binding.bind_output(self._out_name, "cuda", buf.device.index or 0, self._out_type, shape, buf.data_ptr())
+            return buf
+        arr = np.empty(shape, dtype=self._out_type)
+        binding.bind_output(self._out_name, "cpu", 0, self._out_type, shape, arr.ctypes.data)
+        return arr
+
+
+def _torch_dtype(np_type: type) -> torch.dtype:
+    return torch.from_numpy(np.empty(0, dtype=np_type)).dtype

@@ -1,0 +1,148 @@
+"""PyTorch runner: the reference backend, on CPU or CUDA, optionally compiled, optionally FP16.
+
+FP16 is autocast with FP32 islands: the convolutions run in half precision, while each spectral
+block (its two softmax attentions and the trigonometric solver, whose arguments reach ~24·π² rad and
+lose up to 0.1 rad in FP16) runs in FP32. The islands wrap the runner's own copy of the model; the
+caller's model is never modified.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import os
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import torch
+from torch import Tensor, nn
+
+from lso.config import LSOConfig
+from lso.errors import InputError
+from lso.io_spec import TensorSpec, tensor_specs
+from lso.model import LSO, SpectralBlock
+from lso.runtime.base import Runner, RunnerStateError
+from lso.runtime.cuda_arrays import require_cuda
+from lso.runtime.validation import FuseInputs
+
+__all__ = ["TorchRunner"]
+
+log = logging.getLogger(__name__)
+
+
+class _Fp32Island(nn.Module):
+    """Runs the wrapped module in FP32 with autocast disabled (inputs cast up, output FP32)."""
+
+    def __init__(self, block: nn.Module) -> None:
+        super().__init__()
+        self.block = block
+
+    def forward(self, x: Tensor) -> Tensor:
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return self.block(x.float())
+
+
+def _with_fp32_islands(model: LSO) -> LSO:
+    """Wrap every spectral block of ``model`` (in place) in an :class:`_Fp32Island`."""
+    for name, child in list(model.named_children()):
+        if isinstance(child, SpectralBlock):
+            setattr(model, name, _Fp32Island(child))
+    return model
+
+
+class TorchRunner(Runner):
+    """Runs an :class:`~lso.model.LSO` (given, or loaded from a checkpoint on ``__enter__``).
+
+    Args:
+        model: an LSO instance (moved to ``device`` in place on activation; deep-copied first when
+            ``fp16``) or a checkpoint path (``.pth.tar``/``.pth``/``.pt``/``.safetensors``).
+        device: ``"cpu"`` (default) or a CUDA device.
+        compile: ``torch.compile`` the model on activation (``True``, or a dict of ``torch.compile``
+            keyword arguments, e.g. ``{"mode": "max-autotune"}``). Default: ``{"dynamic": True}``.
+        fp16: FP16 autocast with the spectral blocks (softmax, solver) kept in FP32.
+        config: architecture for a checkpoint without one (default: stored or inferred).
+    """
+
+    backend = "torch"
+
+    def __init__(self, model: Union[LSO, str, os.PathLike], *, device: Any = "cpu", compile: Union[bool, dict] = False,
+                 fp16: bool = False, config: Optional[LSOConfig] = None) -> None:
+        super().__init__()
+        if isinstance(model, LSO):
+            self._source: Optional[Path] = None
+            self._given: Optional[LSO] = model
+            self._config: Optional[LSOConfig] = model.config
+        else:
+            self._source, self._given, self._config = Path(model), None, config
+        self._device_arg = device
+        self._compile = compile
+        self._fp16 = fp16
+        self._model: Optional[nn.Module] = None
+        self._device: Optional[torch.device] = None
+
+    # ----------------------------------------------------------------------------- lifecycle
+    def _activate(self) -> None:
+        device = torch.device(self._device_arg if self._device_arg is not None else "cpu")
+        if device.type == "cuda":
+            device = require_cuda(device)
+        if self._given is not None:
+            model = copy.deepcopy(self._given) if self._fp16 else self._given
+            model = model.to(device).eval()
+        else:
+            from lso.checkpoint import load_checkpoint
+
+            model = load_checkpoint(self._source, self._config, map_location=device)
+            self._config = model.config
+        if self._fp16:
+            if device.type == "cpu" and not torch.amp.is_autocast_available("cpu"):
+                raise InputError("FP16 autocast is not available on this CPU build of torch; use fp16=False")
+            model = _with_fp32_islands(model)
+        if self._compile:
+            options = self._compile if isinstance(self._compile, dict) else {"dynamic": True}
+            model = torch.compile(model, **options)
+        self._model, self._device = model, device
+
+    def _deactivate(self) -> None:
+        self._model = None
+        if self._device is not None and self._device.type == "cuda":
+            torch.cuda.synchronize(self._device)
+
+    # ----------------------------------------------------------------------------- description
+    @property
+    def config(self) -> Optional[LSOConfig]:
+        return self._config
+
+    @property
+    def input_specs(self) -> tuple[TensorSpec, ...]:
+        if self._config is None:
+            raise RunnerStateError(f"{self!r}: the checkpoint's architecture is known once the runner is active")
+        return tuple(tensor_specs(self._config, tileable=True)[0])
+
+    @property
+    def model(self) -> nn.Module:
+        """The module that runs (compiled and/or with FP32 islands); only while active."""
+        self._require_active()
+        return self._model
+
+    @property
+    def device(self) -> torch.device:
+        return self._device if self._device is not None else torch.device(self._device_arg or "cpu")
+
+    def _describe(self) -> str:
+        src = str(self._source) if self._source else "model"
+        extras = "".join(f", {k}" for k, v in (("fp16", self._fp16), ("compiled", self._compile)) if v)
+        return f"{src}, device={self.device}{extras}"
+
+    # ----------------------------------------------------------------------------- running
+    def _fuse(self, inputs: FuseInputs, extent: Optional[tuple[int, int, int, int]], out: Any, **options: Any) -> Any:
+        if options:
+            raise TypeError(f"TorchRunner.fuse got unexpected options {sorted(options)}")
+        device = self._device
+        hr = inputs.hr_msi.to(device=device, dtype=torch.float32)
+        lr = inputs.lr_hsi.to(device=device, dtype=torch.float32)
+        args = (hr, lr) if extent is None else (hr, lr, torch.tensor(extent, dtype=torch.int64, device=device))
+        autocast = (torch.autocast(device_type=device.type, dtype=torch.float16) if self._fp16
+                    else contextlib.nullcontext())
+        with torch.no_grad(), autocast:
+            result = self._model(*args)
+        return result.float()

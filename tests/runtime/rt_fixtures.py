@@ -1,0 +1,120 @@
+"""Fixtures and helpers of the runtime tests (imported by name: a second conftest.py would shadow tests/conftest.py)."""
+from __future__ import annotations
+
+import importlib.util
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lso import LSO, LSOConfig
+from lso.io_spec import HR_HSI, dynamic_axes, tensor_specs
+
+
+# Test modules import these fixtures by name, so each module gets its own fixture instance; the model and
+# the exported graphs are cached here once per session instead (exporting takes ~10 s).
+_CACHE: dict = {}
+
+
+@pytest.fixture(scope="session")
+def rt_model() -> LSO:
+    """Tiny LSO (seed 0), shared by the runtime tests: never modify it."""
+    if "model" not in _CACHE:
+        torch.manual_seed(0)
+        _CACHE["model"] = LSO(LSOConfig.tiny()).eval()
+    return _CACHE["model"]
+
+
+def _export(model: LSO, out: Path, tileable: bool) -> Path:
+    """Export with lso.export.export_onnx when it exists, else torch.onnx.export (TorchScript path: ~1 s)."""
+    export = importlib.import_module("lso.export")
+    if hasattr(export, "export_onnx"):
+        return Path(export.export_onnx(model, out, tileable=tileable, check=False))
+    inputs = [s.name for s in tensor_specs(model.config, tileable=tileable)[0]]
+    args = [torch.rand(1, 3, 32, 48), torch.rand(1, 31, 8, 12)]
+    if tileable:
+        args.append(torch.tensor([0, 0, 32, 48], dtype=torch.int64))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(model, tuple(args), str(out), input_names=inputs, output_names=[HR_HSI],
+                          dynamic_axes=dynamic_axes(tileable=tileable), opset_version=18, dynamo=False)
+    return out
+
+
+def build_plan(onnx_path: Path, out: Path) -> Path:
+    """A TensorRT plan of ``onnx_path`` (lso.export.build_engine when it exists, else the builder API).
+
+    Profile: batch 1..2, hr_msi 16..256 px, lr_hsi 4..64 px. Needs the full ``tensorrt`` package and a GPU
+    (only called from tests marked ``trt``).
+    """
+    shapes = {"min": {"hr_msi": (1, 3, 16, 16), "lr_hsi": (1, 31, 4, 4)},
+              "opt": {"hr_msi": (1, 3, 64, 64), "lr_hsi": (1, 31, 16, 16)},
+              "max": {"hr_msi": (2, 3, 256, 256), "lr_hsi": (2, 31, 64, 64)}}
+    if importlib.util.find_spec("lso.export.build_engine") is not None:
+        from lso.export.build_engine import build_engine
+        from lso.io_spec import ShapeProfile
+
+        return Path(build_engine(onnx_path, out, profiles=[ShapeProfile(**shapes)]))
+    import tensorrt as trt
+
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(Path(onnx_path).read_bytes()):
+        raise RuntimeError("; ".join(str(parser.get_error(i)) for i in range(parser.num_errors)))
+    config = builder.create_builder_config()
+    profile = builder.create_optimization_profile()
+    for name in ("hr_msi", "lr_hsi"):
+        profile.set_shape(name, shapes["min"][name], shapes["opt"][name], shapes["max"][name])
+    config.add_optimization_profile(profile)
+    plan = builder.build_serialized_network(network, config)
+    if plan is None:
+        raise RuntimeError("TensorRT could not build the tiny plan")
+    out.write_bytes(bytes(plan))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_plan(tiny_onnx_tileable, tmp_path_factory) -> Path:
+    """The tileable tiny graph as a TensorRT plan (GPU + TensorRT only)."""
+    if "plan" not in _CACHE:
+        _CACHE["plan"] = build_plan(tiny_onnx_tileable, tmp_path_factory.mktemp("plan") / "tiny.plan")
+    return _CACHE["plan"]
+
+
+def _cached_export(model: LSO, tmp_path_factory, tileable: bool) -> Path:
+    pytest.importorskip("onnxruntime")
+    key = ("onnx", tileable)
+    if key not in _CACHE:
+        name = "tiny_tileable.onnx" if tileable else "tiny.onnx"
+        _CACHE[key] = _export(model, tmp_path_factory.mktemp("onnx") / name, tileable=tileable)
+    return _CACHE[key]
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(rt_model, tmp_path_factory) -> Path:
+    """The tiny model as a 2-input ONNX graph (hr_msi, lr_hsi)."""
+    return _cached_export(rt_model, tmp_path_factory, tileable=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx_tileable(rt_model, tmp_path_factory) -> Path:
+    """The tiny model as a tileable 3-input ONNX graph (hr_msi, lr_hsi, extent)."""
+    return _cached_export(rt_model, tmp_path_factory, tileable=True)
+
+
+def scene(height: int, width: int, ratio: int, *, batch: int = 1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Random ``(hr_msi, lr_hsi)`` float32 in [0, 1]."""
+    rng = np.random.default_rng(seed)
+    hr = rng.random((batch, 3, height, width), dtype=np.float32)
+    lr = rng.random((batch, 31, height // ratio, width // ratio), dtype=np.float32)
+    return hr, lr
+
+
+def reference(model: LSO, hr: np.ndarray, lr: np.ndarray) -> np.ndarray:
+    """Whole-image PyTorch fusion (the oracle)."""
+    with torch.no_grad():
+        return model(torch.from_numpy(hr), torch.from_numpy(lr)).numpy()

@@ -1,0 +1,128 @@
+"""OrtRunner: both graph forms, IOBinding in place (proved by behaviour), threads, sidecar, CUDA provider."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from rt_fixtures import reference, rt_model, scene, tiny_onnx, tiny_onnx_tileable  # noqa: F401  (fixtures)
+
+from lso._io import write_sidecar
+from lso.errors import ArtifactError, MissingDependencyError
+from lso.runtime import OrtRunner
+
+pytest.importorskip("onnxruntime")
+
+
+@pytest.mark.parametrize("graph", ["tiny_onnx", "tiny_onnx_tileable"])
+@pytest.mark.parametrize("size", [(32, 48, 4), (30, 45, 3)])
+def test_both_graph_forms_match_pytorch(graph, size, request, rt_model):
+    hr, lr = scene(*size, batch=2)
+    with OrtRunner(request.getfixturevalue(graph), threads=1) as r:
+        assert r.tileable == (graph == "tiny_onnx_tileable")
+        np.testing.assert_allclose(r.fuse(hr, lr), reference(rt_model, hr, lr), atol=1e-5)
+
+
+def test_tileable_graph_takes_extent(rt_model, tiny_onnx_tileable):
+    hr, lr = scene(32, 32, 4)
+    ext = (16, 32, 128, 96)
+    with OrtRunner(tiny_onnx_tileable) as r:
+        got = r.fuse(hr, lr, extent=ext)
+    with torch.no_grad():
+        want = rt_model(torch.from_numpy(hr), torch.from_numpy(lr), torch.tensor(ext)).numpy()
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_iobinding_reads_the_callers_buffer_and_writes_into_out(rt_model, tiny_onnx):
+    """No copy, shown by behaviour: values written into the caller's input after binding and before running
+    are the ones fused, and the output values land in the caller's own buffer."""
+    hr, lr = scene(32, 32, 4, seed=1)
+    hr_new, _ = scene(32, 32, 4, seed=2)
+    out = np.full((1, 31, 32, 32), np.nan, np.float32)
+    with OrtRunner(tiny_onnx) as r:
+        binding = r.bind(hr, lr, out=out)
+        hr[...] = hr_new  # change the caller's array after binding, before running
+        result = binding.run()
+        assert result is out
+        np.testing.assert_allclose(out, reference(rt_model, hr_new, lr), atol=1e-5)
+        assert np.abs(out - reference(rt_model, scene(32, 32, 4, seed=1)[0], lr)).max() > 1e-3
+        # a binding is reusable: write again, run again, same buffer
+        hr[...] = scene(32, 32, 4, seed=3)[0]
+        binding.run()
+        np.testing.assert_allclose(out, reference(rt_model, hr, lr), atol=1e-5)
+
+
+def test_torch_cpu_tensors_are_bound_in_place_too(rt_model, tiny_onnx):
+    hr, lr = (torch.from_numpy(a) for a in scene(32, 32, 4, seed=4))
+    out = torch.empty(1, 31, 32, 32)
+    with OrtRunner(tiny_onnx) as r:
+        binding = r.bind(hr, lr, out=out)
+        hr.mul_(0.5)
+        assert binding.run() is out
+    np.testing.assert_allclose(out.numpy(), reference(rt_model, hr.numpy(), lr.numpy()), atol=1e-5)
+
+
+def test_float64_input_is_converted(rt_model, tiny_onnx):
+    hr, lr = scene(32, 32, 4)
+    with OrtRunner(tiny_onnx) as r:
+        out = r.fuse(hr.astype(np.float64), lr.astype(np.float64))
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out, reference(rt_model, hr, lr), atol=1e-5)
+
+
+def test_threads_are_set(tiny_onnx):
+    with OrtRunner(tiny_onnx, threads=1, inter_op_threads=1) as r:
+        assert r.session.get_session_options().intra_op_num_threads == 1
+
+
+def test_sidecar_sha256_is_checked(tiny_onnx, tmp_path, rt_model):
+    path = tmp_path / "m.onnx"
+    path.write_bytes(tiny_onnx.read_bytes())
+    write_sidecar(path, {"config": rt_model.config.to_dict()})
+    with OrtRunner(path) as r:
+        assert r.config == rt_model.config  # read from the sidecar
+    side = json.loads((tmp_path / "m.onnx.json").read_text())
+    side["sha256"] = "0" * 64
+    (tmp_path / "m.onnx.json").write_text(json.dumps(side))
+    with pytest.raises(ArtifactError, match="does not match its sidecar"):
+        OrtRunner(path).activate()
+    OrtRunner(path, verify=False).activate().deactivate()
+
+
+def test_corrupt_or_foreign_graph(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a graph")
+    with pytest.raises(ArtifactError, match="cannot load"):
+        OrtRunner(bad).activate()
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
+    other = tmp_path / "other.onnx"
+    onnx.save(helper.make_model(helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [x], [y])), other)
+    with pytest.raises(ArtifactError, match="an LSO graph takes"):
+        OrtRunner(other).activate()
+
+
+def test_cuda_provider_needs_onnxruntime_gpu(tiny_onnx):
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("onnxruntime-gpu is installed here")
+    with pytest.raises(MissingDependencyError, match="onnxruntime-gpu"):
+        OrtRunner(tiny_onnx, device="cuda").activate()
+
+
+@pytest.mark.gpu
+def test_cuda_provider_binds_device_tensors(rt_model, tiny_onnx):  # unverified where it was written (no GPU)
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("needs onnxruntime-gpu")
+    hr, lr = scene(32, 48, 4)
+    with OrtRunner(tiny_onnx, device="cuda") as r:
+        out = r.fuse(torch.from_numpy(hr).cuda(), torch.from_numpy(lr).cuda())
+        assert out.is_cuda
+        np.testing.assert_allclose(out.cpu().numpy(), reference(rt_model, hr, lr), atol=1e-4)

@@ -1,0 +1,106 @@
+"""Exact tiled fusion: the stitched result equals whole-image fusion."""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+from rt_fixtures import reference, rt_model, scene, tiny_onnx, tiny_onnx_tileable  # noqa: F401  (fixtures)
+
+from lso import LSO, LSOConfig
+from lso.errors import InputError
+from lso.runtime import OrtRunner, TorchRunner, fuse_tiled
+from lso.runtime.tiling import exact_overlap, plan_tiles, receptive_margin, tile_alignment
+
+
+@pytest.mark.slow
+def test_paper_config_256_tiles_equal_whole_image():
+    """The issue's acceptance test: paper config, 256x256 scene, 128-px cores -> >= 4 tiles, <= 1e-5."""
+    torch.manual_seed(0)
+    model = LSO(LSOConfig.paper()).eval()
+    hr, lr = scene(256, 256, 4)
+    cfg = model.config
+    tiles = plan_tiles(256, 256, tile=128, overlap=exact_overlap(cfg, 4), align=tile_alignment(cfg, 4))
+    assert len(tiles) >= 4
+    assert all((t.row1 - t.row0) * (t.col1 - t.col0) < 256 * 256 for t in tiles)
+    whole = reference(model, hr, lr)
+    tiled = fuse_tiled(model, hr, lr, tile=128)
+    err = float(np.abs(tiled - whole).max())
+    assert err <= 1e-5, err
+
+
+@pytest.mark.parametrize("height, width, ratio, tile", [
+    (160, 224, 4, 64),    # non-square
+    (150, 198, 3, 96),    # x3: not a multiple of 4, alignment 48
+    (128, 192, 8, 64),    # x8
+    (100, 132, 2, 48),    # x2, borders not multiples of 16
+])
+def test_tiny_model_tiles_equal_whole_image(rt_model, height, width, ratio, tile):
+    hr, lr = scene(height, width, ratio)
+    tiled = fuse_tiled(rt_model, hr, lr, tile=tile)
+    assert np.abs(tiled - reference(rt_model, hr, lr)).max() <= 1e-5
+
+
+def test_onnx_runner_tiles_exactly(rt_model, tiny_onnx_tileable):
+    hr, lr = scene(176, 144, 4)
+    with OrtRunner(tiny_onnx_tileable) as r:
+        tiled = fuse_tiled(r, hr[0], lr[0], tile=64)  # 3-D in, 3-D out
+    assert tiled.shape == (31, 176, 144)
+    assert np.abs(tiled - reference(rt_model, hr, lr)[0]).max() <= 1e-5
+
+
+def test_graph_without_extent_cannot_tile(rt_model, tiny_onnx):
+    hr, lr = scene(128, 128, 4)
+    with OrtRunner(tiny_onnx) as r:
+        with pytest.raises(InputError, match="tileable=True"):
+            fuse_tiled(r, hr, lr, tile=32)
+        whole = fuse_tiled(r, hr, lr, tile=128)  # one tile: the whole image, no extent needed
+    assert np.abs(whole - reference(rt_model, hr, lr)).max() <= 1e-5
+
+
+def test_memmap_output_torch_input_and_progress(rt_model, tmp_path):
+    hr, lr = scene(64, 64, 4)
+    out = np.lib.format.open_memmap(tmp_path / "out.npy", mode="w+", dtype=np.float32, shape=(1, 31, 64, 64))
+    assert fuse_tiled(rt_model, hr, lr, tile=32, out=out, progress=True) is out
+    want = reference(rt_model, hr, lr)
+    assert np.abs(np.asarray(out) - want).max() <= 1e-5
+    got = fuse_tiled(TorchRunner(rt_model), torch.from_numpy(hr), torch.from_numpy(lr), tile=32)
+    assert isinstance(got, torch.Tensor) and (got.numpy() - want).__abs__().max() <= 1e-5
+
+
+def test_small_overlap_warns(rt_model, caplog):
+    hr, lr = scene(64, 64, 4)
+    with caplog.at_level(logging.WARNING, logger="lso.runtime.tiling"):
+        fuse_tiled(rt_model, hr, lr, tile=32, overlap=16)
+    assert "not exact" in caplog.text
+
+
+def test_inputs_checked_once_for_the_whole_scene(rt_model):
+    hr, lr = scene(64, 64, 4)
+    hr[0, 1, 60, 3] = np.nan
+    with pytest.raises(InputError, match="hr_msi has 1 NaN"):
+        fuse_tiled(rt_model, hr, lr, tile=32)
+    with pytest.raises(InputError, match="integer"):
+        fuse_tiled(rt_model, np.zeros(hr.shape, np.uint8), lr, tile=32)
+
+
+def test_plan_cores_partition_the_scene_and_windows_align():
+    cfg = LSOConfig()
+    align, halo = tile_alignment(cfg, 3), exact_overlap(cfg, 3)
+    assert (align, tile_alignment(cfg, 4), tile_alignment(cfg, 8), tile_alignment(cfg, 5)) == (48, 16, 16, 80)
+    tiles = plan_tiles(300, 453, tile=96, overlap=halo, align=align)
+    cover = np.zeros((300, 453), int)
+    for t in tiles:
+        cover[t.core_row0:t.core_row1, t.core_col0:t.core_col1] += 1
+        assert t.row0 % align == 0 and t.col0 % align == 0
+        assert t.row0 <= t.core_row0 - min(halo, t.core_row0) and t.row1 >= min(t.core_row1 + halo, 300)
+    assert (cover == 1).all()
+    with pytest.raises(InputError, match="multiples"):
+        plan_tiles(100, 100, tile=40, overlap=48, align=16)
+
+
+def test_receptive_margin_of_the_paper_model():
+    assert receptive_margin(LSOConfig(), 4) == 45
+    assert exact_overlap(LSOConfig(), 4) == 48
+    assert exact_overlap(LSOConfig(), 8) > exact_overlap(LSOConfig(), 4) - 16
