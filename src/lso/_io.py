@@ -43,6 +43,9 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     except OSError as exc:  # read-only file system, no space, permissions os.access did not foresee
         raise ArtifactError(f"cannot write {path}: {exc.strerror or exc} (choose another place)") from exc
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the final file the usual permissions
     tmp_path = Path(tmp)
     try:
         yield tmp_path
