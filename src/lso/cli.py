@@ -205,6 +205,72 @@ def _run_demo(args) -> int:
     return 0
 
 
+# -------------------------------------------------------------------------------------- calibrate
+def _add_calibrate(sub) -> None:
+    p = _sub(sub, "calibrate", "Make the FP16 (FP32 islands) or INT8 (Q/DQ) graph of an exported FP32 graph.",
+             "fp16: FP16 everywhere except the solver, the attention softmaxes, the coordinate grid and any node\n"
+             "  whose activations exceed --safe-range on the calibration feeds; FP32 inputs/outputs.\n"
+             "  Writes MODEL.fp16.onnx.\n"
+             "int8: explicit Q/DQ on the convolutions (ONNX Runtime quantize_static, per-channel weights); a\n"
+             "  sensitivity sweep keeps the most sensitive blocks in float until the ΔPSNR target is met. Writes\n"
+             "  MODEL.int8.onnx (tensorrt flavour: symmetric, zero points 0) and MODEL.int8.cpu.onnx (cpu flavour:\n"
+             "  asymmetric U8, fast in ONNX Runtime), both from one calibration (MODEL.int8.calibration.json).\n"
+             "Each artifact gets a .json sidecar. Calibration scenes: synthetic training scenes (default) or a\n"
+             "community .h5 (GT key), at the I/O spec's opt shapes (512², x4) unless --size/--ratio say otherwise.")
+    p.add_argument("onnx", help="the FP32 graph (lso export)")
+    p.add_argument("--precision", choices=("fp16", "int8"), required=True, help="target precision")
+    p.add_argument("--out", help="output .onnx (default: ONNX.fp16.onnx / ONNX.int8.onnx)")
+    p.add_argument("--data", default="synthetic", help="'synthetic' or a community .h5 file (GT key)")
+    p.add_argument("--count", type=int, default=16, help="calibration scenes")
+    p.add_argument("--size", type=int, help="HR side of the calibration scenes (default: the profile's opt, 512)")
+    p.add_argument("--ratio", type=int, help="scale ratio (default: the profile's opt, 4)")
+    p.add_argument("--batch", type=int, help="scenes per feed (default: the profile's opt batch, 1)")
+    p.add_argument("--min-count", type=int, default=8, help="fewest calibration scenes accepted")
+    g = p.add_argument_group("fp16")
+    g.add_argument("--safe-range", type=float, default=4096.0, help="max |activation| allowed in FP16")
+    g.add_argument("--naive", action="store_true", help="naive all-FP16 graph (solver in FP16): for comparison only")
+    g = p.add_argument_group("int8")
+    g.add_argument("--flavour", choices=("both", "tensorrt", "cpu"), default="both", help="which INT8 graph(s)")
+    g.add_argument("--method", choices=("minmax", "percentile", "entropy"), default="minmax",
+                   help="range calibration method")
+    g.add_argument("--float-blocks", help="comma-separated blocks kept in float (skips the sweep), '' for none")
+    g.add_argument("--target-dpsnr", type=float, default=0.5, help="ΔPSNR budget (dB) the sweep must meet")
+    g.add_argument("--min-int8-macs", type=float, default=0.75, help="least share of conv MACs in INT8")
+    g.add_argument("--selection-margin", type=float, default=0.5,
+                   help="share of the ΔPSNR budget the sweep's validation ΔPSNR may use (validation scenes are few)")
+    g.add_argument("--val-count", type=int, default=4, help="validation scenes of the sweep")
+    g.add_argument("--val-size", type=int, default=128, help="validation scene size of the sweep")
+    g.add_argument("--calibration-cache", help="range cache JSON (default: OUT with .calibration.json)")
+
+
+def _run_calibrate(args) -> int:
+    from lso.calibration.run import CalibrateOptions, calibrate
+
+    fields = {k: v for k, v in vars(args).items() if k in CalibrateOptions.__dataclass_fields__}
+    if args.float_blocks is not None:
+        fields["float_blocks"] = [b.strip() for b in args.float_blocks.split(",") if b.strip()]
+    cal_log = logging.getLogger("lso.calibration")
+    if cal_log.getEffectiveLevel() > logging.INFO:
+        cal_log.setLevel(logging.INFO)  # calibration takes minutes: show the steps
+    for path in calibrate(CalibrateOptions(**fields)):
+        print(path)
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ build
+def _add_build(sub) -> None:
+    from lso.export.build_engine import DESCRIPTION, add_build_arguments
+
+    p = _sub(sub, "build", "Build a TensorRT engine from model.onnx / model.fp16.onnx / model.int8.onnx.", DESCRIPTION)
+    add_build_arguments(p)
+
+
+def _run_build(args) -> int:
+    from lso.export.build_engine import run_build
+
+    return run_build(args)
+
+
 # ------------------------------------------------------------------------------ subcommand table
 _SUBCOMMANDS: list[tuple[Callable, Callable]] = [
     (_add_info, _run_info),
@@ -213,6 +279,8 @@ _SUBCOMMANDS: list[tuple[Callable, Callable]] = [
     (_add_demo, _run_demo),
     (_add_export, _run_export),
     (_add_infer, _run_infer),
+    (_add_calibrate, _run_calibrate),
+    (_add_build, _run_build),
 ]
 
 
