@@ -128,16 +128,18 @@ def _artifacts(checkpoint: str, work: Path, backends: list[str], log) -> dict[st
         log("exporting ONNX (fp32)")
         fp32 = export_onnx(checkpoint, work / "model.onnx", cases=[ParityCase(4, 64, 64)])
         arts["ort-fp32"] = str(fp32)
-        for b, precision in (("ort-fp16", "fp16"), ("ort-int8", "int8")):
-            if b not in backends:
-                continue
-            try:
-                from lso.calibration import make_precision_graph  # issue 6
+        if "ort-fp16" in backends or "ort-int8" in backends:
+            from lso.calibration import calibration_feeds, convert_fp16, quantize_int8
 
-                arts[b] = str(make_precision_graph(fp32, precision, work, flavour="cpu"))
-            except Exception as exc:  # not available yet, or failed: report, keep going
-                log(f"skipping {b}: {exc}")
-                arts[b] = None
+            log("calibration feeds (synthetic training scenes, 128x128)")
+            feeds = list(calibration_feeds(count=8, size=128))
+            if "ort-fp16" in backends:
+                log("FP16 mixed graph")
+                arts["ort-fp16"] = str(convert_fp16(fp32, work / "model.fp16.onnx", feeds=feeds))
+            if "ort-int8" in backends:
+                log("INT8 graph, cpu flavour, output head kept in float (the point lso calibrate chose)")
+                arts["ort-int8"] = str(quantize_int8(fp32, work / "model.int8.cpu.onnx", feeds=feeds, flavour="cpu",
+                                                     float_blocks=("outc",)))
     return arts
 
 

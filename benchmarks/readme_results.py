@@ -15,7 +15,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-REPORTS = ("demo_eval_x4", "demo_eval_scales", "solver", "flops", "export_report", "precision_fp16", "precision_int8",
+REPORTS = ("demo", "demo_eval_x4", "demo_eval_scales", "solver", "flops", "export_report", "precision_fp16", "precision_int8",
            "latency", "tiling_memory", "synthetic_sanity")
 START, END = "<!-- RESULTS:START -->", "<!-- RESULTS:END -->"
 
