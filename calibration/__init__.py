@@ -12,8 +12,7 @@ Command line: ``lso calibrate model.onnx --precision fp16|int8``. Names are impo
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from lso._lazy import lazy_attributes
 
 __all__ = ["calibration_feeds", "CalibrationFeeds", "held_out_scenes", "make_ort_reader", "convert_fp16",
            "fp32_islands", "to_mixed_fp16", "to_naive_fp16", "emulate_fp16", "quantize_int8", "sensitivity_sweep",
@@ -39,14 +38,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'lso.calibration' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_attributes('lso.calibration', _LAZY, globals())

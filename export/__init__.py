@@ -10,8 +10,7 @@ Names are imported lazily: ``import lso.export`` imports neither onnx nor onnxru
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from lso._lazy import lazy_attributes
 
 __all__ = ["export_onnx", "lint_model", "check_trt_support", "LintIssue", "run_parity", "ParityCase",
            "ParityReport", "DEFAULT_CASES"]
@@ -28,14 +27,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'lso.export' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_attributes('lso.export', _LAZY, globals())

@@ -12,8 +12,7 @@ library call is :func:`lso.runtime.infer.infer`.
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from lso._lazy import lazy_attributes
 
 __all__ = ["load", "fuse_tiled", "Runner", "TorchRunner", "OrtRunner", "TrtRunner", "InputRangeWarning",
            "RunnerStateError", "DeviceUnavailableError"]
@@ -31,14 +30,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'lso.runtime' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_attributes('lso.runtime', _LAZY, globals())
