@@ -120,14 +120,27 @@ def matmul_rate(threads: int, n: int = 4096, repeats: int = 3) -> float:
 
 
 # ------------------------------------------------------------------------------------ the driver
-def _artifacts(checkpoint: str, work: Path, backends: list[str], log) -> dict[str, Optional[str]]:
+def _chunked(path: Path, chunk: int) -> str:
+    """``path`` with its solver chains in Scan chunks (lso.export.passes.chunk_solver), as a new file."""
+    import onnx
+
+    from lso.export import passes
+
+    if not chunk:
+        return str(path)
+    out = path.with_name(path.stem + f".chunk{chunk}.onnx")
+    onnx.save(passes.chunk_solver(onnx.load(str(path)), chunk), str(out))
+    return str(out)
+
+
+def _artifacts(checkpoint: str, work: Path, backends: list[str], log, chunk: int = 0) -> dict[str, Optional[str]]:
     arts: dict[str, Optional[str]] = {b: checkpoint for b in backends if b.startswith("torch")}
     if any(b.startswith("ort") for b in backends):
         from lso.export import ParityCase, export_onnx
 
         log("exporting ONNX (fp32)")
         fp32 = export_onnx(checkpoint, work / "model.onnx", cases=[ParityCase(4, 64, 64)])
-        arts["ort-fp32"] = str(fp32)
+        arts["ort-fp32"] = _chunked(fp32, chunk)
         if "ort-fp16" in backends or "ort-int8" in backends:
             from lso.calibration import calibration_feeds, convert_fp16, quantize_int8
 
@@ -135,11 +148,11 @@ def _artifacts(checkpoint: str, work: Path, backends: list[str], log) -> dict[st
             feeds = list(calibration_feeds(count=8, size=128))
             if "ort-fp16" in backends:
                 log("FP16 mixed graph")
-                arts["ort-fp16"] = str(convert_fp16(fp32, work / "model.fp16.onnx", feeds=feeds))
+                arts["ort-fp16"] = _chunked(convert_fp16(fp32, work / "model.fp16.onnx", feeds=feeds), chunk)
             if "ort-int8" in backends:
                 log("INT8 graph, cpu flavour, output head kept in float (the point lso calibrate chose)")
-                arts["ort-int8"] = str(quantize_int8(fp32, work / "model.int8.cpu.onnx", feeds=feeds, flavour="cpu",
-                                                     float_blocks=("outc",)))
+                arts["ort-int8"] = _chunked(quantize_int8(fp32, work / "model.int8.cpu.onnx", feeds=feeds,
+                                                          flavour="cpu", float_blocks=("outc",)), chunk)
     return arts
 
 
@@ -158,6 +171,9 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"), help="results folder")
     parser.add_argument("--name", default="latency", help="results file stem")
     parser.add_argument("--timeout", type=int, default=1800, help="seconds per cell")
+    parser.add_argument("--solver-chunk", type=int, default=128,
+                        help="ONNX Runtime graphs run their solver in Scan chunks of this many patches "
+                             "(lso export --solver-chunk; 0 = the portable graph as exported)")
     parser.add_argument("--_cell", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -181,7 +197,7 @@ def main(argv=None) -> int:
     sizes = [int(s) for s in args.sizes.split(",")]
     ratios = [int(r) for r in args.ratios.split(",")]
     work = Path(tempfile.mkdtemp(prefix="lso_latency_"))
-    arts = _artifacts(checkpoint, work, backends, log)
+    arts = _artifacts(checkpoint, work, backends, log, args.solver_chunk)
     for i, plan in enumerate(args.plan):
         name = f"trt-{Path(plan).stem}"
         backends.append(name)
@@ -255,10 +271,13 @@ def write(args, cells: list[dict], rate: float, checkpoint: str) -> None:
     md = "# Latency\n\n"
     md += (f"Checkpoint `{Path(checkpoint).name}`; {args.threads} threads; median/p90 of {args.repeats} runs after a "
            f"warm-up, each cell in its own process. Baseline = PyTorch eager, reference solver (the official "
-           f"computation). FLOP floor = 2 x full MACs / fp32 matmul rate ({rate / 1e9:.1f} GFLOP/s measured in this run).\n\n")
+           f"computation). FLOP floor = 2 x full MACs / fp32 matmul rate ({rate / 1e9:.1f} GFLOP/s measured in this run). "
+           f"ONNX Runtime graphs: solver in Scan chunks of {args.solver_chunk or 'none (portable graph)'} patches, "
+           f"CPU memory arena off (the OrtRunner default).\n\n")
     md += markdown_table(["backend", "ratio", "size", "median s", "p90 s", "MP/s", "peak MiB", "vs baseline",
                           "time / floor"], rows)
     write_results(args.name, {"checkpoint": checkpoint, "matmul_flops": rate, "threads": args.threads,
+                              "solver_chunk": args.solver_chunk,
                               "repeats": args.repeats, "cells": cells}, md, Path(args.out))
     try:
         _plot(cells, Path(args.out) / f"{args.name}.png")

@@ -13,7 +13,9 @@ and outputs, so callers never change) given a block list of nodes that stay FP32
 - the **solver** of each spectral block (sigmoid, angle, sine/cosine, Clenshaw recurrence): its
   arguments reach ``Q*pi^2`` (237 rad at Q = 24), which FP16 resolves to 0.06-0.125 rad only;
 - the **attention softmaxes**;
-- the **coordinate grid** (index arithmetic ``(i + row0) / (H - 1)``, input-independent);
+- the **coordinate grid** (index arithmetic ``(i + row0) / (H - 1)``, input-independent) and the
+  **bicubic resizes** (their interpolation matrices come from the same kind of index arithmetic, which
+  FP16 cannot resolve beyond 2048 pixels, and the up-sampled LR-HSI is added to the output as it is);
 - any node whose output or float input reached more than ``safe_range`` in absolute value on the
   calibration feeds (FP16 overflows at 65504; the default margin is 16x: 4096);
 - the converter's own default op block list (``Resize``, ``CumSum``, ``Range``, ``Min``/``Max`` ...).
@@ -96,6 +98,7 @@ def fp32_islands(model: "onnx.ModelProto", *, absmax: Optional[Mapping[str, floa
             islands[node.name] = f"converter default op block list ({node.op_type})"
     if grid:
         islands.update(G.coordinate_grid_nodes(model))
+        islands.update(G.resize_nodes(model))
     if softmax:
         islands.update(G.softmax_nodes(model))
     if solver:
@@ -348,6 +351,11 @@ def _load(source: Union["onnx.ModelProto", PathLike]) -> tuple["onnx.ModelProto"
         raise InputError(f"{path} is a {side.get('precision')} graph; convert the FP32 export (model.onnx)")
     if any(i.data_type == G.FLOAT16 for i in model.graph.initializer):
         raise InputError(f"{path} already holds FP16 weights; convert the FP32 export")
+    if side.get("solver_chunk") or any(n.op_type == "Scan" and n.name.startswith("lso_solver_chunk")
+                                       for n in model.graph.node):
+        raise InputError(f"{path} runs its solver in Scan chunks (exported with --solver-chunk), where the precision "
+                         "passes cannot see it: calibrate a graph exported without --solver-chunk, then chunk the "
+                         "result with lso.export.passes.chunk_solver if it is for ONNX Runtime on CPU")
     return model, {"kind": "onnx", "path": str(path), "sha256": sha256_file(path), "sidecar": side}
 
 

@@ -5,7 +5,7 @@ onnxruntime for the functions that run the graph):
 
 - :func:`conv_blocks`: Conv node -> the named module it belongs to (``spatial_encoder.body.2``, ``inc``,
   ``process1``, ``outc`` ...), from the weight initializer's name the exporter kept.
-- :func:`solver_nodes`, :func:`softmax_nodes`, :func:`coordinate_grid_nodes`: the parts of the graph
+- :func:`solver_nodes`, :func:`softmax_nodes`, :func:`coordinate_grid_nodes`, :func:`resize_nodes`: the parts of the graph
   that must stay in float (with the reason).
 - :func:`conv_macs`: multiply-accumulates of every Conv at one input size (ONNX Runtime run).
 - :func:`activation_absmax`: ``max |x|`` of every float tensor over feeds, computed in the graph
@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import onnx
 
 __all__ = ["block_of", "conv_blocks", "block_order", "solver_nodes", "softmax_nodes", "coordinate_grid_nodes",
+           "resize_nodes",
            "conv_macs", "activation_absmax", "tensor_types", "consumers", "producers", "ort_session",
            "FLOAT", "FLOAT16", "INT8", "UINT8"]
 
@@ -138,6 +139,30 @@ def coordinate_grid_nodes(model: "onnx.ModelProto") -> dict[str, str]:
             src = prod.get(name)
             if src is not None and src.op_type == "Cast" and src.name not in out:
                 out[src.name] = "coordinate grid (index arithmetic, kept exact)"
+    return out
+
+
+def resize_nodes(model: "onnx.ModelProto") -> dict[str, str]:
+    """The bicubic resizes as exported (``A_h @ pad(x) @ A_w^T``, see ``lso.model.resize_bicubic``).
+
+    Their matrices are built from ``CumSum`` indices (kept FP32 with the coordinate grid); this adds
+    the ``MatMul`` nodes that apply them and the ``Pad`` that feeds them the image. The up-sampled
+    LR-HSI is added to the network's output unchanged, so rounding it would show in the result.
+    """
+    grid = {n.name for n in _forward_closure(model, [n for n in model.graph.node if n.op_type == "CumSum"],
+                                                _STOP_OPS)}
+    prod = producers(model)
+    out: dict[str, str] = {}
+    for node in model.graph.node:
+        if node.op_type != "MatMul":
+            continue
+        sources = [prod.get(name) for name in node.input]
+        if not any(src is not None and src.name in grid for src in sources):
+            continue
+        out[node.name] = "bicubic resize (interpolation matrix product)"
+        for src in sources:
+            if src is not None and src.op_type in ("Pad", "MatMul") and src.name not in grid:
+                out[src.name] = "bicubic resize (interpolation matrix product)"
     return out
 
 

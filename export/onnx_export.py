@@ -211,6 +211,7 @@ def export_onnx(
     atol: Optional[float] = None,
     seed: int = 0,
     allow_unsupported: bool = False,
+    solver_chunk: Optional[int] = None,
 ) -> Path:
     """Export an LSO model or checkpoint to one ONNX file (+ ``<out>.json`` sidecar) and prove parity.
 
@@ -228,6 +229,10 @@ def export_onnx(
         atol: largest max-abs error a case may show (default ``parity.DEFAULT_ATOL`` = 1e-4).
         seed: seed of the parity inputs.
         allow_unsupported: write the graph even if nodes fail the TensorRT lint (they are logged).
+        solver_chunk: run each solver chain in a ``Scan`` over chunks of this many patches
+            (:func:`lso.export.passes.chunk_solver`; ``passes.DEFAULT_SOLVER_CHUNK`` = 128 is a good
+            value). For ONNX Runtime on CPU, where it makes the element-wise chain cache-resident;
+            leave it off (None) for TensorRT, which fuses the chain itself. Outputs are unchanged.
 
     Returns:
         ``out`` as a Path. The sidecar ``<out>.json`` records the config, opset, versions, source
@@ -264,7 +269,7 @@ def export_onnx(
     report, parity_s = None, 0.0
     with atomic_path(out) as tmp:  # the temporary file is created first: an unwritable place fails now
         proto, simplifier, issues = _build(graph_model, opset=opset, tileable=tileable, simplify=simplify,
-                                           allow_unsupported=allow_unsupported)
+                                           allow_unsupported=allow_unsupported, solver_chunk=solver_chunk)
         export_s = time.perf_counter() - t_start
         log.info("exported in %.1f s: %d nodes", export_s, len(proto.graph.node))
         onnx.save_model(proto, str(tmp), save_as_external_data=False)
@@ -285,6 +290,7 @@ def export_onnx(
         "ir_version": proto.ir_version,
         "config": cfg.to_dict(),
         "solver": "folded",
+        "solver_chunk": solver_chunk,
         "tileable": tileable,
         "source": source,
         "inputs": [_spec_dict(s) for s in inputs],
@@ -307,7 +313,8 @@ def export_onnx(
     return out
 
 
-def _build(graph_model, *, opset: int, tileable: bool, simplify: bool, allow_unsupported: bool):
+def _build(graph_model, *, opset: int, tileable: bool, simplify: bool, allow_unsupported: bool,
+           solver_chunk: Optional[int] = None):
     """Capture, translate and pass the folded model: ``(ModelProto, simplifier record, lint issues)``."""
     onnx = require("onnx")
     import torch
@@ -331,6 +338,8 @@ def _build(graph_model, *, opset: int, tileable: bool, simplify: bool, allow_uns
         except ExportError as exc:
             log.warning("%s; keeping the unsimplified graph", exc)
             simplifier["error"] = str(exc)
+    if solver_chunk:
+        proto = passes.chunk_solver(proto, int(solver_chunk))
     inputs, outputs = io_spec.tensor_specs(cfg, tileable=tileable)
     proto = passes.annotate(proto, {"lso.config": cfg.to_json(), "lso.tileable": str(tileable).lower(),
                                     "lso.inputs": ",".join(s.name for s in inputs)},

@@ -52,6 +52,11 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
     parser.add_argument("--atol", type=float, default=DEFAULT_ATOL,
                         help="fail when any case's max abs error between ONNX Runtime and PyTorch exceeds this")
     parser.add_argument("--seed", type=int, default=0, help="seed of the parity inputs")
+    parser.add_argument("--solver-chunk", type=int, metavar="N", default=None,
+                        help="for ONNX Runtime on CPU: run each solver chain in a Scan over chunks of N patches "
+                             "(128 is a good value), so its ~90 element-wise nodes work on cache-sized tensors "
+                             "instead of streaming [2, N, 64, 8] tensors through memory (0.4-0.5 s less at 512² on "
+                             "2 cores; outputs unchanged). Leave it off for TensorRT engines, which fuse the chain")
     parser.add_argument("--allow-unsupported", action="store_true",
                         help="write the graph even if nodes fail the TensorRT operator lint (they are listed)")
     return parser
@@ -86,6 +91,7 @@ def export_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "atol": args.atol,
         "seed": args.seed,
         "allow_unsupported": args.allow_unsupported,
+        "solver_chunk": args.solver_chunk or None,
     }
 
 

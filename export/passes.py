@@ -4,6 +4,8 @@
   calls them ``s0``, ``s1`` ...) and fail if one of them was baked in as a number.
 - :func:`simplify`: constant folding and cleanup with onnxslim.
 - :func:`annotate`: model metadata (``metadata_props``) and doc string.
+- :func:`chunk_solver`: run each spectral block's solver chain inside a ``Scan`` over chunks of
+  patches (for CPU runtimes: the ~90-node element-wise chain then works on cache-sized tensors).
 - :func:`cleanup`: sort topologically, then drop nodes, initializers and value infos nothing uses.
 
 Helpers that read a graph without changing it: :func:`op_counts`, :func:`tensor_dims`.
@@ -21,7 +23,8 @@ from lso.errors import ExportError
 if TYPE_CHECKING:  # pragma: no cover
     import onnx
 
-__all__ = ["name_dynamic_axes", "simplify", "annotate", "cleanup", "toposort", "op_counts", "tensor_dims"]
+__all__ = ["name_dynamic_axes", "simplify", "annotate", "chunk_solver", "cleanup", "toposort", "op_counts",
+           "tensor_dims", "DEFAULT_SOLVER_CHUNK"]
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +170,128 @@ def annotate(model: "onnx.ModelProto", metadata: Mapping[str, str], doc: str = "
         entry.key, entry.value = key, value
     if doc:
         model.doc_string = doc
+    return cleanup(model)
+
+
+# the element-wise operators a solver chain is made of (FP32 islands of mixed graphs add Cast)
+_SOLVER_OPS = frozenset({"Sigmoid", "Sin", "Cos", "Mul", "Add", "Sub", "Div", "Neg", "Expand", "Shape", "Gather",
+                         "Slice", "Split", "Squeeze", "Unsqueeze", "Concat", "Cast", "ConstantOfShape", "Identity"})
+DEFAULT_SOLVER_CHUNK = 128  # patches per Scan iteration: 2 x 128 x 64 x 8 float32 = 512 KiB per tensor
+
+
+def _solver_closure(nodes, consumers, z: str):
+    """Nodes computed from ``z`` up to (not including) the first Reshape, and the tensors leaving them."""
+    members: dict[int, object] = {}
+    produced, front = {z}, [z]
+    while front:
+        name = front.pop()
+        for node in consumers.get(name, ()):
+            if id(node) in members or node.op_type == "Reshape":
+                continue
+            members[id(node)] = node
+            for out in node.output:
+                if out and out not in produced:
+                    produced.add(out)
+                    front.append(out)
+    chain = [n for n in nodes if id(n) in members]
+    leaving = sorted({o for n in chain for o in n.output
+                      if any(id(c) not in members for c in consumers.get(o, ()))})
+    return chain, leaving
+
+
+def chunk_solver(model: "onnx.ModelProto", chunk: int = DEFAULT_SOLVER_CHUNK) -> "onnx.ModelProto":
+    """Run every solver chain (Sigmoid of the latent codes ``z [N, C, T]`` -> solved codes) in a ``Scan``.
+
+    The folded solver is ~90 element-wise nodes on ``[2, N, C, T]`` tensors (at 512² and patch 4,
+    N = 16384: 67 MB each), so a CPU runtime that executes node by node streams every intermediate
+    through memory. Here ``z`` is padded to a multiple of ``chunk`` patches and reshaped to
+    ``[K, chunk, C, T]``; a ``Scan`` runs the *same nodes* on one chunk at a time (cache-resident),
+    and the result is reshaped and cut back to N. Every element is computed by the same operations
+    as before, so outputs are unchanged. TensorRT fuses such chains itself: use this for ONNX
+    Runtime on CPU, not for engines. A chain that does not have the expected form (one tensor
+    leaving it, element-wise operators only) is left as it is, with a log message.
+    """
+    onnx = require("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+    import numpy as np
+
+    if int(chunk) < 1:
+        raise ExportError(f"solver chunk must be a positive number of patches, not {chunk}")
+    graph = model.graph
+    nodes = list(graph.node)
+    consumers: dict[str, list] = defaultdict(list)
+    for node in nodes:
+        for name in node.input:
+            consumers[name].append(node)
+    typed = onnx.shape_inference.infer_shapes(model).graph  # element types of the chains' ends
+    types = {v.name: v.type.tensor_type.elem_type for v in list(typed.value_info) + list(typed.input)
+             + list(typed.output) if v.type.HasField("tensor_type") and v.type.tensor_type.elem_type}
+    replaced, removed, added = 0, set(), []
+    producer = {o: n for n in nodes for o in n.output if o}
+    constants = {i.name for i in graph.initializer} | {n.output[0] for n in nodes if n.op_type == "Constant"}
+    for index, sigmoid in enumerate(n for n in nodes if n.op_type == "Sigmoid"):
+        z = sigmoid.input[0]
+        while z in producer and producer[z].op_type == "Cast":  # mixed graphs: start above the island's Cast
+            z = producer[z].input[0]
+        chain, leaving = _solver_closure(nodes, consumers, z)
+        odd = sorted({n.op_type for n in chain} - _SOLVER_OPS)
+        inside = {z} | {o for n in chain for o in n.output}
+        outside = sorted({i for n in chain for i in n.input if i and i not in inside and i not in constants})
+        if odd or len(leaving) != 1 or outside:
+            log.info("solver chain at %s left unchunked (operators %s, %d outputs, non-constant inputs %s)",
+                     sigmoid.name, odd, len(leaving), outside[:3])
+            continue
+        y = leaving[0]
+        pre = f"lso_solver_chunk{index}"
+        z_in, y_out = f"{pre}_z", f"{pre}_y"
+        body_nodes = []
+        for node in chain:
+            copy = onnx.NodeProto()
+            copy.CopyFrom(node)
+            for k, name in enumerate(copy.input):
+                if name == z:
+                    copy.input[k] = z_in
+            for k, name in enumerate(copy.output):
+                if name == y:
+                    copy.output[k] = y_out
+            body_nodes.append(copy)
+        body = helper.make_graph(
+            body_nodes, f"{pre}_body",
+            [helper.make_tensor_value_info(z_in, types.get(z, TensorProto.FLOAT), None)],
+            [helper.make_tensor_value_info(y_out, types.get(y, TensorProto.FLOAT), None)])
+
+        def name(suffix: str) -> str:
+            return f"{pre}_{suffix}"
+
+        consts = {"one_m": [chunk - 1], "chunk": [chunk], "zero": [0], "minus1": [-1]}
+        for key, value in consts.items():
+            graph.initializer.append(numpy_helper.from_array(np.array(value, dtype=np.int64), name(key)))
+        outer = [
+            helper.make_node("Shape", [z], [name("n")], start=0, end=1),
+            helper.make_node("Shape", [z], [name("rest")], start=1),
+            helper.make_node("Add", [name("n"), name("one_m")], [name("n_up")]),
+            helper.make_node("Div", [name("n_up"), name("chunk")], [name("k")]),
+            helper.make_node("Mul", [name("k"), name("chunk")], [name("n_pad")]),
+            helper.make_node("Sub", [name("n_pad"), name("n")], [name("pad_end")]),
+            helper.make_node("Concat", [name("zero"), name("pad_end")], [name("pads")], axis=0),
+            helper.make_node("Pad", [z, name("pads"), "", name("zero")], [name("zp")]),  # axis 0 only
+            helper.make_node("Concat", [name("k"), name("chunk"), name("rest")], [name("shape_in")], axis=0),
+            helper.make_node("Reshape", [name("zp"), name("shape_in")], [name("z_chunks")]),
+            helper.make_node("Scan", [name("z_chunks")], [name("y_chunks")], num_scan_inputs=1, body=body),
+            helper.make_node("Concat", [name("minus1"), name("rest")], [name("shape_out")], axis=0),
+            helper.make_node("Reshape", [name("y_chunks"), name("shape_out")], [name("y_pad")]),
+            helper.make_node("Slice", [name("y_pad"), name("zero"), name("n"), name("zero")], [y]),
+        ]
+        for i, node in enumerate(outer):
+            node.name = f"{pre}_{node.op_type}_{i}"
+        removed |= {id(n) for n in chain}
+        added += outer
+        replaced += 1
+    if replaced:
+        keep = [n for n in nodes if id(n) not in removed]  # ids of the original list (graph.node copies)
+        del graph.node[:]
+        graph.node.extend(keep + added)
+        log.info("solver: %d chain(s) run in Scan over chunks of %d patches", replaced, chunk)
     return cleanup(model)
 
 

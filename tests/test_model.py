@@ -122,3 +122,21 @@ def test_config_validation():
         LSOConfig(solver="fast")
     cfg = LSOConfig.tiny()
     assert LSOConfig.from_dict(json.loads(cfg.to_json())) == cfg
+
+
+@pytest.mark.parametrize("h, size", [(16, 64), (13, 39), (7, 35), (64, 32), (9, 9)])
+def test_graph_bicubic_equals_interpolate(monkeypatch, h, size):
+    """The exported bicubic (interpolation matrices, A_h @ pad(x) @ A_w^T) equals F.interpolate: up, down, odd ratios."""
+    import torch.nn.functional as F
+
+    import lso.model as model_module
+
+    torch.manual_seed(0)
+    x = torch.rand(2, 5, h, h + 3)
+    like = torch.empty(1, 1, size, size + 2)
+    expected = F.interpolate(x, size=(size, size + 2), mode="bicubic", align_corners=False)
+    assert torch.equal(model_module.resize_bicubic(x, like), expected)  # eager: the official call
+    monkeypatch.setattr(model_module, "_in_graph", lambda: True)
+    graph_form = model_module.resize_bicubic(x, like)
+    assert graph_form.shape == expected.shape
+    torch.testing.assert_close(graph_form, expected, atol=1e-5, rtol=0)  # non-integer scales: ~5e-6

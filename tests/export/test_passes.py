@@ -12,6 +12,8 @@ from onnx.reference import ReferenceEvaluator  # noqa: E402
 
 from lso.export import passes  # noqa: E402
 
+pytest_plugins = ["ex_fixtures"]
+
 
 def _graph_model():
     """y = (x + (c1 * c2)) with a dead branch and an unused initializer, nodes listed out of order."""
@@ -82,3 +84,34 @@ def test_annotate_sets_metadata_and_keeps_values():
 def test_tensor_dims_lists_initializers_and_intermediates():
     dims = passes.tensor_dims(passes.cleanup(_graph_model()))
     assert dims["c1"] == (1, 4) and dims["x"] == ("n", 4)
+
+
+def test_chunk_solver_runs_the_same_nodes_in_scan(ex_onnx, tmp_path):
+    """Every solver chain moves into a Scan; outputs are bit-identical, also when N is not a multiple of the chunk."""
+    ort = pytest.importorskip("onnxruntime")
+    model = onnx.load(str(ex_onnx))
+    sigmoids = sum(n.op_type == "Sigmoid" for n in model.graph.node)
+    assert sigmoids == 3
+    chunked = passes.chunk_solver(onnx.load(str(ex_onnx)), chunk=3)
+    onnx.checker.check_model(chunked)
+    counts = passes.op_counts(chunked)
+    assert counts["Scan"] == 3 and "Sigmoid" not in counts and "Sin" not in counts
+    path = tmp_path / "chunked.onnx"
+    onnx.save(chunked, str(path))
+    rng = np.random.default_rng(0)
+    plain = ort.InferenceSession(str(ex_onnx), providers=["CPUExecutionProvider"])
+    scan = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for size, ratio in ((32, 4), (44, 4), (36, 3)):  # 64, 121 and 81 level-1 patches (chunks of 3)
+        feeds = {"hr_msi": rng.random((1, 3, size, size), dtype=np.float32),
+                 "lr_hsi": rng.random((1, 31, size // ratio, size // ratio), dtype=np.float32)}
+        np.testing.assert_array_equal(scan.run(None, feeds)[0], plain.run(None, feeds)[0])
+
+
+def test_chunk_solver_rejects_a_bad_chunk(ex_onnx):
+    with pytest.raises(ExportError, match="positive"):
+        passes.chunk_solver(onnx.load(str(ex_onnx)), chunk=0)
+
+
+def test_chunk_solver_leaves_graphs_without_a_solver_alone():
+    model = passes.chunk_solver(_graph_model())
+    assert passes.op_counts(model) == {"Mul": 1, "Add": 1}

@@ -1,0 +1,112 @@
+"""Where ONNX Runtime spends its time on an LSO graph: ORT's own profiler, aggregated by operator.
+
+Runs a graph at one size with ONNX Runtime's built-in profiler (``SessionOptions.enable_profiling``)
+after a warm-up, then sums the kernel times of the profiled runs by operator type and lists the most
+expensive nodes. The kernel times are what ORT's executor measured; their sum is compared with the
+wall time of the runs (the rest is session overhead: allocation, copies between nodes).
+
+    python benchmarks/ort_profile.py                               # bundled demo checkpoint, 512² x4
+    python benchmarks/ort_profile.py --onnx model.onnx --size 256 --name ort_profile_256
+Results: benchmarks/results/<name>.{json,md}.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+
+def profile_graph(onnx_path: str, size: int, ratio: int, *, threads: int, runs: int,
+                  session_options: Any = None) -> dict[str, Any]:
+    """Profile ``runs`` runs (after one warm-up) of the graph at ``size``² and ``ratio``."""
+    import onnxruntime as ort
+
+    opts = session_options or ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.enable_profiling = True
+    with tempfile.TemporaryDirectory() as tmp:
+        opts.profile_file_prefix = os.path.join(tmp, "ort")
+        session = ort.InferenceSession(onnx_path, sess_options=opts, providers=["CPUExecutionProvider"])
+        rng = np.random.default_rng(0)
+        feeds = {"hr_msi": rng.random((1, 3, size, size), dtype=np.float32),
+                 "lr_hsi": rng.random((1, 31, size // ratio, size // ratio), dtype=np.float32)}
+        session.run(None, feeds)  # warm-up (its events are dropped below)
+        walls = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            session.run(None, feeds)
+            walls.append(time.perf_counter() - t0)
+        events = json.loads(Path(session.end_profiling()).read_text())
+    return summarize(events, runs, walls)
+
+
+def summarize(events: list[dict], runs: int, walls: list[float]) -> dict[str, Any]:
+    """Sum node kernel times of the last ``runs`` model runs by op type and by node."""
+    run_starts = [e["ts"] for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"]
+    first_ts = sorted(run_starts)[-runs] if len(run_starts) >= runs else 0
+    by_op: dict[str, float] = defaultdict(float)
+    by_node: dict[str, float] = defaultdict(float)
+    op_of: dict[str, str] = {}
+    for e in events:
+        if e.get("cat") != "Node" or not e.get("name", "").endswith("_kernel_time") or e["ts"] < first_ts:
+            continue
+        op = e.get("args", {}).get("op_name", "?")
+        node = e["name"][: -len("_kernel_time")]
+        by_op[op] += e["dur"] / 1e6 / runs
+        by_node[node] += e["dur"] / 1e6 / runs
+        op_of[node] = op
+    total = sum(by_op.values())
+    ops = sorted(by_op.items(), key=lambda kv: -kv[1])
+    nodes = sorted(by_node.items(), key=lambda kv: -kv[1])
+    return {"wall_s": float(np.median(walls)), "kernel_s": total,
+            "by_op": [{"op": k, "s": v, "share": v / total} for k, v in ops],
+            "top_nodes": [{"node": k, "op": op_of[k], "s": v, "share": v / total} for k, v in nodes[:25]]}
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--onnx", help="graph to profile (default: export the bundled demo checkpoint)")
+    parser.add_argument("--size", type=int, default=512, help="HR size (square), default 512")
+    parser.add_argument("--ratio", type=int, default=4, help="scale ratio, default 4")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="ORT intra-op threads")
+    parser.add_argument("--runs", type=int, default=2, help="profiled runs after one warm-up")
+    parser.add_argument("--name", default="ort_profile", help="results file stem")
+    parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"), help="results folder")
+    args = parser.parse_args(argv)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _report import markdown_table, write_results
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = args.onnx
+        if path is None:
+            from lso.export import ParityCase, export_onnx
+
+            print("exporting the bundled demo checkpoint ...", flush=True)
+            path = str(export_onnx(None, Path(tmp) / "model.onnx", cases=[ParityCase(4, 64, 64)]))
+        print(f"profiling {Path(path).name} at {args.size}² x{args.ratio}, {args.threads} threads ...", flush=True)
+        res = profile_graph(path, args.size, args.ratio, threads=args.threads, runs=args.runs)
+    res.update(size=args.size, ratio=args.ratio, threads=args.threads, runs=args.runs,
+               graph=Path(args.onnx).name if args.onnx else "demo checkpoint export")
+    md = [f"# ONNX Runtime profile: {res['graph']}, {args.size}² x{args.ratio}, {args.threads} threads",
+          "", f"Wall {res['wall_s']:.3f} s per run; node kernels sum to {res['kernel_s']:.3f} s "
+          f"(median/mean of {args.runs} profiled runs after a warm-up).", "", "## By operator", "",
+          markdown_table(["op", "s", "share"], [(o["op"], o["s"], f"{100 * o['share']:.1f} %") for o in res["by_op"]]),
+          "", "## Most expensive nodes", "",
+          markdown_table(["node", "op", "s", "share"],
+                         [(n["node"], n["op"], n["s"], f"{100 * n['share']:.1f} %") for n in res["top_nodes"]])]
+    j, m = write_results(args.name, res, "\n".join(md), Path(args.out))
+    print("\n".join(md[:3] + md[5:8 + len(res["by_op"])]))
+    print(f"wrote {j} and {m}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
