@@ -27,9 +27,11 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from lso.tolerances import TOLERANCES
+
 log = logging.getLogger("lso.benchmarks.precision")
 
-FP16_TARGET = {"dpsnr": 0.05, "dsam": 0.01}
+FP16_TARGET = {"dpsnr": TOLERANCES["fp16"].dpsnr, "dsam": TOLERANCES["fp16"].dsam}  # the one tolerance table
 
 
 def _checkpoint_info(path: Path) -> dict[str, Any]:

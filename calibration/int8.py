@@ -57,6 +57,8 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional, Sequence, Un
 
 import numpy as np
 
+from lso.tolerances import TOLERANCES
+
 from lso._deps import require
 from lso.calibration import graph as G
 from lso.errors import ExportError, InputError
@@ -74,7 +76,7 @@ log = logging.getLogger(__name__)
 
 FLAVOURS = ("tensorrt", "cpu")
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
-DEFAULT_TARGET_DPSNR = 0.5
+DEFAULT_TARGET_DPSNR = TOLERANCES["int8"].dpsnr  # 0.5 dB, from the one tolerance table
 DEFAULT_MIN_INT8_MACS = 0.75
 DEFAULT_SELECTION_MARGIN = 0.5
 """Share of the ΔPSNR budget the *validation* ΔPSNR may use when blocks are chosen: validation scenes are

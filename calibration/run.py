@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from lso.errors import InputError
+from lso.tolerances import TOLERANCES
 
 __all__ = ["CalibrateOptions", "calibrate", "default_output", "cpu_flavour_path"]
 
@@ -48,7 +49,7 @@ class CalibrateOptions:
     flavour: str = "both"
     method: str = "minmax"
     float_blocks: Optional[Sequence[str]] = None
-    target_dpsnr: float = 0.5
+    target_dpsnr: float = TOLERANCES["int8"].dpsnr
     min_int8_macs: float = 0.75
     selection_margin: float = 0.5
     val_count: int = 4

@@ -21,6 +21,7 @@ import numpy as np
 
 from lso._deps import require
 from lso.errors import ExportError, InputError
+from lso.tolerances import TOLERANCES
 
 if TYPE_CHECKING:  # pragma: no cover
     from lso.model import LSO
@@ -29,7 +30,7 @@ __all__ = ["ParityCase", "ParityRow", "ParityReport", "DEFAULT_CASES", "TILE_CAS
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ATOL = 1e-4
+DEFAULT_ATOL = TOLERANCES["fp32"].max_abs  # 1e-4, from the one tolerance table (lso.tolerances)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,295 @@
+"""Parity of every backend x precision on held-out scenes, against PyTorch FP32 and the ground truth.
+
+For each variant the machine can run — PyTorch FP32 with the reference solver (the official
+computation, the reference of every Δ), PyTorch folded solver, ONNX Runtime FP32, the FP16 mixed
+graph, the INT8 Q/DQ graphs (``cpu`` and ``tensorrt`` flavours, both run by ONNX Runtime on CPU) and
+TensorRT plans given with ``--plan`` (GPU only) — it fuses every scene and reports PSNR, SAM, ERGAS
+and SSIM against the ground truth, ΔPSNR / ΔSAM against PyTorch FP32 (``ARCHITECTURE.md``), the
+fidelity PSNR and the largest absolute difference from PyTorch FP32. Each variant is checked against
+its precision's row of the one tolerance table (``lso.tolerances``); the script exits with status 1
+when any variant misses it.
+
+How each precision is run on a CPU: FP16 by :func:`lso.calibration.fp16.emulate_fp16` (every tensor
+the FP16 graph stores in FP16 is rounded to FP16, as a GPU stores it; ONNX Runtime's CPU provider
+would otherwise compute most FP16 nodes in FP32); INT8 by ONNX Runtime on the Q/DQ graph itself
+(its integer kernels); the ``tensorrt`` flavour's symmetric scales are what a TensorRT engine uses,
+its kernels are not.
+
+    python benchmarks/parity.py                          # bundled demo checkpoint, 4 held-out scenes, 256², x4
+    python benchmarks/parity.py --checkpoint ckpt.pth.tar --h5 test.h5 --scenes 8 --size 512
+    python benchmarks/parity.py --plan model.fp16.plan   # on a GPU with TensorRT
+Results: benchmarks/results/<name>.{json,md} (default name ``parity``).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+from lso.tolerances import TOLERANCES, violations
+
+log = logging.getLogger("lso.benchmarks.parity")
+
+# variant -> precision row of the tolerance table
+VARIANTS = {
+    "torch-ref": "fp32",
+    "torch-folded": "fp32",
+    "ort-fp32": "fp32",
+    "ort-fp16": "fp16",
+    "ort-int8-cpu": "int8",
+    "ort-int8-tensorrt": "int8",
+}
+REFERENCE = "torch-ref"
+
+
+def _torch_runner(model, form: str) -> Callable:
+    import copy
+
+    import torch
+
+    from lso.model import set_solver_form
+
+    m = set_solver_form(copy.deepcopy(model).float().eval(), form)
+
+    def run(hr: np.ndarray, lr: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return m(torch.from_numpy(hr)[None], torch.from_numpy(lr)[None])[0].numpy()
+
+    return run
+
+
+def _ort_runner(model_or_path: Any, threads: Optional[int]) -> Callable:
+    from lso.calibration.accuracy import ort_runner
+    from lso.calibration.feeds import Scene
+
+    run_scene = ort_runner(model_or_path, threads=threads)
+
+    def run(hr: np.ndarray, lr: np.ndarray) -> np.ndarray:
+        return run_scene(Scene("", np.empty(0), hr, lr))
+
+    return run
+
+
+def _trt_runner(plan: str) -> Callable:
+    from lso.runtime import TrtRunner
+
+    runner = TrtRunner(plan).activate()
+
+    def run(hr: np.ndarray, lr: np.ndarray) -> np.ndarray:
+        return np.asarray(runner.fuse(hr[None], lr[None]))[0]
+
+    return run
+
+
+def build_variants(model, checkpoint_label: str, work: Path, names: Sequence[str], *, feeds, threads: Optional[int],
+                   plans: Sequence[str] = ()) -> tuple[dict[str, Callable], dict[str, str], dict[str, str]]:
+    """``(runners, precision per variant, skipped variant -> reason)`` for the requested variant names."""
+    runners: dict[str, Callable] = {}
+    precision = {n: VARIANTS[n] for n in names if n in VARIANTS}
+    skipped: dict[str, str] = {}
+    if "torch-ref" in names:
+        runners["torch-ref"] = _torch_runner(model, "reference")
+    if "torch-folded" in names:
+        runners["torch-folded"] = _torch_runner(model, "folded")
+    if any(n.startswith("ort") for n in names):
+        from lso._deps import available
+
+        if not available("onnxruntime") or not available("onnx"):
+            for n in names:
+                if n.startswith("ort"):
+                    skipped[n] = "onnx/onnxruntime not installed (pip install 'lso-deploy[onnx]')"
+        else:
+            from lso.export import ParityCase, export_onnx
+
+            log.info("exporting %s to ONNX", checkpoint_label)
+            fp32 = export_onnx(model, work / "model.onnx", cases=[ParityCase(4, 64, 64)])
+            if "ort-fp32" in names:
+                runners["ort-fp32"] = _ort_runner(fp32, threads)
+            if "ort-fp16" in names:
+                import onnx
+
+                from lso.calibration import convert_fp16
+                from lso.calibration.fp16 import emulate_fp16
+
+                log.info("FP16 mixed graph (emulated FP16 rounding on CPU)")
+                fp16 = convert_fp16(fp32, work / "model.fp16.onnx", feeds=feeds)
+                runners["ort-fp16"] = _ort_runner(emulate_fp16(onnx.load(str(fp16))), threads)
+            for flavour in ("cpu", "tensorrt"):
+                name = f"ort-int8-{flavour}"
+                if name in names:
+                    from lso.calibration import quantize_int8
+
+                    log.info("INT8 graph, %s flavour (output head kept in float, as lso calibrate chooses)", flavour)
+                    q = quantize_int8(fp32, work / f"model.int8.{flavour}.onnx", feeds=feeds, flavour=flavour,
+                                      float_blocks=("outc",))
+                    runners[name] = _ort_runner(q, threads)
+    for plan in plans:
+        name = f"trt-{Path(plan).stem}"
+        precision[name] = _plan_precision(plan)
+        try:
+            import torch
+
+            if not torch.cuda.is_available():
+                raise RuntimeError("no CUDA GPU")
+            runners[name] = _trt_runner(plan)
+        except Exception as exc:  # TensorRT missing, no GPU, plan not loadable here: reported, not fatal
+            skipped[name] = f"{type(exc).__name__}: {exc}"
+    return runners, precision, skipped
+
+
+def _plan_precision(plan: str) -> str:
+    from lso._io import read_sidecar
+
+    try:
+        side = read_sidecar(plan, verify=False) or {}
+    except Exception:  # unreadable sidecar: treated as unknown, checked as fp32 would be too strict
+        side = {}
+    value = str(side.get("precision", "fp16")).lower()
+    return value if value in TOLERANCES else "fp16"
+
+
+def run_parity(runners: dict[str, Callable], precision: dict[str, str], scenes, ratio: int) -> dict[str, Any]:
+    """Fuse every scene with every runner; metrics vs GT, Δ vs the reference variant, tolerance checks."""
+    from lso.metrics import evaluate
+
+    if REFERENCE not in runners:
+        raise ValueError(f"the reference variant {REFERENCE!r} must be among the variants")
+    per: dict[str, list[dict[str, float]]] = {name: [] for name in runners}
+    seconds: dict[str, float] = {name: 0.0 for name in runners}
+    for scene in scenes:
+        outputs = {}
+        for name, run in runners.items():
+            t0 = time.perf_counter()
+            outputs[name] = np.asarray(run(scene.hr_msi, scene.lr_hsi), dtype=np.float32)
+            seconds[name] += time.perf_counter() - t0
+        ref = outputs[REFERENCE]
+        ref_metrics = evaluate(scene.gt, ref, ratio)
+        for name, out in outputs.items():
+            m = evaluate(scene.gt, out, ratio)
+            m.update(dpsnr=ref_metrics["psnr"] - m["psnr"], dsam=m["sam"] - ref_metrics["sam"],
+                     max_abs=float(np.abs(out - ref).max()),
+                     fidelity_psnr=float(evaluate(np.clip(ref, 0, 1), out, ratio)["psnr"]))
+            per[name].append({"scene": scene.name, **m})
+    rows = []
+    for name, items in per.items():
+        mean = {k: float(np.mean([it[k] for it in items])) for k in ("psnr", "sam", "ergas", "ssim", "dpsnr", "dsam",
+                                                                       "fidelity_psnr")}
+        mean["max_abs"] = float(max(it["max_abs"] for it in items))
+        bad = [] if name == REFERENCE else violations(precision[name], mean)
+        rows.append({"variant": name, "precision": precision[name], **mean, "seconds": seconds[name],
+                     "tolerance": TOLERANCES[precision[name]].to_dict(), "passed": not bad, "violations": bad,
+                     "per_scene": items})
+    return {"rows": rows, "passed": all(r["passed"] for r in rows)}
+
+
+def markdown(result: dict[str, Any], meta: dict[str, Any]) -> str:
+    from lso.benchmarks._report import markdown_table
+
+    def bound(tol: dict, key: str) -> str:
+        return "-" if tol.get(key) is None else f"≤ {tol[key]:g}"
+
+    table = [[r["variant"], r["precision"], f"{r['psnr']:.3f}", f"{r['sam']:.3f}", f"{r['ergas']:.3f}",
+              f"{r['ssim']:.4f}", f"{r['dpsnr']:+.4f}", f"{r['dsam']:+.4f}", f"{r['max_abs']:.2e}",
+              f"{r['fidelity_psnr']:.1f}",
+              "reference" if r["variant"] == REFERENCE else
+              ("ok" if r["passed"] else "**FAIL** " + "; ".join(r["violations"]))] for r in result["rows"]]
+    tol_rows = [[p, bound(t.to_dict(), "dpsnr"), bound(t.to_dict(), "dsam"), bound(t.to_dict(), "max_abs")]
+                for p, t in TOLERANCES.items()]
+    lines = [f"# Parity: every backend x precision vs PyTorch FP32 ({meta['checkpoint']})", "",
+             f"{meta['scenes']} held-out scenes ({meta['source']}), {meta['size']}², x{meta['ratio']}. Metrics vs "
+             "ground truth (outputs clamped to [0, 1]); Δ vs PyTorch FP32 with the reference solver (positive = "
+             "worse); max |Δ| over all pixels; fidelity = PSNR vs PyTorch FP32. FP16 = mixed graph with FP16 "
+             "rounding emulated on CPU; INT8 = Q/DQ graphs run by ONNX Runtime (CPU), output head in float.", "",
+             markdown_table(["variant", "precision", "PSNR", "SAM °", "ERGAS", "SSIM", "ΔPSNR dB", "ΔSAM °", "max |Δ|",
+                             "fidelity dB", "tolerance"], table), "",
+             "Tolerances (`lso.tolerances`, shared with the tests):", "",
+             markdown_table(["precision", "ΔPSNR dB", "ΔSAM °", "max |Δ|"], tol_rows)]
+    if meta.get("skipped"):
+        lines += ["", "Not run here: " + "; ".join(f"{k} ({v})" for k, v in meta["skipped"].items())]
+    lines += ["", f"Result: **{'all within tolerance' if result['passed'] else 'TOLERANCE MISSED'}**."]
+    return "\n".join(lines)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", help="checkpoint (default: the bundled demo weights)")
+    parser.add_argument("--config", help="architecture for a checkpoint without one: 'paper', 'tiny' or JSON")
+    parser.add_argument("--h5", help="held-out scenes from a community-format .h5 file (default: synthetic held-out)")
+    parser.add_argument("--scenes", type=int, default=4, help="number of scenes (synthetic: at most 8)")
+    parser.add_argument("--size", type=int, default=256, help="scene size (center crop for --h5)")
+    parser.add_argument("--ratio", type=int, default=4, help="scale ratio")
+    parser.add_argument("--variants", default=",".join(VARIANTS),
+                        help=f"comma list of variants (default: all of {', '.join(VARIANTS)})")
+    parser.add_argument("--plan", action="append", default=[], help="TensorRT plan(s) to add (needs a GPU)")
+    parser.add_argument("--calib-count", type=int, default=8, help="calibration scenes for the FP16/INT8 graphs")
+    parser.add_argument("--calib-size", type=int, default=128, help="calibration scene size")
+    parser.add_argument("--threads", type=int, help="ONNX Runtime / torch threads (default: all cores)")
+    parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"), help="results folder")
+    parser.add_argument("--name", default="parity", help="results file stem")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+
+    import torch
+
+    from lso import load_checkpoint
+    from lso.benchmarks._report import write_results
+    from lso.calibration import calibration_feeds
+    from lso.calibration.feeds import _scenes, held_out_scenes
+    from lso.errors import InputError
+
+    names = [n.strip() for n in args.variants.split(",") if n.strip()]
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"unknown variant(s) {unknown}; choose from {list(VARIANTS)}")
+    if REFERENCE not in names:
+        names.insert(0, REFERENCE)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.checkpoint:
+        checkpoint, label = args.checkpoint, Path(args.checkpoint).name
+    else:
+        from lso.weights import demo_checkpoint
+
+        checkpoint = str(demo_checkpoint())
+        label = Path(checkpoint).name
+    config = None
+    if args.config:
+        from lso.export.options import _parse_config
+
+        config = _parse_config(args.config)
+    model = load_checkpoint(checkpoint, config=config) if config else load_checkpoint(checkpoint)
+    if args.h5:
+        scenes = list(_scenes(args.h5, args.scenes, args.size, args.ratio, 0, "eval"))
+        source = Path(args.h5).name
+    else:
+        if args.scenes > 8:
+            raise InputError(f"--scenes {args.scenes}: the synthetic held-out split has 8 scenes")
+        scenes = held_out_scenes(args.scenes, size=args.size, ratio=args.ratio)
+        source = "synthetic held-out split"
+    needs_feeds = any(n in names for n in ("ort-fp16", "ort-int8-cpu", "ort-int8-tensorrt"))
+    feeds = (list(calibration_feeds(count=args.calib_count, size=args.calib_size, ratio=args.ratio, min_count=1))
+             if needs_feeds else None)
+    with tempfile.TemporaryDirectory(prefix="lso-parity-") as tmp:
+        runners, precision, skipped = build_variants(model, label, Path(tmp), names, feeds=feeds,
+                                                     threads=args.threads, plans=args.plan)
+        for name, why in skipped.items():
+            log.warning("%s not run: %s", name, why)
+        log.info("fusing %d scene(s) with %d variant(s)", len(scenes), len(runners))
+        result = run_parity(runners, precision, scenes, args.ratio)
+    meta = {"checkpoint": label, "scenes": len(scenes), "source": source, "size": args.size, "ratio": args.ratio,
+            "skipped": skipped}
+    md = markdown(result, meta)
+    write_results(args.name, {**meta, "tolerances": {k: v.to_dict() for k, v in TOLERANCES.items()}, **result}, md,
+                  Path(args.out))
+    print(md)
+    return 0 if result["passed"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
