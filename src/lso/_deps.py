@@ -31,6 +31,9 @@ _EXTRAS: dict[str, tuple[str, str]] = {
     "cuda": ("cuda-python", "gpu"),
     "cupy": ("cupy-cuda12x", "gpu"),
     "ray": ("ray[data,serve]", "ray"),
+    "starlette": ("ray[serve]", "ray"),
+    "tritonclient": ("tritonclient[grpc]", "triton"),
+    "google": ("protobuf", "triton"),
 }
 
 

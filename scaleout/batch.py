@@ -1,0 +1,438 @@
+"""``lso batch``: fuse every scene of a folder or HDF5 file with a Ray Data actor pool.
+
+Each actor holds one runner (:func:`lso.runtime.load`: ONNX Runtime on CPU with ``threads`` intra-op
+threads; TensorRT or CUDA with ``num_gpus_per_actor`` on a GPU cluster) and fuses one scene at a time:
+it reads the scene itself (so the driver never holds image data), fuses it (tiled when it is large,
+:func:`lso.runtime.fuse_tiled`), scores it when ground truth exists and writes the output atomically.
+The same code runs on this machine (``ray.init`` with its CPUs) and on a cluster (``address``); on a
+cluster the inputs, the artifact and the output folder must be on storage every node sees.
+
+Scenes (what :func:`discover_scenes` finds):
+
+- a folder: every ``.npz``, ``.mat``, ``.h5``/``.hdf5`` file in it (not recursive);
+- an ``.h5`` file: each scene of it — community layout (``GT``/``RGB``: the LR-HSI is regenerated from
+  ``GT`` with the paper's protocol at ``ratio``) or ours (``hr_msi``/``lr_hsi``, optionally ``gt``);
+- ``.npz``/``.mat`` files: ``hr_msi``/``lr_hsi`` (the key names :mod:`lso.runtime.infer` accepts),
+  and in ``.npz`` optionally ``gt`` ``[31, H, W]``; a 4-D ``.npz``/``.mat`` file is fused as one batch.
+
+Outputs in ``out``: ``<scene>.npz`` (or ``.h5``) per scene with ``hr_hsi`` and the scene's record (JSON,
+key ``lso_record``), written by :mod:`lso.runtime.infer`'s writer (atomic, with its ``.json`` sidecar), and
+``manifest.json``: every scene's status (``ok``, ``skipped`` = finished by an
+earlier run, ``failed`` with its error), output, seconds and, with ground truth, PSNR/SAM/ERGAS/SSIM,
+plus a summary. Re-running skips scenes whose output exists and was made by the same artifact (sha256),
+so an interrupted run resumes; failed scenes are tried again. A scene that fails (corrupt file, wrong
+bands, ...) is recorded with its error and does not stop the others.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional
+
+import numpy as np
+
+from lso._deps import require
+from lso._io import atomic_write_text, read_sidecar, sha256_file
+from lso.errors import ArtifactError, InputError, LSOError
+
+__all__ = ["BatchOptions", "BatchReport", "SceneRef", "discover_scenes", "fuse_scene", "run_batch",
+           "read_record", "SCENE_SUFFIXES", "MANIFEST"]
+
+log = logging.getLogger(__name__)
+
+SCENE_SUFFIXES = (".npz", ".mat", ".h5", ".hdf5")
+MANIFEST = "manifest.json"
+RECORD_KEY = "lso_record"
+_H5 = (".h5", ".hdf5")
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    """What ``lso batch`` does (one field per flag).
+
+    Attributes:
+        artifact: checkpoint, ONNX graph or TensorRT plan.
+        inputs: folders and/or scene files (see the module docstring).
+        out: output folder (created if missing).
+        output_format: ``"npz"`` or ``"h5"``.
+        actors: actors in the pool (each holds one runner).
+        num_cpus_per_actor, num_gpus_per_actor: Ray resources per actor.
+        threads: ONNX Runtime intra-op threads per actor.
+        device: runner device (default: the backend's; ``cuda`` when ``num_gpus_per_actor > 0``).
+        tile: tile core size for every scene (exact); None = whole scenes, tiled above ``auto_tile_pixels``.
+        auto_tile_pixels: scenes with more HR pixels are tiled at ``auto_tile`` (tileable artifacts only).
+        auto_tile: core size used for such scenes.
+        ratio: ratio for regenerating the LR-HSI from GT in community-layout files.
+        address: Ray cluster to join; None starts a local Ray with ``num_cpus`` CPUs.
+        num_cpus: CPUs of the local Ray (default: all of this machine's).
+        resume: skip scenes already fused by this artifact.
+        progress: progress bar.
+    """
+
+    artifact: Path
+    inputs: tuple[Path, ...]
+    out: Path
+    output_format: str = "npz"
+    actors: int = 2
+    num_cpus_per_actor: float = 1.0
+    num_gpus_per_actor: float = 0.0
+    threads: Optional[int] = 1
+    device: Optional[str] = None
+    tile: Optional[int] = None
+    auto_tile_pixels: int = 1024 * 1024
+    auto_tile: int = 256
+    ratio: int = 4
+    address: Optional[str] = None
+    num_cpus: Optional[int] = None
+    resume: bool = True
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class SceneRef:
+    """One scene: a file, and the scene's index in it for multi-scene HDF5 files."""
+
+    scene_id: str
+    path: Path
+    index: Optional[int] = None
+
+
+@dataclass
+class BatchReport:
+    """What a run did."""
+
+    out: Path
+    manifest: Path
+    ok: int
+    skipped: int
+    failed: int
+    seconds: float
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return self.ok + self.skipped + self.failed
+
+
+# ------------------------------------------------------------------------------------------ discovery
+def _h5_scene_count(path: Path) -> Optional[int]:
+    """Scenes in an HDF5 file: N of a 4-D ``GT``/``hr_msi`` dataset; None for a single 3-D scene."""
+    from lso.runtime.infer import GT_KEYS, HR_KEYS, _h5_keys, _pick
+
+    h5py = require("h5py")
+    keys = _h5_keys(path)  # ArtifactError for unreadable files
+    key = _pick(keys, HR_KEYS[:1]) or _pick(keys, GT_KEYS) or _pick(keys, HR_KEYS)
+    if key is None:
+        raise InputError(f"{path} holds {sorted(keys)}; expected community datasets GT/RGB or ours hr_msi/lr_hsi")
+    with h5py.File(path, "r") as f:
+        shape = f[key].shape
+    return int(shape[0]) if len(shape) == 4 else None
+
+
+def discover_scenes(inputs: Iterable[os.PathLike | str], *, exclude: Optional[Path] = None
+                    ) -> tuple[list[SceneRef], list[dict[str, Any]]]:
+    """``(scenes, failures)``: every scene of ``inputs``; files that cannot even be opened become failures.
+
+    Args:
+        inputs: folders and files.
+        exclude: a folder whose files are skipped (the output folder, when it lies inside an input folder).
+    """
+    files: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in SCENE_SUFFIXES)
+            if exclude is not None:
+                found = [p for p in found if exclude.resolve() not in p.resolve().parents]
+            if not found:
+                log.warning("%s holds no scene files (%s)", path, ", ".join(SCENE_SUFFIXES))
+            files += found
+        elif path.is_file():
+            if path.suffix.lower() not in SCENE_SUFFIXES:
+                raise InputError(f"{path}: not a scene file; expected one of {', '.join(SCENE_SUFFIXES)}")
+            files.append(path)
+        else:
+            raise ArtifactError(f"{path} does not exist; give scene folders or files")
+    stems = [p.stem for p in files]
+    scenes: list[SceneRef] = []
+    failures: list[dict[str, Any]] = []
+    for path in files:
+        base = path.stem if stems.count(path.stem) == 1 else path.name.replace(".", "_")
+        count: Optional[int] = None
+        if path.suffix.lower() in _H5:
+            try:
+                count = _h5_scene_count(path)
+            except Exception as exc:  # a file that cannot even be opened is one failed scene, not a failed run
+                failures.append(_failure(SceneRef(base, path), exc, 0.0))
+                continue
+        if count is None:
+            scenes.append(SceneRef(base, path))
+        else:
+            width = max(4, len(str(count - 1)))
+            scenes += [SceneRef(f"{base}_{i:0{width}d}", path, i) for i in range(count)]
+    return scenes, failures
+
+
+# ------------------------------------------------------------------------------------------ one scene
+def _read_gt(ref: SceneRef, ratio: int) -> Optional[np.ndarray]:
+    """Ground truth ``[31, H, W]`` (or ``[B, 31, H, W]``) if the file has one, cropped like the inputs."""
+    from lso.runtime.infer import GT_KEYS, HR_KEYS, _h5_keys, _pick, _select, _to_chw
+
+    suffix = ref.path.suffix.lower()
+    if suffix in _H5:
+        keys = _h5_keys(ref.path)
+        gt_key = _pick(keys, GT_KEYS)
+        if gt_key is None:
+            return None
+        h5py = require("h5py")
+        with h5py.File(ref.path, "r") as f:
+            gt = np.asarray(f[gt_key][ref.index] if ref.index is not None and f[gt_key].ndim == 4 else f[gt_key])
+        if _pick(keys, HR_KEYS[:1]) is None:  # community layout: the inputs were cropped to a multiple of ratio
+            h, w = gt.shape[-2:]
+            gt = gt[..., : h - h % ratio, : w - w % ratio]
+        return gt
+    if suffix == ".npz":
+        with np.load(ref.path, allow_pickle=False) as data:
+            key = _pick(data.files, GT_KEYS)
+            return None if key is None else _select(_to_chw(np.asarray(data[key]), 31, "auto", key), ref.index, key)
+    return None
+
+
+def _read_inputs(ref: SceneRef, ratio: int, n_msi_bands: int, n_bands: int) -> tuple[np.ndarray, np.ndarray]:
+    from lso.runtime.infer import HR_KEYS, LR_KEYS, InferOptions, _h5_keys, _pick, _to_chw, read_scene
+
+    if ref.path.suffix.lower() in _H5 and ref.index is not None:
+        keys = _h5_keys(ref.path)
+        hr_key, lr_key = _pick(keys, HR_KEYS[:1]), _pick(keys, LR_KEYS[:1])
+        if hr_key and lr_key:  # our layout: read this scene's slice only, not the whole file
+            h5py = require("h5py")
+            with h5py.File(ref.path, "r") as f:
+                hr, lr = np.asarray(f[hr_key][ref.index]), np.asarray(f[lr_key][ref.index])
+            return _to_chw(hr, n_msi_bands, "auto", hr_key), _to_chw(lr, n_bands, "auto", lr_key)
+    opts = InferOptions(artifact=Path(), inputs=(ref.path,), out=Path(), index=ref.index, ratio=ratio)
+    return read_scene(opts, n_msi_bands=n_msi_bands, n_bands=n_bands)
+
+
+def _metrics(gt: np.ndarray, out: np.ndarray, ratio: int) -> dict[str, float]:
+    from lso.metrics import evaluate
+
+    if gt.shape[-3:] != out.shape[-3:]:
+        raise InputError(f"ground truth {gt.shape} does not match the fused output {out.shape}")
+    gts = gt.reshape(-1, *gt.shape[-3:])
+    outs = out.reshape(-1, *out.shape[-3:])
+    per = [evaluate(g, o, ratio) for g, o in zip(gts, outs)]
+    return {k: float(np.mean([m[k] for m in per])) for k in per[0]}
+
+
+def _failure(ref: SceneRef, exc: BaseException, seconds: float) -> dict[str, Any]:
+    return {"scene_id": ref.scene_id, "source": str(ref.path), "index": ref.index, "status": "failed",
+            "error": f"{type(exc).__name__}: {exc}", "seconds": round(seconds, 3)}
+
+
+def output_path(out: Path, scene_id: str, output_format: str) -> Path:
+    return Path(out) / f"{scene_id}.{output_format}"
+
+
+def fuse_scene(runner: Any, ref: SceneRef, opts: BatchOptions, *, artifact_sha256: str = "") -> dict[str, Any]:
+    """Read, fuse, score and write one scene; returns its record (``status`` ``ok`` or ``failed``, never raises
+    for a bad scene)."""
+    from lso.io_spec import infer_ratio
+    from lso.runtime.infer import _write_output
+    from lso.runtime.tiling import fuse_tiled
+
+    start = time.perf_counter()
+    try:
+        hr, lr = _read_inputs(ref, opts.ratio, runner.n_msi_bands, runner.n_bands)
+        ratio = infer_ratio(hr.shape, lr.shape)
+        pixels = int(hr.shape[-1]) * int(hr.shape[-2])
+        tile = opts.tile or (opts.auto_tile if pixels > opts.auto_tile_pixels and runner.tileable else None)
+        if tile:
+            hsi = fuse_tiled(runner, hr, lr, tile=tile)
+        else:
+            hsi = runner.fuse(hr, lr)
+        hsi = np.asarray(hsi, dtype=np.float32)
+        gt = _read_gt(ref, opts.ratio)
+        metrics = _metrics(gt, hsi, ratio) if gt is not None else None
+        target = output_path(opts.out, ref.scene_id, opts.output_format)
+        record = {"scene_id": ref.scene_id, "source": str(ref.path), "index": ref.index, "status": "ok",
+                  "output": target.name, "shape": list(hsi.shape), "ratio": ratio, "tile": tile,
+                  "metrics": metrics, "artifact_sha256": artifact_sha256,
+                  "worker": f"{socket.gethostname()}:{os.getpid()}"}
+        record["seconds"] = round(time.perf_counter() - start, 3)
+        attrs: dict[str, Any] = {"artifact": Path(opts.artifact).name, "source": str(ref.path),
+                                 RECORD_KEY: json.dumps(record)}
+        if hsi.shape[-3] == 31:
+            attrs["wavelengths_nm"] = np.arange(400, 701, 10)
+        _write_output(target, hsi, attrs)
+        return record
+    except Exception as exc:  # one bad scene is recorded, never stops the others
+        log.warning("scene %s failed: %s: %s", ref.scene_id, type(exc).__name__, exc)
+        return _failure(ref, exc, time.perf_counter() - start)
+
+
+def read_record(path: Path) -> Optional[dict[str, Any]]:
+    """The record stored in a finished output (None if the file is missing, unreadable, damaged — its sha256 differs
+    from its sidecar's — or has none)."""
+    if not path.is_file():
+        return None
+    try:
+        read_sidecar(path)  # the output's sha256 against its sidecar, where it has one
+        if path.suffix.lower() == ".npz":
+            with np.load(path, allow_pickle=False) as data:
+                return json.loads(str(data[RECORD_KEY])) if RECORD_KEY in data.files else None
+        h5py = require("h5py")
+        with h5py.File(path, "r") as f:
+            value = f["hr_hsi"].attrs.get(RECORD_KEY)
+            if value is None:
+                return None
+            return json.loads(value.decode() if isinstance(value, bytes) else str(value))
+    except (LSOError, OSError, ValueError, KeyError, EOFError) as exc:
+        log.warning("%s is unreadable or damaged (%s): fusing that scene again", path, exc)
+        return None
+
+
+# ------------------------------------------------------------------------------------------ the actor
+class SceneFuser:
+    """Ray Data callable class: one runner per actor; each call fuses the scenes of one batch of refs."""
+
+    def __init__(self, opts: BatchOptions, artifact_sha256: str) -> None:
+        from lso.runtime.base import backend_for, load
+        from lso.runtime.ort_runner import OrtRunner
+
+        options: dict[str, Any] = {}
+        if opts.threads and backend_for(opts.artifact) is OrtRunner:
+            options["threads"] = int(opts.threads)
+        device = opts.device or ("cuda" if opts.num_gpus_per_actor > 0 else None)
+        self._runner = load(opts.artifact, device=device, **options).activate()
+        self._opts = opts
+        self._sha = artifact_sha256
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        records = []
+        for scene_id, path, index in zip(batch["scene_id"], batch["path"], batch["index"]):
+            ref = SceneRef(str(scene_id), Path(str(path)), None if int(index) < 0 else int(index))
+            records.append(json.dumps(fuse_scene(self._runner, ref, self._opts, artifact_sha256=self._sha)))
+        return {"record": np.array(records, dtype=object)}
+
+
+# ------------------------------------------------------------------------------------------ the run
+def _summary(records: list[dict[str, Any]]) -> dict[str, Any]:
+    done = [r for r in records if r["status"] in ("ok", "skipped")]
+    scored = [r["metrics"] for r in done if r.get("metrics")]
+    summary: dict[str, Any] = {"scenes": len(records), "ok": sum(r["status"] == "ok" for r in records),
+                               "skipped": sum(r["status"] == "skipped" for r in records),
+                               "failed": sum(r["status"] == "failed" for r in records), "scored": len(scored)}
+    if scored:
+        summary["metrics_mean"] = {k: float(np.mean([m[k] for m in scored])) for k in scored[0]}
+    return summary
+
+
+def _write_manifest(path: Path, opts: BatchOptions, sha: str, records: dict[str, dict[str, Any]],
+                    started: float) -> None:
+    ordered = [records[k] for k in sorted(records)]
+    data = {"format": "lso-batch-manifest", "version": 1, "artifact": str(opts.artifact), "artifact_sha256": sha,
+            "inputs": [str(p) for p in opts.inputs], "out": str(opts.out),
+            "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()
+                        if k not in ("artifact", "inputs", "out")},
+            "updated_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "seconds": round(time.perf_counter() - started, 2), "summary": _summary(ordered), "scenes": ordered}
+    atomic_write_text(path, json.dumps(data, indent=2, default=str) + "\n")
+
+
+def _progress(rows: Iterable[Any], total: int, enabled: bool) -> Iterable[Any]:
+    if not enabled:
+        return rows
+    from lso._deps import available
+
+    if not available("tqdm"):
+        return rows
+    from tqdm import tqdm
+
+    return tqdm(rows, total=total, desc="lso batch", unit="scene")
+
+
+def run_batch(opts: BatchOptions, *, on_record: Optional[Callable[[dict[str, Any]], None]] = None) -> BatchReport:
+    """Fuse every scene of ``opts.inputs`` into ``opts.out`` with a Ray Data actor pool (see the module docstring).
+
+    Args:
+        opts: the options.
+        on_record: called on the driver with each scene's record as it arrives.
+
+    Returns:
+        counts and records; the manifest is ``opts.out / "manifest.json"``.
+
+    Raises:
+        ArtifactError: the artifact is missing or corrupt; the output folder cannot be written.
+        InputError: bad options, an input that does not exist.
+        LSOError: the actor pool itself failed (the scenes finished so far are kept; re-run to resume).
+    """
+    from lso.scaleout._checks import check_artifact
+    from lso.scaleout._ray_session import ray_session
+
+    if opts.output_format not in ("npz", "h5"):
+        raise InputError(f"output format must be 'npz' or 'h5', got {opts.output_format!r}")
+    if opts.actors < 1:
+        raise InputError(f"need at least one actor, got {opts.actors}")
+    started = time.perf_counter()
+    # absolute paths: actors on other nodes (or in other working directories) resolve them the same way
+    opts = replace(opts, out=Path(opts.out).resolve(), artifact=Path(opts.artifact).resolve())
+    out = opts.out
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ArtifactError(f"cannot create the output folder {out}: {exc}") from exc
+    check_artifact(opts.artifact, device=opts.device, num_gpus=opts.num_gpus_per_actor)
+    sha = sha256_file(opts.artifact)
+    scenes, failures = discover_scenes(opts.inputs, exclude=out)
+    records: dict[str, dict[str, Any]] = {f["scene_id"]: f for f in failures}
+    todo: list[SceneRef] = []
+    for ref in scenes:
+        previous = read_record(output_path(out, ref.scene_id, opts.output_format)) if opts.resume else None
+        if previous and previous.get("status") == "ok" and previous.get("artifact_sha256") == sha:
+            records[ref.scene_id] = {**previous, "status": "skipped"}
+        else:
+            todo.append(ref)
+    manifest = out / MANIFEST
+    log.info("%d scene(s): %d to fuse, %d finished before, %d unreadable", len(scenes) + len(failures), len(todo),
+             len(scenes) - len(todo), len(failures))
+    if todo:
+        with ray_session(opts.address, opts.num_cpus) as ray:
+            ctx = ray.data.DataContext.get_current()
+            ctx.enable_progress_bars = False
+            ctx.print_on_execution_start = False
+            items = [{"scene_id": r.scene_id, "path": str(Path(r.path).resolve()),
+                      "index": -1 if r.index is None else r.index} for r in todo]
+            dataset = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
+                SceneFuser, batch_size=1, batch_format="numpy",
+                compute=ray.data.ActorPoolStrategy(size=min(opts.actors, len(items))),
+                fn_constructor_kwargs={"opts": opts, "artifact_sha256": sha},
+                num_cpus=opts.num_cpus_per_actor, num_gpus=opts.num_gpus_per_actor or None)
+            last_write = time.perf_counter()
+            try:
+                for row in _progress(dataset.iter_rows(), len(items), opts.progress):
+                    record = json.loads(row["record"])
+                    records[record["scene_id"]] = record
+                    if on_record is not None:
+                        on_record(record)
+                    if time.perf_counter() - last_write > 10.0:
+                        _write_manifest(manifest, opts, sha, records, started)
+                        last_write = time.perf_counter()
+            except LSOError:
+                raise
+            except Exception as exc:  # Ray's own failures (actor died, cluster lost)
+                raise LSOError(f"the Ray actor pool failed ({type(exc).__name__}: {exc}); finished scenes are kept "
+                               f"in {out}: run the same command again to resume") from exc
+            finally:
+                _write_manifest(manifest, opts, sha, records, started)
+    else:
+        _write_manifest(manifest, opts, sha, records, started)
+    ordered = [records[k] for k in sorted(records)]
+    summary = _summary(ordered)
+    return BatchReport(out=out, manifest=manifest, ok=summary["ok"], skipped=summary["skipped"],
+                       failed=summary["failed"], seconds=time.perf_counter() - started, records=ordered)

@@ -1,0 +1,264 @@
+"""``lso serve``: fusion behind an HTTP endpoint on Ray Serve.
+
+Each replica is one Ray actor holding one runner (:func:`lso.runtime.load`: ONNX Runtime on CPU with
+``threads`` intra-op threads, or TensorRT/CUDA with ``num_gpus_per_replica``). Requests are encoded as
+described in :mod:`lso.scaleout.wire` (npz, or raw float32 with shape headers); every request goes
+through the runtime's input checks, and anything wrong with it is answered with a 4xx and the reason,
+never a 500 and never a crashed replica. Limits: body size, HR pixels and batch per request
+(:class:`~lso.scaleout.wire.Limits`), ``max_ongoing_requests`` per replica and ``max_queued_requests``
+before Serve answers 503.
+
+Routes (under ``route``, default ``/fuse``): ``POST`` fuses; ``GET`` returns the model and the limits
+as JSON. Serve's own ``/-/healthz`` and ``/-/routes`` are there too.
+
+Library use::
+
+    from lso.scaleout.serve import ServeOptions, start_serve
+    url = start_serve(ServeOptions(artifact="model.onnx", replicas=2))   # returns once replicas are up
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from lso.errors import InputError, LSOError
+from lso.scaleout.wire import NPZ, RAW, WARNING_HEADER, Limits, RequestError, decode_request, encode_response, \
+    error_body
+
+__all__ = ["ServeOptions", "FusionServer", "build_app", "start_serve", "serve_forever", "DEPLOYMENT_NAME"]
+
+log = logging.getLogger(__name__)
+
+DEPLOYMENT_NAME = "LSOFusion"
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """What ``lso serve`` runs (one field per flag).
+
+    Attributes:
+        artifact: checkpoint, ONNX graph or TensorRT plan (reachable at this path on every node).
+        replicas: number of replicas (Ray actors, each with its own runner).
+        host, port: where Serve's HTTP proxy listens (``0.0.0.0`` to accept other machines).
+        route: URL path of the endpoint.
+        device: runner device (default: the backend's own; ``cuda`` when ``num_gpus_per_replica > 0``).
+        threads: ONNX Runtime intra-op threads per replica.
+        num_cpus_per_replica, num_gpus_per_replica: Ray resources reserved per replica.
+        max_ongoing_requests: requests a replica holds at once (it fuses one at a time; the rest wait in it).
+        max_queued_requests: requests queued before Serve answers 503 (-1: unbounded).
+        request_timeout_s: Serve answers 408 after this long (None: no timeout).
+        limits: request size limits.
+        tile: fuse in tiles of this core size (tileable artifacts; bounds memory for large requests).
+        address: Ray cluster to join (default: start a local one with ``num_cpus`` CPUs).
+        num_cpus: CPUs of the local Ray instance (default: all).
+        app_name: Serve application name.
+    """
+
+    artifact: Path
+    replicas: int = 1
+    host: str = "127.0.0.1"
+    port: int = 8000
+    route: str = "/fuse"
+    device: Optional[str] = None
+    threads: Optional[int] = 1
+    num_cpus_per_replica: float = 1.0
+    num_gpus_per_replica: float = 0.0
+    max_ongoing_requests: int = 2
+    max_queued_requests: int = 64
+    request_timeout_s: Optional[float] = None
+    limits: Limits = field(default_factory=Limits)
+    tile: Optional[int] = None
+    address: Optional[str] = None
+    num_cpus: Optional[int] = None
+    app_name: str = "lso"
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+        return f"http://{host}:{self.port}{self.route}"
+
+
+def _json_response(status: int, message: str) -> Any:
+    from starlette.responses import Response
+
+    return Response(content=error_body(status, message), status_code=status, media_type="application/json")
+
+
+class FusionServer:
+    """The Serve deployment: one runner per replica; ``__call__`` handles one HTTP request.
+
+    Args:
+        artifact: the artifact path.
+        device: runner device (None: the backend's own).
+        threads: ONNX Runtime intra-op threads (ignored by other backends).
+        limits: request limits.
+        tile: tiled fusion core size, or None for whole-image fusion.
+    """
+
+    def __init__(self, artifact: str, device: Optional[str] = None, threads: Optional[int] = 1,
+                 limits: Optional[Limits] = None, tile: Optional[int] = None) -> None:
+        from lso.runtime.base import backend_for, load
+        from lso.runtime.ort_runner import OrtRunner
+
+        options: dict[str, Any] = {}
+        if threads and backend_for(artifact) is OrtRunner:
+            options["threads"] = int(threads)
+        self._runner = load(artifact, device=device, **options)
+        self._runner.activate()
+        self._limits = limits or Limits()
+        self._tile = tile
+        # one fusion at a time per replica: the runner's threads are the replica's CPU share
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lso-fuse")
+        self._info = {
+            "artifact": Path(artifact).name,
+            "runner": repr(self._runner),
+            "backend": self._runner.backend,
+            "inputs": [{"name": s.name, "dtype": s.dtype, "shape": list(s.shape)} for s in self._runner.input_specs],
+            "n_msi_bands": self._runner.n_msi_bands,
+            "n_bands": self._runner.n_bands,
+            "tileable": self._runner.tileable,
+            "tile": tile,
+            "formats": [NPZ, RAW],
+            "limits": asdict(self._limits),
+        }
+        log.info("replica ready: %r", self._runner)
+
+    def info(self) -> dict[str, Any]:
+        """The model and the limits (what ``GET`` returns)."""
+        return dict(self._info)
+
+    def fuse(self, hr_msi: Any, lr_hsi: Any) -> tuple[Any, list[str]]:
+        """Fuse one decoded request; returns ``(hr_hsi, input warnings)``. Raises InputError on bad content."""
+        from lso.runtime.tiling import fuse_tiled
+        from lso.runtime.validation import InputRangeWarning
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", InputRangeWarning)
+            if self._tile and self._runner.tileable:
+                out = fuse_tiled(self._runner, hr_msi, lr_hsi, tile=self._tile)
+            else:
+                out = self._runner.fuse(hr_msi, lr_hsi)
+        return out, [str(w.message) for w in caught if issubclass(w.category, InputRangeWarning)]
+
+    async def _read_body(self, request: Any) -> bytes:
+        limit = self._limits.max_request_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None:
+            try:
+                size = int(declared)
+            except ValueError:
+                raise RequestError(400, f"Content-Length {declared!r} is not an integer") from None
+            if size > limit:
+                raise RequestError(413, f"request body has {size} bytes; this server accepts at most {limit}")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise RequestError(413, f"request body exceeds {limit} bytes (the server's limit)")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def __call__(self, request: Any) -> Any:
+        from starlette.responses import JSONResponse, Response
+
+        if request.method == "GET":
+            return JSONResponse(self.info())
+        if request.method != "POST":
+            return _json_response(405, f"method {request.method} not allowed: POST a request to fuse, GET for info")
+        start = time.perf_counter()
+        try:
+            body = await self._read_body(request)
+            headers = {k.lower(): v for k, v in request.headers.items()}
+            hr, lr, media = decode_request(body, headers.get("content-type"), headers, self._limits)
+            loop = asyncio.get_running_loop()
+            out, notes = await loop.run_in_executor(self._executor, self.fuse, hr, lr)
+            payload, out_headers = encode_response(out, media)
+        except RequestError as exc:
+            return _json_response(exc.status, str(exc))
+        except InputError as exc:  # the runtime's input checks: bands, ratio, dtype, NaN/Inf
+            return _json_response(422, str(exc))
+        except Exception as exc:  # a server-side fault: logged, answered, the replica stays up
+            log.exception("fusion failed")
+            return _json_response(500, f"internal error: {type(exc).__name__}: {exc}")
+        if notes:
+            out_headers[WARNING_HEADER] = "; ".join(notes)[:1000].replace("\n", " ")
+        out_headers["x-lso-seconds"] = f"{time.perf_counter() - start:.4f}"
+        return Response(content=payload, headers=out_headers, media_type=out_headers.pop("Content-Type"))
+
+
+def build_app(opts: ServeOptions) -> Any:
+    """The Serve application (``serve.run(build_app(opts))``), one deployment of ``opts.replicas`` replicas."""
+    from lso._deps import require
+    from lso.scaleout._checks import check_artifact
+
+    serve = require("ray.serve")
+    if opts.replicas < 1 or opts.max_ongoing_requests < 1:
+        raise InputError(f"need replicas >= 1 and max_ongoing_requests >= 1, got {opts.replicas}, "
+                         f"{opts.max_ongoing_requests}")
+    device = opts.device or ("cuda" if opts.num_gpus_per_replica > 0 else None)
+    # missing, unknown or corrupt artifacts fail here, once, not in every replica
+    artifact = check_artifact(opts.artifact, device=device, num_gpus=opts.num_gpus_per_replica)
+    deployment = serve.deployment(FusionServer).options(
+        name=DEPLOYMENT_NAME,
+        num_replicas=int(opts.replicas),
+        max_ongoing_requests=int(opts.max_ongoing_requests),
+        max_queued_requests=int(opts.max_queued_requests),
+        ray_actor_options={"num_cpus": float(opts.num_cpus_per_replica), "num_gpus": float(opts.num_gpus_per_replica)},
+    )
+    return deployment.bind(str(artifact), device, opts.threads, opts.limits, opts.tile)
+
+
+def start_serve(opts: ServeOptions) -> str:
+    """Start Ray (or join ``opts.address``), Serve's proxy and the application; return the endpoint URL.
+
+    Returns once every replica has loaded its runner. Stop with ``ray.serve.shutdown()``.
+    """
+    from lso._deps import require
+    from lso.scaleout._ray_session import init_ray
+
+    app = build_app(opts)
+    init_ray(opts.address, opts.num_cpus)
+    serve = require("ray.serve")
+    http: dict[str, Any] = {"host": opts.host, "port": int(opts.port)}
+    if opts.request_timeout_s:
+        http["request_timeout_s"] = float(opts.request_timeout_s)
+    serve.start(http_options=http)
+    try:
+        serve.run(app, name=opts.app_name, route_prefix=opts.route, blocking=False)
+    except Exception as exc:  # Serve's DeploymentFailed/RuntimeError: the replicas could not start
+        raise LSOError(f"the Serve application did not start ({type(exc).__name__}: {exc}); run with -v for the "
+                       f"replica logs, check the artifact with lso infer, and the Ray resources requested "
+                       f"(--num-cpus-per-replica, --num-gpus-per-replica)") from exc
+    log.info("serving %s at %s with %d replica(s)", Path(opts.artifact).name, opts.url, opts.replicas)
+    return opts.url
+
+
+def serve_forever(opts: ServeOptions, *, on_ready: Optional[Callable[[str], None]] = None) -> None:
+    """:func:`start_serve`, then block until interrupted (Ctrl-C or SIGTERM); shuts Serve (and a Ray it started)
+    down."""
+    from lso._deps import require
+    from lso.scaleout._ray_session import ray_session
+
+    def _terminate(signum: int, frame: Any) -> None:  # SIGTERM (docker stop, kill) stops cleanly like Ctrl-C
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
+    with ray_session(opts.address, opts.num_cpus):
+        serve = require("ray.serve")
+        try:
+            url = start_serve(opts)
+            if on_ready is not None:
+                on_ready(url)
+            while True:
+                time.sleep(1.0)
+        finally:
+            serve.shutdown()
