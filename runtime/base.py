@@ -15,11 +15,13 @@ out; device tensors stay on the device. One backend per module: ``torch_runner``
 from __future__ import annotations
 
 import abc
+import contextlib
 import importlib
 import logging
 import os
+import threading
 from pathlib import Path
-from typing import Any, ClassVar, Optional, Union
+from typing import Any, ClassVar, Iterator, Optional, Union
 
 from lso.checkpoint import CHECKPOINT_SUFFIXES
 from lso.config import LSOConfig
@@ -45,12 +47,31 @@ class Runner(abc.ABC):
 
     Subclasses implement ``_activate``, ``_deactivate``, ``input_specs`` and ``_fuse``; validation,
     batch-axis handling, ``extent`` and ``out`` checks and the output's type live here.
+
+    Threads: :meth:`fuse` may be called from any number of threads on one active runner. Runners whose
+    backend is safe to call concurrently set :attr:`concurrent` (ONNX Runtime: one ``IOBinding`` per
+    call on one thread-safe session; PyTorch eager); the others (TensorRT: one execution context and
+    reused output buffers; compiled PyTorch) run one call at a time behind a lock. :meth:`deactivate`
+    waits for calls in flight and refuses new ones, so a runner is never released under a running call.
     """
 
     backend: ClassVar[str] = ""
 
+    #: Memory budget checked before each :meth:`fuse` (bytes or a size string such as ``"4G"``); None =
+    #: :func:`lso.memory.default_memory_budget` on the CPU, no check on a GPU (an engine's profile bounds it).
+    memory_budget: Any = None
+
+    #: True if :meth:`fuse` may run on several threads at once on one active runner; False if the runner
+    #: serialises calls itself (one at a time, behind its lock). Either way calling it from many threads is safe.
+    concurrent: bool = False
+
     def __init__(self) -> None:
         self._active = False
+        # lifecycle vs calls: deactivate waits until no fuse() is in flight; fuse() refuses a closing runner
+        self._state = threading.Condition(threading.RLock())
+        self._inflight = 0
+        self._closing = False
+        self._call_lock = threading.RLock()  # held around each call by runners with concurrent = False
 
     # ----------------------------------------------------------------------------- lifecycle
     def __enter__(self) -> "Runner":
@@ -60,21 +81,44 @@ class Runner(abc.ABC):
         self.deactivate()
 
     def activate(self) -> "Runner":
-        """Acquire the session/engine (idempotent). Returns ``self``."""
-        if not self._active:
-            self._activate()
-            self._active = True
-            log.debug("activated %r", self)
+        """Acquire the session/engine (idempotent, thread-safe). Returns ``self``."""
+        with self._state:
+            if not self._active:
+                self._activate()
+                self._active = True
+                log.debug("activated %r", self)
         return self
 
     def deactivate(self) -> None:
-        """Release the session/engine (idempotent)."""
-        if self._active:
-            try:
-                self._deactivate()
-            finally:
-                self._active = False
-                log.debug("deactivated %r", self)
+        """Release the session/engine (idempotent); waits for :meth:`fuse` calls in flight to finish."""
+        with self._state:
+            if self._active:
+                self._closing = True  # new calls are refused from here on
+                try:
+                    self._state.wait_for(lambda: self._inflight == 0)
+                    self._deactivate()
+                finally:
+                    self._active = self._closing = False
+                    log.debug("deactivated %r", self)
+
+    @contextlib.contextmanager
+    def _call(self) -> Iterator[None]:
+        """Keep the runner active for one call; unless :attr:`concurrent`, one call at a time."""
+        with self._state:
+            if self._closing:
+                raise RunnerStateError(f"{type(self).__name__} is being released (deactivate() was called)")
+            self._require_active()
+            self._inflight += 1
+        try:
+            if self.concurrent:
+                yield
+            else:
+                with self._call_lock:
+                    yield
+        finally:
+            with self._state:
+                self._inflight -= 1
+                self._state.notify_all()
 
     @property
     def is_active(self) -> bool:
@@ -138,9 +182,21 @@ class Runner(abc.ABC):
 
     # ----------------------------------------------------------------------------- running
     def validate(self, hr_msi: Any, lr_hsi: Any, *, check_finite: bool = True) -> FuseInputs:
-        """Check inputs as :meth:`fuse` does (see :mod:`lso.runtime.validation`); returns 4-D views."""
+        """Check inputs as :meth:`fuse` does (see :mod:`lso.runtime.validation`); returns 4-D views.
+
+        The memory estimate of fusing them in one piece is checked against :attr:`memory_budget` (on the
+        CPU always; on a GPU only when a budget is set) before any value is read.
+        """
+        config, budget = None, self.memory_budget
+        if budget is not None or self._memory_device() == "cpu":
+            config = self.config or LSOConfig(n_bands=self.n_bands, n_msi_bands=self.n_msi_bands)
         return validate_inputs(hr_msi, lr_hsi, n_msi_bands=self.n_msi_bands, n_bands=self.n_bands,
-                               check_finite=check_finite)
+                               check_finite=check_finite, config=config, memory_budget=budget)
+
+    def _memory_device(self) -> str:
+        """``"cpu"`` or ``"cuda"``: where the activations live (decides whether the default budget applies)."""
+        device = getattr(self, "_device", None)
+        return "cuda" if device is not None and "cuda" in str(device) else "cpu"
 
     def fuse(self, hr_msi: Any, lr_hsi: Any, *, extent: Any = None, out: Any = None, check_finite: bool = True,
              **options: Any) -> Any:
@@ -160,9 +216,10 @@ class Runner(abc.ABC):
             ``hr_hsi`` ``[B, C_hsi, H, W]`` float32, in the caller's terms (numpy in, numpy out; device
             tensors stay on their device); without a batch axis if the inputs had none.
         """
-        inputs, ext, out4 = self._prepare(hr_msi, lr_hsi, extent, out, check_finite)
-        result = self._fuse(inputs, ext, out4, **options)
-        return restore_output(result, inputs, out)
+        with self._call():
+            inputs, ext, out4 = self._prepare(hr_msi, lr_hsi, extent, out, check_finite)
+            result = self._fuse(inputs, ext, out4, **options)
+            return restore_output(result, inputs, out)
 
     def _prepare(self, hr_msi: Any, lr_hsi: Any, extent: Any, out: Any,
                  check_finite: bool) -> tuple[FuseInputs, Optional[tuple[int, int, int, int]], Any]:
@@ -240,7 +297,7 @@ def load(path: PathLike, device: Any = None, **options: Any) -> Runner:
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` ... (default: the backend's own — CPU for PyTorch and
             ONNX Runtime, the current CUDA device for TensorRT).
         **options: passed to the runner (e.g. ``threads=`` for ONNX Runtime, ``fp16=`` for PyTorch,
-            ``cuda_graph=`` for TensorRT).
+            ``cuda_graph=`` for TensorRT); ``memory_budget=`` sets :attr:`Runner.memory_budget`.
 
     Raises:
         ArtifactError: the file is missing or its kind is unknown.
@@ -251,4 +308,8 @@ def load(path: PathLike, device: Any = None, **options: Any) -> Runner:
     cls = backend_for(path)
     if device is not None:
         options["device"] = device
-    return cls(path, **options)
+    budget = options.pop("memory_budget", None)
+    runner = cls(path, **options)
+    if budget is not None:
+        runner.memory_budget = budget
+    return runner

@@ -17,18 +17,28 @@ Arrays may be ``[C, H, W]``, ``[N, C, H, W]`` or channels-last (``--layout auto`
 band count makes it unambiguous). Values must already be floats in [0, 1] (integers are rejected,
 except images whose bit depth gives the scale).
 
-Outputs: ``.npz`` (``hr_hsi``, ``wavelengths_nm``) or ``.h5`` (dataset ``hr_hsi`` with attributes),
-written to a temporary file and renamed; optionally an ENVI pair (``.hdr`` + ``.img``, BSQ float32,
+Outputs: ``.npz`` (``hr_hsi``, ``wavelengths_nm``) or ``.h5`` (dataset ``hr_hsi`` with attributes,
+chunked with Fletcher-32 checksums), written to a temporary file and renamed, with a sidecar
+``<out>.json`` holding its sha256; optionally an ENVI pair (``.hdr`` + ``.img``, BSQ float32,
 wavelengths in the header) for remote-sensing tools; and a false-colour PNG preview (bands near
 650/550/450 nm, 1-99 % stretch). ``--tile`` fuses large scenes exactly in tiles
-(:func:`lso.runtime.fuse_tiled`).
+(:func:`lso.runtime.fuse_tiled`), into a memory-mapped partial result in ``.<out>.partial/`` that
+records finished tiles: a killed run leaves no output file, and the same command run again skips the
+finished tiles and completes the rest (the folder is removed once the output is written).
+
+Untrusted input files: sizes are read from headers and checked against the memory budget before
+any array is read; ``.npy``/``.npz`` are never unpickled; an input with a sidecar must match its sha256.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
+import shutil
 import struct
 import time
+import tokenize
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,10 +47,13 @@ from typing import Any, Optional
 import numpy as np
 
 from lso._deps import require
-from lso._io import atomic_path, atomic_write_bytes, atomic_write_text, check_writable_target
+from lso._io import (atomic_path, atomic_write_bytes, atomic_write_text, check_writable_target, read_sidecar,
+                     sidecar_path, write_sidecar)
 from lso.errors import ArtifactError, InputError
+from lso.memory import array_bytes, check_bytes, parse_bytes
 
-__all__ = ["InferOptions", "InferResult", "infer", "read_scene", "write_png", "false_colour", "write_envi"]
+__all__ = ["InferOptions", "InferResult", "infer", "read_scene", "write_png", "false_colour", "write_envi",
+           "resume_dir"]
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +83,9 @@ class InferOptions:
         preview: also write ``<out>.png``.
         threads: ONNX Runtime intra-op threads.
         progress: show a progress bar when tiling.
+        memory_budget: working memory allowed (bytes or ``"4G"``; default :mod:`lso.memory`'s): a scene
+            too large to fuse in one piece is refused before anything is allocated; with ``tile`` the
+            tile shrinks until it fits.
     """
 
     artifact: Path
@@ -86,6 +102,33 @@ class InferOptions:
     preview: bool = True
     threads: Optional[int] = None
     progress: bool = True
+    memory_budget: Optional[str] = None
+
+    def check(self) -> "InferOptions":
+        """Refuse impossible option values (InputError naming the flag) before any file is read."""
+        def whole(name: str, value: Any, minimum: Optional[int]) -> None:
+            if value is None:
+                return
+            if isinstance(value, bool) or not isinstance(value, int) or (minimum is not None and value < minimum):
+                raise InputError(f"--{name.replace('_', '-')} must be an integer"
+                                 + (f" >= {minimum}" if minimum is not None else "") + f", got {value!r}")
+
+        whole("tile", self.tile, 1)
+        whole("overlap", self.overlap, 0)
+        whole("index", self.index, None)
+        whole("ratio", self.ratio, 2)
+        whole("threads", self.threads, 1)
+        if self.lr_from not in ("auto", "gt", "file"):
+            raise InputError(f"--lr-from must be 'auto', 'gt' or 'file', got {self.lr_from!r}")
+        if self.layout not in ("auto", "chw", "hwc"):
+            raise InputError(f"--layout must be 'auto', 'chw' or 'hwc', got {self.layout!r}")
+        if not 1 <= len(self.inputs) <= 2:
+            raise InputError(f"give one scene file or two files (HR-MSI, LR-HSI), got {len(self.inputs)}")
+        if Path(self.out).suffix.lower() not in OUTPUT_SUFFIXES:
+            raise InputError(f"output {Path(self.out).name}: expected one of {', '.join(OUTPUT_SUFFIXES)}")
+        if self.memory_budget is not None:
+            parse_bytes(self.memory_budget)
+        return self
 
 
 @dataclass
@@ -131,9 +174,17 @@ def _read_image(path: Path) -> np.ndarray:
     image_mod = require("PIL.Image")
     try:
         with image_mod.open(path) as img:
+            check_bytes(array_bytes((img.height, img.width, max(len(img.getbands()), 1)), 8),
+                        f"{path}: reading a {img.width}x{img.height} image (as its header claims)")
             arr = np.asarray(img)
-    except OSError as exc:
-        raise ArtifactError(f"{path}: not a readable image ({exc})") from exc
+    except image_mod.DecompressionBombError as exc:
+        raise InputError(f"{path}: the image claims more pixels than PIL's decompression-bomb limit ({exc}); the "
+                         f"file is corrupt or malicious, or split it into tiles") from exc
+    except (OSError, ValueError, SyntaxError, EOFError, struct.error, TypeError, IndexError, KeyError,
+            ZeroDivisionError) as exc:  # what PIL's decoders raise on damaged files
+        if isinstance(exc, InputError):
+            raise
+        raise ArtifactError(f"{path}: not a readable image ({type(exc).__name__}: {exc})") from exc
     if arr.dtype == np.uint8:
         scaled = arr.astype(np.float32) / 255.0
     elif arr.dtype in (np.uint16, np.int32):  # PIL reads 16-bit PNGs as int32 ("I" mode)
@@ -145,17 +196,95 @@ def _read_image(path: Path) -> np.ndarray:
     return scaled
 
 
+# what h5py raises on damaged files (InputError, a ValueError, is re-raised as it is)
+_H5_ERRORS = (OSError, RuntimeError, ValueError, KeyError, TypeError)
+
+
+def _check_sizes(path: Path, shapes: dict[str, tuple[Any, Any]]) -> None:
+    """Refuse before reading when the arrays a header declares would not fit the memory budget.
+
+    ``shapes``: name -> (shape, dtype). Counted twice: the array as stored and its float32/channels-first copy.
+    """
+    total = 0
+    for shape, dtype in shapes.values():
+        try:
+            itemsize = max(int(np.dtype(dtype).itemsize), 1)
+        except TypeError:
+            itemsize = 8
+        total += array_bytes(shape, itemsize) + array_bytes(shape, 4)
+    check_bytes(total, f"{path}: reading {', '.join(f'{k} {tuple(int(d) for d in s)}' for k, (s, _) in shapes.items())}"
+                       f" (as the file's header claims)",
+                fix="check that the file is not corrupt, or split the scene")
+
+
+def _h5_datasets(path: Path, f: Any, keys: Optional[tuple[str, ...]] = None) -> dict[str, np.ndarray]:
+    h5py = require("h5py")
+    names = [k for k in (keys or f.keys()) if isinstance(f[k], h5py.Dataset)]
+    _check_sizes(path, {k: (f[k].shape, f[k].dtype) for k in names})
+    return {k: np.asarray(f[k]) for k in names}
+
+
+def _open_h5(path: Path, what: str) -> Any:
+    h5py = require("h5py")
+    read_sidecar(path)
+    try:
+        return h5py.File(path, "r")
+    except _H5_ERRORS as exc:
+        raise ArtifactError(f"{path}: not a readable {what} ({exc})") from exc
+
+
 def _mat_arrays(path: Path) -> dict[str, np.ndarray]:
     h5py = require("h5py")
     if h5py.is_hdf5(str(path)):  # MATLAB v7.3: HDF5, arrays stored transposed (column-major)
-        with h5py.File(path, "r") as f:
-            return {k: np.asarray(f[k]).T for k in f.keys() if isinstance(f[k], h5py.Dataset)}
-    scipy_io = require("scipy.io")
+        try:
+            with _open_h5(path, "MATLAB v7.3 (HDF5) file") as f:
+                return {k: v.T for k, v in _h5_datasets(path, f).items()}
+        except _H5_ERRORS as exc:
+            if isinstance(exc, InputError):
+                raise
+            raise ArtifactError(f"{path}: not a readable MATLAB v7.3 (HDF5) file ({exc})") from exc
+    from lso.data.readers import load_mat
+
+    read_sidecar(path)
+    return load_mat(path)[0]  # MATLAB v4/v5: parsed in a child process, sizes checked first (see load_mat)
+
+
+def _npy_header(fh: Any) -> tuple[tuple[int, ...], np.dtype]:
+    version = np.lib.format.read_magic(fh)
+    if version == (1, 0):
+        shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+    elif version == (2, 0):
+        shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+    else:
+        raise ValueError(f"unsupported .npy format version {version}; save it with numpy's default format")
+    return tuple(shape), dtype
+
+
+def _numpy_arrays(path: Path) -> dict[str, np.ndarray]:
+    """``.npy``/``.npz`` arrays; headers checked against the memory budget first; never unpickled."""
+    import zipfile
+
+    read_sidecar(path)
     try:
-        data = scipy_io.loadmat(str(path))
-    except (ValueError, OSError, NotImplementedError) as exc:
-        raise ArtifactError(f"{path}: not a readable .mat file ({exc})") from exc
-    return {k: v for k, v in data.items() if not k.startswith("__") and isinstance(v, np.ndarray)}
+        if path.suffix.lower() == ".npy":
+            with open(path, "rb") as fh:
+                _check_sizes(path, {path.stem: _npy_header(fh)})
+            return {path.stem: np.load(path, allow_pickle=False)}
+        with zipfile.ZipFile(path) as zf:
+            headers = {}
+            for info in zf.infolist():
+                if info.filename.endswith(".npy"):
+                    with zf.open(info) as fh:
+                        headers[info.filename[:-4]] = _npy_header(fh)
+        _check_sizes(path, headers)
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except InputError:
+        raise
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, KeyError,
+            struct.error, NotImplementedError, TypeError, UnicodeDecodeError, SyntaxError, OverflowError,
+            IndexError, tokenize.TokenError) as exc:  # numpy's header parser tokenizes the header dict
+        raise ArtifactError(f"{path}: not a readable numpy file ({type(exc).__name__}: {exc})") from exc
 
 
 def _arrays(path: Path) -> dict[str, Any]:
@@ -163,24 +292,20 @@ def _arrays(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ArtifactError(f"{path} does not exist (or is not a file)")
     suffix = path.suffix.lower()
-    try:
-        if suffix == ".npy":
-            return {path.stem: np.load(path, allow_pickle=False)}
-        if suffix == ".npz":
-            with np.load(path, allow_pickle=False) as data:
-                return {k: data[k] for k in data.files}
-    except (ValueError, OSError, EOFError) as exc:
-        raise ArtifactError(f"{path}: not a readable numpy file ({exc})") from exc
+    if suffix in (".npy", ".npz"):
+        return _numpy_arrays(path)
     if suffix == ".mat":
         return _mat_arrays(path)
     if suffix in (".h5", ".hdf5"):
-        h5py = require("h5py")
         try:
-            with h5py.File(path, "r") as f:
-                return {k: np.asarray(f[k]) for k in f.keys() if isinstance(f[k], h5py.Dataset)}
-        except OSError as exc:
+            with _open_h5(path, "HDF5 file") as f:
+                return _h5_datasets(path, f)
+        except _H5_ERRORS as exc:
+            if isinstance(exc, InputError):
+                raise
             raise ArtifactError(f"{path}: not a readable HDF5 file ({exc})") from exc
     if suffix in IMAGE_SUFFIXES:
+        read_sidecar(path)
         return {"rgb": _read_image(path)}
     raise ArtifactError(f"{path}: unknown input format {suffix!r}; expected .h5, .npz, .mat, .npy or an image")
 
@@ -223,16 +348,23 @@ def _h5_keys(path: Path) -> list[str]:
     if not path.is_file():
         raise ArtifactError(f"{path} does not exist (or is not a file)")
     try:
-        with h5py.File(path, "r") as f:
+        with _open_h5(path, "HDF5 file") as f:
             return [k for k in f.keys() if isinstance(f[k], h5py.Dataset)]
-    except OSError as exc:
+    except _H5_ERRORS as exc:
+        if isinstance(exc, InputError):
+            raise
         raise ArtifactError(f"{path}: not a readable HDF5 file ({exc})") from exc
 
 
 def _read_h5(path: Path, keys: tuple[str, ...]) -> list[np.ndarray]:
-    h5py = require("h5py")
-    with h5py.File(path, "r") as f:
-        return [np.asarray(f[k]) for k in keys]
+    try:
+        with _open_h5(path, "HDF5 file") as f:
+            arrays = _h5_datasets(path, f, keys)
+    except _H5_ERRORS as exc:
+        if isinstance(exc, InputError):
+            raise
+        raise ArtifactError(f"{path}: not a readable HDF5 file ({exc})") from exc
+    return [arrays[k] for k in keys]
 
 
 def _has_bands(a: np.ndarray, bands: int) -> bool:
@@ -336,20 +468,92 @@ def write_envi(stem: Path, hsi: np.ndarray, *, wavelengths: Optional[np.ndarray]
 
 
 def _write_output(path: Path, hsi: np.ndarray, attrs: dict[str, Any]) -> None:
+    """Write the result atomically, then its sidecar (sha256); a stale sidecar is removed first."""
     suffix = path.suffix.lower()
+    if suffix not in OUTPUT_SUFFIXES:
+        raise InputError(f"output {path.name}: expected one of {', '.join(OUTPUT_SUFFIXES)}")
+    sidecar_path(path).unlink(missing_ok=True)  # never leave a sidecar that describes an older file
     if suffix == ".npz":
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as fh:  # a file object: np.savez would append .npz to a path
                 np.savez(fh, hr_hsi=hsi, **{k: np.asarray(v) for k, v in attrs.items()})
-    elif suffix in (".h5", ".hdf5"):
+    else:
         h5py = require("h5py")
         with atomic_path(path) as tmp:
             with h5py.File(tmp, "w") as f:
-                dset = f.create_dataset("hr_hsi", data=hsi)
+                # chunked with Fletcher-32 checksums: h5py refuses a corrupted chunk on reading
+                dset = f.create_dataset("hr_hsi", data=hsi, chunks=True, fletcher32=True)
                 for key, value in attrs.items():
                     dset.attrs[key] = value
-    else:
-        raise InputError(f"output {path.name}: expected one of {', '.join(OUTPUT_SUFFIXES)}")
+    write_sidecar(path, {"kind": "lso infer output", "shape": list(hsi.shape), "dtype": "float32",
+                         **{k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in attrs.items()}})
+
+
+# ------------------------------------------------------------------------------------------ resuming
+def resume_dir(out: Path) -> Path:
+    """Where a tiled ``lso infer`` keeps its partial result: ``.<out name>.partial/`` next to ``out``."""
+    out = Path(out)
+    return out.with_name(f".{out.name}.partial")
+
+
+def _fingerprint(opts: InferOptions, hr_shape: tuple, lr_shape: tuple) -> str:
+    """What a partial result depends on: the artifact and input files (name, size, mtime), options, shapes."""
+    def stat(p: Path) -> list:
+        st = Path(p).stat()
+        return [str(Path(p).resolve()), st.st_size, st.st_mtime_ns]
+
+    key = {"artifact": stat(opts.artifact), "inputs": [stat(p) for p in opts.inputs], "tile": opts.tile,
+           "overlap": opts.overlap, "memory_budget": opts.memory_budget, "index": opts.index, "ratio": opts.ratio,
+           "lr_from": opts.lr_from, "layout": opts.layout, "hr": list(hr_shape), "lr": list(lr_shape)}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+
+
+def _fuse_resumable(runner: Any, hr: np.ndarray, lr: np.ndarray, opts: InferOptions, out: Path) -> np.ndarray:
+    """Tiled fusion into a memory-mapped partial result that survives a kill; finished tiles are skipped on re-run.
+
+    The partial result (``hr_hsi.f32``) and the list of finished tiles (``state.json``, written atomically at
+    most every 0.5 s and at the end, after the tiles' pixels are flushed) live in :func:`resume_dir`. The final
+    output is written atomically from it by the caller; the folder is removed after that.
+    """
+    from lso.runtime.tiling import fuse_tiled
+
+    work = resume_dir(out)
+    state_path, data_path = work / "state.json", work / "hr_hsi.f32"
+    shape = (*hr.shape[:-3], runner.n_bands, *hr.shape[-2:])
+    key = _fingerprint(opts, hr.shape, lr.shape)
+    done: list[int] = []
+    if state_path.is_file():
+        try:
+            state = json.loads(state_path.read_text(encoding="utf-8"))
+            same = (isinstance(state, dict) and state.get("key") == key
+                    and data_path.stat().st_size == array_bytes(shape, 4))
+            done = [int(i) for i in state.get("done", [])] if same else []
+        except (OSError, ValueError, TypeError) as exc:
+            log.warning("%s: unreadable partial result (%s); starting over", work, exc)
+            same = False
+        if not same:
+            log.warning("%s belongs to another run (different artifact, inputs or options): starting over", work)
+            shutil.rmtree(work, ignore_errors=True)
+        elif done:
+            log.warning("resuming %s: %d tile(s) already done", out.name, len(done))
+    work.mkdir(exist_ok=True)
+    mm = np.memmap(data_path, dtype=np.float32, mode="r+" if done else "w+", shape=shape)
+    last = [time.monotonic()]
+
+    def save(force: bool = False) -> None:
+        if force or time.monotonic() - last[0] >= 0.5:
+            mm.flush()  # the pixels first, then the list that says they are there
+            atomic_write_text(state_path, json.dumps({"key": key, "done": sorted(set(done))}))
+            last[0] = time.monotonic()
+
+    def on_tile(index: int, _tile: Any) -> None:
+        done.append(index)
+        save()
+
+    fuse_tiled(runner, hr, lr, tile=opts.tile, overlap=opts.overlap, progress=opts.progress, out=mm,
+               memory_budget=opts.memory_budget, done=set(done), on_tile=on_tile)
+    save(force=True)
+    return mm
 
 
 # ------------------------------------------------------------------------------------------ entry
@@ -362,22 +566,20 @@ def infer(opts: InferOptions) -> InferResult:
     """
     from lso.runtime.base import backend_for, load
     from lso.runtime.ort_runner import OrtRunner
-    from lso.runtime.tiling import fuse_tiled
 
+    opts.check()
     out = Path(opts.out)
-    if out.suffix.lower() not in OUTPUT_SUFFIXES:
-        raise InputError(f"output {out.name}: expected one of {', '.join(OUTPUT_SUFFIXES)}")
     check_writable_target(out)
     options: dict[str, Any] = {}
     if opts.threads is not None and backend_for(opts.artifact) is OrtRunner:
         options["threads"] = opts.threads
-    runner = load(opts.artifact, device=opts.device, **options)
+    runner = load(opts.artifact, device=opts.device, memory_budget=opts.memory_budget, **options)
     start = time.perf_counter()
     with runner:
         hr, lr = read_scene(opts, n_msi_bands=runner.n_msi_bands, n_bands=runner.n_bands)
         log.info("fusing hr_msi %s with lr_hsi %s using %r", hr.shape, lr.shape, runner)
         if opts.tile:
-            hsi = fuse_tiled(runner, hr, lr, tile=opts.tile, overlap=opts.overlap, progress=opts.progress)
+            hsi = _fuse_resumable(runner, hr, lr, opts, out)
         else:
             if hr.shape[-1] * hr.shape[-2] > 1024 * 1024:
                 log.warning("fusing a %dx%d scene in one piece; --tile 256 bounds memory (and is exact)",
@@ -401,5 +603,7 @@ def infer(opts: InferOptions) -> InferResult:
             result.preview.append(write_png(stem.with_suffix(".png"), false_colour(scene)))
         if opts.envi:
             result.envi += write_envi(stem, scene, wavelengths=wavelengths)
-    log.info("wrote %s %s in %.2f s", out, hsi.shape, seconds)
+    if opts.tile:
+        shutil.rmtree(resume_dir(out), ignore_errors=True)  # the output is complete: the partial result goes
+    log.info("wrote %s %s in %.2f s", out, result.shape, seconds)
     return result

@@ -48,7 +48,8 @@ class OrtBinding:
     hold at that moment and returns the output (the caller's ``out`` if one was given).
 
     Made by :meth:`OrtRunner.bind`; valid while the runner is active. Reusable: call :meth:`run`
-    again after writing new values into the same input arrays.
+    again after writing new values into the same input arrays. One binding belongs to one thread (an
+    ONNX Runtime ``IOBinding`` is not thread-safe); other threads make their own with :meth:`OrtRunner.bind`.
     """
 
     def __init__(self, runner: "OrtRunner", binding: Any, keep: list, result: Any, inputs: FuseInputs,
@@ -67,7 +68,10 @@ class OrtBinding:
 
     def _execute(self) -> Any:
         """Run; the 4-D float32 result (the bound output buffer itself when it is float32)."""
-        self._runner._require_active()
+        with self._runner._call():  # keeps the session alive for this call (deactivate waits for it)
+            return self._execute_active()
+
+    def _execute_active(self) -> Any:
         if self._sync_cuda:  # torch work that produced device inputs must finish before ORT's stream reads them
             torch.cuda.synchronize(self._inputs.device)
         self._runner._session.run_with_iobinding(self._binding)
@@ -91,13 +95,24 @@ class OrtRunner(Runner):
         session_options: an ``onnxruntime.SessionOptions`` to start from.
         verify: check the artifact's sha256 against its sidecar.
         config: the model's architecture, if the sidecar does not record it (tiling uses it).
+        memory_arena: keep ONNX Runtime's CPU memory arena (default False). The arena keeps every
+            block it ever allocated and rounds requests up, which on the paper model at 512² raises
+            the peak RSS from ~1.5 GB to ~2.1 GB and was not faster in ``benchmarks/latency.py``;
+            turn it on for many small calls where allocation time matters.
+
+    Threads: :meth:`fuse` is safe to call from many threads at once (:attr:`concurrent` is True): the
+    ``InferenceSession`` is thread-safe and every call makes its own ``IOBinding`` and output buffer;
+    nothing mutable is shared between calls. Each call uses ONNX Runtime's intra-op pool, so threads
+    add throughput only while the pool has idle cores. An :class:`OrtBinding` must stay on one thread.
     """
 
     backend = "onnxruntime"
+    concurrent = True
 
     def __init__(self, path: str | os.PathLike, *, device: Any = "cpu", threads: Optional[int] = None,
                  inter_op_threads: Optional[int] = None, providers: Optional[list] = None,
-                 session_options: Any = None, verify: bool = True, config: Optional[LSOConfig] = None) -> None:
+                 session_options: Any = None, verify: bool = True, config: Optional[LSOConfig] = None,
+                 memory_arena: bool = False) -> None:
         super().__init__()
         self._path = Path(path)
         self._device = torch.device(device if device is not None else "cpu")
@@ -107,6 +122,7 @@ class OrtRunner(Runner):
         self._session_options = session_options
         self._verify = verify
         self._config = config
+        self._memory_arena = bool(memory_arena)
         self._session = None
         self._specs: tuple[TensorSpec, ...] = ()
         self._types: dict[str, type] = {}
@@ -139,6 +155,8 @@ class OrtRunner(Runner):
             options.intra_op_num_threads = int(self._threads)
         if self._inter_op_threads is not None:
             options.inter_op_num_threads = int(self._inter_op_threads)
+        if self._session_options is None:
+            options.enable_cpu_mem_arena = self._memory_arena
         providers = self._resolve_providers(ort)
         try:
             session = ort.InferenceSession(str(self._path), sess_options=options, providers=providers)
@@ -146,18 +164,24 @@ class OrtRunner(Runner):
             raise ArtifactError(f"ONNX Runtime cannot load {self._path}: {exc}; re-export it "
                                 f"(lso export / lso.export.export_onnx)") from exc
         specs, types = [], {}
-        for arg in session.get_inputs():
-            specs.append(TensorSpec(arg.name, str(np.dtype(_ORT_TYPES.get(arg.type, np.float32))), tuple(arg.shape)))
-            types[arg.name] = _ORT_TYPES.get(arg.type)
+        try:
+            for arg in session.get_inputs():
+                specs.append(TensorSpec(arg.name, str(np.dtype(_ORT_TYPES.get(arg.type, np.float32))),
+                                        tuple(arg.shape)))
+                types[arg.name] = _ORT_TYPES.get(arg.type)
+            outputs = session.get_outputs()
+            out_names = [o.name for o in outputs]
+        except (UnicodeDecodeError, RuntimeError, ValueError) as exc:  # names that are not UTF-8, broken metadata
+            raise ArtifactError(f"{self._path}: the graph's inputs/outputs cannot be read ({type(exc).__name__}: "
+                                f"{exc}); the file is corrupt: re-export it") from exc
         names = [s.name for s in specs]
         unknown = [n for n in names if n not in (*INPUT_NAMES, EXTENT)]
         if any(n not in names for n in INPUT_NAMES) or unknown:
             raise ArtifactError(f"{self._path.name} takes inputs {names}; an LSO graph takes {list(INPUT_NAMES)} "
                                 f"(and optionally '{EXTENT}'): is this an LSO model exported by lso export?")
-        outputs = session.get_outputs()
         if len(outputs) != 1:
             raise ArtifactError(f"{self._path.name} has {len(outputs)} outputs; an LSO graph has one ({HR_HSI})")
-        self._out_name = outputs[0].name
+        self._out_name = out_names[0]
         self._out_type = _ORT_TYPES.get(outputs[0].type, np.float32)
         self._session, self._specs, self._types = session, tuple(specs), types
         self._cuda = "CUDAExecutionProvider" in session.get_providers()

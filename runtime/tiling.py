@@ -22,6 +22,14 @@ Measured on CPU: paper configuration (random weights), 256x256 x4 scene, 128-px 
 176x176): max |tiled - whole| = 0.0 (the test, ``tests/runtime/test_tiling.py``, bounds it at 1e-5);
 with overlap 32 instead of 48 it was 2.4e-7, with 16 it was 4.5e-5. Memory:
 ``benchmarks/tiling_memory.py`` (2048x2048 x4 under 3 GB peak RSS).
+
+Memory budget: before anything is allocated, the output (when this function allocates it) and one
+tile's working memory (:func:`tile_bytes`, from :func:`lso.memory.fusion_bytes`) are checked against
+``memory_budget`` (default :func:`lso.memory.default_memory_budget`). A tile that does not fit is
+shrunk (:func:`choose_tile`: the largest aligned core whose window fits, with a warning) rather than
+failing; only when even the smallest tile, or the output itself, does not fit is an
+:class:`~lso.errors.InputError` raised, naming the estimate, the budget and the fix (``out=`` a
+``np.memmap``/h5py dataset for an output larger than memory).
 """
 from __future__ import annotations
 
@@ -29,7 +37,7 @@ import logging
 import math
 import os
 from dataclasses import dataclass
-from typing import Any, Iterator, Optional, Union
+from typing import Any, Callable, Collection, Iterator, Optional, Union
 
 import numpy as np
 import torch
@@ -38,11 +46,13 @@ from lso._deps import available, require
 from lso.config import LSOConfig
 from lso.errors import InputError
 from lso.io_spec import EXTENT, HR_MSI, LR_HSI
+from lso.memory import array_bytes, check_bytes, format_bytes, fusion_bytes, resolve_budget
 from lso.model import LSO
 from lso.runtime.base import Runner, load
 from lso.runtime.validation import check_dtype, check_shapes, check_values, scan_values
 
-__all__ = ["fuse_tiled", "plan_tiles", "Tile", "tile_alignment", "receptive_margin", "exact_overlap"]
+__all__ = ["fuse_tiled", "plan_tiles", "Tile", "tile_alignment", "receptive_margin", "exact_overlap", "tile_bytes",
+           "choose_tile"]
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +122,38 @@ def _spans(n: int, core: int, halo: int) -> list[tuple[int, int, int, int]]:
     return [(max(c0 - halo, 0), min(c0 + core + halo, n), c0, min(c0 + core, n)) for c0 in range(0, n, core)]
 
 
+def tile_bytes(config: LSOConfig, batch: int, height: int, width: int, *, core: int, overlap: int) -> int:
+    """Estimated working memory of one tile: the model on the largest window, plus its input crops and result."""
+    win_h, win_w = min(core + 2 * overlap, height), min(core + 2 * overlap, width)
+    io = array_bytes((batch, config.n_msi_bands + 2 * config.n_bands, win_h, win_w), 4)
+    return fusion_bytes(config, batch, win_h, win_w) + io
+
+
+def choose_tile(config: LSOConfig, batch: int, height: int, width: int, *, tile: int, overlap: int, align: int,
+                budget: int) -> int:
+    """The largest core (a multiple of ``align``, at most ``tile``) whose tile fits ``budget`` bytes.
+
+    Raises:
+        InputError: not even a core of ``align`` pixels fits, naming the estimate and the budget.
+    """
+    def fits(core: int) -> bool:
+        return tile_bytes(config, batch, height, width, core=core, overlap=overlap) <= budget
+
+    if fits(tile):
+        return tile
+    lo, hi = 1, max(tile // align, 1)  # cores of k * align for k in [lo, hi]
+    if not fits(align):
+        need = tile_bytes(config, batch, height, width, core=align, overlap=overlap)
+        raise InputError(f"even the smallest tile (core {align} px + overlap {overlap} px, batch {batch}) needs an "
+                         f"estimated {format_bytes(need)}, over the memory budget left for tiles, "
+                         f"{format_bytes(budget)}; raise memory_budget (--memory-budget), fuse fewer images per "
+                         f"batch, or pass out= a np.memmap / h5py dataset so the output does not count")
+    while lo < hi:  # largest k with fits(k * align)
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if fits(mid * align) else (lo, mid - 1)
+    return lo * align
+
+
 def plan_tiles(height: int, width: int, *, tile: int, overlap: int, align: int = 1) -> list[Tile]:
     """Tiles covering ``height x width``: cores of ``tile`` px, windows ``overlap`` px larger on each side.
 
@@ -143,15 +185,15 @@ def _store(out: Any, tile: Tile, result: Any) -> None:
         out[..., tile.core_row0:tile.core_row1, tile.core_col0:tile.core_col1] = core
 
 
-def _progress(tiles: list[Tile], enabled: bool) -> Iterator[Tile]:
+def _progress(tiles: list[tuple[int, Tile]], enabled: bool) -> Iterator[tuple[int, Tile]]:
     if enabled and available("tqdm"):
         yield from require("tqdm").tqdm(tiles, desc="fusing tiles", unit="tile", leave=False)
         return
-    for i, t in enumerate(tiles):
+    for n, (i, t) in enumerate(tiles):
         if enabled:
-            log.info("tile %d/%d: rows %d-%d, cols %d-%d", i + 1, len(tiles), t.core_row0, t.core_row1,
+            log.info("tile %d/%d: rows %d-%d, cols %d-%d", n + 1, len(tiles), t.core_row0, t.core_row1,
                      t.core_col0, t.core_col1)
-        yield t
+        yield i, t
 
 
 def _as_runner(model: Any) -> tuple[Runner, bool]:
@@ -167,9 +209,10 @@ def _as_runner(model: Any) -> tuple[Runner, bool]:
     raise InputError(f"fuse_tiled takes a Runner, an LSO model or an artifact path, got {type(model).__qualname__}")
 
 
-def fuse_tiled(model: Union[Runner, LSO, str, os.PathLike], hr_msi: Any, lr_hsi: Any, *, tile: int = 256,
+def fuse_tiled(model: Union[Runner, LSO, str, os.PathLike], hr_msi: Any, lr_hsi: Any, *, tile: Optional[int] = 256,
                overlap: Optional[int] = None, out: Any = None, progress: bool = False,
-               check_finite: bool = True) -> Any:
+               check_finite: bool = True, memory_budget: Any = None, done: Optional[Collection[int]] = None,
+               on_tile: Optional[Callable[[int, "Tile"], None]] = None) -> Any:
     """Fuse a scene of any size tile by tile; equal to whole-image fusion when ``overlap`` is exact.
 
     Args:
@@ -178,7 +221,8 @@ def fuse_tiled(model: Union[Runner, LSO, str, os.PathLike], hr_msi: Any, lr_hsi:
         hr_msi: ``[B, C_msi, H, W]`` or ``[C_msi, H, W]``: numpy array, memmap, h5py dataset (read one
             window at a time), or torch tensor.
         lr_hsi: ``[B, C_hsi, h, w]`` or ``[C_hsi, h, w]``, ``H = r*h``, ``W = r*w``, same kind.
-        tile: core size in HR pixels (rounded up to the alignment, ``lcm(4*patch_size, r)``).
+        tile: core size in HR pixels (rounded up to the alignment, ``lcm(4*patch_size, r)``); shrunk when
+            one tile would not fit ``memory_budget``. None: the largest core that fits (at most 1024 px).
         overlap: window margin around each core; default :func:`exact_overlap` (48 for the paper model
             at x4). Smaller values are faster but no longer exact (a warning says so).
         out: where to write ``[B, C_hsi, H, W]`` float32 (numpy array, ``np.memmap``, h5py dataset,
@@ -186,6 +230,13 @@ def fuse_tiled(model: Union[Runner, LSO, str, os.PathLike], hr_msi: Any, lr_hsi:
             input).
         progress: show a progress bar (tqdm if installed, else one log line per tile).
         check_finite: scan the inputs once for NaN/Inf and out-of-range values (chunked).
+        memory_budget: bytes (or ``"4G"``) this call may use: the output it allocates (none with ``out=``)
+            plus one tile; default :func:`lso.memory.default_memory_budget`. See the module docstring.
+        done: indices (in :func:`plan_tiles` order) of tiles already in ``out``, skipped (resuming).
+        on_tile: called as ``on_tile(index, tile)`` after each tile's core is stored in ``out``.
+
+    Raises:
+        InputError: wrong inputs, or not even the smallest tile fits the memory budget.
 
     Returns:
         ``hr_hsi`` (``out`` if given), without a batch axis if the inputs had none.
@@ -195,14 +246,32 @@ def fuse_tiled(model: Union[Runner, LSO, str, os.PathLike], hr_msi: Any, lr_hsi:
         runner.activate()
     try:
         return _fuse_tiled(runner, hr_msi, lr_hsi, tile=tile, overlap=overlap, out=out, progress=progress,
-                           check_finite=check_finite)
+                           check_finite=check_finite, memory_budget=memory_budget, done=done, on_tile=on_tile)
     finally:
         if owned:
             runner.deactivate()
 
 
-def _fuse_tiled(runner: Runner, hr_msi: Any, lr_hsi: Any, *, tile: int, overlap: Optional[int], out: Any,
-                progress: bool, check_finite: bool) -> Any:
+def _array_like(x: Any, name: str) -> Any:
+    """Arrays, tensors, memmaps and h5py datasets as they are (read window by window); anything else via numpy."""
+    if hasattr(x, "shape") and hasattr(x, "dtype") and hasattr(x, "__getitem__"):
+        return x
+    try:
+        return np.asarray(x)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{name}: cannot be read as an array ({type(x).__qualname__}: {exc})") from exc
+
+
+def _as_size(value: Any, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) < minimum:
+        raise InputError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _fuse_tiled(runner: Runner, hr_msi: Any, lr_hsi: Any, *, tile: Optional[int], overlap: Optional[int], out: Any,
+                progress: bool, check_finite: bool, memory_budget: Any = None, done: Optional[Collection[int]] = None,
+                on_tile: Optional[Callable[[int, Tile], None]] = None) -> Any:
+    hr_msi, lr_hsi = _array_like(hr_msi, HR_MSI), _array_like(lr_hsi, LR_HSI)
     check_dtype(hr_msi, HR_MSI)
     check_dtype(lr_hsi, LR_HSI)
     hr4, _, ratio, batched = check_shapes(tuple(hr_msi.shape), tuple(lr_hsi.shape), n_msi_bands=runner.n_msi_bands,
@@ -210,19 +279,36 @@ def _fuse_tiled(runner: Runner, hr_msi: Any, lr_hsi: Any, *, tile: int, overlap:
     if len(hr_msi.shape) != len(lr_hsi.shape):
         raise InputError(f"hr_msi has {len(hr_msi.shape)} dimensions and lr_hsi {len(lr_hsi.shape)}: give both with "
                          f"or both without the batch axis")
-    if check_finite:
-        for name, x in ((HR_MSI, hr_msi), (LR_HSI, lr_hsi)):
-            check_values(x, name) if isinstance(x, torch.Tensor) else scan_values(x, name)
-    config = runner.config or LSOConfig()
+    config = runner.config or LSOConfig(n_bands=runner.n_bands, n_msi_bands=runner.n_msi_bands)
     align = tile_alignment(config, ratio)
     needed = exact_overlap(config, ratio)
-    overlap = needed if overlap is None else _ceil_to(int(overlap), align)
+    overlap = needed if overlap is None else _ceil_to(_as_size(overlap, "overlap", 0), align)
     if overlap < needed:
         log.warning("overlap %d < %d (the receptive margin for this model at x%d): tiled fusion is not exact near tile "
                     "borders", overlap, needed, ratio)
-    core = _ceil_to(int(tile), align)
-    height, width = hr4[2], hr4[3]
-    out_shape = (hr4[0], runner.n_bands, height, width) if batched else (runner.n_bands, height, width)
+    batch, height, width = hr4[0], hr4[2], hr4[3]
+    requested = _ceil_to(1024 if tile is None else _as_size(tile, "tile", 1), align)
+    # memory: the output this call allocates, then one tile in what is left; all before allocating anything
+    budget = resolve_budget(memory_budget)
+    out_shape = (batch, runner.n_bands, height, width) if batched else (runner.n_bands, height, width)
+    out_bytes = array_bytes(out_shape, 4) if out is None else 0
+    check_bytes(out_bytes, f"the {'x'.join(map(str, out_shape))} float32 output", memory_budget=budget,
+                fix="pass out= a np.memmap or an h5py dataset (written tile by tile, never held in memory)")
+    core = choose_tile(config, batch, height, width, tile=min(requested, _ceil_to(max(height, width), align)),
+                       overlap=overlap, align=align, budget=budget - out_bytes)
+    if tile is not None and core < min(requested, _ceil_to(max(height, width), align)):
+        log.warning("tile %d needs about %s per tile, over the memory budget (%s, %s of it for the output): using "
+                    "tile %d (about %s)", requested, format_bytes(tile_bytes(config, batch, height, width,
+                                                                              core=requested, overlap=overlap)),
+                    format_bytes(budget), format_bytes(out_bytes), core,
+                    format_bytes(tile_bytes(config, batch, height, width, core=core, overlap=overlap)))
+    if check_finite:
+        for name, x in ((HR_MSI, hr_msi), (LR_HSI, lr_hsi)):
+            check_values(x, name) if isinstance(x, torch.Tensor) else scan_values(x, name)
+    tiles = plan_tiles(height, width, tile=core, overlap=overlap, align=align)
+    if len(tiles) > 1 and not runner.tileable:
+        raise InputError(f"{runner!r} takes no '{EXTENT}' input, so its tiles cannot get global coordinates; "
+                         f"re-export with tileable=True (export_onnx(..., tileable=True)), or use tile >= the scene")
     if out is None:
         if isinstance(hr_msi, torch.Tensor):
             out = torch.empty(out_shape, dtype=torch.float32, device=hr_msi.device)
@@ -230,17 +316,17 @@ def _fuse_tiled(runner: Runner, hr_msi: Any, lr_hsi: Any, *, tile: int, overlap:
             out = np.empty(out_shape, dtype=np.float32)
     elif tuple(out.shape) != out_shape:
         raise InputError(f"out has shape {tuple(out.shape)}; expected {out_shape}")
-    tiles = plan_tiles(height, width, tile=core, overlap=overlap, align=align)
-    if len(tiles) > 1 and not runner.tileable:
-        raise InputError(f"{runner!r} takes no '{EXTENT}' input, so its tiles cannot get global coordinates; "
-                         f"re-export with tileable=True (export_onnx(..., tileable=True)), or use tile >= the scene")
-    log.info("tiled fusion: %dx%d scene, x%d, %d tile(s) of core %d, overlap %d", height, width, ratio, len(tiles),
-             core, overlap)
-    for t in _progress(tiles, progress):
+    skip = frozenset(int(i) for i in (done or ()))
+    log.info("tiled fusion: %dx%d scene, x%d, %d tile(s) of core %d, overlap %d%s", height, width, ratio, len(tiles),
+             core, overlap, f", {len(skip)} already done" if skip else "")
+    todo = [(i, t) for i, t in enumerate(tiles) if i not in skip]
+    for i, t in _progress(todo, progress):
         lr0, lr1, lc0, lc1 = t.lr_window(ratio)
         hr_t = _crop(hr_msi, t.row0, t.row1, t.col0, t.col1)
         lr_t = _crop(lr_hsi, lr0, lr1, lc0, lc1)
         extent = (t.row0, t.col0, height, width) if len(tiles) > 1 else None
         result = runner.fuse(hr_t, lr_t, extent=extent, check_finite=False)
         _store(out, t, result)
+        if on_tile is not None:
+            on_tile(i, t)
     return out

@@ -61,9 +61,18 @@ class TorchRunner(Runner):
             keyword arguments, e.g. ``{"mode": "max-autotune"}``). Default: ``{"dynamic": True}``.
         fp16: FP16 autocast with the spectral blocks (softmax, solver) kept in FP32.
         config: architecture for a checkpoint without one (default: stored or inferred).
+
+    Threads: an eager model is safe to call from many threads at once (``forward`` reads parameters and
+    mutates nothing; autocast and ``no_grad`` are thread-local), so :attr:`concurrent` is True; a
+    ``torch.compile``-d model is called one thread at a time (compilation and guards are not
+    thread-safe), which the runner enforces with its lock.
     """
 
     backend = "torch"
+
+    @property
+    def concurrent(self) -> bool:  # type: ignore[override]
+        return not self._compile
 
     def __init__(self, model: Union[LSO, str, os.PathLike], *, device: Any = "cpu", compile: Union[bool, dict] = False,
                  fp16: bool = False, config: Optional[LSOConfig] = None) -> None:

@@ -30,6 +30,7 @@ profile logic, the logger adapter and the names used against the TensorRT 11 bin
 from __future__ import annotations
 
 import collections
+import hashlib
 import logging
 import os
 import re
@@ -40,7 +41,7 @@ from typing import Any, Optional
 
 import torch
 
-from lso._io import read_sidecar
+from lso._io import read_sidecar, sidecar_path
 from lso.config import LSOConfig
 from lso.errors import ArtifactError, InputError, LSOError
 from lso.io_spec import EXTENT, HR_MSI, INPUT_NAMES, LR_HSI, ShapeProfile, TensorSpec
@@ -49,7 +50,7 @@ from lso.runtime.base import Runner, RunnerStateError
 from lso.runtime.cuda_arrays import require_cuda, stream_handle
 from lso.runtime.validation import FuseInputs
 
-__all__ = ["TrtRunner", "make_logger", "check_plan_sidecar", "IOTensor", "engine_io", "profile_from_io",
+__all__ = ["TrtRunner", "make_logger", "check_plan_sidecar", "read_plan", "IOTensor", "engine_io", "profile_from_io",
            "TORCH_DTYPES", "SIDECAR_KEYS"]
 
 log = logging.getLogger(__name__)
@@ -168,6 +169,34 @@ def check_plan_sidecar(info: dict, *, trt_version: str, compute_capability: tupl
                                 f"{fmt(*cc_here)}: {rebuild} (or build it --hardware-compatibility ampere_plus)")
 
 
+# --------------------------------------------------------------------------------------- plan file
+def read_plan(path: Any, *, verify: bool = True) -> tuple[bytes, Optional[dict]]:
+    """The plan's bytes and its sidecar, checked before TensorRT (or a GPU) is touched.
+
+    The file must exist and not be empty; with a sidecar and ``verify``, the sha256 of the very bytes
+    returned (read once: no window between check and use) must match the recorded one, so a truncated,
+    bit-flipped or replaced plan is refused here with :class:`ArtifactError` naming the file. A plan
+    without a sidecar (plain ``trtexec``) is left to TensorRT's own checks.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"{path} does not exist (or is not a file)")
+    sidecar = read_sidecar(path, verify=False)
+    try:
+        plan = path.read_bytes()
+    except OSError as exc:
+        raise ArtifactError(f"cannot read {path}: {exc}") from exc
+    if not plan:
+        raise ArtifactError(f"{path} is empty (0 bytes): an interrupted build or copy; rebuild it (lso build)")
+    if verify and sidecar and sidecar.get("sha256"):
+        actual = hashlib.sha256(plan).hexdigest()
+        if actual != sidecar["sha256"]:
+            raise ArtifactError(f"{path} does not match its sidecar {sidecar_path(path).name}: sha256 {actual[:12]}… "
+                                f"!= recorded {str(sidecar['sha256'])[:12]}… ({len(plan)} bytes); the plan was "
+                                f"truncated, modified or corrupted — rebuild it (lso build) or copy it again")
+    return plan, sidecar
+
+
 # --------------------------------------------------------------------------------------- engine I/O
 @dataclass(frozen=True)
 class IOTensor:
@@ -260,9 +289,14 @@ class TrtRunner(Runner):
             default: True when the sidecar, whose sha256 matched, says the plan is version-compatible).
         profile_index: optimization profile to use.
         config: the model's architecture when the sidecar does not record it (tiling uses it).
+
+    Threads: one execution context, reused output buffers and CUDA graphs are shared by all calls, so
+    calls run one at a time (:attr:`concurrent` is False; the runner's lock enforces it). For parallel
+    streams, use one runner per thread.
     """
 
     backend = "tensorrt"
+    concurrent = False
 
     def __init__(self, path: str | os.PathLike, *, device: Any = None, stream: Any = None, cuda_graph: bool = False,
                  max_graphs: int = 2, verify: bool = True, allow_host_code: Optional[bool] = None,
@@ -290,12 +324,13 @@ class TrtRunner(Runner):
         self._keep: tuple = ()
 
     # ----------------------------------------------------------------------------- lifecycle
+    def _memory_device(self) -> str:
+        return "cuda"
+
     def _activate(self) -> None:
+        plan, sidecar = read_plan(self._path, verify=self._verify)  # file checks first: no GPU or TensorRT needed
         dev = require_cuda(self._device_arg)  # before anything touches TensorRT
         trt = import_tensorrt()
-        if not self._path.is_file():
-            raise ArtifactError(f"{self._path} does not exist (or is not a file)")
-        sidecar = read_sidecar(self._path, verify=self._verify)
         if sidecar is None:
             log.warning("%s has no sidecar (a plain trtexec plan?): loading it with TensorRT's own version and "
                         "hardware checks only", self._path)
@@ -313,7 +348,8 @@ class TrtRunner(Runner):
             trt_runtime = trt.Runtime(logger)
             if allow_host_code:
                 trt_runtime.engine_host_code_allowed = True
-            engine = trt_runtime.deserialize_cuda_engine(self._path.read_bytes())
+            engine = trt_runtime.deserialize_cuda_engine(plan)
+            del plan
             if engine is None:
                 raise ArtifactError(
                     f"TensorRT {trt.__version__} could not deserialize {self._path} (its messages are logged under "

@@ -14,7 +14,10 @@ and how to fix it:
 4. Ratio: ``H/h`` and ``W/w`` equal integers >= 2 (:func:`lso.io_spec.infer_ratio`).
 5. dtype: float16, float32 and float64 are accepted (runners cast to what their model takes);
    integers, booleans, complex and bfloat16 are rejected with the reason.
-6. Values: NaN/Inf are rejected, naming the input and the counts. Values far outside [0, 1] are
+6. Memory (when the model's config is given, as runners do): the estimated working memory of fusing
+   the input in one piece must fit the memory budget (:mod:`lso.memory`); a huge shape is refused
+   here, before any value is read or any buffer allocated, with the estimate in the message.
+7. Values: NaN/Inf are rejected, naming the input and the counts. Values far outside [0, 1] are
    warned about (:class:`InputRangeWarning`), not rejected: the bound is ``[RANGE_LOW, RANGE_HIGH]``
    = ``[-0.5, 1.5]``, loose enough for reflectance that overshoots a little (specular highlights,
    noise, calibration offsets) and tight enough to catch unscaled 8/12/16-bit data.
@@ -37,7 +40,7 @@ from lso.io_spec import HR_MSI, LR_HSI, infer_ratio
 
 __all__ = ["FuseInputs", "InputRangeWarning", "RANGE_LOW", "RANGE_HIGH", "ACCEPTED_DTYPES", "validate_inputs",
            "check_shapes", "check_dtype", "check_values", "scan_values", "normalize_extent", "as_tensor",
-           "restore_output", "check_out"]
+           "restore_output", "check_out", "check_memory"]
 
 RANGE_LOW = -0.5
 RANGE_HIGH = 1.5
@@ -106,13 +109,32 @@ def as_tensor(x: Any, name: str) -> tuple[torch.Tensor, str]:
                              f"or a torch tensor") from exc
     arr = x if isinstance(x, np.ndarray) else np.asarray(x)
     _check_numpy_dtype(arr, name)
+    return _numpy_to_tensor(arr), "numpy"
+
+
+def _raw(x: Any, name: str) -> tuple[Any, str]:
+    """``x`` as a numpy array (no copy for arrays) or via :func:`as_tensor` for tensors and device arrays."""
+    if isinstance(x, torch.Tensor) or hasattr(x, "__cuda_array_interface__") or (
+            not isinstance(x, np.ndarray) and hasattr(x, "__dlpack__") and hasattr(x, "__dlpack_device__")):
+        return as_tensor(x, name)
+    try:
+        arr = x if isinstance(x, np.ndarray) else np.asarray(x)
+    except (TypeError, ValueError) as exc:  # ragged lists, objects numpy cannot read
+        raise InputError(f"{name}: cannot be read as an array ({_describe(x)}: {exc}); pass a numpy array or a "
+                         f"torch tensor") from exc
+    _check_numpy_dtype(arr, name)
+    return arr, "numpy"
+
+
+def _numpy_to_tensor(arr: np.ndarray) -> torch.Tensor:
+    """A torch view of ``arr``; a copy only for non-native byte order or negative strides (after the size checks)."""
     if not arr.dtype.isnative:
         arr = arr.astype(arr.dtype.newbyteorder("="))
     if any(s < 0 for s in arr.strides):
         arr = np.ascontiguousarray(arr)
     with warnings.catch_warnings():  # read-only arrays are fine: runners never write to inputs
         warnings.filterwarnings("ignore", message=".*not writable.*")
-        return torch.from_numpy(arr), "numpy"
+        return torch.from_numpy(arr)
 
 
 def _dtype_reason(dtype_name: str, is_int: bool, is_bool: bool, is_complex: bool) -> str:
@@ -261,8 +283,24 @@ def scan_values(array: Any, name: str, *, rows_per_chunk: int = 256) -> None:
 
 
 # ------------------------------------------------------------------------------------------ entry
+def check_memory(hr4: tuple[int, int, int, int], config: Any, *, memory_budget: Any = None) -> None:
+    """Refuse (InputError) fusing ``hr4`` in one piece when the estimate exceeds the memory budget.
+
+    The estimate is :func:`lso.memory.fusion_bytes` plus the float32 output; see :mod:`lso.memory` for
+    the budget's default. Called before any value is read or any buffer allocated.
+    """
+    from lso.memory import array_bytes, check_bytes, fusion_bytes
+
+    b, _, height, width = hr4
+    need = fusion_bytes(config, b, height, width) + array_bytes((b, config.n_bands, height, width), 4)
+    check_bytes(need, f"fusing {HR_MSI} {'x'.join(map(str, hr4))} in one piece",
+                memory_budget=memory_budget,
+                fix="fuse it in tiles (lso.runtime.fuse_tiled(runner, ..., memory_budget=...) picks a tile that "
+                    "fits; lso infer --tile)")
+
+
 def validate_inputs(hr_msi: Any, lr_hsi: Any, *, n_msi_bands: int, n_bands: int,
-                    check_finite: bool = True) -> FuseInputs:
+                    check_finite: bool = True, config: Any = None, memory_budget: Any = None) -> FuseInputs:
     """Check ``hr_msi`` and ``lr_hsi`` (see the module docstring) and return 4-D views of them.
 
     Args:
@@ -271,16 +309,26 @@ def validate_inputs(hr_msi: Any, lr_hsi: Any, *, n_msi_bands: int, n_bands: int,
         n_msi_bands, n_bands: band counts the model expects.
         check_finite: read the values (NaN/Inf, range); False skips that pass (shapes and dtypes are
             always checked).
+        config: the model's :class:`~lso.config.LSOConfig`; when given, the memory the fusion would need
+            is estimated and checked against ``memory_budget`` (:func:`check_memory`) before any value
+            is read.
+        memory_budget: bytes or a size string (``"4G"``); default :func:`lso.memory.default_memory_budget`.
 
     Raises:
-        InputError: wrong type, rank, bands, batch, ratio, dtype, device, or non-finite values.
+        InputError: wrong type, rank, bands, batch, ratio, dtype, device, size over the memory budget, or
+            non-finite values.
     """
-    hr, kind = as_tensor(hr_msi, HR_MSI)
-    lr, _ = as_tensor(lr_hsi, LR_HSI)
-    _check_torch_dtype(hr, HR_MSI)
-    _check_torch_dtype(lr, LR_HSI)
+    hr, kind = _raw(hr_msi, HR_MSI)
+    lr, _ = _raw(lr_hsi, LR_HSI)
+    for t, name in ((hr, HR_MSI), (lr, LR_HSI)):
+        if isinstance(t, torch.Tensor):
+            _check_torch_dtype(t, name)
     hr4, lr4, ratio, batched = check_shapes(tuple(hr.shape), tuple(lr.shape), n_msi_bands=n_msi_bands,
                                             n_bands=n_bands)
+    if config is not None:  # before anything is copied or read
+        check_memory(hr4, config, memory_budget=memory_budget)
+    hr = hr if isinstance(hr, torch.Tensor) else _numpy_to_tensor(hr)
+    lr = lr if isinstance(lr, torch.Tensor) else _numpy_to_tensor(lr)
     if hr.device != lr.device:
         raise InputError(f"hr_msi is on {hr.device} but lr_hsi is on {lr.device}: put both on the same device")
     hr, lr = hr.reshape(hr4), lr.reshape(lr4)
@@ -296,12 +344,19 @@ def normalize_extent(extent: Any, inputs: FuseInputs) -> Optional[tuple[int, int
         return None
     if isinstance(extent, torch.Tensor):
         extent = extent.detach().cpu().tolist()
-    values = [int(v) for v in np.asarray(extent).reshape(-1).tolist()]
+    try:
+        flat = np.asarray(extent).reshape(-1).tolist()
+        if any(isinstance(v, float) and not v.is_integer() for v in flat):
+            raise ValueError("not whole numbers")
+        values = [int(v) for v in flat]
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise InputError(f"extent must be 4 integers (row0, col0, H_full, W_full), got {extent!r} ({exc})") from None
     if len(values) != 4:
         raise InputError(f"extent must have 4 values (row0, col0, H_full, W_full), got {len(values)}")
     row0, col0, h_full, w_full = values
     _, _, height, width = inputs.output_shape
-    if row0 < 0 or col0 < 0 or row0 + height > h_full or col0 + width > w_full or h_full < 2 or w_full < 2:
+    if (row0 < 0 or col0 < 0 or row0 + height > h_full or col0 + width > w_full or h_full < 2 or w_full < 2
+            or max(h_full, w_full) >= 2**62):
         raise InputError(f"extent {tuple(values)} does not contain this {height}x{width} input: need 0 <= row0, "
                          f"row0 + H <= H_full, likewise for columns, and H_full, W_full >= 2")
     return row0, col0, h_full, w_full

@@ -12,9 +12,12 @@ from typing import Any, Iterator, Union
 from lso.errors import ArtifactError
 
 __all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "sha256_file", "sidecar_path",
-           "write_sidecar", "read_sidecar", "check_writable_target"]
+           "write_sidecar", "read_sidecar", "check_writable_target", "read_bytes_checked"]
 
 PathLike = Union[str, os.PathLike]
+
+MAX_SIDECAR_BYTES = 16 * 2**20
+"""A sidecar is a few kB of JSON; anything larger is refused unread."""
 
 
 def check_writable_target(path: PathLike) -> Path:
@@ -100,9 +103,13 @@ def read_sidecar(artifact: PathLike, *, verify: bool = True) -> dict[str, Any] |
     if not side.exists():
         return None
     try:
+        if side.stat().st_size > MAX_SIDECAR_BYTES:
+            raise ValueError(f"{side.stat().st_size} bytes, more than a sidecar's {MAX_SIDECAR_BYTES}")
         data = json.loads(side.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise ArtifactError(f"sidecar {side} is unreadable or not JSON ({exc}); delete it or re-export") from exc
+    if not isinstance(data, dict):
+        raise ArtifactError(f"sidecar {side} holds a JSON {type(data).__name__}, not an object; delete it or re-export")
     if verify and data.get("sha256"):
         actual = sha256_file(artifact)
         if actual != data["sha256"]:
@@ -111,3 +118,24 @@ def read_sidecar(artifact: PathLike, *, verify: bool = True) -> dict[str, Any] |
                 f"{str(data['sha256'])[:12]}…; the file was modified or corrupted — re-export it"
             )
     return data
+
+
+def read_bytes_checked(path: PathLike, what: str = "file") -> bytes:
+    """A file's bytes, its size checked against the memory budget first (:mod:`lso.memory`).
+
+    For parsers that trust the sizes a header declares (scipy's ``loadmat`` reads ``n`` bytes with
+    ``file.read(n)``, allocating ``n`` before noticing the file is shorter): given an ``io.BytesIO`` of
+    these bytes instead, an oversized read returns what exists instead of allocating what was claimed.
+    """
+    from lso.memory import check_bytes
+
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise ArtifactError(f"cannot read {path}: {exc}") from exc
+    check_bytes(size, f"reading the {what} {path} ({size} bytes)")
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ArtifactError(f"cannot read {path}: {exc}") from exc

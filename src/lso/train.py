@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lso._io import atomic_path
+from lso._io import atomic_path, atomic_write_text
 from lso.config import LSOConfig
 from lso.errors import ArtifactError, InputError
 from lso.model import LSO
@@ -232,7 +232,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> P
     Raises:
         ArtifactError: ``resume`` without a readable ``last.pt`` in ``cfg.out``.
     """
-    from lso.checkpoint import load_checkpoint, save_checkpoint
+    from lso.checkpoint import _check_zip, load_checkpoint, save_checkpoint
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -241,10 +241,13 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> P
     if resume:
         if not last.exists():
             raise ArtifactError(f"--resume: {last} does not exist; start without --resume")
+        _check_zip(last)  # the CRC-32 of every member: a damaged file is refused, not half-loaded
         try:
-            state = torch.load(last, map_location="cpu", weights_only=False)  # our own file
+            # weights_only even for our own file: a file in a run folder can be replaced by anyone who can write there
+            state = torch.load(last, map_location="cpu", weights_only=True)
         except Exception as exc:
-            raise ArtifactError(f"--resume: {last} is unreadable ({exc}); delete it to start over") from exc
+            raise ArtifactError(f"--resume: {last} is unreadable or holds more than tensors and plain containers "
+                                f"({type(exc).__name__}: {exc}); delete it to start over") from exc
         saved = TrainConfig(**state["train_config"])
         # keep the run's identity (data, model, recipe); allow extending the length and bookkeeping
         for name in ("epochs", "max_steps", "max_minutes", "val_every", "save_every", "log_every", "threads"):
@@ -329,8 +332,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> P
                     record["best"] = True
             if record:
                 record["time"] = time.time()
-                with open(log_path, "a", encoding="utf-8") as fh:
-                    fh.write(json.dumps(record) + "\n")
+                # rewritten whole and renamed (a few kB): a kill never leaves a half line behind
+                previous = log_path.read_text(encoding="utf-8") if log_path.exists() else ""
+                atomic_write_text(log_path, previous + json.dumps(record) + "\n")
             if step % cfg.save_every == 0:
                 save_last()
             if cfg.max_minutes and (time.time() - t_start) / 60 >= cfg.max_minutes:

@@ -104,3 +104,15 @@ def test_receptive_margin_of_the_paper_model():
     assert receptive_margin(LSOConfig(), 4) == 45
     assert exact_overlap(LSOConfig(), 4) == 48
     assert exact_overlap(LSOConfig(), 8) > exact_overlap(LSOConfig(), 4) - 16
+
+
+def test_nested_lists_and_bad_tile_values(rt_model):
+    """Found by fuzzing: fuse_tiled took only objects with .shape/.dtype (AttributeError on lists)."""
+    hr, lr = scene(32, 32, 4)
+    out = fuse_tiled(rt_model, hr[0].tolist(), lr[0].tolist(), tile=16)
+    assert np.abs(out - reference(rt_model, hr, lr)[0]).max() <= 1e-5
+    for bad in (0, -16, 2.5, "16", True):
+        with pytest.raises(InputError, match="tile must be an integer"):
+            fuse_tiled(rt_model, hr, lr, tile=bad)
+    with pytest.raises(InputError, match="cannot be read as an array"):
+        fuse_tiled(rt_model, [[1.0], [1.0, 2.0]], lr)

@@ -8,6 +8,12 @@ Errors: a file that cannot be read (missing, not HDF5/PNG/MAT, truncated, corrup
 :class:`~lso.errors.ArtifactError` naming the file; a readable file with the wrong content (keys,
 shapes, bands, dtype, value range) raises :class:`~lso.errors.InputError`.
 
+Untrusted files: a file with a sidecar ``<file>.json`` holding its sha256 (:func:`lso._io.write_sidecar`)
+is checked against it before it is parsed, so any modification is an ``ArtifactError``. Sizes are
+read from the headers and checked against the memory budget (:mod:`lso.memory`) before any array is
+read: a header claiming 10^6 x 10^6 pixels is an ``InputError`` naming the estimate, not an
+allocation.
+
 Example::
 
     from lso.data.readers import H5Dataset
@@ -16,20 +22,26 @@ Example::
 """
 from __future__ import annotations
 
+import io
+import json
 import logging
 import operator
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from lso._deps import require
+from lso._io import read_bytes_checked, read_sidecar
 from lso.data.srf import _project, _srf_matrix
 from lso.errors import ArtifactError, InputError
+from lso.memory import array_bytes, check_bytes, resolve_budget
 
-__all__ = ["H5Dataset", "read_cave_scene", "read_harvard_mat", "RANGE_TOLERANCE"]
+__all__ = ["H5Dataset", "read_cave_scene", "read_harvard_mat", "load_mat", "RANGE_TOLERANCE", "MAT_TIMEOUT"]
 
 logger = logging.getLogger(__name__)
 
@@ -67,9 +79,10 @@ def _open_h5(path: Path) -> Any:
         raise ArtifactError(
             f"{path}: no such file; check the path (expected an HDF5 file with keys GT and RGB)"
         )
+    read_sidecar(path)  # a pinned sha256, when there is one, must match before the file is parsed
     try:
         return h5py.File(path, "r")
-    except OSError as exc:
+    except (OSError, RuntimeError, ValueError) as exc:
         raise ArtifactError(
             f"{path}: cannot be opened as HDF5 ({exc}); the file is not HDF5, or is truncated or corrupt: "
             f"download or generate it again"
@@ -108,7 +121,13 @@ class H5Dataset:
         self._pid: int | None = None
         self._memory: dict[str, np.ndarray] | None = None
         with _open_h5(self.path) as f:
-            self._n, self._size = self._validate(f)
+            try:
+                self._n, self._size = self._validate(f)
+            except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
+                if isinstance(exc, InputError):
+                    raise
+                raise ArtifactError(f"{self.path}: the HDF5 structure cannot be read ({type(exc).__name__}: "
+                                    f"{exc}); the file is truncated or corrupt: download or generate it again") from exc
             if load_all:
                 self._memory = {key: self._read(f, key, slice(None)) for key in (self.gt_key, self.rgb_key)}
         if self._memory is not None:
@@ -147,6 +166,14 @@ class H5Dataset:
                 f"{self.path}: '{self.gt_key}' {gt} and '{self.rgb_key}' {rgb} disagree; expected the "
                 f"same N, H and W in both (one RGB image per GT image)"
             )
+        if gt[2] < 1 or gt[3] < 1:
+            raise InputError(f"{self.path}: images of {gt[2]}x{gt[3]} pixels; expected at least 1x1")
+        # one item as float32 (plus the stored copy h5py reads first); all of them with load_all
+        per_item = 2 * array_bytes((_N_BANDS + _N_RGB, gt[2], gt[3]), 4)
+        check_bytes(per_item * (max(int(gt[0]), 1) if self.load_all else 1),
+                    f"{self.path}: reading {'all ' + str(gt[0]) + ' items' if self.load_all else 'one item'} "
+                    f"of {gt[2]}x{gt[3]} pixels (as its header claims)",
+                    fix="use load_all=False, or check that the file is not corrupt")
         extra = sorted(k for k in f.keys() if k not in (self.gt_key, self.rgb_key))
         if extra:
             logger.debug("%s: ignoring keys %s", self.path, extra)
@@ -252,7 +279,10 @@ def _read_band_png(path: Path, io: Any) -> tuple[np.ndarray, bool]:
     """One band as float64 in [0, 1]; the flag says a multi-channel PNG was reduced."""
     try:
         img = io.imread(path)
-    except (OSError, ValueError, SyntaxError, RuntimeError) as exc:
+    except Exception as exc:  # imageio/PIL raise OSError, ValueError, SyntaxError, DecompressionBombError, ...
+        if type(exc).__name__ == "DecompressionBombError":
+            raise InputError(f"{path}: the PNG claims more pixels than PIL's decompression-bomb limit ({exc}); "
+                             f"the file is corrupt or malicious") from exc
         raise ArtifactError(
             f"{path}: cannot be read as PNG ({exc}); the file is truncated or corrupt: extract the scene "
             f"again"
@@ -350,6 +380,7 @@ def _load_mat_ref(path: Path) -> np.ndarray:
     h5py = require("h5py")
     if not path.is_file():
         raise ArtifactError(f"{path}: no such file; expected a Harvard scene .mat file with key 'ref'")
+    read_sidecar(path)  # a pinned sha256, when there is one, must match before the file is parsed
     if h5py.is_hdf5(path):  # MATLAB v7.3: HDF5 storing arrays with the axes reversed
         try:
             with h5py.File(path, "r") as f:
@@ -358,27 +389,118 @@ def _load_mat_ref(path: Path) -> np.ndarray:
                         f"{path}: variable 'ref' not found (found {sorted(f.keys())}); expected a Harvard "
                         f"scene with 'ref' (1040×1392×31)"
                     )
-                return np.asarray(f["ref"][()]).T
-        except OSError as exc:
+                dset = f["ref"]
+                _check_ref_header(path, dset.shape, dset.dtype)
+                return np.asarray(dset[()]).T
+        except (OSError, RuntimeError, ValueError, KeyError, TypeError) as exc:
+            if isinstance(exc, InputError):
+                raise
             raise ArtifactError(
                 f"{path}: cannot read the MATLAB v7.3 (HDF5) file ({exc}); it is truncated or corrupt"
             ) from exc
-    sio = require("scipy.io")
-    try:
-        mat = sio.loadmat(path, variable_names=["ref"])
-    except (OSError, ValueError, TypeError, IndexError, KeyError, EOFError, NotImplementedError,
-            sio.matlab.MatReadError) as exc:
-        raise ArtifactError(
-            f"{path}: cannot be read as a MATLAB .mat file ({exc}); the file is not a .mat file, or is "
-            f"truncated or corrupt"
-        ) from exc
+    mat, header = load_mat(path, ["ref"])  # in a child process: see load_mat
     if "ref" not in mat:
-        found = sorted(name for name, *_ in sio.whosmat(path))
+        found = sorted(name for name, _ in header)
         raise InputError(
-            f"{path}: variable 'ref' not found (found {found}); expected a Harvard "
+            f"{path}: variable 'ref' not found or not numeric (found {found}); expected a Harvard "
             f"scene with 'ref' (1040×1392×31)"
         )
+    _check_ref_header(path, mat["ref"].shape, mat["ref"].dtype)
     return np.asarray(mat["ref"])
+
+
+MAT_TIMEOUT = 120.0
+"""Seconds a MATLAB v5 file may take to parse (in its own process, see :func:`load_mat`)."""
+
+# Runs in a child process: scipy's MATLAB v5 reader is compiled code that segfaults on some damaged files
+# (found by fuzzing: an invalid element type inside a matrix), so it never runs in the caller's process.
+_MAT_CHILD = r"""
+import io, json, sys
+import numpy as np, scipy.io as sio
+budget, names = int(sys.argv[1]), (sys.argv[2:] or None)
+raw = sys.stdin.buffer.read()
+out = sys.stdout.buffer
+try:
+    header = [(n, [int(d) for d in shape]) for n, shape, _ in sio.whosmat(io.BytesIO(raw))]
+    need = 0
+    for n, shape in header:
+        if names is None or n in names:
+            size = 8
+            for d in shape:
+                size *= max(d, 0)
+            need += 2 * size
+    if need > budget:
+        out.write(json.dumps({"budget": need, "header": header}).encode()); sys.exit(3)
+    data = sio.loadmat(io.BytesIO(raw), variable_names=names)
+except Exception as exc:
+    out.write(json.dumps({"error": f"{type(exc).__name__}: {exc}"[:2000]}).encode()); sys.exit(4)
+arrays = {k: v for k, v in data.items()
+          if not k.startswith("__") and isinstance(v, np.ndarray) and v.dtype.kind in "biufc"}
+buf = io.BytesIO()
+np.savez(buf, **{f"v{i}": v for i, v in enumerate(arrays.values())})
+meta = json.dumps({"header": header, "names": list(arrays)}).encode()
+out.write(len(meta).to_bytes(8, "little") + meta + buf.getvalue())
+"""
+
+
+def load_mat(path: str | os.PathLike[str], variable_names: list[str] | None = None
+             ) -> tuple[dict[str, np.ndarray], list[tuple[str, tuple[int, ...]]]]:
+    """Numeric variables of a MATLAB v4/v5 ``.mat`` file, parsed in a separate process.
+
+    scipy's reader is compiled code that can crash the whole process on a damaged file (a segfault was
+    found by fuzzing), so it runs in a child (``python -I``, the file's bytes on stdin, the arrays back as
+    an ``.npz`` without pickles). The file size and the variables' declared sizes are checked against the
+    memory budget first (:mod:`lso.memory`).
+
+    Returns:
+        ``(arrays, header)``: numeric arrays by name, and every variable's ``(name, shape)`` as declared.
+
+    Raises:
+        ArtifactError: not a readable .mat file, the parser crashed or took over :data:`MAT_TIMEOUT` s.
+        InputError: the declared variables would not fit the memory budget.
+    """
+    path = Path(path)
+    require("scipy.io")  # MissingDependencyError here, not a confusing failure in the child
+    raw = read_bytes_checked(path, "MATLAB file")
+    budget = resolve_budget()
+    try:
+        proc = subprocess.run([sys.executable, "-I", "-c", _MAT_CHILD, str(budget), *(variable_names or [])],
+                              input=raw, capture_output=True, timeout=MAT_TIMEOUT,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+    except subprocess.TimeoutExpired as exc:
+        raise ArtifactError(f"{path}: parsing the MATLAB file took more than {MAT_TIMEOUT:g} s; it is corrupt or "
+                            f"malicious") from exc
+    except OSError as exc:
+        raise ArtifactError(f"{path}: cannot start the MATLAB file parser ({exc})") from exc
+    if proc.returncode < 0 or proc.returncode not in (0, 3, 4):
+        raise ArtifactError(f"{path}: scipy's MATLAB reader crashed on this file (exit {proc.returncode}; "
+                            f"{proc.stderr.decode(errors='replace').strip()[-300:]!r}); the file is corrupt or "
+                            f"malicious")
+    if proc.returncode in (3, 4):
+        try:
+            info = json.loads(proc.stdout.decode())
+        except ValueError:
+            info = {"error": proc.stdout[:300].decode(errors="replace")}
+        if proc.returncode == 3:
+            shapes = ", ".join(f"{n} {tuple(s)}" for n, s in info["header"])
+            check_bytes(int(info["budget"]), f"{path}: reading {shapes} (as the file's header claims)",
+                        memory_budget=budget, fix="check that the file is not corrupt, or split the scene")
+        raise ArtifactError(f"{path}: cannot be read as a MATLAB .mat file ({info.get('error')}); the file is not a "
+                            f".mat file, or is truncated or corrupt")
+    n = int.from_bytes(proc.stdout[:8], "little")
+    meta = json.loads(proc.stdout[8:8 + n].decode())
+    with np.load(io.BytesIO(proc.stdout[8 + n:]), allow_pickle=False) as data:
+        arrays = {name: data[f"v{i}"] for i, name in enumerate(meta["names"])}
+    return arrays, [(name, tuple(shape)) for name, shape in meta["header"]]
+
+
+def _check_ref_header(path: Path, shape: Any, dtype: Any) -> None:
+    """Refuse a ``ref`` whose declared size would not fit the memory budget, before reading it."""
+    itemsize = max(int(getattr(np.dtype(dtype), "itemsize", 8) or 8), 1)
+    # the array as stored, its float64 copy (ref / max) and the RGB projection work space
+    check_bytes(array_bytes(shape, itemsize) + 3 * array_bytes(shape, 8),
+                f"{path}: reading 'ref' of shape {tuple(int(s) for s in shape)} (as the file's header claims)",
+                fix="crop the scene in MATLAB first, or check that the file is not corrupt")
 
 
 def read_harvard_mat(

@@ -82,6 +82,7 @@ import torch.nn.functional as F
 
 from lso._deps import require
 from lso.errors import InputError
+from lso.memory import array_bytes, check_bytes
 
 __all__ = [
     "EVAL_PHOTOS",
@@ -379,11 +380,15 @@ def synthetic_scene(
         ``[31, size, size]`` float32 in ``[0, 1]`` (bands 400 → 700 nm at 10 nm).
 
     Raises:
-        InputError: negative or non-integer ``seed``, ``size`` < 16, negative ``metamerism``, bad ``srf``.
+        InputError: negative or non-integer ``seed``, ``size`` < 16 or over the memory budget
+            (:mod:`lso.memory`), negative ``metamerism``, bad ``srf``.
         MissingDependencyError: colour-science or scikit-image is not installed.
     """
     seed = _check_int(seed, "seed", 0)
     size = _check_int(size, "size", 16)
+    # float64 work arrays of the scene (a few at once): refused before anything is drawn (lso.memory)
+    check_bytes(4 * array_bytes((N_BANDS, size, size), 8), f"a {size}x{size} synthetic scene",
+                fix="choose a smaller size (--size)")
     if isinstance(metamerism, bool) or not isinstance(metamerism, numbers.Real) or not 0 <= metamerism < 1e6:
         raise InputError(f"metamerism: expected a finite number ≥ 0 (default 1.0), got {metamerism!r}")
     srf_mat = _srf_or_default(srf)
