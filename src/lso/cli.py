@@ -14,6 +14,8 @@ import logging
 import sys
 from typing import Callable, Optional, Sequence
 
+from lso.tolerances import TOLERANCES
+
 __all__ = ["main", "build_parser"]
 
 log = logging.getLogger("lso")
@@ -146,19 +148,26 @@ def _add_infer(sub) -> None:
     p.add_argument("--envi", action="store_true", help="also write an ENVI .hdr/.img pair")
     p.add_argument("--preview", action=argparse.BooleanOptionalAction, default=True, help="write a false-colour PNG")
     p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
+    p.add_argument("--memory-budget", help="working memory allowed (e.g. 4G, 512MiB); tiles shrink to fit it; "
+                                           "None = $LSO_MEMORY_BUDGET or 75%% of physical memory")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def _run_infer(args) -> int:
+def _infer_options(args):
     from pathlib import Path
 
-    from lso.runtime.infer import InferOptions, infer
+    from lso.runtime.infer import InferOptions
 
-    opts = InferOptions(artifact=Path(args.artifact), inputs=tuple(Path(p) for p in args.inputs), out=Path(args.out),
+    return InferOptions(artifact=Path(args.artifact), inputs=tuple(Path(p) for p in args.inputs), out=Path(args.out),
                         device=args.device, tile=args.tile, overlap=args.overlap, index=args.index, ratio=args.ratio,
                         lr_from=args.lr_from, layout=args.layout, envi=args.envi, preview=args.preview,
-                        threads=args.threads, progress=not args.no_progress)
-    result = infer(opts)
+                        threads=args.threads, progress=not args.no_progress, memory_budget=args.memory_budget)
+
+
+def _run_infer(args) -> int:
+    from lso.runtime.infer import infer
+
+    result = infer(_infer_options(args))
     written = [result.output, *result.preview, *result.envi]
     print(f"hr_hsi {'x'.join(map(str, result.shape))} in {result.seconds:.2f} s ({result.runner}) -> "
           + ", ".join(str(p) for p in written))
@@ -234,7 +243,8 @@ def _add_calibrate(sub) -> None:
     g.add_argument("--method", choices=("minmax", "percentile", "entropy"), default="minmax",
                    help="range calibration method")
     g.add_argument("--float-blocks", help="comma-separated blocks kept in float (skips the sweep), '' for none")
-    g.add_argument("--target-dpsnr", type=float, default=0.5, help="ΔPSNR budget (dB) the sweep must meet")
+    g.add_argument("--target-dpsnr", type=float, default=TOLERANCES["int8"].dpsnr,
+                   help="ΔPSNR budget (dB) the sweep must meet (default: the INT8 row of lso.tolerances)")
     g.add_argument("--min-int8-macs", type=float, default=0.75, help="least share of conv MACs in INT8")
     g.add_argument("--selection-margin", type=float, default=0.5,
                    help="share of the ΔPSNR budget the sweep's validation ΔPSNR may use (validation scenes are few)")
@@ -271,6 +281,143 @@ def _run_build(args) -> int:
     return run_build(args)
 
 
+# ----------------------------------------------------------------------------------- triton-repo
+def _add_triton_repo(sub) -> None:
+    p = _sub(sub, "triton-repo", "Write a Triton Inference Server model repository from an ONNX graph and/or a plan.",
+             "Writes OUT/<name>_onnx (onnxruntime backend) and/or OUT/<name>_trt (tensorrt backend), each with a\n"
+             "config.pbtxt derived from the I/O spec (spatial dims -1, batching, dynamic batcher, instance group)\n"
+             "and the artifact in the version folder (<model>/<version>/model.onnx|model.plan). Other versions\n"
+             "already in OUT are kept. A tileable graph (extent input) gets max_batch_size 0 (no batching).\n"
+             "Serve with: tritonserver --model-repository=OUT")
+    p.add_argument("out", help="model repository folder (created if missing)")
+    p.add_argument("--onnx", help="ONNX graph from lso export (onnxruntime backend)")
+    p.add_argument("--plan", help="TensorRT plan from lso build (tensorrt backend)")
+    p.add_argument("--name", default="lso", help="model name prefix: <name>_onnx, <name>_trt")
+    p.add_argument("--version", type=int, default=1, help="version folder to write")
+    p.add_argument("--max-batch-size", type=int, default=4, help="largest batch Triton forms (0: no batching)")
+    p.add_argument("--max-queue-delay-us", type=int, default=500, help="dynamic batcher queue delay (microseconds)")
+    p.add_argument("--preferred-batch-size", type=int, nargs="*", default=[], help="preferred batch sizes")
+    p.add_argument("--instances", type=int, default=1, help="model instances per device")
+    p.add_argument("--onnx-instance-kind", choices=("gpu", "cpu"), default="gpu",
+                   help="where the ONNX model's instances run (plans always run on GPUs)")
+    p.add_argument("--gpus", type=int, nargs="*", default=[], help="GPU indices for the instances (default: all)")
+    p.add_argument("--tileable", action=argparse.BooleanOptionalAction, default=None,
+                   help="the plan takes 'extent' (default: from its sidecar or the --onnx graph)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing version folder")
+
+
+def _run_triton_repo(args) -> int:
+    from pathlib import Path
+
+    from lso.scaleout.triton_repo import TritonRepoOptions, write_triton_repo
+
+    opts = TritonRepoOptions(out=Path(args.out), onnx=Path(args.onnx) if args.onnx else None,
+                             plan=Path(args.plan) if args.plan else None, name=args.name, version=args.version,
+                             max_batch_size=args.max_batch_size, max_queue_delay_us=args.max_queue_delay_us,
+                             preferred_batch_sizes=tuple(args.preferred_batch_size), instances=args.instances,
+                             onnx_instance_kind=args.onnx_instance_kind, gpus=tuple(args.gpus),
+                             tileable=args.tileable, overwrite=args.overwrite)
+    for model in write_triton_repo(opts):
+        print(f"{model.name}: {model.platform}, max_batch_size {model.max_batch_size} -> {model.config_path}, "
+              f"{model.artifact_path}")
+    print(f"serve with: tritonserver --model-repository={Path(args.out).resolve()}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ batch
+def _add_batch(sub) -> None:
+    p = _sub(sub, "batch", "Fuse every scene of folders/HDF5 files with a Ray Data actor pool; resumable.",
+             "Scenes: every .npz/.mat/.h5 in the given folders, and every scene of a multi-scene .h5 (community\n"
+             "GT/RGB layout: LR-HSI regenerated from GT at --ratio; or ours: hr_msi/lr_hsi, optional gt). Each\n"
+             "actor holds one runner and writes OUT/<scene>.npz (or .h5) atomically; OUT/manifest.json lists every\n"
+             "scene's status, error and, with ground truth, PSNR/SAM/ERGAS/SSIM. Re-running skips finished scenes.\n"
+             "Local by default (ray.init with --num-cpus); --address joins a cluster (shared storage needed).\n"
+             "Exit status 3 when some scenes failed (the others are written).")
+    p.add_argument("artifact", help="checkpoint, ONNX graph or TensorRT plan")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="scene folders and/or files")
+    p.add_argument("-o", "--out", required=True, help="output folder")
+    p.add_argument("--format", dest="output_format", choices=("npz", "h5"), default="npz", help="output format")
+    p.add_argument("--actors", type=int, default=2, help="actors in the pool (one runner each)")
+    p.add_argument("--num-cpus-per-actor", type=float, default=1.0, help="Ray CPUs reserved per actor")
+    p.add_argument("--num-gpus-per-actor", type=float, default=0.0, help="Ray GPUs per actor (GPU clusters)")
+    p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads per actor")
+    p.add_argument("--device", help="runner device; None = the backend's own (cuda with --num-gpus-per-actor)")
+    p.add_argument("--tile", type=int, help="tile every scene with this core size; None = only large scenes")
+    p.add_argument("--auto-tile-pixels", type=int, default=1024 * 1024,
+                   help="scenes with more HR pixels are tiled at 256 (tileable artifacts)")
+    p.add_argument("--ratio", type=int, default=4, help="ratio for regenerating LR-HSI from GT (community .h5)")
+    p.add_argument("--address", help="Ray cluster address (auto, host:6379, ray://host:10001); None = local")
+    p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray; None = all")
+    p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True, help="skip finished scenes")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _run_batch(args) -> int:
+    from pathlib import Path
+
+    from lso.scaleout.batch import BatchOptions, run_batch
+
+    opts = BatchOptions(artifact=Path(args.artifact), inputs=tuple(Path(p) for p in args.inputs), out=Path(args.out),
+                        output_format=args.output_format, actors=args.actors,
+                        num_cpus_per_actor=args.num_cpus_per_actor, num_gpus_per_actor=args.num_gpus_per_actor,
+                        threads=args.threads, device=args.device, tile=args.tile,
+                        auto_tile_pixels=args.auto_tile_pixels, ratio=args.ratio, address=args.address,
+                        num_cpus=args.num_cpus, resume=args.resume, progress=not args.no_progress)
+    report = run_batch(opts)
+    print(f"{report.total} scene(s): {report.ok} fused, {report.skipped} already done, {report.failed} failed "
+          f"in {report.seconds:.1f} s -> {report.manifest}")
+    for record in report.records:
+        if record["status"] == "failed":
+            print(f"  failed {record['scene_id']}: {record['error']}", file=sys.stderr)
+    return 3 if report.failed else 0
+
+
+# ------------------------------------------------------------------------------------------ serve
+def _add_serve(sub) -> None:
+    p = _sub(sub, "serve", "Serve fusion over HTTP with Ray Serve (replicas, request checks, size limits).",
+             "POST ROUTE with Content-Type application/x-npz (an npz with hr_msi and lr_hsi) or\n"
+             "application/x-lso-raw (float32 bytes of hr_msi then lr_hsi, shapes in X-LSO-HR-Shape and\n"
+             "X-LSO-LR-Shape headers); the answer is hr_hsi in the same encoding. GET ROUTE describes the model.\n"
+             "Bad requests get 4xx with the reason (400 malformed, 413 too large, 415 media type, 422 content).\n"
+             "Runs until Ctrl-C.")
+    p.add_argument("artifact", help="checkpoint, ONNX graph or TensorRT plan")
+    p.add_argument("--replicas", type=int, default=1, help="replicas (one runner each)")
+    p.add_argument("--host", default="127.0.0.1", help="HTTP host (0.0.0.0 to accept other machines)")
+    p.add_argument("--port", type=int, default=8000, help="HTTP port")
+    p.add_argument("--route", default="/fuse", help="URL path of the endpoint")
+    p.add_argument("--device", help="runner device; None = the backend's own (cuda with --num-gpus-per-replica)")
+    p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads per replica")
+    p.add_argument("--num-cpus-per-replica", type=float, default=1.0, help="Ray CPUs reserved per replica")
+    p.add_argument("--num-gpus-per-replica", type=float, default=0.0, help="Ray GPUs per replica")
+    p.add_argument("--max-ongoing-requests", type=int, default=2, help="requests one replica holds at once")
+    p.add_argument("--max-queued-requests", type=int, default=64, help="queued requests before 503 (-1: no limit)")
+    p.add_argument("--request-timeout-s", type=float, help="answer 408 after this long; None = no timeout")
+    p.add_argument("--max-request-mb", type=float, default=256.0, help="largest request body (MiB)")
+    p.add_argument("--max-pixels", type=int, default=2048 * 2048, help="largest HR image (H*W) per request")
+    p.add_argument("--max-batch", type=int, default=4, help="largest batch per request")
+    p.add_argument("--tile", type=int, help="fuse in tiles of this core size (tileable artifacts)")
+    p.add_argument("--address", help="Ray cluster address; None = start a local Ray")
+    p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray; None = all")
+
+
+def _run_serve(args) -> int:
+    from pathlib import Path
+
+    from lso.scaleout.serve import ServeOptions, serve_forever
+    from lso.scaleout.wire import Limits
+
+    limits = Limits(max_request_bytes=int(args.max_request_mb * 2**20), max_pixels=args.max_pixels,
+                    max_batch=args.max_batch)
+    opts = ServeOptions(artifact=Path(args.artifact), replicas=args.replicas, host=args.host, port=args.port,
+                        route=args.route, device=args.device, threads=args.threads,
+                        num_cpus_per_replica=args.num_cpus_per_replica, num_gpus_per_replica=args.num_gpus_per_replica,
+                        max_ongoing_requests=args.max_ongoing_requests, max_queued_requests=args.max_queued_requests,
+                        request_timeout_s=args.request_timeout_s, limits=limits, tile=args.tile,
+                        address=args.address, num_cpus=args.num_cpus)
+    serve_forever(opts, on_ready=lambda url: print(f"serving {opts.artifact} at {url} (Ctrl-C stops)", flush=True))
+    return 0
+
+
 # ------------------------------------------------------------------------------ subcommand table
 _SUBCOMMANDS: list[tuple[Callable, Callable]] = [
     (_add_info, _run_info),
@@ -281,6 +428,9 @@ _SUBCOMMANDS: list[tuple[Callable, Callable]] = [
     (_add_infer, _run_infer),
     (_add_calibrate, _run_calibrate),
     (_add_build, _run_build),
+    (_add_triton_repo, _run_triton_repo),
+    (_add_batch, _run_batch),
+    (_add_serve, _run_serve),
 ]
 
 

@@ -76,6 +76,13 @@ def test_threads_are_set(tiny_onnx):
         assert r.session.get_session_options().intra_op_num_threads == 1
 
 
+def test_memory_arena_is_off_by_default_and_can_be_turned_on(tiny_onnx):
+    with OrtRunner(tiny_onnx, threads=1) as runner:
+        assert runner.session.get_session_options().enable_cpu_mem_arena is False
+    with OrtRunner(tiny_onnx, threads=1, memory_arena=True) as runner:
+        assert runner.session.get_session_options().enable_cpu_mem_arena is True
+
+
 def test_sidecar_sha256_is_checked(tiny_onnx, tmp_path, rt_model):
     path = tmp_path / "m.onnx"
     path.write_bytes(tiny_onnx.read_bytes())
