@@ -16,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 REPORTS = ("demo", "demo_eval_x4", "demo_eval_scales", "solver", "flops", "export_report", "precision_fp16", "precision_int8",
-           "latency", "tiling_memory", "synthetic_sanity", "load_test")
+           "parity", "latency", "ort_profile", "tiling_memory", "synthetic_sanity", "load_test")
 START, END = "<!-- RESULTS:START -->", "<!-- RESULTS:END -->"
 
 
@@ -48,7 +48,9 @@ def main(argv=None) -> int:
     new = f"{head}{START}\n{render()}\n{END}{tail}"
     if args.check:
         return 0 if new == text else 1
-    readme.write_text(new, encoding="utf-8")
+    from lso._io import atomic_write_text
+
+    atomic_write_text(readme, new)
     return 0
 
 

@@ -68,13 +68,40 @@ def consumers(model: "onnx.ModelProto") -> dict[str, list]:
 def conv_blocks(model: "onnx.ModelProto") -> dict[str, str]:
     """Conv node name -> block name, read from the name of the Conv's weight initializer."""
     inits = {i.name for i in model.graph.initializer}
+    users = None
     out = {}
     for node in model.graph.node:
         if node.op_type == "Conv" and len(node.input) > 1 and node.input[1] in inits:
             block = block_of(node.input[1])
+            if block is None:  # a weight the export computed (e.g. a spectral block's fused 1x1 convs)
+                users = users if users is not None else consumers(model)
+                block = _block_downstream(node, users, inits)
             if block is not None:
                 out[node.name] = block
     return out
+
+
+def _block_downstream(node: Any, users: dict[str, list], inits: set[str], depth: int = 8) -> Optional[str]:
+    """The block of the first named parameter read within ``depth`` nodes downstream of ``node``.
+
+    A spectral block's fused key/value/query convolution has a computed weight (``cat_N``); the first
+    named parameter after it is the block's ``latent`` (its attention queries).
+    """
+    frontier, seen = [node], set()
+    for _ in range(depth):
+        following = []
+        for n in frontier:
+            for out in n.output:
+                for user in users.get(out, ()):
+                    if user.name in seen:
+                        continue
+                    seen.add(user.name)
+                    for name in user.input:
+                        if name in inits and block_of(name) is not None:
+                            return block_of(name)
+                    following.append(user)
+        frontier = following
+    return None
 
 
 def block_order(model: "onnx.ModelProto") -> list[str]:

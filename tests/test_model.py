@@ -140,3 +140,21 @@ def test_graph_bicubic_equals_interpolate(monkeypatch, h, size):
     graph_form = model_module.resize_bicubic(x, like)
     assert graph_form.shape == expected.shape
     torch.testing.assert_close(graph_form, expected, atol=1e-5, rtol=0)  # non-integer scales: ~5e-6
+
+
+def test_graph_form_of_keys_values_queries_matches_eager(monkeypatch, tiny_model):
+    """The exported spectral block (one fused, pre-scaled 1x1 conv) computes what the official modules do."""
+    import lso.model as model_module
+
+    torch.manual_seed(1)
+    hr, lr = torch.rand(1, 3, 32, 32), torch.rand(1, 31, 8, 8)
+    with torch.no_grad():
+        eager = tiny_model(hr, lr)
+        block = tiny_model.process1
+        xp = torch.rand(1, block.width, 16, 16)
+        kvq_eager = block._kvq(xp)
+        monkeypatch.setattr(model_module, "_in_graph", lambda: True)
+        kvq_graph = block._kvq(xp)
+        graph = tiny_model(hr, lr)
+    torch.testing.assert_close(kvq_graph, kvq_eager, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(graph, eager, atol=2e-6, rtol=0)
