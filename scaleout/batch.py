@@ -2,8 +2,9 @@
 
 Each actor holds one runner (:func:`lso.runtime.load`: ONNX Runtime on CPU with ``threads`` intra-op
 threads; TensorRT or CUDA with ``num_gpus_per_actor`` on a GPU cluster) and fuses one scene at a time:
-it reads the scene itself (so the driver never holds image data), fuses it (tiled when it is large,
-:func:`lso.runtime.fuse_tiled`), scores it when ground truth exists and writes the output atomically.
+it reads the scene itself (so the driver never holds image data), fuses it (tiled when it is large or
+does not fit the memory budget, :func:`lso.runtime.fuse_tiled`), scores it when ground truth exists and
+writes the output atomically.
 The same code runs on this machine (``ray.init`` with its CPUs) and on a cluster (``address``); on a
 cluster the inputs, the artifact and the output folder must be on storage every node sees.
 
@@ -22,12 +23,31 @@ earlier run, ``failed`` with its error), output, seconds and, with ground truth,
 plus a summary. Re-running skips scenes whose output exists and was made by the same artifact (sha256),
 so an interrupted run resumes; failed scenes are tried again. A scene that fails (corrupt file, wrong
 bands, ...) is recorded with its error and does not stop the others.
+
+No lost work: an output appears under its final name only once it is complete (written to a temporary
+``.<name>.<random>.tmp`` and renamed), so a run killed at any moment (even ``SIGKILL``) leaves finished
+outputs and, at worst, a temporary file of the scene it was writing; the next run into the same folder
+removes such temporaries (they belong to no live run: run one ``lso batch`` per output folder at a time)
+and fuses the scenes without a finished output.
+
+Memory budget (``memory_budget`` / ``--memory-budget``, as for ``lso infer``; :mod:`lso.memory`): working
+memory one actor may use for one scene, checked before anything is allocated. A scene whose estimated
+whole-scene memory (:func:`lso.memory.fusion_bytes` plus the output) exceeds it is fused in tiles
+(:func:`lso.runtime.fuse_tiled` with ``tile`` or, when ``tile`` is None, the largest tile that fits; exact,
+the tile core used is the record's ``tile``) if the artifact is tileable (takes ``extent``); otherwise the
+scene is recorded as failed with an :class:`~lso.errors.InputError` naming the estimate, the budget and the
+fix, and the other scenes go on. Default: ``$LSO_MEMORY_BUDGET`` or 75 % of the node's physical memory,
+divided by the number of actors in a local run (they share this machine; on a cluster, ``address``, each
+actor gets its node's default); on a GPU actor there is no default budget (as for
+:class:`~lso.runtime.Runner`). Scenes with more than ``auto_tile_pixels`` HR pixels are tiled at ``auto_tile``
+whatever the budget (the tile shrinks further if it does not fit).
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
+import re
 import socket
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -38,11 +58,12 @@ from typing import Any, Callable, Iterable, Optional
 import numpy as np
 
 from lso._deps import require
-from lso._io import atomic_write_text, read_sidecar, sha256_file
+from lso._io import atomic_write_text, read_sidecar, sha256_file, sidecar_path
 from lso.errors import ArtifactError, InputError, LSOError
+from lso.memory import array_bytes, check_bytes, default_memory_budget, fusion_bytes, parse_bytes
 
 __all__ = ["BatchOptions", "BatchReport", "SceneRef", "discover_scenes", "fuse_scene", "run_batch",
-           "read_record", "SCENE_SUFFIXES", "MANIFEST"]
+           "read_record", "scene_budget", "remove_stale_temporaries", "SCENE_SUFFIXES", "MANIFEST"]
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +86,13 @@ class BatchOptions:
         num_cpus_per_actor, num_gpus_per_actor: Ray resources per actor.
         threads: ONNX Runtime intra-op threads per actor.
         device: runner device (default: the backend's; ``cuda`` when ``num_gpus_per_actor > 0``).
-        tile: tile core size for every scene (exact); None = whole scenes, tiled above ``auto_tile_pixels``.
+        tile: tile core size for every scene (exact; shrunk to fit ``memory_budget``); None = whole scenes,
+            tiled above ``auto_tile_pixels`` or when they do not fit ``memory_budget``.
         auto_tile_pixels: scenes with more HR pixels are tiled at ``auto_tile`` (tileable artifacts only).
         auto_tile: core size used for such scenes.
+        memory_budget: working memory per actor (bytes or ``"4G"``, ``"512MiB"``); a scene that does not fit
+            in one piece is tiled to fit (tileable artifacts) or recorded as failed. None: see the module
+            docstring (``$LSO_MEMORY_BUDGET`` or 75 % of physical memory, shared by a local run's actors).
         ratio: ratio for regenerating the LR-HSI from GT in community-layout files.
         address: Ray cluster to join; None starts a local Ray with ``num_cpus`` CPUs.
         num_cpus: CPUs of the local Ray (default: all of this machine's).
@@ -87,6 +112,7 @@ class BatchOptions:
     tile: Optional[int] = None
     auto_tile_pixels: int = 1024 * 1024
     auto_tile: int = 256
+    memory_budget: Optional[str] = None
     ratio: int = 4
     address: Optional[str] = None
     num_cpus: Optional[int] = None
@@ -239,30 +265,75 @@ def output_path(out: Path, scene_id: str, output_format: str) -> Path:
     return Path(out) / f"{scene_id}.{output_format}"
 
 
-def fuse_scene(runner: Any, ref: SceneRef, opts: BatchOptions, *, artifact_sha256: str = "") -> dict[str, Any]:
+def scene_budget(runner: Any, opts: BatchOptions, *, shared_by: int = 1) -> Optional[int]:
+    """The memory budget (bytes) of one scene in an actor: ``opts.memory_budget``, else the default divided by
+    ``shared_by`` (the actors sharing this machine); None on a GPU without an explicit budget."""
+    if opts.memory_budget is not None:
+        return parse_bytes(opts.memory_budget)
+    memory_device = getattr(runner, "_memory_device", None)
+    if memory_device is not None and memory_device() != "cpu":
+        return None  # activations in GPU memory: no host-memory default (as Runner.validate)
+    return max(default_memory_budget() // max(int(shared_by), 1), 1)
+
+
+def _fuse(runner: Any, ref: SceneRef, hr: np.ndarray, lr: np.ndarray, opts: BatchOptions,
+          budget: Optional[int]) -> tuple[Any, Optional[int], int]:
+    """``(hr_hsi, tile core or None, tiles)``: whole when it fits, tiled when asked, large or over the budget."""
+    from lso.config import LSOConfig
+    from lso.io_spec import EXTENT
+    from lso.runtime.tiling import fuse_tiled
+
+    height, width = int(hr.shape[-2]), int(hr.shape[-1])
+    batch = int(hr.shape[0]) if hr.ndim == 4 else 1
+    tile: Optional[int] = opts.tile or (opts.auto_tile if height * width > opts.auto_tile_pixels and runner.tileable
+                                        else None)
+    tiled = bool(tile)
+    if not tiled and budget is not None:
+        config = runner.config or LSOConfig(n_bands=runner.n_bands, n_msi_bands=runner.n_msi_bands)
+        whole = fusion_bytes(config, batch, height, width) + array_bytes((batch, runner.n_bands, height, width), 4)
+        if whole > budget:
+            if not runner.tileable:
+                check_bytes(whole, f"scene {ref.scene_id}: fusing hr_msi {'x'.join(map(str, hr.shape))} in one piece",
+                            memory_budget=budget,
+                            fix=f"the artifact takes no '{EXTENT}' input, so it cannot be tiled: re-export it tileable "
+                                f"(lso export --tileable) or use the checkpoint")
+            tiled = True  # tile None: the largest tile that fits the budget
+    if not tiled:
+        return runner.fuse(hr, lr), None, 1
+    cores: list[int] = []
+
+    def on_tile(_index: int, t: Any) -> None:
+        cores.append(max(t.core_row1 - t.core_row0, t.core_col1 - t.core_col0))
+
+    hsi = fuse_tiled(runner, hr, lr, tile=tile, memory_budget=budget, on_tile=on_tile)
+    return hsi, max(cores) if cores else tile, len(cores)
+
+
+def fuse_scene(runner: Any, ref: SceneRef, opts: BatchOptions, *, artifact_sha256: str = "",
+               memory_budget: Optional[int] = None) -> dict[str, Any]:
     """Read, fuse, score and write one scene; returns its record (``status`` ``ok`` or ``failed``, never raises
-    for a bad scene)."""
+    for a bad scene).
+
+    Args:
+        memory_budget: bytes for this scene; default :func:`scene_budget` (``opts.memory_budget`` or the
+            default budget; None on a GPU).
+    """
     from lso.io_spec import infer_ratio
     from lso.runtime.infer import _write_output
-    from lso.runtime.tiling import fuse_tiled
 
     start = time.perf_counter()
     try:
+        budget = scene_budget(runner, opts) if memory_budget is None else int(memory_budget)
         hr, lr = _read_inputs(ref, opts.ratio, runner.n_msi_bands, runner.n_bands)
         ratio = infer_ratio(hr.shape, lr.shape)
-        pixels = int(hr.shape[-1]) * int(hr.shape[-2])
-        tile = opts.tile or (opts.auto_tile if pixels > opts.auto_tile_pixels and runner.tileable else None)
-        if tile:
-            hsi = fuse_tiled(runner, hr, lr, tile=tile)
-        else:
-            hsi = runner.fuse(hr, lr)
+        hsi, tile, tiles = _fuse(runner, ref, hr, lr, opts, budget)
         hsi = np.asarray(hsi, dtype=np.float32)
         gt = _read_gt(ref, opts.ratio)
         metrics = _metrics(gt, hsi, ratio) if gt is not None else None
         target = output_path(opts.out, ref.scene_id, opts.output_format)
         record = {"scene_id": ref.scene_id, "source": str(ref.path), "index": ref.index, "status": "ok",
                   "output": target.name, "shape": list(hsi.shape), "ratio": ratio, "tile": tile,
-                  "metrics": metrics, "artifact_sha256": artifact_sha256,
+                  "tiles": tiles, "memory_budget": budget, "metrics": metrics, "artifact_sha256": artifact_sha256,
                   "worker": f"{socket.gethostname()}:{os.getpid()}"}
         record["seconds"] = round(time.perf_counter() - start, 3)
         attrs: dict[str, Any] = {"artifact": Path(opts.artifact).name, "source": str(ref.path),
@@ -299,9 +370,12 @@ def read_record(path: Path) -> Optional[dict[str, Any]]:
 
 # ------------------------------------------------------------------------------------------ the actor
 class SceneFuser:
-    """Ray Data callable class: one runner per actor; each call fuses the scenes of one batch of refs."""
+    """Ray Data callable class: one runner per actor; each call fuses the scenes of one batch of refs.
 
-    def __init__(self, opts: BatchOptions, artifact_sha256: str) -> None:
+    ``shared_by``: actors sharing this machine (a local run's pool size), dividing the default memory budget.
+    """
+
+    def __init__(self, opts: BatchOptions, artifact_sha256: str, shared_by: int = 1) -> None:
         from lso.runtime.base import backend_for, load
         from lso.runtime.ort_runner import OrtRunner
 
@@ -310,6 +384,9 @@ class SceneFuser:
             options["threads"] = int(opts.threads)
         device = opts.device or ("cuda" if opts.num_gpus_per_actor > 0 else None)
         self._runner = load(opts.artifact, device=device, **options).activate()
+        self._budget = scene_budget(self._runner, opts, shared_by=shared_by)  # active: its device is known
+        if self._budget is not None:
+            self._runner.memory_budget = self._budget  # each fuse (whole scene or tile) is checked against it
         self._opts = opts
         self._sha = artifact_sha256
 
@@ -317,7 +394,8 @@ class SceneFuser:
         records = []
         for scene_id, path, index in zip(batch["scene_id"], batch["path"], batch["index"]):
             ref = SceneRef(str(scene_id), Path(str(path)), None if int(index) < 0 else int(index))
-            records.append(json.dumps(fuse_scene(self._runner, ref, self._opts, artifact_sha256=self._sha)))
+            records.append(json.dumps(fuse_scene(self._runner, ref, self._opts, artifact_sha256=self._sha,
+                                                 memory_budget=self._budget)))
         return {"record": np.array(records, dtype=object)}
 
 
@@ -357,6 +435,28 @@ def _progress(rows: Iterable[Any], total: int, enabled: bool) -> Iterable[Any]:
     return tqdm(rows, total=total, desc="lso batch", unit="scene")
 
 
+_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp$")  # lso._io.atomic_path's (tempfile.mkstemp's)
+
+
+def remove_stale_temporaries(out: Path, names: Iterable[str]) -> list[Path]:
+    """Remove ``.<name>.<random>.tmp`` files (:func:`lso._io.atomic_path`'s temporaries) of ``names`` in ``out``:
+    what a run killed while writing leaves behind. Returns the files removed."""
+    wanted = set(names)
+    removed: list[Path] = []
+    for path in Path(out).iterdir():
+        match = _TEMPORARY.match(path.name)
+        if match and match.group("name") in wanted and path.is_file():
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                continue
+            removed.append(path)
+    if removed:
+        log.warning("removed %d temporary file(s) left in %s by an interrupted run: %s", len(removed), out,
+                    ", ".join(p.name for p in removed))
+    return removed
+
+
 def run_batch(opts: BatchOptions, *, on_record: Optional[Callable[[dict[str, Any]], None]] = None) -> BatchReport:
     """Fuse every scene of ``opts.inputs`` into ``opts.out`` with a Ray Data actor pool (see the module docstring).
 
@@ -379,6 +479,8 @@ def run_batch(opts: BatchOptions, *, on_record: Optional[Callable[[dict[str, Any
         raise InputError(f"output format must be 'npz' or 'h5', got {opts.output_format!r}")
     if opts.actors < 1:
         raise InputError(f"need at least one actor, got {opts.actors}")
+    if opts.memory_budget is not None:
+        parse_bytes(opts.memory_budget)  # InputError for a bad --memory-budget, before Ray starts
     started = time.perf_counter()
     # absolute paths: actors on other nodes (or in other working directories) resolve them the same way
     opts = replace(opts, out=Path(opts.out).resolve(), artifact=Path(opts.artifact).resolve())
@@ -390,6 +492,8 @@ def run_batch(opts: BatchOptions, *, on_record: Optional[Callable[[dict[str, Any
     check_artifact(opts.artifact, device=opts.device, num_gpus=opts.num_gpus_per_actor)
     sha = sha256_file(opts.artifact)
     scenes, failures = discover_scenes(opts.inputs, exclude=out)
+    names = [output_path(out, ref.scene_id, opts.output_format).name for ref in scenes]
+    remove_stale_temporaries(out, [MANIFEST, *names, *(sidecar_path(out / n).name for n in names)])
     records: dict[str, dict[str, Any]] = {f["scene_id"]: f for f in failures}
     todo: list[SceneRef] = []
     for ref in scenes:
@@ -411,7 +515,8 @@ def run_batch(opts: BatchOptions, *, on_record: Optional[Callable[[dict[str, Any
             dataset = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
                 SceneFuser, batch_size=1, batch_format="numpy",
                 compute=ray.data.ActorPoolStrategy(size=min(opts.actors, len(items))),
-                fn_constructor_kwargs={"opts": opts, "artifact_sha256": sha},
+                fn_constructor_kwargs={"opts": opts, "artifact_sha256": sha,
+                                       "shared_by": 1 if opts.address else min(opts.actors, len(items))},
                 num_cpus=opts.num_cpus_per_actor, num_gpus=opts.num_gpus_per_actor or None)
             last_write = time.perf_counter()
             try:

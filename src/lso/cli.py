@@ -332,6 +332,8 @@ def _add_batch(sub) -> None:
              "actor holds one runner and writes OUT/<scene>.npz (or .h5) atomically; OUT/manifest.json lists every\n"
              "scene's status, error and, with ground truth, PSNR/SAM/ERGAS/SSIM. Re-running skips finished scenes.\n"
              "Local by default (ray.init with --num-cpus); --address joins a cluster (shared storage needed).\n"
+             "A scene over --memory-budget is fused in exact tiles (the largest that fit) instead of failing.\n"
+             "Killed at any moment, it leaves only complete outputs; the same command then fuses the rest.\n"
              "Exit status 3 when some scenes failed (the others are written).")
     p.add_argument("artifact", help="checkpoint, ONNX graph or TensorRT plan")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="scene folders and/or files")
@@ -345,6 +347,10 @@ def _add_batch(sub) -> None:
     p.add_argument("--tile", type=int, help="tile every scene with this core size; None = only large scenes")
     p.add_argument("--auto-tile-pixels", type=int, default=1024 * 1024,
                    help="scenes with more HR pixels are tiled at 256 (tileable artifacts)")
+    p.add_argument("--memory-budget", help="working memory allowed per actor (e.g. 4G, 512MiB); a scene that does "
+                                           "not fit in one piece is tiled to fit (tileable artifacts; else recorded "
+                                           "as failed); None = $LSO_MEMORY_BUDGET or 75%% of physical memory, "
+                                           "divided among the actors of a local run")
     p.add_argument("--ratio", type=int, default=4, help="ratio for regenerating LR-HSI from GT (community .h5)")
     p.add_argument("--address", help="Ray cluster address (auto, host:6379, ray://host:10001); None = local")
     p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray; None = all")
@@ -361,7 +367,8 @@ def _run_batch(args) -> int:
                         output_format=args.output_format, actors=args.actors,
                         num_cpus_per_actor=args.num_cpus_per_actor, num_gpus_per_actor=args.num_gpus_per_actor,
                         threads=args.threads, device=args.device, tile=args.tile,
-                        auto_tile_pixels=args.auto_tile_pixels, ratio=args.ratio, address=args.address,
+                        auto_tile_pixels=args.auto_tile_pixels, memory_budget=args.memory_budget,
+                        ratio=args.ratio, address=args.address,
                         num_cpus=args.num_cpus, resume=args.resume, progress=not args.no_progress)
     report = run_batch(opts)
     print(f"{report.total} scene(s): {report.ok} fused, {report.skipped} already done, {report.failed} failed "

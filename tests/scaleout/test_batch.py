@@ -1,8 +1,18 @@
 """``lso batch`` end to end on a handful of small synthetic scenes (one local Ray, 2 CPUs, two actors):
-outputs equal direct fusion, tiling of large scenes, metrics with ground truth, failures recorded, resume."""
+outputs equal direct fusion, tiling of large scenes, metrics with ground truth, failures recorded, resume,
+tiling to fit a memory budget, and a run killed with SIGKILL that the same command completes."""
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -129,7 +139,156 @@ def test_discovery_and_option_errors(tiny_onnx_tileable, scene_dir, tmp_path):
         discover_scenes([tmp_path / "missing"])
     with pytest.raises(InputError, match="npz or 'h5'|'npz' or 'h5'"):
         run_batch(BatchOptions(artifact=tiny_onnx_tileable, inputs=(scene_dir,), out=tmp_path, output_format="tif"))
+    with pytest.raises(InputError, match="memory budget 'lots' is not a size"):  # before Ray starts
+        run_batch(BatchOptions(artifact=tiny_onnx_tileable, inputs=(scene_dir,), out=tmp_path, memory_budget="lots"))
     corrupt = tmp_path / "bad.onnx"
     corrupt.write_bytes(b"garbage")
     with pytest.raises(ArtifactError):  # checked on the driver, before any actor starts
         run_batch(BatchOptions(artifact=corrupt, inputs=(scene_dir,), out=tmp_path / "o"))
+
+
+# ------------------------------------------------------------------------------------------ memory budget
+@pytest.fixture(scope="module")
+def budget_dir(tmp_path_factory) -> Path:
+    """A 160x160 scene (tiny model: ~66 MiB in one piece, ~46 MiB with 32-px tiles) and a 32x32 one."""
+    folder = tmp_path_factory.mktemp("budget_scenes")
+    rng = np.random.default_rng(11)
+    for name, size in (("big", 160), ("small", 32)):
+        np.savez(folder / f"{name}.npz", hr_msi=rng.random((3, size, size), dtype=np.float32),
+                 lr_hsi=rng.random((31, size // 4, size // 4), dtype=np.float32))
+    return folder
+
+
+def test_memory_budget_tiles_instead_of_failing(ray_local, tiny_onnx, tiny_onnx_tileable, budget_dir, tmp_path):
+    """A budget below the big scene's whole-image estimate: tiled to fit (exact), not failed; a non-tileable graph
+    records that scene as failed with the budget's message and fuses the rest."""
+    from lso.config import LSOConfig
+    from lso.memory import array_bytes, fusion_bytes, parse_bytes
+    from lso.scaleout.batch import MANIFEST, read_record, run_batch
+
+    budget = "50MB"
+    config = LSOConfig.tiny()
+    assert fusion_bytes(config, 1, 160, 160) + array_bytes((1, 31, 160, 160)) > parse_bytes(budget)  # whole: over
+    out = tmp_path / "tiled"
+    report = run_batch(_opts(tiny_onnx_tileable, budget_dir, out, memory_budget=budget, auto_tile_pixels=10**9))
+    assert (report.ok, report.failed) == (2, 0)
+    big, small = read_record(out / "big.npz"), read_record(out / "small.npz")
+    # the largest core whose 128-px window (core + 2 x 48 overlap) fits: 32 px, 5 x 5 tiles; the small scene fits
+    assert (big["tile"], big["tiles"], big["memory_budget"]) == (32, 25, parse_bytes(budget))
+    assert (small["tile"], small["tiles"]) == (None, 1)
+    manifest = {r["scene_id"]: r for r in json.loads((out / MANIFEST).read_text())["scenes"]}
+    assert manifest["big"]["tile"] == 32 and manifest["small"]["tile"] is None
+    for name in ("big", "small"):
+        with np.load(budget_dir / f"{name}.npz") as data:
+            hr, lr = data["hr_msi"], data["lr_hsi"]
+        with np.load(out / f"{name}.npz") as data:
+            np.testing.assert_allclose(data["hr_hsi"], _direct(tiny_onnx_tileable, hr, lr), atol=1e-5)
+
+    # an artifact without the extent input cannot tile: that scene fails with the budget's message, the other is fused
+    report = run_batch(_opts(tiny_onnx, budget_dir, tmp_path / "plain", memory_budget=budget, actors=1,
+                             auto_tile_pixels=10**9))
+    assert (report.ok, report.failed) == (1, 1)
+    failed = next(r for r in report.records if r["status"] == "failed")
+    assert failed["scene_id"] == "big" and failed["error"].startswith("InputError: scene big")
+    assert "over the memory budget" in failed["error"] and "cannot be tiled" in failed["error"]
+    assert (tmp_path / "plain" / "small.npz").is_file() and not (tmp_path / "plain" / "big.npz").exists()
+
+
+# ------------------------------------------------------------------------------------------ killed mid-run
+_TEMPORARY = re.compile(r"^\.(k\d\.npz|k\d\.npz\.json|manifest\.json)\.[a-z0-9_]{8}\.tmp$")  # lso._io.atomic_path
+
+
+def _tagged(tag: str) -> list[int]:
+    """Live processes whose environment carries ``LSO_TEST_RUN=tag``: the killed run and every Ray process it started
+    (Ray's workers run in process groups of their own, so the run's process group does not hold them all)."""
+    needle, pids = f"LSO_TEST_RUN={tag}".encode(), []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if needle in (entry / "environ").read_bytes().split(b"\0"):
+                    pids.append(int(entry.name))
+            except OSError:  # gone meanwhile, or a zombie
+                continue
+    return pids
+
+
+def _wait_gone(tag: str, seconds: float) -> list[int]:
+    deadline = time.monotonic() + seconds
+    while (left := _tagged(tag)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return left
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the run's Ray processes in /proc")
+def test_killed_batch_leaves_only_complete_outputs_and_rerun_completes(tiny_onnx_tileable, tmp_path):
+    """SIGKILL to ``lso batch``'s process group once the first scenes are written: no Ray process outlives it, every
+    output under a final name is complete, and the same command fuses only the rest (temporaries of the scene being
+    written at the kill, simulated here as well, are removed)."""
+    pytest.importorskip("ray.data")
+    from lso.scaleout.batch import MANIFEST, read_record
+
+    n = 8
+    scenes, out = tmp_path / "scenes", tmp_path / "fused"
+    scenes.mkdir()
+    rng = np.random.default_rng(5)
+    for i in range(n):  # 128x128 under a 40 MB budget: 64 tiles of core 16 each, about a second per scene
+        np.savez(scenes / f"k{i}.npz", hr_msi=rng.random((3, 128, 128), dtype=np.float32),
+                 lr_hsi=rng.random((31, 32, 32), dtype=np.float32))
+    cmd = [sys.executable, "-m", "lso", "batch", str(tiny_onnx_tileable), str(scenes), "-o", str(out),
+           "--actors", "1", "--num-cpus", "1", "--num-cpus-per-actor", "1", "--memory-budget", "40MB",
+           "--no-progress"]
+    ray_tmp = Path(tempfile.mkdtemp(prefix="lsoray", dir="/tmp"))  # short: Ray's socket paths must stay < 108 bytes
+    tag = uuid.uuid4().hex
+    env = dict(os.environ, OMP_NUM_THREADS="1", RAY_TMPDIR=str(ray_tmp), RAY_USAGE_STATS_ENABLED="0",
+               LSO_TEST_RUN=tag)
+    env.pop("RAY_ADDRESS", None)  # its own local Ray, never this session's
+    try:
+        with open(tmp_path / "killed.log", "wb") as log:
+            proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline and proc.poll() is None and not list(out.glob("k*.npz")):
+                time.sleep(0.05)
+            assert proc.poll() is None, f"the run ended before it could be killed: {(tmp_path / 'killed.log').read_text()}"
+            assert list(out.glob("k*.npz")), "no scene finished within 90 s"
+            os.killpg(proc.pid, signal.SIGKILL)  # the driver and Ray's daemons; no cleanup handler runs
+            proc.wait(30)
+        # Ray's workers (own process groups) die with their raylet; none may linger
+        assert _wait_gone(tag, 30) == [], "Ray processes of the killed run still alive 30 s after the kill"
+
+        outputs = sorted(p.name for p in out.glob("k*.npz"))
+        assert 1 <= len(outputs) < n, outputs
+        for name in outputs:  # every output under a final name is complete
+            record = read_record(out / name)
+            assert record is not None and record["status"] == "ok" and record["tile"] == 16, name
+            with np.load(out / name) as data:
+                assert data["hr_hsi"].shape == (31, 128, 128) and np.isfinite(data["hr_hsi"]).all()
+        others = sorted(p.name for p in out.iterdir() if p.name not in outputs
+                        and p.name not in [f"{o}.json" for o in outputs] + [MANIFEST])
+        assert all(_TEMPORARY.match(name) for name in others), others  # at most the write the kill interrupted
+        missing = sorted({f"k{i}.npz" for i in range(n)} - set(outputs))
+        (out / f".{missing[0]}.a1b2c3d4.tmp").write_bytes(b"PK\x03\x04 half a zip")  # as a kill mid-write leaves
+        mtimes = {name: (out / name).stat().st_mtime_ns for name in outputs}
+
+        rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, check=False,
+                               start_new_session=True)
+        assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+        assert f"{n} scene(s): {n - len(outputs)} fused, {len(outputs)} already done, 0 failed" in rerun.stdout
+        assert "temporary file(s) left" in rerun.stderr
+        assert _wait_gone(tag, 30) == []  # a run that ends normally stops its Ray too
+    finally:
+        for pid in _tagged(tag):  # whatever survived a failed assertion above: processes this test started
+            os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+    manifest = json.loads((out / MANIFEST).read_text())
+    status = {r["scene_id"]: r["status"] for r in manifest["scenes"]}
+    assert status == {f"k{i}": ("skipped" if f"k{i}.npz" in outputs else "ok") for i in range(n)}
+    assert {name: (out / name).stat().st_mtime_ns for name in outputs} == mtimes  # finished scenes untouched
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [MANIFEST] + [f"k{i}.npz{s}" for i in range(n) for s in ("", ".json")])  # no temporaries left
+    for i in (0, n - 1):  # complete and exact (tiled = whole image)
+        with np.load(scenes / f"k{i}.npz") as data:
+            hr, lr = data["hr_msi"], data["lr_hsi"]
+        with np.load(out / f"k{i}.npz") as data:
+            np.testing.assert_allclose(data["hr_hsi"], _direct(tiny_onnx_tileable, hr, lr), atol=1e-5)
