@@ -47,8 +47,8 @@ from typing import Any, Optional
 import numpy as np
 
 from lso._deps import require
-from lso._io import (atomic_path, atomic_write_bytes, atomic_write_text, check_writable_target, read_sidecar,
-                     sidecar_path, write_sidecar)
+from lso._io import (atomic_path, atomic_write_bytes, atomic_write_text, check_writable_target, npy_header,
+                     read_sidecar, sidecar_path, write_sidecar)
 from lso.errors import ArtifactError, InputError
 from lso.memory import array_bytes, check_bytes, parse_bytes
 
@@ -249,17 +249,6 @@ def _mat_arrays(path: Path) -> dict[str, np.ndarray]:
     return load_mat(path)[0]  # MATLAB v4/v5: parsed in a child process, sizes checked first (see load_mat)
 
 
-def _npy_header(fh: Any) -> tuple[tuple[int, ...], np.dtype]:
-    version = np.lib.format.read_magic(fh)
-    if version == (1, 0):
-        shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
-    elif version == (2, 0):
-        shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
-    else:
-        raise ValueError(f"unsupported .npy format version {version}; save it with numpy's default format")
-    return tuple(shape), dtype
-
-
 def _numpy_arrays(path: Path) -> dict[str, np.ndarray]:
     """``.npy``/``.npz`` arrays; headers checked against the memory budget first; never unpickled."""
     import zipfile
@@ -268,14 +257,14 @@ def _numpy_arrays(path: Path) -> dict[str, np.ndarray]:
     try:
         if path.suffix.lower() == ".npy":
             with open(path, "rb") as fh:
-                _check_sizes(path, {path.stem: _npy_header(fh)})
+                _check_sizes(path, {path.stem: npy_header(fh)})
             return {path.stem: np.load(path, allow_pickle=False)}
         with zipfile.ZipFile(path) as zf:
             headers = {}
             for info in zf.infolist():
                 if info.filename.endswith(".npy"):
                     with zf.open(info) as fh:
-                        headers[info.filename[:-4]] = _npy_header(fh)
+                        headers[info.filename[:-4]] = npy_header(fh)
         _check_sizes(path, headers)
         with np.load(path, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}

@@ -38,6 +38,7 @@ from typing import Mapping, Optional
 
 import numpy as np
 
+from lso._io import npy_header
 from lso.errors import InputError
 from lso.io_spec import HR_HSI, HR_MSI, LR_HSI
 
@@ -105,16 +106,11 @@ def _check_limits(hr_shape: tuple[int, ...], lr_shape: tuple[int, ...], limits: 
 
 
 def _npy_header(zf: zipfile.ZipFile, member: str) -> tuple[tuple[int, ...], np.dtype]:
-    """Shape and dtype of one ``.npy`` member, read from its header (the data is not decompressed)."""
+    """Shape and dtype of one ``.npy`` member, read from its header (the data is not decompressed).
+
+    A damaged header or an unsupported format version raises ValueError: a 400 for the caller."""
     with zf.open(member) as fh:
-        version = np.lib.format.read_magic(fh)
-        if version == (1, 0):
-            shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
-        elif version == (2, 0):
-            shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
-        else:
-            raise RequestError(400, f"npz member {member}: unsupported .npy format version {version}")
-    return tuple(int(s) for s in shape), np.dtype(dtype)
+        return npy_header(fh)
 
 
 def _decode_npz(body: bytes, limits: Limits) -> tuple[np.ndarray, np.ndarray]:

@@ -139,3 +139,20 @@ def read_bytes_checked(path: PathLike, what: str = "file") -> bytes:
         return path.read_bytes()
     except OSError as exc:
         raise ArtifactError(f"cannot read {path}: {exc}") from exc
+
+
+def npy_header(fh: Any) -> tuple[tuple[int, ...], Any]:
+    """Shape and dtype from the header of a ``.npy`` stream (the data is not read; nothing is unpickled).
+
+    Raises ValueError for a damaged header or a format version other than 1.0/2.0 (the ones numpy writes).
+    """
+    import numpy as np
+
+    version = np.lib.format.read_magic(fh)
+    if version == (1, 0):
+        shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+    elif version == (2, 0):
+        shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+    else:
+        raise ValueError(f"unsupported .npy format version {version}; save it with numpy's default format")
+    return tuple(int(s) for s in shape), np.dtype(dtype)

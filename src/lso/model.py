@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lso.config import LSOConfig
+from lso.solver import in_graph as _in_graph  # module-level name: tests switch it
 from lso.solver import solve
 
 __all__ = ["LSO", "SpectralBlock", "DoubleConv", "coordinate_grid", "set_solver_form"]
@@ -163,14 +164,6 @@ def _crop(x: Tensor, height, width) -> Tensor:
 
 
 _CUBIC_A = -0.75  # PyTorch's (and ONNX Resize's default here) cubic convolution coefficient
-
-
-def _in_graph() -> bool:
-    """True while tracing, exporting or compiling (not plain eager execution)."""
-    if torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export():
-        return True
-    is_exporting = getattr(torch.compiler, "is_exporting", None)
-    return bool(is_exporting and is_exporting())
 
 
 def _index_vector(ref: Tensor, dim: int) -> Tensor:

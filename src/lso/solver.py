@@ -23,7 +23,7 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["solve_reference", "solve_folded", "solve_folded_graph", "solve_folded_blocked", "solve"]
+__all__ = ["solve_reference", "solve_folded", "solve_folded_graph", "solve_folded_blocked", "solve", "in_graph"]
 
 
 def solve_reference(z: Tensor, weights: Tensor, modes: Tensor) -> Tensor:
@@ -107,16 +107,21 @@ def solve_folded_blocked(z: Tensor, weights: Tensor, block: int = 256) -> Tensor
     return out
 
 
+def in_graph() -> bool:
+    """True while tracing, exporting or compiling (not plain eager execution)."""
+    if torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export():
+        return True
+    is_exporting = getattr(torch.compiler, "is_exporting", None)
+    return bool(is_exporting and is_exporting())
+
+
 def _plain_eager(z: Tensor, weights: Tensor) -> bool:
     """True when running eagerly on real tensors without autograd (not tracing, compiling or exporting)."""
     if type(z) is not torch.Tensor or type(weights) is not torch.Tensor:  # Fake/Functional tensors: tracing
         return False
     if torch.is_grad_enabled() and (z.requires_grad or weights.requires_grad):
         return False
-    if torch.jit.is_tracing() or torch.compiler.is_compiling():
-        return False
-    is_exporting = getattr(torch.compiler, "is_exporting", None)
-    return not (is_exporting and is_exporting()) and not torch.onnx.is_in_onnx_export()
+    return not in_graph()
 
 
 def solve_folded(z: Tensor, weights: Tensor) -> Tensor:
