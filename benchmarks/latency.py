@@ -133,13 +133,16 @@ def _chunked(path: Path, chunk: int) -> str:
     return str(out)
 
 
-def _artifacts(checkpoint: str, work: Path, backends: list[str], log, chunk: int = 0) -> dict[str, Optional[str]]:
+def _artifacts(checkpoint: str, work: Path, backends: list[str], log, chunk: int = 0,
+               align: int = 0) -> dict[str, Optional[str]]:
     arts: dict[str, Optional[str]] = {b: checkpoint for b in backends if b.startswith("torch")}
     if any(b.startswith("ort") for b in backends):
         from lso.export import ParityCase, export_onnx
 
-        log("exporting ONNX (fp32)")
-        fp32 = export_onnx(checkpoint, work / "model.onnx", cases=[ParityCase(4, 64, 64)])
+        # channels are aligned before the FP16/INT8 conversions (they quantize the padded convolutions
+        # as they are); solver chunks come last, on each graph (the conversions refuse chunked graphs)
+        log(f"exporting ONNX (fp32{f', channels aligned to {align}' if align else ''})")
+        fp32 = export_onnx(checkpoint, work / "model.onnx", cases=[ParityCase(4, 64, 64)], align_channels=align or None)
         arts["ort-fp32"] = _chunked(fp32, chunk)
         if "ort-fp16" in backends or "ort-int8" in backends:
             from lso.calibration import calibration_feeds, convert_fp16, quantize_int8
@@ -174,6 +177,9 @@ def main(argv=None) -> int:
     parser.add_argument("--solver-chunk", type=int, default=128,
                         help="ONNX Runtime graphs run their solver in Scan chunks of this many patches "
                              "(lso export --solver-chunk; 0 = the portable graph as exported)")
+    parser.add_argument("--align-channels", type=int, default=16,
+                        help="ONNX Runtime graphs have their convolutions' channels padded to a multiple of this "
+                             "(lso export --align-channels; 0 = as exported)")
     parser.add_argument("--_cell", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -197,7 +203,7 @@ def main(argv=None) -> int:
     sizes = [int(s) for s in args.sizes.split(",")]
     ratios = [int(r) for r in args.ratios.split(",")]
     work = Path(tempfile.mkdtemp(prefix="lso_latency_"))
-    arts = _artifacts(checkpoint, work, backends, log, args.solver_chunk)
+    arts = _artifacts(checkpoint, work, backends, log, args.solver_chunk, args.align_channels)
     for i, plan in enumerate(args.plan):
         name = f"trt-{Path(plan).stem}"
         backends.append(name)
@@ -265,7 +271,7 @@ def write(args, cells: list[dict], rate: float, checkpoint: str) -> None:
     for c in cells:
         if "median_s" in c:
             rows.append([c["backend"], f"x{c['ratio']}", c["size"], c["median_s"], c["p90_s"], c["mp_per_s"],
-                         c["peak_mib"], f"{c.get('speedup_vs_baseline', float('nan')):.2f}x", f"{c['x_floor']:.2f}x"])
+                         c["peak_mib"], f"{c['speedup_vs_baseline']:.2f}x" if "speedup_vs_baseline" in c else "-", f"{c['x_floor']:.2f}x"])
         else:
             rows.append([c["backend"], f"x{c['ratio']}", c["size"], "-", "-", "-", "-", "-", c.get("skipped") or c.get("error")])
     md = "# Latency\n\n"
@@ -273,11 +279,12 @@ def write(args, cells: list[dict], rate: float, checkpoint: str) -> None:
            f"warm-up, each cell in its own process. Baseline = PyTorch eager, reference solver (the official "
            f"computation). FLOP floor = 2 x full MACs / fp32 matmul rate ({rate / 1e9:.1f} GFLOP/s measured in this run). "
            f"ONNX Runtime graphs: solver in Scan chunks of {args.solver_chunk or 'none (portable graph)'} patches, "
-           f"CPU memory arena off (the OrtRunner default).\n\n")
+           f"convolution channels aligned to {args.align_channels or 'none (as exported)'}, OrtRunner's default "
+           f"shared CPU arena.\n\n")
     md += markdown_table(["backend", "ratio", "size", "median s", "p90 s", "MP/s", "peak MiB", "vs baseline",
                           "time / floor"], rows)
     write_results(args.name, {"checkpoint": checkpoint, "matmul_flops": rate, "threads": args.threads,
-                              "solver_chunk": args.solver_chunk,
+                              "solver_chunk": args.solver_chunk, "align_channels": args.align_channels,
                               "repeats": args.repeats, "cells": cells}, md, Path(args.out))
     try:
         _plot(cells, Path(args.out) / f"{args.name}.png")
@@ -309,7 +316,10 @@ def _plot(cells: list[dict], path: Path) -> None:
         ax.set_title(f"x{ratio}")
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    from lso._io import atomic_path
+
+    with atomic_path(path) as tmp:  # never a half-written PNG under the final name
+        fig.savefig(tmp, dpi=90, format="png")
     plt.close(fig)
 
 

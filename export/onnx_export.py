@@ -212,6 +212,7 @@ def export_onnx(
     seed: int = 0,
     allow_unsupported: bool = False,
     solver_chunk: Optional[int] = None,
+    align_channels: Optional[int] = None,
 ) -> Path:
     """Export an LSO model or checkpoint to one ONNX file (+ ``<out>.json`` sidecar) and prove parity.
 
@@ -233,6 +234,11 @@ def export_onnx(
             (:func:`lso.export.passes.chunk_solver`; ``passes.DEFAULT_SOLVER_CHUNK`` = 128 is a good
             value). For ONNX Runtime on CPU, where it makes the element-wise chain cache-resident;
             leave it off (None) for TensorRT, which fuses the chain itself. Outputs are unchanged.
+        align_channels: pad convolutions' channel counts to a multiple of this with zero weights
+            (:func:`lso.export.passes.align_conv_channels`; ``passes.DEFAULT_CHANNEL_MULTIPLE`` = 16),
+            so ONNX Runtime's CPU provider runs every convolution in its blocked layout. For ONNX
+            Runtime on CPU, with ``solver_chunk``; leave it off for TensorRT. Outputs are unchanged
+            up to float rounding.
 
     Returns:
         ``out`` as a Path. The sidecar ``<out>.json`` records the config, opset, versions, source
@@ -269,7 +275,8 @@ def export_onnx(
     report, parity_s = None, 0.0
     with atomic_path(out) as tmp:  # the temporary file is created first: an unwritable place fails now
         proto, simplifier, issues = _build(graph_model, opset=opset, tileable=tileable, simplify=simplify,
-                                           allow_unsupported=allow_unsupported, solver_chunk=solver_chunk)
+                                           allow_unsupported=allow_unsupported, solver_chunk=solver_chunk,
+                                           align_channels=align_channels)
         export_s = time.perf_counter() - t_start
         log.info("exported in %.1f s: %d nodes", export_s, len(proto.graph.node))
         onnx.save_model(proto, str(tmp), save_as_external_data=False)
@@ -291,6 +298,7 @@ def export_onnx(
         "config": cfg.to_dict(),
         "solver": "folded",
         "solver_chunk": solver_chunk,
+        "align_channels": align_channels,
         "tileable": tileable,
         "source": source,
         "inputs": [_spec_dict(s) for s in inputs],
@@ -314,7 +322,7 @@ def export_onnx(
 
 
 def _build(graph_model, *, opset: int, tileable: bool, simplify: bool, allow_unsupported: bool,
-           solver_chunk: Optional[int] = None):
+           solver_chunk: Optional[int] = None, align_channels: Optional[int] = None):
     """Capture, translate and pass the folded model: ``(ModelProto, simplifier record, lint issues)``."""
     onnx = require("onnx")
     import torch
@@ -338,6 +346,8 @@ def _build(graph_model, *, opset: int, tileable: bool, simplify: bool, allow_uns
         except ExportError as exc:
             log.warning("%s; keeping the unsimplified graph", exc)
             simplifier["error"] = str(exc)
+    if align_channels:
+        proto = passes.align_conv_channels(proto, int(align_channels))
     if solver_chunk:
         proto = passes.chunk_solver(proto, int(solver_chunk))
     inputs, outputs = io_spec.tensor_specs(cfg, tileable=tileable)

@@ -57,6 +57,12 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
                              "(128 is a good value), so its ~90 element-wise nodes work on cache-sized tensors "
                              "instead of streaming [2, N, 64, 8] tensors through memory (0.4-0.5 s less at 512² on "
                              "2 cores; outputs unchanged). Leave it off for TensorRT engines, which fuse the chain")
+    parser.add_argument("--align-channels", type=int, metavar="M", default=None,
+                        help="for ONNX Runtime on CPU: pad convolutions' channel counts to a multiple of M (16) "
+                             "with zero weights, so every convolution runs in ONNX Runtime's blocked NCHWc layout "
+                             "(the head's 34, inc's 130 and the decoder's 131/65 channels otherwise do not, and "
+                             "the residual adds around them stay unfused). Outputs unchanged up to rounding; "
+                             "leave it off for TensorRT, which pads internally")
     parser.add_argument("--allow-unsupported", action="store_true",
                         help="write the graph even if nodes fail the TensorRT operator lint (they are listed)")
     return parser
@@ -92,6 +98,7 @@ def export_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "seed": args.seed,
         "allow_unsupported": args.allow_unsupported,
         "solver_chunk": args.solver_chunk or None,
+        "align_channels": args.align_channels or None,
     }
 
 

@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import onnx
 
 __all__ = ["name_dynamic_axes", "simplify", "annotate", "chunk_solver", "cleanup", "toposort", "op_counts",
-           "tensor_dims", "DEFAULT_SOLVER_CHUNK"]
+           "tensor_dims", "DEFAULT_SOLVER_CHUNK", "align_conv_channels", "DEFAULT_CHANNEL_MULTIPLE"]
 
 log = logging.getLogger(__name__)
 
@@ -180,13 +180,14 @@ DEFAULT_SOLVER_CHUNK = 128  # patches per Scan iteration: 2 x 128 x 64 x 8 float
 
 
 def _solver_closure(nodes, consumers, z: str):
-    """Nodes computed from ``z`` up to (not including) the first Reshape, and the tensors leaving them."""
+    """Element-wise nodes computed from ``z``, up to (not including) the first Reshape or other operator
+    (the solved codes feed a Reshape or, in attention layout, the next Einsum), and the tensors leaving them."""
     members: dict[int, object] = {}
     produced, front = {z}, [z]
     while front:
         name = front.pop()
         for node in consumers.get(name, ()):
-            if id(node) in members or node.op_type == "Reshape":
+            if id(node) in members or node.op_type == "Reshape" or node.op_type not in _SOLVER_OPS:
                 continue
             members[id(node)] = node
             for out in node.output:
@@ -292,6 +293,125 @@ def chunk_solver(model: "onnx.ModelProto", chunk: int = DEFAULT_SOLVER_CHUNK) ->
         del graph.node[:]
         graph.node.extend(keep + added)
         log.info("solver: %d chain(s) run in Scan over chunks of %d patches", replaced, chunk)
+    return cleanup(model)
+
+
+DEFAULT_CHANNEL_MULTIPLE = 16  # ONNX Runtime's NCHWc block on AVX-512 (8 on AVX2: 16 suits both)
+_ZERO_PRESERVING = frozenset({"Relu", "LeakyRelu"})  # act(0) = 0: padded output channels stay zero
+
+
+def align_conv_channels(model: "onnx.ModelProto", multiple: int = DEFAULT_CHANNEL_MULTIPLE) -> "onnx.ModelProto":
+    """Pad convolutions' channel counts to a multiple of ``multiple`` with zero weights (same outputs).
+
+    ONNX Runtime's CPU provider runs a convolution in its blocked NCHWc layout only when the input
+    channels are a multiple of its block (16 on AVX-512); the paper model's head (34 = RGB + 31
+    bands), ``inc`` (130 = 128 + coordinates) and decoder convolutions (131 in, 65 mid) miss it, run
+    as plain NCHW convolutions at about two thirds of the blocked rate, and force layout reorders
+    (with their residual adds left unfused) around them. Here:
+
+    - a convolution whose input is a ``Concat`` read by nothing else gets zero channels appended to
+      that ``Concat`` (``ConstantOfShape``, so non-finite inputs cannot leak into them) and zero
+      weight columns;
+    - a convolution whose output channels miss the multiple, and whose output reaches only other
+      convolutions directly or through one ``Relu``/``LeakyRelu``, gets zero output channels (zero
+      weights and bias: the activation keeps them zero) and its consumers zero weight columns.
+
+    Every output element is the same sum plus exact zeros, so results are unchanged up to the
+    order the runtime adds in. Only float convolutions with constant weights (``group`` 1) are
+    touched; TensorRT pads internally, so use this for ONNX Runtime on CPU, like :func:`chunk_solver`.
+    """
+    require("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+    import numpy as np
+
+    multiple = int(multiple)
+    if multiple < 1:
+        raise ExportError(f"channel multiple must be a positive number of channels, not {multiple}")
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    consumers: dict[str, list] = defaultdict(list)
+    for node in graph.node:
+        for name in node.input:
+            consumers[name].append(node)
+    producer = {o: n for n in graph.node for o in n.output if o}
+
+    def weight_of(node):
+        if node.op_type != "Conv" or len(node.input) < 2 or node.input[1] not in inits:
+            return None
+        if any(a.name == "group" and a.i != 1 for a in node.attribute):
+            return None
+        w = numpy_helper.to_array(inits[node.input[1]])
+        return w if w.dtype in (np.float32, np.float16) and w.ndim == 4 else None
+
+    def replace(name: str, array) -> str:
+        new = f"{name}_aligned{'x'.join(str(d) for d in array.shape)}"
+        graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(array), new))
+        inits[new] = graph.initializer[-1]
+        return new
+
+    def pad_axis(array, axis: int, extra: int):
+        widths = [(0, 0)] * array.ndim
+        widths[axis] = (0, extra)
+        return np.pad(array, widths)
+
+    added_in = added_out = 0
+    stale: set[str] = set()  # tensors whose channel count changed: their recorded shapes go
+    for index, conv in enumerate(list(graph.node)):
+        w = weight_of(conv)
+        if w is None:
+            continue
+        # output channels: pad when only convolutions (directly or through one zero-preserving activation) read them
+        out_ch = w.shape[0]
+        extra = -out_ch % multiple
+        if extra:
+            readers, users = [], consumers.get(conv.output[0], [])
+            if len(users) == 1 and users[0].op_type in _ZERO_PRESERVING:
+                readers = consumers.get(users[0].output[0], [])
+            elif users:
+                readers = users
+            if readers and all(weight_of(r) is not None and r.input[0] in (conv.output[0], users[0].output[0])
+                               and weight_of(r).shape[1] == out_ch for r in readers) \
+                    and conv.output[0] not in {o.name for o in graph.output}:
+                conv.input[1] = replace(conv.input[1], pad_axis(w, 0, extra))
+                if len(conv.input) > 2 and conv.input[2] in inits:
+                    bias = numpy_helper.to_array(inits[conv.input[2]])
+                    conv.input[2] = replace(conv.input[2], pad_axis(bias, 0, extra))
+                for reader in readers:
+                    rw = weight_of(reader)
+                    reader.input[1] = replace(reader.input[1], pad_axis(rw, 1, extra))
+                added_out += 1
+                stale.update(conv.output[:1], (u.output[0] for u in users))
+                w = weight_of(conv)
+        # input channels: pad through a Concat that only this convolution reads
+        in_ch = w.shape[1]
+        extra = -in_ch % multiple
+        src = producer.get(conv.input[0])
+        if not extra or src is None or src.op_type != "Concat" or len(consumers.get(conv.input[0], [])) != 1:
+            continue
+        if not any(a.name == "axis" and a.i in (1, -3) for a in src.attribute):
+            continue
+        pre = f"lso_align{index}"
+        graph.initializer.extend([numpy_helper.from_array(np.array([extra], dtype=np.int64), f"{pre}_extra")])
+        zero_type = TensorProto.FLOAT16 if w.dtype == np.float16 else TensorProto.FLOAT
+        first = src.input[0]
+        new_nodes = [
+            helper.make_node("Shape", [first], [f"{pre}_batch"], start=0, end=1, name=f"{pre}_Shape_0"),
+            helper.make_node("Shape", [first], [f"{pre}_hw"], start=2, name=f"{pre}_Shape_1"),
+            helper.make_node("Concat", [f"{pre}_batch", f"{pre}_extra", f"{pre}_hw"], [f"{pre}_shape"], axis=0,
+                             name=f"{pre}_Concat"),
+            helper.make_node("ConstantOfShape", [f"{pre}_shape"], [f"{pre}_zeros"], name=f"{pre}_ConstantOfShape",
+                             value=helper.make_tensor("value", zero_type, [1], [0])),
+        ]
+        graph.node.extend(new_nodes)
+        src.input.append(f"{pre}_zeros")
+        stale.add(src.output[0])
+        conv.input[1] = replace(conv.input[1], pad_axis(w, 1, extra))
+        added_in += 1
+    infos = [v for v in graph.value_info if v.name not in stale]
+    del graph.value_info[:]
+    graph.value_info.extend(infos)
+    if added_in or added_out:
+        log.info("channels aligned to %d: %d convolution input(s), %d output(s)", multiple, added_in, added_out)
     return cleanup(model)
 
 

@@ -143,7 +143,8 @@ def test_graph_bicubic_equals_interpolate(monkeypatch, h, size):
 
 
 def test_graph_form_of_keys_values_queries_matches_eager(monkeypatch, tiny_model):
-    """The exported spectral block (one fused, pre-scaled 1x1 conv) computes what the official modules do."""
+    """The exported spectral block (one fused 1x1 conv giving the CoordToLatent logits, values and
+    queries; solver in attention layout) computes what the official modules do."""
     import lso.model as model_module
 
     torch.manual_seed(1)
@@ -152,9 +153,14 @@ def test_graph_form_of_keys_values_queries_matches_eager(monkeypatch, tiny_model
         eager = tiny_model(hr, lr)
         block = tiny_model.process1
         xp = torch.rand(1, block.width, 16, 16)
-        kvq_eager = block._kvq(xp)
+        feats_eager = block._features(xp, graph=False)  # scaled keys | values | scaled queries
+        feats_graph = block._features(xp, graph=True)  # logits | values | scaled queries
         monkeypatch.setattr(model_module, "_in_graph", lambda: True)
-        kvq_graph = block._kvq(xp)
         graph = tiny_model(hr, lr)
-    torch.testing.assert_close(kvq_graph, kvq_eager, atol=1e-6, rtol=1e-5)
+    c, heads, dim = block.width, block.heads, block.head_dim
+    keys = feats_eager[:, :c].reshape(1, heads, dim, 16, 16)
+    logits = torch.einsum("htd,bhdyx->bhtyx", block.latent, keys).reshape(1, -1, 16, 16)
+    n_logits = heads * block.num_token
+    torch.testing.assert_close(feats_graph[:, :n_logits], logits, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(feats_graph[:, n_logits:], feats_eager[:, c:], atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(graph, eager, atol=2e-6, rtol=0)

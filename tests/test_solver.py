@@ -81,3 +81,17 @@ def test_folded_dispatch_keeps_autograd():
     assert z.grad is not None and torch.isfinite(z.grad).all()
     with torch.no_grad():
         assert torch.allclose(solve_folded(z, w), out, atol=1e-5)
+
+
+def test_graph_form_in_attention_layout_equals_channel_layout():
+    """``channel_view=(heads, 1, head_dim)`` on ``[N, h, T, d]`` codes = the ``[N, C, T]`` form, transposed."""
+    torch.manual_seed(3)
+    heads, tokens, dim, q = 2, 3, 5, 6
+    z = torch.randn(7, heads, tokens, dim, dtype=torch.float64) * 3
+    weights = torch.randn(heads * dim, 2 * q, dtype=torch.float64) / q
+    modes = torch.arange(1, q + 1, dtype=torch.float64)
+    channel_major = z.transpose(-1, -2).reshape(7, heads * dim, tokens)
+    expected = solve_reference(channel_major, weights, modes).reshape(7, heads, dim, tokens).transpose(-1, -2)
+    got = solve_folded_graph(z, weights, channel_view=(heads, 1, dim))
+    assert got.shape == z.shape
+    torch.testing.assert_close(got, expected, atol=1e-10, rtol=0)

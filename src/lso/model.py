@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from lso.config import LSOConfig
 from lso.solver import in_graph as _in_graph  # module-level name: tests switch it
-from lso.solver import solve
+from lso.solver import solve, solve_folded_graph
 
 __all__ = ["LSO", "SpectralBlock", "DoubleConv", "coordinate_grid", "set_solver_form"]
 
@@ -242,21 +242,28 @@ class SpectralBlock(nn.Module):
         self.encoder_attn = nn.Conv2d(cfg.width, 2 * cfg.width, 1)
         self.decoder_attn = nn.Conv2d(cfg.width, cfg.width, 1)
 
-    def _kvq(self, xp: Tensor) -> Tensor:
-        """Keys, values and queries ``[B, 3C, Hp, Wp]`` of every pixel, keys and queries times the attention scale.
+    def _features(self, xp: Tensor, graph: bool) -> Tensor:
+        """Per-pixel features ``[B, F, Hp, Wp]`` of the block: ``first | values | queries``, queries scaled.
 
         Eager execution runs the official modules: ``encoder_attn`` (keys on even, values on odd
-        channels) and ``decoder_attn``, then reorders and scales. In an exported or compiled graph the
-        same products run as one 1x1 convolution whose weights are reordered and scaled once (folded
-        to constants at export): no concatenation, no strided split and no scaling pass over the
-        attention logits, and the peak memory of the block drops by one 3C-channel image.
+        channels) and ``decoder_attn``, then reorders and scales; ``first`` is the scaled keys
+        (``C`` channels). In an exported or compiled graph (``graph``) the same products run as one
+        1x1 convolution whose weights are folded to constants at export, and the learned queries
+        are folded into it too: ``first`` is then the CoordToLatent logits ``latent . keys``
+        directly (``heads * tokens`` channels, head-major), so the graph has no concatenation,
+        strided split, logit scaling or broadcast contraction with ``latent``.
         """
         enc, dec = self.encoder_attn, self.decoder_attn
-        if not _in_graph():
+        if not graph:
             kv, q = enc(xp), dec(xp)
             return torch.cat([kv[:, 0::2] * self.scale, kv[:, 1::2], q * self.scale], dim=1)
-        weight = torch.cat([enc.weight[0::2] * self.scale, enc.weight[1::2], dec.weight * self.scale])
-        bias = torch.cat([enc.bias[0::2] * self.scale, enc.bias[1::2], dec.bias * self.scale])
+        heads, dim = self.heads, self.head_dim
+        key_w = (enc.weight[0::2] * self.scale).reshape(heads, dim, -1)  # [h, d, C_in] (1x1 kernels)
+        key_b = (enc.bias[0::2] * self.scale).reshape(heads, dim)
+        logit_w = torch.einsum("htd,hdi->hti", self.latent, key_w).reshape(heads * self.num_token, -1, 1, 1)
+        logit_b = torch.einsum("htd,hd->ht", self.latent, key_b).reshape(-1)
+        weight = torch.cat([logit_w, enc.weight[1::2], dec.weight * self.scale])
+        bias = torch.cat([logit_b, enc.bias[1::2], dec.bias * self.scale])
         return F.conv2d(xp, weight, bias)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -264,30 +271,43 @@ class SpectralBlock(nn.Module):
         height, width = x.shape[-2], x.shape[-1]
         xp = _pad_to_multiple(x, self.patch, "constant")
         p = self.patch
-        n_ch = self.width
+        n_ch, heads, dim, tokens = self.width, self.heads, self.head_dim, self.num_token
         hp, wp = xp.shape[-2], xp.shape[-1]
         nh, nw = hp // p, wp // p
-        feats = self._kvq(xp)  # [B, 3C, Hp, Wp]: keys | values | queries, keys and queries scaled
+        graph = _in_graph()
+        n_first = heads * tokens if graph else n_ch  # CoordToLatent logits (graph) or scaled keys (eager)
+        feats = self._features(xp, graph)  # [B, F, Hp, Wp]
         # The residual (xp) is added back after the patches are folded back into the image: the
         # same sums as adding it per patch, without moving its C channels through both transposes.
-        feats = _copy(feats.reshape(-1, 3 * n_ch, nh, p, nw, p).permute(0, 2, 4, 1, 3, 5))
-        feats = feats.reshape(-1, 3, self.heads, self.head_dim, p * p)  # [N, 3, h, d, P2], N = B * nh * nw
-        k, v, qd = feats[:, 0], feats[:, 1], feats[:, 2]  # [N, h, d, P2] each
+        n_feat = n_first + 2 * n_ch
+        feats = _copy(feats.reshape(-1, n_feat, nh, p, nw, p).permute(0, 2, 4, 1, 3, 5))
+        first, v, qd = feats.reshape(-1, n_feat, p * p).split([n_first, n_ch, n_ch], dim=1)
+        v = v.reshape(-1, heads, dim, p * p)  # [N, h, d, P2], N = B * nh * nw
+        qd = qd.reshape(-1, heads, dim, p * p)
 
         # CoordToLatent: learned queries attend over the patch's pixels
-        attn = torch.einsum("htd,nhdp->nhtp", self.latent, k)
+        if graph:
+            attn = first.reshape(-1, heads, tokens, p * p)
+        else:
+            attn = torch.einsum("htd,nhdp->nhtp", self.latent, first.reshape(-1, heads, dim, p * p))
         attn = attn.softmax(dim=-1)
         z = torch.einsum("nhtp,nhdp->nhtd", attn, v) + self.latent  # [N, h, T, d]
-        z = z.transpose(-1, -2).reshape(-1, n_ch, self.num_token)  # [N, C, T], channel = h*d + c
 
         # Solver (per channel, shared by tokens and patches)
-        z = solve(z, self.weights, self.modes_list, self.solver_form)
+        if graph and self.solver_form == "folded":
+            # in the [N, h, T, d] layout, with the coefficients viewed per (head, channel): no transpose
+            z = solve_folded_graph(z, self.weights, channel_view=(heads, 1, dim))
+            tokens_spec = "nhtd"
+        else:
+            z = z.transpose(-1, -2).reshape(-1, n_ch, tokens)  # [N, C, T], channel = h*d + c
+            z = solve(z, self.weights, self.modes_list, self.solver_form)
+            z = z.reshape(-1, heads, dim, tokens)  # [N, h, d, T]
+            tokens_spec = "nhdt"
 
         # LatentToCoord: per-pixel queries attend over the solved tokens
-        zt = z.reshape(-1, self.heads, self.head_dim, self.num_token)  # [N, h, d, T]
-        attn = torch.einsum("nhdp,nhdt->nhpt", qd, zt)
+        attn = torch.einsum(f"nhdp,{tokens_spec}->nhpt", qd, z)
         attn = attn.softmax(dim=-1)
-        out = torch.einsum("nhpt,nhdt->nhdp", attn, zt)
+        out = torch.einsum(f"nhpt,{tokens_spec}->nhdp", attn, z)
 
         # back to the image, plus the residual
         out = _copy(out.reshape(-1, nh, nw, n_ch, p, p).permute(0, 3, 1, 4, 2, 5)).reshape(-1, n_ch, hp, wp)

@@ -43,7 +43,7 @@ def solve_reference(z: Tensor, weights: Tensor, modes: Tensor) -> Tensor:
     return theta + torch.einsum("nctk,ck->nct", basis, weights)
 
 
-def solve_folded_graph(z: Tensor, weights: Tensor) -> Tensor:
+def solve_folded_graph(z: Tensor, weights: Tensor, channel_view: tuple | None = None) -> Tensor:
     """Folded form as plain tensor ops: one sin, one cos and a Clenshaw recurrence; equal to :func:`solve_reference`.
 
     Clenshaw's backward recurrence ``b_q = a_q + 2 cos(phi) b_{q+1} - b_{q+2}`` (``b_{Q+1} =
@@ -52,20 +52,25 @@ def solve_folded_graph(z: Tensor, weights: Tensor) -> Tensor:
     the recurrence, so they run stacked on a leading axis of size 2.
 
     Args:
-        z: latent codes ``[N, C, T]``.
+        z: latent codes ``[N, C, T]``, or any layout whose channel axes ``channel_view`` describes.
         weights: ``[C, 2Q]`` harmonic weights (alpha then beta).
+        channel_view: how a per-channel ``[C]`` vector broadcasts against ``z`` without its leading
+            axis: ``(C, 1)`` (the default) for ``[N, C, T]``; ``(heads, 1, head_dim)`` for codes kept
+            in attention layout ``[N, heads, T, head_dim]`` (channel ``h * head_dim + c``), which
+            saves the exported graph a transpose there and back.
 
     Returns:
-        ``[N, C, T]`` solved codes.
+        solved codes, shaped like ``z``.
     """
     n_basis = weights.shape[-1] // 2
+    view = tuple(channel_view) if channel_view is not None else (weights.shape[0], 1)
     theta = math.pi * torch.sigmoid(z)
     phi = math.pi * theta
     s = torch.sin(phi)
     c = torch.cos(phi)
     two_c = c + c
-    # coefficients [Q, 2, 1, C, 1]: [:, 0] = alpha (sine series), [:, 1] = beta (cosine series)
-    coef = weights.reshape(weights.shape[0], 2, n_basis).permute(2, 1, 0).unsqueeze(2).unsqueeze(-1)
+    # coefficients [Q, 2, 1, *view]: [:, 0] = alpha (sine series), [:, 1] = beta (cosine series)
+    coef = weights.reshape(weights.shape[0], 2, n_basis).permute(2, 1, 0).reshape(n_basis, 2, 1, *view)
     b1 = coef[n_basis - 1] + torch.zeros_like(z)  # b_Q (broadcast to [2, N, C, T])
     b2 = torch.zeros_like(b1)  # b_{Q+1}
     for q in range(n_basis - 2, -1, -1):

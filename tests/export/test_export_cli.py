@@ -116,7 +116,8 @@ def test_options_map_to_export_onnx_arguments(tmp_path):
     parser = add_export_arguments(argparse.ArgumentParser())
     assert export_kwargs(parser.parse_args([])) == {
         "config": None, "opset": 18, "tileable": False, "simplify": True, "check": True, "cases": None,
-        "atol": 1e-4, "seed": 0, "allow_unsupported": False, "solver_chunk": None}
+        "atol": 1e-4, "seed": 0, "allow_unsupported": False, "solver_chunk": None,
+        "align_channels": None}
     (tmp_path / "cfg.json").write_text(json.dumps(LSOConfig.tiny(width=8, heads=1).to_dict()))
     kwargs = export_kwargs(parser.parse_args(["--config", str(tmp_path / "cfg.json"), "--no-simplify", "--skip-check",
                                               "--case", "4:32x32", "--tileable", "--opset", "20"]))
@@ -124,5 +125,6 @@ def test_options_map_to_export_onnx_arguments(tmp_path):
     assert (kwargs["simplify"], kwargs["check"], kwargs["tileable"], kwargs["opset"]) == (False, False, True, 20)
     assert export_kwargs(parser.parse_args(["--config", "tiny"]))["config"] == LSOConfig.tiny()
     assert export_kwargs(parser.parse_args(["--solver-chunk", "128"]))["solver_chunk"] == 128
+    assert export_kwargs(parser.parse_args(["--align-channels", "16"]))["align_channels"] == 16
     with pytest.raises(InputError, match="--config"):
         export_kwargs(parser.parse_args(["--config", "not-a-config"]))

@@ -115,3 +115,33 @@ def test_chunk_solver_rejects_a_bad_chunk(ex_onnx):
 def test_chunk_solver_leaves_graphs_without_a_solver_alone():
     model = passes.chunk_solver(_graph_model())
     assert passes.op_counts(model) == {"Mul": 1, "Add": 1}
+
+
+def test_align_conv_channels_pads_with_zeros_and_keeps_outputs(ex_onnx, tmp_path):
+    """Concat-fed convolutions get zero input channels, odd mid channels zero outputs; results do not change."""
+    ort = pytest.importorskip("onnxruntime")
+
+    def conv_channels(model):
+        inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+        return [inits[n.input[1]].shape[:2] for n in model.graph.node if n.op_type == "Conv"]
+
+    before = conv_channels(onnx.load(str(ex_onnx)))
+    aligned = passes.align_conv_channels(onnx.load(str(ex_onnx)), multiple=16)
+    onnx.checker.check_model(aligned)
+    after = conv_channels(aligned)
+    assert len(after) == len(before)
+    assert any(i % 16 for _, i in before)  # the tiny model has unaligned convolutions (34, 18, 35 inputs; 17 mid)
+    changed = [(b, a) for b, a in zip(before, after) if b != a]
+    assert changed and all(a[0] >= b[0] and a[1] >= b[1] and a[1] % 16 == 0 for b, a in changed)
+    assert passes.op_counts(aligned)["ConstantOfShape"] >= 3  # head, inc and decoder concats padded
+    path = tmp_path / "aligned.onnx"
+    onnx.save(aligned, str(path))
+    plain = ort.InferenceSession(str(ex_onnx), providers=["CPUExecutionProvider"])
+    padded = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    for size, ratio in ((32, 4), (36, 3)):
+        feeds = {"hr_msi": rng.random((2, 3, size, size + 4), dtype=np.float32),
+                 "lr_hsi": rng.random((2, 31, size // ratio, (size + 4) // ratio), dtype=np.float32)}
+        np.testing.assert_allclose(padded.run(None, feeds)[0], plain.run(None, feeds)[0], atol=1e-5, rtol=0)
+    with pytest.raises(ExportError, match="positive"):
+        passes.align_conv_channels(onnx.load(str(ex_onnx)), multiple=0)

@@ -9,7 +9,7 @@ import torch
 from rt_fixtures import reference, rt_model, scene, tiny_onnx, tiny_onnx_tileable  # noqa: F401  (fixtures)
 
 from lso._io import write_sidecar
-from lso.errors import ArtifactError, MissingDependencyError
+from lso.errors import ArtifactError, InputError, MissingDependencyError
 from lso.runtime import OrtRunner
 
 pytest.importorskip("onnxruntime")
@@ -76,11 +76,22 @@ def test_threads_are_set(tiny_onnx):
         assert r.session.get_session_options().intra_op_num_threads == 1
 
 
-def test_memory_arena_is_off_by_default_and_can_be_turned_on(tiny_onnx):
+def test_memory_arena_modes(tiny_onnx, rt_model):
+    """Default: the process-wide shared arena (env allocator); 'session'/True and 'off'/False as ORT's own."""
+    hr, lr = scene(32, 32, 4)
     with OrtRunner(tiny_onnx, threads=1) as runner:
-        assert runner.session.get_session_options().enable_cpu_mem_arena is False
-    with OrtRunner(tiny_onnx, threads=1, memory_arena=True) as runner:
-        assert runner.session.get_session_options().enable_cpu_mem_arena is True
+        options = runner.session.get_session_options()
+        assert options.enable_cpu_mem_arena is True
+        assert options.get_session_config_entry("session.use_env_allocators") == "1"
+        np.testing.assert_allclose(runner.fuse(hr, lr), reference(rt_model, hr, lr), atol=1e-5)
+    for value, arena in (("session", True), (True, True), ("off", False), (False, False)):
+        with OrtRunner(tiny_onnx, threads=1, memory_arena=value) as runner:
+            options = runner.session.get_session_options()
+            assert options.enable_cpu_mem_arena is arena
+            with pytest.raises(RuntimeError, match="does not have configuration"):
+                options.get_session_config_entry("session.use_env_allocators")
+    with pytest.raises(InputError, match="memory_arena must be one of"):
+        OrtRunner(tiny_onnx, memory_arena="big")
 
 
 def test_sidecar_sha256_is_checked(tiny_onnx, tmp_path, rt_model):
