@@ -120,24 +120,12 @@ def matmul_rate(threads: int, n: int = 4096, repeats: int = 3) -> float:
 
 
 # ------------------------------------------------------------------------------------ the driver
-def _chunked(path: Path, chunk: int) -> str:
-    """``path`` with its solver chains in Scan chunks (lso.export.passes.chunk_solver), as a new file."""
-    import onnx
-
-    from lso.export import passes
-
-    if not chunk:
-        return str(path)
-    out = path.with_name(path.stem + f".chunk{chunk}.onnx")
-    onnx.save(passes.chunk_solver(onnx.load(str(path)), chunk), str(out))
-    return str(out)
-
-
 def _artifacts(checkpoint: str, work: Path, backends: list[str], log, chunk: int = 0,
                align: int = 0) -> dict[str, Optional[str]]:
     arts: dict[str, Optional[str]] = {b: checkpoint for b in backends if b.startswith("torch")}
     if any(b.startswith("ort") for b in backends):
         from lso.export import ParityCase, export_onnx
+        from lso.export.passes import save_chunked as _chunked
 
         # channels are aligned before the FP16/INT8 conversions (they quantize the padded convolutions
         # as they are); solver chunks come last, on each graph (the conversions refuse chunked graphs)

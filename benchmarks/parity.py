@@ -1,8 +1,9 @@
 """Parity of every backend x precision on held-out scenes, against PyTorch FP32 and the ground truth.
 
 For each variant the machine can run — PyTorch FP32 with the reference solver (the official
-computation, the reference of every Δ), PyTorch folded solver, ONNX Runtime FP32, the FP16 mixed
-graph, the INT8 Q/DQ graphs (``cpu`` and ``tensorrt`` flavours, both run by ONNX Runtime on CPU) and
+computation, the reference of every Δ), PyTorch folded solver, ONNX Runtime FP32 (the CPU graph:
+channels aligned, solver in Scan chunks), the FP16 mixed graph, the INT8 Q/DQ graphs (``cpu``
+flavour from the CPU graph, ``tensorrt`` flavour from the portable one, both run by ONNX Runtime on CPU) and
 TensorRT plans given with ``--plan`` (GPU only) — it fuses every scene and reports PSNR, SAM, ERGAS
 and SSIM against the ground truth, ΔPSNR / ΔSAM against PyTorch FP32 (``ARCHITECTURE.md``), the
 fidelity PSNR and the largest absolute difference from PyTorch FP32. Each variant is checked against
@@ -106,11 +107,17 @@ def build_variants(model, checkpoint_label: str, work: Path, names: Sequence[str
                     skipped[n] = "onnx/onnxruntime not installed (pip install 'lso-deploy[onnx]')"
         else:
             from lso.export import ParityCase, export_onnx
+            from lso.export.passes import DEFAULT_CHANNEL_MULTIPLE, DEFAULT_SOLVER_CHUNK, save_chunked
 
-            log.info("exporting %s to ONNX", checkpoint_label)
+            log.info("exporting %s to ONNX (the portable graph: FP16 and the TensorRT INT8 flavour)", checkpoint_label)
             fp32 = export_onnx(model, work / "model.onnx", cases=[ParityCase(4, 64, 64)])
+            cpu = None
+            if "ort-fp32" in names or "ort-int8-cpu" in names:
+                log.info("exporting the ONNX Runtime CPU graph (channels aligned; solver chunks added last)")
+                cpu = export_onnx(model, work / "model.cpu.onnx", cases=[ParityCase(4, 64, 64)],
+                                  align_channels=DEFAULT_CHANNEL_MULTIPLE)
             if "ort-fp32" in names:
-                runners["ort-fp32"] = _ort_runner(fp32, threads)
+                runners["ort-fp32"] = _ort_runner(save_chunked(cpu, DEFAULT_SOLVER_CHUNK), threads)
             if "ort-fp16" in names:
                 import onnx
 
@@ -126,9 +133,11 @@ def build_variants(model, checkpoint_label: str, work: Path, names: Sequence[str
                     from lso.calibration import quantize_int8
 
                     log.info("INT8 graph, %s flavour (output head kept in float, as lso calibrate chooses)", flavour)
-                    q = quantize_int8(fp32, work / f"model.int8.{flavour}.onnx", feeds=feeds, flavour=flavour,
+                    source = cpu if flavour == "cpu" else fp32  # the cpu flavour runs the ORT CPU graph
+                    q = quantize_int8(source, work / f"model.int8.{flavour}.onnx", feeds=feeds, flavour=flavour,
                                       float_blocks=("outc",))
-                    runners[name] = _ort_runner(q, threads)
+                    runners[name] = _ort_runner(save_chunked(q, DEFAULT_SOLVER_CHUNK) if flavour == "cpu" else q,
+                                                threads)
     for plan in plans:
         name = f"trt-{Path(plan).stem}"
         precision[name] = _plan_precision(plan)

@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import onnx
 
 __all__ = ["name_dynamic_axes", "simplify", "annotate", "chunk_solver", "cleanup", "toposort", "op_counts",
-           "tensor_dims", "DEFAULT_SOLVER_CHUNK", "align_conv_channels", "DEFAULT_CHANNEL_MULTIPLE"]
+           "tensor_dims", "DEFAULT_SOLVER_CHUNK", "align_conv_channels", "DEFAULT_CHANNEL_MULTIPLE", "save_chunked"]
 
 log = logging.getLogger(__name__)
 
@@ -413,6 +413,24 @@ def align_conv_channels(model: "onnx.ModelProto", multiple: int = DEFAULT_CHANNE
     if added_in or added_out:
         log.info("channels aligned to %d: %d convolution input(s), %d output(s)", multiple, added_in, added_out)
     return cleanup(model)
+
+
+def save_chunked(path, chunk: int = DEFAULT_SOLVER_CHUNK) -> str:
+    """Write ``<stem>.chunk<chunk>.onnx`` next to the graph at ``path`` with :func:`chunk_solver` applied;
+    returns its path (``path`` itself when ``chunk`` is 0/None). For graphs made by other tools
+    (``lso calibrate``'s FP16/INT8 outputs) that are to run on ONNX Runtime on CPU."""
+    from pathlib import Path
+
+    onnx = require("onnx")
+    from lso._io import atomic_path
+
+    if not chunk:
+        return str(path)
+    path = Path(path)
+    out = path.with_name(f"{path.stem}.chunk{int(chunk)}.onnx")
+    with atomic_path(out) as tmp:
+        onnx.save(chunk_solver(onnx.load(str(path)), int(chunk)), str(tmp))
+    return str(out)
 
 
 # --------------------------------------------------------------------------------------------- reading

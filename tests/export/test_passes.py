@@ -145,3 +145,13 @@ def test_align_conv_channels_pads_with_zeros_and_keeps_outputs(ex_onnx, tmp_path
         np.testing.assert_allclose(padded.run(None, feeds)[0], plain.run(None, feeds)[0], atol=1e-5, rtol=0)
     with pytest.raises(ExportError, match="positive"):
         passes.align_conv_channels(onnx.load(str(ex_onnx)), multiple=0)
+
+
+def test_save_chunked_writes_a_chunked_copy_next_to_the_graph(ex_onnx, tmp_path):
+    src = tmp_path / "m.onnx"
+    src.write_bytes(ex_onnx.read_bytes())
+    assert passes.save_chunked(src, 0) == str(src)  # 0: the graph as it is
+    out = passes.save_chunked(src, 3)
+    assert out == str(tmp_path / "m.chunk3.onnx")
+    assert passes.op_counts(onnx.load(out))["Scan"] == 3
+    assert passes.op_counts(onnx.load(str(src))).get("Scan") is None  # the source is untouched
