@@ -59,14 +59,27 @@ def _arena_mode(value: str | bool) -> str:
     return str(value)
 
 
+def _strict_overcommit() -> bool:
+    try:
+        return Path("/proc/sys/vm/overcommit_memory").read_text().strip() == "2"
+    except OSError:
+        return False
+
+
 def _shared_cpu_arena(ort: Any) -> bool:
     """Register the process-wide CPU arena with ONNX Runtime once; True when sessions can use it.
 
     A registration that fails (an old onnxruntime, or another library registered its own CPU
-    allocator first) is logged once and sessions fall back to their own arena.
+    allocator first) is logged once and sessions fall back to their own arena. So do machines in
+    strict overcommit mode (``vm.overcommit_memory = 2``), where reserving 2 GiB counts against the
+    commit limit whether or not it is touched.
     """
     with _shared_arena_lock:
         if "ok" not in _shared_arena:
+            if _strict_overcommit():
+                log.info("vm.overcommit_memory = 2: not reserving a shared ONNX Runtime arena; sessions use their own")
+                _shared_arena["ok"] = False
+                return False
             try:
                 info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
                 config = ort.OrtArenaCfg({"arena_extend_strategy": 0,  # kNextPowerOfTwo

@@ -144,3 +144,16 @@ def test_cuda_provider_binds_device_tensors(rt_model, tiny_onnx):  # unverified 
         out = r.fuse(torch.from_numpy(hr).cuda(), torch.from_numpy(lr).cuda())
         assert out.is_cuda
         np.testing.assert_allclose(out.cpu().numpy(), reference(rt_model, hr, lr), atol=1e-4)
+
+
+def test_shared_arena_is_not_reserved_under_strict_overcommit(monkeypatch):
+    """vm.overcommit_memory = 2 counts a 2 GiB reservation against the commit limit: sessions keep their own arena."""
+    ort = pytest.importorskip("onnxruntime")
+    import lso.runtime.ort_runner as ort_runner
+
+    monkeypatch.setattr(ort_runner, "_shared_arena", {})
+    monkeypatch.setattr(ort_runner, "_strict_overcommit", lambda: True)
+    options = ort_runner.apply_memory_arena(ort.SessionOptions(), "shared")
+    assert options.enable_cpu_mem_arena is True
+    with pytest.raises(RuntimeError, match="does not have configuration"):
+        options.get_session_config_entry("session.use_env_allocators")
