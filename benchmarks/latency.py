@@ -262,7 +262,7 @@ def write(args, cells: list[dict], rate: float, checkpoint: str) -> None:
                          c["peak_mib"], f"{c['speedup_vs_baseline']:.2f}x" if "speedup_vs_baseline" in c else "-", f"{c['x_floor']:.2f}x"])
         else:
             rows.append([c["backend"], f"x{c['ratio']}", c["size"], "-", "-", "-", "-", "-", c.get("skipped") or c.get("error")])
-    md = "# Latency\n\n"
+    md = "# Latency" + ("" if args.name == "latency" else f" ({args.name})") + "\n\n"
     md += (f"Checkpoint `{Path(checkpoint).name}`; {args.threads} threads; median/p90 of {args.repeats} runs after a "
            f"warm-up, each cell in its own process. Baseline = PyTorch eager, reference solver (the official "
            f"computation). FLOP floor = 2 x full MACs / fp32 matmul rate ({rate / 1e9:.1f} GFLOP/s measured in this run). "
