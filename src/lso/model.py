@@ -291,7 +291,10 @@ class SpectralBlock(nn.Module):
         else:
             attn = torch.einsum("htd,nhdp->nhtp", self.latent, first.reshape(-1, heads, dim, p * p))
         attn = attn.softmax(dim=-1)
-        z = torch.einsum("nhtp,nhdp->nhtd", attn, v) + self.latent  # [N, h, T, d]
+        if graph:  # batched MatMuls on transposed operands: ORT folds the transposes into FusedMatMul
+            z = torch.matmul(attn, v.transpose(-1, -2)) + self.latent  # (half the time of its Einsum at 512²)
+        else:
+            z = torch.einsum("nhtp,nhdp->nhtd", attn, v) + self.latent  # [N, h, T, d]
 
         # Solver (per channel, shared by tokens and patches)
         if graph and self.solver_form == "folded":
@@ -305,9 +308,13 @@ class SpectralBlock(nn.Module):
             tokens_spec = "nhdt"
 
         # LatentToCoord: per-pixel queries attend over the solved tokens
-        attn = torch.einsum(f"nhdp,{tokens_spec}->nhpt", qd, z)
-        attn = attn.softmax(dim=-1)
-        out = torch.einsum(f"nhpt,{tokens_spec}->nhdp", attn, z)
+        if tokens_spec == "nhtd":
+            attn = torch.matmul(qd.transpose(-1, -2), z.transpose(-1, -2)).softmax(dim=-1)  # [N, h, P2, T]
+            out = torch.matmul(z.transpose(-1, -2), attn.transpose(-1, -2))  # [N, h, d, P2]
+        else:
+            attn = torch.einsum(f"nhdp,{tokens_spec}->nhpt", qd, z)
+            attn = attn.softmax(dim=-1)
+            out = torch.einsum(f"nhpt,{tokens_spec}->nhdp", attn, z)
 
         # back to the image, plus the residual
         out = _copy(out.reshape(-1, nh, nw, n_ch, p, p).permute(0, 3, 1, 4, 2, 5)).reshape(-1, n_ch, hp, wp)

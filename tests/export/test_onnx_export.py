@@ -107,8 +107,14 @@ def test_resize_nodes_are_tensorrt_friendly(ex_onnx):
     for a in attrs:
         assert a.get("antialias", 0) == 0
         assert a["coordinate_transformation_mode"].decode() in ("half_pixel", "pytorch_half_pixel")
-    # lms (x r up) and MSI (x0.5 down): A_h @ pad(x) @ A_w^T each
-    assert sum(n.op_type == "MatMul" for n in graph.node) == 4
+    # lms (x r up) and MSI (x0.5 down): A_h @ pad(x) @ A_w^T each; the other MatMuls are the spectral
+    # blocks' attention (3 per block)
+    from lso.calibration.graph import resize_nodes
+
+    model = onnx.load(str(ex_onnx))
+    resize_matmuls = [n for n in model.graph.node if n.op_type == "MatMul" and n.name in resize_nodes(model)]
+    assert len(resize_matmuls) == 4
+    assert sum(n.op_type == "MatMul" for n in graph.node) == 4 + 3 * 3
 
 
 def test_no_unsupported_operator(ex_onnx):
