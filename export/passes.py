@@ -180,14 +180,14 @@ DEFAULT_SOLVER_CHUNK = 128  # patches per Scan iteration: 2 x 128 x 64 x 8 float
 
 
 def _solver_closure(nodes, consumers, z: str):
-    """Element-wise nodes computed from ``z``, up to (not including) the first Reshape or other operator
-    (the solved codes feed a Reshape or, in attention layout, the next Einsum), and the tensors leaving them."""
+    """Element-wise nodes (``_SOLVER_OPS``) computed from ``z``, up to (not including) the first other
+    operator (the Reshape or attention MatMul the solved codes feed), and the tensors leaving them."""
     members: dict[int, object] = {}
     produced, front = {z}, [z]
     while front:
         name = front.pop()
         for node in consumers.get(name, ()):
-            if id(node) in members or node.op_type == "Reshape" or node.op_type not in _SOLVER_OPS:
+            if id(node) in members or node.op_type not in _SOLVER_OPS:
                 continue
             members[id(node)] = node
             for out in node.output:
@@ -201,16 +201,16 @@ def _solver_closure(nodes, consumers, z: str):
 
 
 def chunk_solver(model: "onnx.ModelProto", chunk: int = DEFAULT_SOLVER_CHUNK) -> "onnx.ModelProto":
-    """Run every solver chain (Sigmoid of the latent codes ``z [N, C, T]`` -> solved codes) in a ``Scan``.
+    """Run every solver chain (Sigmoid of the latent codes ``z [N, ...]`` -> solved codes) in a ``Scan``.
 
-    The folded solver is ~90 element-wise nodes on ``[2, N, C, T]`` tensors (at 512² and patch 4,
+    The folded solver is ~90 element-wise nodes on ``[2, N, heads, T, d]`` tensors (at 512² and patch 4,
     N = 16384: 67 MB each), so a CPU runtime that executes node by node streams every intermediate
     through memory. Here ``z`` is padded to a multiple of ``chunk`` patches and reshaped to
-    ``[K, chunk, C, T]``; a ``Scan`` runs the *same nodes* on one chunk at a time (cache-resident),
+    ``[K, chunk, ...]``; a ``Scan`` runs the *same nodes* on one chunk at a time (cache-resident),
     and the result is reshaped and cut back to N. Every element is computed by the same operations
     as before, so outputs are unchanged. TensorRT fuses such chains itself: use this for ONNX
     Runtime on CPU, not for engines. A chain that does not have the expected form (one tensor
-    leaving it, element-wise operators only) is left as it is, with a log message.
+    leaving it, no non-constant input from outside) is left as it is, with a log message.
     """
     onnx = require("onnx")
     from onnx import TensorProto, helper, numpy_helper
@@ -235,12 +235,11 @@ def chunk_solver(model: "onnx.ModelProto", chunk: int = DEFAULT_SOLVER_CHUNK) ->
         while z in producer and producer[z].op_type == "Cast":  # mixed graphs: start above the island's Cast
             z = producer[z].input[0]
         chain, leaving = _solver_closure(nodes, consumers, z)
-        odd = sorted({n.op_type for n in chain} - _SOLVER_OPS)
         inside = {z} | {o for n in chain for o in n.output}
         outside = sorted({i for n in chain for i in n.input if i and i not in inside and i not in constants})
-        if odd or len(leaving) != 1 or outside:
-            log.info("solver chain at %s left unchunked (operators %s, %d outputs, non-constant inputs %s)",
-                     sigmoid.name, odd, len(leaving), outside[:3])
+        if len(leaving) != 1 or outside:
+            log.info("solver chain at %s left unchunked (%d outputs, non-constant inputs %s)",
+                     sigmoid.name, len(leaving), outside[:3])
             continue
         y = leaving[0]
         pre = f"lso_solver_chunk{index}"
@@ -334,6 +333,7 @@ def align_conv_channels(model: "onnx.ModelProto", multiple: int = DEFAULT_CHANNE
         for name in node.input:
             consumers[name].append(node)
     producer = {o: n for n in graph.node for o in n.output if o}
+    graph_outputs = {o.name for o in graph.output}
 
     def weight_of(node):
         if node.op_type != "Conv" or len(node.input) < 2 or node.input[1] not in inits:
@@ -369,15 +369,15 @@ def align_conv_channels(model: "onnx.ModelProto", multiple: int = DEFAULT_CHANNE
                 readers = consumers.get(users[0].output[0], [])
             elif users:
                 readers = users
-            if readers and all(weight_of(r) is not None and r.input[0] in (conv.output[0], users[0].output[0])
-                               and weight_of(r).shape[1] == out_ch for r in readers) \
-                    and conv.output[0] not in {o.name for o in graph.output}:
+            reader_weights = [weight_of(r) for r in readers]
+            if readers and conv.output[0] not in graph_outputs and all(
+                    rw is not None and rw.shape[1] == out_ch and r.input[0] in (conv.output[0], users[0].output[0])
+                    for r, rw in zip(readers, reader_weights)):
                 conv.input[1] = replace(conv.input[1], pad_axis(w, 0, extra))
                 if len(conv.input) > 2 and conv.input[2] in inits:
                     bias = numpy_helper.to_array(inits[conv.input[2]])
                     conv.input[2] = replace(conv.input[2], pad_axis(bias, 0, extra))
-                for reader in readers:
-                    rw = weight_of(reader)
+                for reader, rw in zip(readers, reader_weights):
                     reader.input[1] = replace(reader.input[1], pad_axis(rw, 1, extra))
                 added_out += 1
                 stale.update(conv.output[:1], (u.output[0] for u in users))

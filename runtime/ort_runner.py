@@ -163,8 +163,9 @@ class OrtRunner(Runner):
               and the best-fit allocator reuses the same low pages run after run. With no arena every
               large tensor is a fresh ``mmap`` whose pages fault in and are zeroed on each run; on the
               paper model at 512² x4 (2 cores) that was ~0.45 s of a 4.9 s run, and the shared arena's
-              peak RSS (~1.2 GB) was below the no-arena one (~1.3 GB). The arena never shrinks: the
-              process keeps its high-water mark (at 1024² it is ~8 GB against ~4.8 GB without).
+              peak RSS was below the no-arena one (~1.0 GB in ``benchmarks/results/latency.md``). The
+              arena never shrinks: the process keeps its high-water mark (at 1024² ~6.2 GB, against
+              ~4.9 GB without an arena).
             - ``"session"`` (or ``True``): ONNX Runtime's default per-session arena (grows in
               power-of-two chunks from 1 MiB; ~2.0 GB peak at 512²).
             - ``"off"`` (or ``False``): plain ``malloc``/``free`` per tensor: the lowest memory for one

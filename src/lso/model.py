@@ -297,24 +297,22 @@ class SpectralBlock(nn.Module):
             z = torch.einsum("nhtp,nhdp->nhtd", attn, v) + self.latent  # [N, h, T, d]
 
         # Solver (per channel, shared by tokens and patches)
-        if graph and self.solver_form == "folded":
+        attention_layout = graph and self.solver_form == "folded"
+        if attention_layout:
             # in the [N, h, T, d] layout, with the coefficients viewed per (head, channel): no transpose
             z = solve_folded_graph(z, self.weights, channel_view=(heads, 1, dim))
-            tokens_spec = "nhtd"
         else:
             z = z.transpose(-1, -2).reshape(-1, n_ch, tokens)  # [N, C, T], channel = h*d + c
             z = solve(z, self.weights, self.modes_list, self.solver_form)
             z = z.reshape(-1, heads, dim, tokens)  # [N, h, d, T]
-            tokens_spec = "nhdt"
 
         # LatentToCoord: per-pixel queries attend over the solved tokens
-        if tokens_spec == "nhtd":
+        if attention_layout:  # z [N, h, T, d]
             attn = torch.matmul(qd.transpose(-1, -2), z.transpose(-1, -2)).softmax(dim=-1)  # [N, h, P2, T]
             out = torch.matmul(z.transpose(-1, -2), attn.transpose(-1, -2))  # [N, h, d, P2]
-        else:
-            attn = torch.einsum(f"nhdp,{tokens_spec}->nhpt", qd, z)
-            attn = attn.softmax(dim=-1)
-            out = torch.einsum(f"nhpt,{tokens_spec}->nhdp", attn, z)
+        else:  # z [N, h, d, T]
+            attn = torch.einsum("nhdp,nhdt->nhpt", qd, z).softmax(dim=-1)
+            out = torch.einsum("nhpt,nhdt->nhdp", attn, z)
 
         # back to the image, plus the residual
         out = _copy(out.reshape(-1, nh, nw, n_ch, p, p).permute(0, 3, 1, 4, 2, 5)).reshape(-1, n_ch, hp, wp)
