@@ -551,13 +551,11 @@ def run_build(args: argparse.Namespace) -> int:
     return 0
 
 
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    pass
-
-
 def build_parser() -> argparse.ArgumentParser:
+    from lso.cli import HelpFormatter
+
     parser = argparse.ArgumentParser(prog="python export/build_engine.py", description=DESCRIPTION,
-                                     formatter_class=_Formatter)
+                                     formatter_class=HelpFormatter)
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging; -v also shows tracebacks")
     return add_build_arguments(parser)
 

@@ -13,16 +13,13 @@ import logging
 import sys
 from typing import Optional, Sequence
 
+from lso.cli import HelpFormatter
 from lso.export.options import DESCRIPTION, add_export_arguments, run_export
-
-
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    pass
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python export/to_onnx.py", description=DESCRIPTION,
-                                     formatter_class=_Formatter)
+                                     formatter_class=HelpFormatter)
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging; -v also shows tracebacks")
     return add_export_arguments(parser)
 

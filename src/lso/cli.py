@@ -16,13 +16,29 @@ from typing import Callable, Optional, Sequence
 
 from lso.tolerances import TOLERANCES
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "HelpFormatter"]
 
 log = logging.getLogger("lso")
 
 
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    pass
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps descriptions as written and shows each option's default once.
+
+    ``(default: X)`` is appended only where the help text does not already say what the default is
+    (it mentions "default" or explains ``None = ...``) and the default is not None; flags that default to
+    False say nothing (off unless given). Shared by ``lso`` and the ``python export/*.py`` scripts.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (default is None or default is argparse.SUPPRESS or default is False or not action.option_strings
+                or "default" in text.lower() or "none =" in text.lower() or "%(default)" in text):
+            return text
+        return text + " (default: %(default)s)"
+
+
+_Formatter = HelpFormatter
 
 
 def _sub(sub, name: str, help: str, description: str = "") -> argparse.ArgumentParser:

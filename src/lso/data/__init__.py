@@ -9,7 +9,7 @@ Readers live in :mod:`lso.data.readers`, the SRF in :mod:`lso.data.srf`.
 """
 from __future__ import annotations
 
-from lso.data.degradation import degrade
+from lso.data.degradation import degrade, fft_resize
 from lso.data.synthetic import synthetic_scene
 
-__all__ = ["degrade", "synthetic_scene"]
+__all__ = ["degrade", "fft_resize", "synthetic_scene"]

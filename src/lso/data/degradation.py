@@ -32,7 +32,7 @@ import numpy as np
 from lso.data.srf import _as_float64, _check_image, _project, _srf_matrix
 from lso.errors import InputError
 
-__all__ = ["gaussian_psf", "blur_decimate", "add_noise", "degrade"]
+__all__ = ["gaussian_psf", "blur_decimate", "add_noise", "degrade", "fft_resize"]
 
 logger = logging.getLogger(__name__)
 
@@ -234,3 +234,37 @@ def degrade(
             hr_msi = _noise_np(hr_msi, _check_snr(snr_msi, "snr_db (HR-MSI)"), rng_msi)
         logger.debug("degrade: noise at %s dB (lr_hsi, hr_msi) = (%s, %s)", snr_db, snr_hsi, snr_msi)
     return restore(hr_msi), restore(lr_hsi)
+
+
+def fft_resize(x: Any, size: tuple[int, int]) -> np.ndarray:
+    """Resample ``x [..., H, W]`` to ``size = (H_out, W_out)`` by truncating or zero-padding its spectrum.
+
+    The authors' cross-scale evaluation resamples every LR-HSI to one fixed size this way (see
+    ``docs/model.md``, "The authors' cross-scale evaluation"): real 2-D FFT over the last two axes; keep
+    the lowest frequencies that fit, i.e. the first ⌈n/2⌉ and last ⌊n/2⌋ rows with n = min(H_in, H_out),
+    and the first ⌊w/2⌋+1 columns with w = min(W_in, W_out); zero the rest; inverse real FFT to the
+    output size; multiply by (H_out/H_in)·(W_out/W_in) so that a constant image keeps its value.
+    Computed in float64; returns float32.
+
+    Raises:
+        InputError: ``x`` has fewer than two axes or a size is not a positive integer.
+    """
+    arr = np.asarray(x, dtype=np.float64)
+    if arr.ndim < 2:
+        raise InputError(f"fft_resize: expected an array [..., H, W], got shape {arr.shape}")
+    try:
+        h_out, w_out = (int(v) for v in size)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"fft_resize: size must be (height, width), got {size!r}") from exc
+    if h_out < 1 or w_out < 1:
+        raise InputError(f"fft_resize: size must be positive, got {size!r}")
+    h_in, w_in = arr.shape[-2:]
+    spec = np.fft.rfft2(arr, axes=(-2, -1))
+    out = np.zeros(arr.shape[:-2] + (h_out, w_out // 2 + 1), dtype=spec.dtype)
+    n, w = min(h_in, h_out), min(w_in, w_out)
+    top, bottom, cols = (n + 1) // 2, n // 2, w // 2 + 1
+    out[..., :top, :cols] = spec[..., :top, :cols]
+    if bottom:
+        out[..., h_out - bottom:, :cols] = spec[..., h_in - bottom:, :cols]
+    y = np.fft.irfft2(out, s=(h_out, w_out), axes=(-2, -1)) * ((h_out / h_in) * (w_out / w_in))
+    return y.astype(np.float32)
