@@ -346,3 +346,39 @@ def test_bad_ratio(ratio):
 def test_input_error_is_a_value_error():
     with pytest.raises(ValueError):
         psnr(np.zeros((3, 4, 4)), np.zeros((3, 4, 5)))
+
+
+# ---- labelled report keys and band-wise errors ----------------------------------------------------
+
+
+def test_labelled_names_both_ergas_figures():
+    rng = np.random.default_rng(3)
+    x = rng.random((4, 16, 16)) * 0.8 + 0.1
+    y = np.clip(x + 0.05 * rng.standard_normal(x.shape), 0, 1)
+    out = metrics.labelled(evaluate(x, y, 8))
+    assert tuple(out) == metrics.REPORT_NAMES == ("psnr", "sam", "ergas_true_ratio", "ergas_paper_r4", "ssim")
+    assert out["ergas_true_ratio"] == ergas(x, y, 8)
+    assert out["ergas_paper_r4"] == ergas_paper(x, y) == pytest.approx(2 * out["ergas_true_ratio"], rel=1e-14)
+    assert metrics.REPORT_HEADERS["ergas_true_ratio"] == "ERGAS (true r)"
+    assert metrics.REPORT_HEADERS["ergas_paper_r4"] == "ERGAS (paper, r=4)"
+    with pytest.raises(InputError, match="ergas_paper"):
+        metrics.labelled({"psnr": 1.0, "sam": 1.0, "ergas": 1.0, "ssim": 1.0})
+
+
+def test_band_errors_by_hand_and_clamp():
+    x = np.full((3, 4, 4), 0.5)
+    y = x.copy()
+    y[0] += 0.1  # band 0: MSE 0.01 -> PSNR 20 dB, RMSE 0.1
+    y[1, 0, 0] = 1.7  # band 1: one pixel above 1, clamped to 1: MSE 0.25 / 16
+    out = metrics.band_errors(x, y)
+    assert out["psnr"].shape == out["rmse"].shape == (3,)
+    assert out["psnr"][0] == pytest.approx(20.0, rel=1e-12)
+    assert out["rmse"][0] == pytest.approx(0.1, rel=1e-12)
+    assert out["rmse"][1] == pytest.approx(math.sqrt(0.25 / 16), rel=1e-12)
+    assert out["psnr"][2] == math.inf and out["rmse"][2] == 0.0  # exact band: +inf, never a cap
+    assert np.mean(out["psnr"][:2]) == pytest.approx(np.mean([20.0, 10 * math.log10(16 / 0.25)]))
+    raw = metrics.band_errors(x, y, clamp=False)
+    assert raw["rmse"][1] == pytest.approx(math.sqrt(1.2**2 / 16), rel=1e-12)
+    finite = y.copy()
+    finite[2] += 0.01
+    assert np.mean(metrics.band_errors(x, finite)["psnr"]) == pytest.approx(psnr(x, np.clip(finite, 0, 1)), rel=1e-12)

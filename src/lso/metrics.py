@@ -15,6 +15,9 @@ so ``lso.metrics`` needs only torch and numpy. With ``MSE_c`` the mean squared e
 - :func:`ssim`: Wang et al. (2004) SSIM per band over the 'valid' region, averaged over bands.
 - :func:`evaluate`: all of the above for one image, estimate clamped to ``[0, 1]`` first;
   :func:`summarize`: mean and population std of each metric over a set of images.
+- :func:`labelled`: the same figures under report keys that name which ERGAS is which
+  (:data:`REPORT_NAMES`: ``ergas_true_ratio`` and ``ergas_paper_r4``), with table headers in
+  :data:`REPORT_HEADERS`; :func:`band_errors`: PSNR and RMSE of every band (per wavelength).
 
 Inputs are checked at the boundary: a batch of more than one image, the wrong number of dimensions,
 mismatched shapes, non-floating dtypes or non-finite values raise :class:`~lso.errors.InputError`.
@@ -30,12 +33,25 @@ import torch
 
 from lso.errors import InputError
 
-__all__ = ["psnr", "sam", "ergas", "ergas_paper", "ssim", "evaluate", "summarize", "METRIC_NAMES"]
+__all__ = ["psnr", "sam", "ergas", "ergas_paper", "ssim", "evaluate", "summarize", "labelled", "band_errors",
+           "METRIC_NAMES", "REPORT_NAMES", "REPORT_HEADERS"]
 
 logger = logging.getLogger(__name__)
 
 #: Keys of the dictionary returned by :func:`evaluate`, in order.
 METRIC_NAMES: tuple[str, ...] = ("psnr", "sam", "ergas", "ergas_paper", "ssim")
+
+#: Report keys of :func:`labelled`: each ERGAS says which ratio it divides by.
+REPORT_NAMES: tuple[str, ...] = ("psnr", "sam", "ergas_true_ratio", "ergas_paper_r4", "ssim")
+
+#: Table headers for :data:`REPORT_NAMES`, in order.
+REPORT_HEADERS: dict[str, str] = {
+    "psnr": "PSNR (dB)",
+    "sam": "SAM (deg)",
+    "ergas_true_ratio": "ERGAS (true r)",
+    "ergas_paper_r4": "ERGAS (paper, r=4)",
+    "ssim": "SSIM",
+}
 
 _PAPER_RATIO = 4.0  # the paper's ERGAS uses r = 4 at every scale
 _SAM_EPS = 1e-8  # pixels with ||x|| * ||y|| <= this are left out of SAM
@@ -397,3 +413,56 @@ def summarize(results: Iterable[Mapping[str, float]]) -> dict[str, dict[str, flo
             mean, std = float(np.mean(values)), float(np.std(values))
         summary[key] = {"mean": mean, "std": std}
     return summary
+
+
+def labelled(metrics: Mapping[str, float]) -> dict[str, float]:
+    """Rename the output of :func:`evaluate` to the report keys of :data:`REPORT_NAMES`.
+
+    ``ergas`` (standard, true ratio) becomes ``ergas_true_ratio`` and ``ergas_paper`` (the paper's, r fixed
+    at 4) becomes ``ergas_paper_r4``, so that no report can show one under the other's name.
+
+    Args:
+        metrics: a dictionary with the keys of :data:`METRIC_NAMES`.
+
+    Returns:
+        The same values under :data:`REPORT_NAMES`, in that order.
+
+    Raises:
+        InputError: a key of :data:`METRIC_NAMES` is missing.
+    """
+    missing = [k for k in METRIC_NAMES if k not in metrics]
+    if missing:
+        raise InputError(f"labelled: expected the keys {list(METRIC_NAMES)} (from evaluate()), missing {missing}")
+    return {new: float(metrics[old]) for old, new in zip(METRIC_NAMES, REPORT_NAMES)}
+
+
+def band_errors(
+    reference: np.ndarray | torch.Tensor,
+    estimate: np.ndarray | torch.Tensor,
+    *,
+    clamp: bool = True,
+) -> dict[str, np.ndarray]:
+    """PSNR and RMSE of each band (each wavelength) of one image.
+
+    ``psnr[c] = 10 * log10(1 / MSE_c)`` (data range 1, ``+inf`` for an exact band) and
+    ``rmse[c] = sqrt(MSE_c)``, in float64; the mean of ``psnr`` over bands is :func:`psnr`. The paper's
+    motivation is error that rises in narrow spectral regions: these show where.
+
+    Args:
+        reference: ground truth ``[C, H, W]`` or ``[1, C, H, W]``, numpy or torch, any float dtype.
+        estimate: estimate of the same shape.
+        clamp: clamp the estimate to ``[0, 1]`` first (as :func:`evaluate` does).
+
+    Returns:
+        ``{"psnr": [C], "rmse": [C]}`` float64 arrays.
+
+    Raises:
+        InputError: see :func:`psnr`.
+    """
+    x, y = _prepare(reference, estimate)
+    if clamp:
+        y = np.clip(y, 0.0, 1.0)
+    mse = _band_mse(x, y)
+    with np.errstate(divide="ignore"):
+        per_band = 10.0 * np.log10(_DATA_RANGE**2 / mse)
+    return {"psnr": per_band, "rmse": np.sqrt(mse)}
