@@ -215,3 +215,33 @@ def test_torch_in_torch_out():
     assert msi64.dtype == torch.float64
     noisy = add_noise(torch.from_numpy(gt[0]).float(), 30.0, seed=0)
     assert isinstance(noisy, torch.Tensor) and noisy.dtype == torch.float32
+
+
+# ---- FFT resize (the authors' cross-scale resampling) ---------------------------------------------
+
+
+def test_fft_resize_truncates_spectrum_by_hand():
+    """8 -> 4 columns keeps frequencies 0, 1, 2 of the real FFT: the 3-cycle term goes, the rest stays."""
+    from lso.data import fft_resize
+
+    n = np.arange(8)
+    row = 0.5 + np.cos(2 * np.pi * n / 8) + 0.25 * np.cos(2 * np.pi * 3 * n / 8)
+    x = np.stack([row, row])  # [2, 8]: two rows, so both sizes keep every row frequency
+    y = fft_resize(x, (2, 4))
+    # by hand: DC 0.5 kept (scale 4/8 undoes the length change), cos(2 pi n / 8) sampled at n = 2m
+    assert y.dtype == np.float32
+    np.testing.assert_allclose(y, [[1.5, 0.5, -0.5, 0.5]] * 2, atol=1e-6)
+
+
+def test_fft_resize_zero_pads_spectrum_by_hand():
+    """4 -> 8 rows: a one-cycle cosine is interpolated exactly (zero-padded spectrum, scale 8/4)."""
+    from lso.data import fft_resize
+
+    col = np.cos(2 * np.pi * np.arange(4) / 4)[:, None]  # [4, 1] = [1, 0, -1, 0]
+    y = fft_resize(col, (8, 1))
+    np.testing.assert_allclose(y[:, 0], np.cos(2 * np.pi * np.arange(8) / 8), atol=1e-6)
+    # a constant keeps its value at any size, odd ones included; leading axes are independent
+    const = np.full((2, 31, 5, 7), 0.3)
+    np.testing.assert_allclose(fft_resize(const, (3, 4)), np.full((2, 31, 3, 4), 0.3), atol=1e-6)
+    with pytest.raises(InputError, match="positive"):
+        fft_resize(const, (0, 4))
