@@ -1,1 +1,1 @@
-"""lso.benchmarks (see ARCHITECTURE.md)."""
+"""lso.benchmarks (see docs/architecture.md, "Layout")."""

@@ -5,7 +5,7 @@ computation, the reference of every Δ), PyTorch folded solver, ONNX Runtime FP3
 channels aligned, solver in Scan chunks), the FP16 mixed graph, the INT8 Q/DQ graphs (``cpu``
 flavour from the CPU graph, ``tensorrt`` flavour from the portable one, both run by ONNX Runtime on CPU) and
 TensorRT plans given with ``--plan`` (GPU only) — it fuses every scene and reports PSNR, SAM, ERGAS
-and SSIM against the ground truth, ΔPSNR / ΔSAM against PyTorch FP32 (``ARCHITECTURE.md``), the
+and SSIM against the ground truth, ΔPSNR / ΔSAM against PyTorch FP32 (``docs/architecture.md``), the
 fidelity PSNR and the largest absolute difference from PyTorch FP32. Each variant is checked against
 its precision's row of the one tolerance table (``lso.tolerances``); the script exits with status 1
 when any variant misses it.

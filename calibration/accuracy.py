@@ -1,6 +1,6 @@
 """ΔPSNR / ΔSAM / fidelity of a reduced-precision graph against the FP32 reference, per scene and mean.
 
-Definitions (``ARCHITECTURE.md``), outputs clamped to [0, 1] first:
+Definitions (``docs/architecture.md``, "Precision and tolerances"), outputs clamped to [0, 1] first:
 
 - ``dpsnr`` = PSNR(reference vs GT) - PSNR(variant vs GT), dB (positive = the variant lost quality);
 - ``dsam`` = SAM(variant vs GT) - SAM(reference vs GT), degrees (positive = worse);

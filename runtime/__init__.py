@@ -1,4 +1,4 @@
-"""lso.runtime: one Runner protocol over PyTorch, ONNX Runtime and TensorRT (see ARCHITECTURE.md).
+"""lso.runtime: one Runner protocol over PyTorch, ONNX Runtime and TensorRT (docs/architecture.md).
 
 ::
 

@@ -1,4 +1,4 @@
-"""lso.scaleout: serving and fleet processing on existing distributed engines (see ARCHITECTURE.md).
+"""lso.scaleout: serving and fleet processing on existing distributed engines (docs/architecture.md).
 
 - :func:`write_triton_repo` (``lso triton-repo``): a Triton Inference Server model repository from our
   ONNX graph (onnxruntime backend) and/or TensorRT plan (tensorrt backend), one ``config.pbtxt`` per

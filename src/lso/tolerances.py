@@ -3,7 +3,8 @@
 One table, read by ``benchmarks/parity.py`` (its exit status), ``benchmarks/precision.py``, the INT8
 float-block selection (``lso calibrate``), the export's parity check and the tests. Differences are
 against PyTorch FP32 with the reference solver (the official computation) on held-out scenes, with
-ΔPSNR / ΔSAM as defined in ``ARCHITECTURE.md`` (positive = the variant lost quality):
+ΔPSNR / ΔSAM as defined in ``docs/architecture.md``, "Precision and tolerances" (positive = the variant
+lost quality):
 
 - ``fp32`` (PyTorch folded solver, ONNX Runtime FP32, TensorRT FP32 plans): the same function up to
   float rounding. ``max_abs`` is the export-time parity bound.

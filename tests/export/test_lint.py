@@ -14,7 +14,9 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from lso.export.lint import TRT_OPSETS, check_trt_support, lint_model, load_op_table, main  # noqa: E402
 
-SHARED_TABLE = Path(__file__).resolve().parents[3] / "shared" / "trt_onnx_ops.csv"
+pytest_plugins = ["ex_fixtures"]
+
+EXPORT_DIR = Path(__file__).resolve().parents[2] / "export"  # the repository's copy is the source of truth
 
 
 def _model(nodes, inputs, outputs, initializers=(), opset=18, functions=()):
@@ -32,19 +34,53 @@ def _resize(**attrs):
     return _model([node], [_x()], [_x("y", shape=(1, 3, 16, 16))], [scales])
 
 
-def test_table_is_the_shipped_copy_of_shared():
+def test_shipped_table_parses_and_matches_its_description():
     table = load_op_table()
     assert len(table) == 200
     assert table["Conv"].supported and table["Resize"].supported and table["Einsum"].supported
     assert not table["Col2Im"].supported and not table["DFT"].supported
     assert not table["STFT"].fp16 and table["STFT"].fp32
-    if SHARED_TABLE.exists():  # the package copy must not drift from shared/
-        from importlib import resources
+    from importlib import resources
 
-        shipped = resources.files("lso.export").joinpath("trt_onnx_ops.csv").read_text(encoding="utf-8")
-        assert shipped == SHARED_TABLE.read_text(encoding="utf-8")
-        with open(SHARED_TABLE, encoding="utf-8") as fh:
-            assert {r["op_type"] for r in csv.DictReader(fh)} == set(table)
+    text = resources.files("lso.export").joinpath("trt_onnx_ops.csv").read_text(encoding="utf-8")
+    assert text == (EXPORT_DIR / "trt_onnx_ops.csv").read_text(encoding="utf-8")  # installed = repository copy
+    rows = list(csv.DictReader(text.splitlines()))
+    assert list(rows[0]) == ["op_type", "supported", "fp32", "fp16", "int8", "notes"]
+    names = [r["op_type"] for r in rows]
+    assert len(names) == len(set(names)) == len(table)
+    for row in rows:
+        assert row["supported"] in ("Y", "N"), row
+        types = {row[k] for k in ("fp32", "fp16", "int8")}
+        assert types <= ({"Y", "N"} if row["supported"] == "Y" else {""}), row
+    # the row counts its description states ("200 rows: 158 Y, 42 N")
+    described = (EXPORT_DIR / "trt_onnx_ops.md").read_text(encoding="utf-8")
+    n_yes = sum(r["supported"] == "Y" for r in rows)
+    assert f"{len(rows)} rows: {n_yes} Y, {len(rows) - n_yes} N" in described
+
+
+def _op_types(graph) -> set[str]:
+    """Operator types of a graph's default-domain nodes, subgraphs (Scan, If, Loop bodies) included."""
+    ops = set()
+    for node in graph.node:
+        if node.domain in ("", "ai.onnx"):
+            ops.add(node.op_type)
+        for attr in node.attribute:
+            for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
+                ops |= _op_types(sub)
+    return ops
+
+
+def test_table_covers_every_operator_the_exporter_emits(ex_onnx):
+    from lso.export import passes
+
+    table = load_op_table()
+    model = onnx.load(str(ex_onnx))
+    cpu_graph = passes.chunk_solver(passes.align_conv_channels(onnx.load(str(ex_onnx)), multiple=16), chunk=4)
+    emitted = _op_types(model.graph) | _op_types(cpu_graph.graph)
+    assert {"Conv", "Sin", "Cos", "Softmax", "Scan"} <= emitted  # the walk reached the solver and the Scan body
+    assert sorted(op for op in emitted if op not in table) == []
+    assert sorted(op for op in emitted if not table[op].supported) == []
+    assert lint_model(model) == []
 
 
 def test_clean_graph_has_no_issue():

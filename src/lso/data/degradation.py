@@ -1,6 +1,6 @@
 """The paper's degradation protocol: ground-truth HSI → (HR-MSI, LR-HSI).
 
-Protocol (see ``LSO_SPEC.md``, "Degradation protocol"):
+Protocol (see ``docs/model.md``, "Degradation protocol"):
 
 * LR-HSI: Gaussian PSF with σ = 0.5·r and size 2·ceil(3σ)+1 (×4: 13×13, ×8: 25×25), normalised to
   sum 1, applied as a circular (FFT) convolution over the whole image with the PSF centred at the
