@@ -70,8 +70,8 @@ def test_mismatch_lists_keys_and_suggests_config(tmp_path, tiny_state):
     with pytest.raises(ArtifactError) as info:
         load_checkpoint(tmp_path / "tiny.pth", LSOConfig())
     msg = str(info.value)
-    assert "shape mismatch" in msg and "spatial_encoder.head.0.weight" in msg
-    assert "guide_dim=16" in msg  # the config that would fit
+    assert "guide_dim=128 was asked for" in msg and "the tensor shapes pin guide_dim=16" in msg
+    assert "width=16" in msg  # the config that would fit
 
 
 def test_missing_and_garbage_files(tmp_path):

@@ -12,8 +12,6 @@ from lso.model import coordinate_grid, set_solver_form
 
 
 def test_state_dict_matches_official_keys_and_shapes():
-    if not REFERENCE_KEYS.exists():
-        pytest.skip(f"{REFERENCE_KEYS} not found (shared/ folder missing beside the repo)")
     spec = json.loads(REFERENCE_KEYS.read_text())
     state = LSO().state_dict()
     assert set(state) == set(spec)

@@ -17,14 +17,16 @@ __version__ = "0.1.0"
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 
-def load_checkpoint(path, config=None, *, map_location="cpu", strict=True):
-    """Load an official (``.pth.tar``/``.pth``/``.pt``) or our own (``.safetensors``) checkpoint.
+def load_checkpoint(path, config=None, *, map_location="cpu", strict=True, **fields):
+    """Load an official (``.pth.tar``/``.pth``/``.pt``) or our own (``.safetensors``) checkpoint, or ``@demo``.
 
-    See :func:`lso.checkpoint.load_checkpoint`. Returns an :class:`LSO` in eval mode.
+    The checkpoint's own configuration is used; ``config``/``fields`` (e.g. ``patch_size=2``) add what it does
+    not record and must agree with what it does. See :func:`lso.checkpoint.load_checkpoint`. Returns an
+    :class:`LSO` in eval mode.
     """
     from lso.checkpoint import load_checkpoint as _load
 
-    return _load(path, config, map_location=map_location, strict=strict)
+    return _load(path, config, map_location=map_location, strict=strict, **fields)
 
 
 def save_checkpoint(model, path, **metadata):

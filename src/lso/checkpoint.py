@@ -12,6 +12,15 @@ members (``torch.load`` itself does not check them: a flipped bit in a weight wo
 our ``.safetensors`` files carry ``content_sha256`` in their metadata (the header minus that key, plus
 every tensor byte), checked on load. Any mismatch is an :class:`~lso.errors.ArtifactError` naming the
 file. Sizes declared by a file are checked against the memory budget (:mod:`lso.memory`) first.
+
+Configuration: the model is built from what the checkpoint itself records — our ``lso_config`` metadata, or
+the option namespace the authors' training script saves under ``config`` (``num_token``, ``num_basis``,
+``width``, ``patch_size``, ``n_resblocks``, ``guide_dim``, ``n_bands``, ``n_bands_rgb``; its dataset and
+training options say nothing about the architecture and are ignored) — checked against what the tensor shapes
+pin (every field but ``patch_size``). A caller may add fields (``load_checkpoint(p, patch_size=2)``, or
+``--config patch_size=2`` on the command line); one that contradicts the checkpoint is an error. Where nothing
+records ``patch_size`` the default is used, with a warning. :func:`resolve_config` says where each field came
+from (``lso info --checkpoint X``). See ``docs/model.md`` for the formats.
 """
 from __future__ import annotations
 
@@ -20,9 +29,11 @@ import json
 import logging
 import os
 import pickle
+import re
 import struct
 import zipfile
 import zlib
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
@@ -35,8 +46,10 @@ from lso.errors import ArtifactError, InputError
 from lso.memory import check_bytes
 from lso.model import LSO
 
-__all__ = ["load_checkpoint", "save_checkpoint", "read_state_dict", "infer_config", "OFFICIAL_SUFFIXES",
-           "CHECKPOINT_SUFFIXES", "FORMAT_TAG", "CONTENT_HASH_KEY"]
+__all__ = ["load_checkpoint", "save_checkpoint", "read_state_dict", "infer_config", "resolve_config",
+           "ResolvedConfig", "parse_config_arg", "add_config_argument", "normalize_config_fields",
+           "OFFICIAL_OPTIONS", "OFFICIAL_CONFIG_KEY", "OFFICIAL_SUFFIXES", "CHECKPOINT_SUFFIXES", "FORMAT_TAG",
+           "CONTENT_HASH_KEY", "SOURCE_SAVED", "SOURCE_SHAPES", "SOURCE_CALLER", "SOURCE_DEFAULT"]
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +58,7 @@ CHECKPOINT_SUFFIXES = OFFICIAL_SUFFIXES + (".safetensors",)
 FORMAT_TAG = "lso-deploy/1"
 _PREFIXES = ("module.", "model.", "_orig_mod.")
 _WRAPPER_KEYS = ("model_state_dict", "state_dict", "model", "net", "params")
+OFFICIAL_CONFIG_KEY = "official_config"  # read_state_dict's metadata key for the authors' saved option namespace
 
 
 def _strip_prefixes(state: Mapping[str, Any]) -> dict[str, Any]:
@@ -137,11 +151,21 @@ def _check_zip(path: Path) -> None:
 def read_state_dict(path: Union[str, os.PathLike]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Read ``(state_dict, metadata)`` from any supported checkpoint file (no model built).
 
+    Args:
+        path: the file, or ``@demo`` for the bundled demo checkpoint.
+
+    Returns:
+        The state dict (prefixes stripped) and a metadata dict of strings: for our ``.safetensors`` the
+        file's metadata (``lso_config``, ``ratio``, ...); for an official file that carries the authors' option
+        namespace, ``{"official_config": <that whole namespace as JSON>}`` (its ``sf`` is the training ratio).
+
     Raises:
         ArtifactError: missing, unreadable, corrupt (sidecar sha256, zip CRC-32 or ``content_sha256``
             mismatch), unsafe (arbitrary pickle) or not a checkpoint.
     """
-    path = Path(path)
+    from lso.weights import resolve_checkpoint
+
+    path = resolve_checkpoint(path)
     if not path.is_file():
         raise ArtifactError(f"checkpoint {path} does not exist (or is not a file)")
     read_sidecar(path)  # a pinned sha256, when there is one
@@ -165,20 +189,125 @@ def read_state_dict(path: Union[str, os.PathLike]) -> tuple[dict[str, torch.Tens
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise ArtifactError(
-            f"{path} was refused: it contains Python objects beyond tensors and plain containers, which could "
-            f"run code when unpickled (torch.load weights_only=True said: {str(exc).splitlines()[0]}). Only load "
-            f"checkpoints you trust; re-save it as a plain state dict or as .safetensors."
-        ) from exc
+        raise ArtifactError(_refused_pickle_message(path, exc)) from exc
     except Exception as exc:  # a corrupt pickle stream raises almost anything (IndexError, KeyError, EOFError, ...)
         raise ArtifactError(f"{path} is not a readable PyTorch checkpoint (truncated or corrupt?): "
-                            f"{type(exc).__name__}: {exc}") from exc
-    return _strip_prefixes(_unwrap(obj, path)), {}
+                            f"{type(exc).__name__}: {_plain(str(exc))}") from exc
+    metadata: dict[str, str] = {}
+    if isinstance(obj, Mapping) and isinstance(obj.get("config"), Mapping):
+        # the authors' training script saves its whole option namespace here (vars(opt))
+        metadata[OFFICIAL_CONFIG_KEY] = json.dumps(dict(obj["config"]), default=str, sort_keys=True)
+    return _strip_prefixes(_unwrap(obj, path)), metadata
 
 
-def infer_config(state: Mapping[str, torch.Tensor], base: Optional[LSOConfig] = None) -> LSOConfig:
-    """Infer the architecture from tensor shapes (patch size cannot be inferred: taken from ``base``)."""
-    base = base or LSOConfig()
+_ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")
+
+
+def _plain(text: str) -> str:
+    """``text`` without terminal escape sequences (torch's messages carry ANSI bold codes)."""
+    return _ANSI.sub("", text).replace("\x1b", "")
+
+
+def _refused_pickle_message(path: Path, exc: BaseException) -> str:
+    text = _plain(str(exc))
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    what = f" (the first is {found.group(1)})" if found else ""
+    return (
+        f"{path} was refused: it holds pickled Python objects beyond tensors and plain containers{what}, which "
+        f"only running code can rebuild; a legacy full-model save (torch.save(model)) looks like this. The way "
+        f"forward, only for a file you trust: where the authors' code is importable, load it with "
+        f"torch.load(path, weights_only=False) and save the weights with torch.save({{\"model_state_dict\": "
+        f"model.state_dict(), \"config\": vars(opt)}}, \"model_best.pth.tar\") (opt: the options the model was "
+        f"built with), or load those weights into lso.LSO(lso.LSOConfig(...)) and save that with "
+        f"lso.checkpoint.save_checkpoint(model, \"model.safetensors\"); then use the new file."
+    )
+
+
+# ------------------------------------------------------------------------------------ configuration
+SOURCE_SAVED = "saved config"
+SOURCE_SHAPES = "tensor shapes"
+SOURCE_CALLER = "caller"
+SOURCE_DEFAULT = "default"
+
+#: the authors' option names (their training script's ``config``) -> LSOConfig fields
+OFFICIAL_OPTIONS: dict[str, str] = {
+    "n_bands": "n_bands",
+    "n_bands_rgb": "n_msi_bands",
+    "guide_dim": "guide_dim",
+    "n_resblocks": "n_resblocks",
+    "width": "width",
+    "patch_size": "patch_size",
+    "num_token": "num_token",
+    "num_basis": "num_basis",
+}
+_FIELDS = tuple(LSOConfig().to_dict())  # architecture fields, then "solver"
+_INT_FIELDS = tuple(f for f in _FIELDS if f != "solver")
+# a model's computation form, not its architecture: the caller's choice wins, it never contradicts a file
+_FORM_FIELDS = ("solver",)
+
+
+def _field_name(key: str) -> Optional[str]:
+    key = str(key).strip().replace("-", "_")
+    if key in _FIELDS:
+        return key
+    return OFFICIAL_OPTIONS.get(key)
+
+
+def _field_value(name: str, value: Any, where: str) -> Any:
+    if name == "solver":
+        if value not in ("reference", "folded"):
+            raise InputError(f"{where}: solver must be 'reference' or 'folded', got {value!r}")
+        return value
+    if isinstance(value, str):
+        try:
+            value = int(value.strip())
+        except ValueError:
+            raise InputError(f"{where}: {name} must be an integer, got {value!r}") from None
+    elif isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise InputError(f"{where}: {name} must be an integer, got {value!r}")
+    return value
+
+
+def normalize_config_fields(fields: Mapping[str, Any], *, where: str = "configuration",
+                            ignore_unknown: bool = False) -> dict[str, Any]:
+    """LSOConfig fields from a mapping that may use the authors' option names (``n_bands_rgb``) or kebab-case.
+
+    Args:
+        fields: names -> values (ints, or strings of ints; ``solver`` a string).
+        where: what the mapping is, for error messages (``"--config"``, a file name, ...).
+        ignore_unknown: skip names that are no architecture field (a whole option namespace holds many);
+            otherwise they are an error.
+
+    Raises:
+        InputError: an unknown name (unless ``ignore_unknown``), a value of the wrong type, or two names for
+            one field with different values.
+    """
+    out: dict[str, Any] = {}
+    unknown = []
+    for key, value in fields.items():
+        name = _field_name(key)
+        if name is None:
+            unknown.append(str(key))
+            continue
+        if value is None and ignore_unknown:
+            continue
+        value = _field_value(name, value, where)
+        if name in out and out[name] != value:
+            raise InputError(f"{where}: {name} is given twice with different values ({out[name]!r}, {value!r})")
+        out[name] = value
+    if unknown and not ignore_unknown:
+        official = ", ".join(f"{k} (= {v})" for k, v in OFFICIAL_OPTIONS.items() if k != v)
+        raise InputError(f"{where}: unknown configuration field(s) {', '.join(map(repr, unknown))}; known: "
+                         f"{', '.join(_FIELDS)}, and the authors' option names {official}")
+    if unknown:
+        log.debug("%s: ignored non-architecture options %s", where, unknown)
+    return out
+
+
+def _shape_fields(state: Mapping[str, torch.Tensor]) -> dict[str, int]:
+    """Every field the tensor shapes pin (all but ``patch_size`` and ``solver``)."""
     try:
         n_bands = state["outc.conv.2.weight"].shape[0]
         guide_dim, in_ch = state["spatial_encoder.head.0.weight"].shape[:2]
@@ -190,12 +319,161 @@ def infer_config(state: Mapping[str, torch.Tensor], base: Optional[LSOConfig] = 
     except (ValueError, TypeError, IndexError, AttributeError) as exc:
         raise ArtifactError(f"not an LSO state dict: a key tensor has an unexpected rank ({exc})") from exc
     n_res = len({k.split(".")[2] for k in state if k.startswith("spatial_encoder.body.") and ".body." in k[22:]})
+    return {"n_bands": int(n_bands), "n_msi_bands": int(in_ch - n_bands), "guide_dim": int(guide_dim),
+            "n_resblocks": int(n_res), "width": int(width), "heads": int(heads), "num_token": int(num_token),
+            "num_basis": int(num_basis)}
+
+
+def infer_config(state: Mapping[str, torch.Tensor], base: Optional[LSOConfig] = None) -> LSOConfig:
+    """Infer the architecture from tensor shapes (patch size cannot be inferred: taken from ``base``)."""
+    base = base or LSOConfig()
     try:
-        return base.replace(n_bands=int(n_bands), n_msi_bands=int(in_ch - n_bands), guide_dim=int(guide_dim),
-                            n_resblocks=int(n_res), width=int(width), heads=int(heads), num_token=int(num_token),
-                            num_basis=int(num_basis))
+        return base.replace(**_shape_fields(state))
     except ValueError as exc:
         raise ArtifactError(f"the tensor shapes give no valid LSO configuration ({exc})") from exc
+
+
+def _saved_fields(metadata: Mapping[str, str], path: Path) -> dict[str, Any]:
+    """The architecture a file records: our ``lso_config``, else the authors' ``config`` namespace."""
+    for key, official in (("lso_config", False), (OFFICIAL_CONFIG_KEY, True)):
+        if key not in metadata:
+            continue
+        try:
+            data = json.loads(metadata[key])
+            if not isinstance(data, dict):
+                raise ValueError("not a JSON object")
+            return normalize_config_fields(data, where=f"{path}: saved {key!r}", ignore_unknown=True)
+        except (ValueError, TypeError, RecursionError) as exc:
+            raise ArtifactError(f"{path}: its saved configuration ({key!r}) is not valid ({exc}); re-save the "
+                                f"checkpoint, or pass the configuration yourself to a copy saved without it") from exc
+    return {}
+
+
+def _caller_fields(config: Union[LSOConfig, Mapping[str, Any], None], fields: Mapping[str, Any]) -> dict[str, Any]:
+    if config is None:
+        named: dict[str, Any] = {}
+    elif isinstance(config, LSOConfig):
+        named = config.to_dict()
+    elif isinstance(config, Mapping):
+        named = normalize_config_fields(config, where="config")
+    else:
+        raise InputError(f"config must be an LSOConfig, a dict of its fields or None, got {type(config).__name__}")
+    extra = normalize_config_fields(fields, where="load_checkpoint keyword arguments")
+    for name, value in extra.items():
+        if name in named and named[name] != value:
+            raise InputError(f"{name} is given twice with different values: {named[name]!r} in config, {value!r} "
+                             f"as a keyword argument")
+        named[name] = value
+    return named
+
+
+@dataclass(frozen=True)
+class ResolvedConfig:
+    """The configuration a checkpoint will be built with, and where each field came from.
+
+    Attributes:
+        config: the configuration.
+        sources: field -> ``"saved config"`` (the file's own ``lso_config`` or the authors' ``config``),
+            ``"tensor shapes"``, ``"caller"`` or ``"default"``: the first of these that gives the field.
+        agreeing: field -> the other sources that give the same value (e.g. the shapes confirming a saved width).
+        path: the checkpoint file.
+        metadata: the file's metadata (see :func:`read_state_dict`).
+    """
+
+    config: LSOConfig
+    sources: Mapping[str, str]
+    agreeing: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    path: Optional[Path] = None
+    metadata: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """``{field: {"value": ..., "source": ..., "agreeing": [...]}}``."""
+        return {name: {"value": value, "source": self.sources[name], "agreeing": list(self.agreeing.get(name, ()))}
+                for name, value in self.config.to_dict().items()}
+
+    def format_table(self) -> str:
+        """One line per field: ``name  value  source (+ agreeing sources)``."""
+        lines = []
+        for name, value in self.config.to_dict().items():
+            also = self.agreeing.get(name, ())
+            lines.append(f"{name:<12} {value!s:<10} {self.sources[name]}" + (f" (= {', '.join(also)})" if also else ""))
+        return "\n".join(lines)
+
+
+def _resolve(path: Path, state: Mapping[str, torch.Tensor], metadata: Mapping[str, str],
+             caller: Mapping[str, Any], *, strict: bool = True) -> ResolvedConfig:
+    saved = _saved_fields(metadata, path)
+    try:
+        shapes: dict[str, int] = _shape_fields(state)
+    except ArtifactError:
+        if not caller and not saved:
+            raise
+        shapes = {}  # not LSO-shaped: the fit check below names what is wrong
+    where_saved = "our saved 'lso_config'" if "lso_config" in metadata else "the authors' saved 'config'"
+    # the file against itself
+    clash = {n: (saved[n], shapes[n]) for n in saved if n in shapes and saved[n] != shapes[n]}
+    if clash:
+        text = ", ".join(f"{n}: saved {a}, shapes {b}" for n, (a, b) in clash.items())
+        if strict:
+            raise ArtifactError(f"{path}: {where_saved} disagrees with its tensor shapes ({text}); the file is "
+                                f"inconsistent or corrupt: re-save it (strict=False builds what the shapes say)")
+        log.warning("%s: %s disagrees with its tensor shapes (%s); using the shapes", path, where_saved, text)
+        saved = {n: v for n, v in saved.items() if n not in clash}
+    # the caller against the file
+    problems = []
+    for name, value in caller.items():
+        if name in _FORM_FIELDS:
+            continue
+        if name in saved and saved[name] != value:
+            problems.append(f"{name}={value!r} was asked for, but {where_saved} says {name}={saved[name]!r}")
+        elif name in shapes and shapes[name] != value:
+            problems.append(f"{name}={value!r} was asked for, but the tensor shapes pin {name}={shapes[name]!r}")
+    if problems:
+        own = {**shapes, **saved}
+        raise ArtifactError(f"{path} contradicts the configuration asked for: " + "; ".join(problems) +
+                            ". Drop those fields from --config / load_checkpoint(...), or pass the checkpoint's "
+                            "own values (it records " + ", ".join(f"{k}={v}" for k, v in own.items()) + ")")
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    agreeing: dict[str, tuple[str, ...]] = {}
+    default = LSOConfig().to_dict()
+    for name in _FIELDS:
+        given = [(src, d[name]) for src, d in ((SOURCE_SAVED, saved), (SOURCE_SHAPES, shapes), (SOURCE_CALLER, caller))
+                 if name in d]
+        if name in _FORM_FIELDS and name in caller:  # the caller's choice of form wins
+            given = [(SOURCE_CALLER, caller[name])] + [g for g in given if g[0] != SOURCE_CALLER]
+        if given:
+            values[name], sources[name] = given[0][1], given[0][0]
+            agreeing[name] = tuple(src for src, v in given[1:] if v == given[0][1])
+        else:
+            values[name], sources[name] = default[name], SOURCE_DEFAULT
+    if sources["patch_size"] == SOURCE_DEFAULT:
+        log.warning("%s records no configuration and patch_size changes no tensor shape: using the default "
+                    "patch_size=%d. If the model was trained with another patch size its outputs will be wrong: "
+                    "pass it with --config patch_size=N (command line) or load_checkpoint(..., patch_size=N).",
+                    path, values["patch_size"])
+    try:
+        config = LSOConfig(**values)
+    except ValueError as exc:
+        raise ArtifactError(f"{path}: the configuration {values} is not valid ({exc})") from exc
+    return ResolvedConfig(config=config, sources=sources, agreeing=agreeing, path=path, metadata=dict(metadata))
+
+
+def resolve_config(path: Union[str, os.PathLike], config: Union[LSOConfig, Mapping[str, Any], None] = None, *,
+                   strict: bool = True, **fields: Any) -> ResolvedConfig:
+    """The configuration :func:`load_checkpoint` would build ``path`` with, and where each field comes from.
+
+    Same arguments as :func:`load_checkpoint`; reads the file but builds no model.
+
+    Raises:
+        ArtifactError: unreadable file, or a configuration that contradicts the checkpoint.
+        InputError: unknown field names or bad values in ``config``/``fields``.
+    """
+    from lso.weights import resolve_checkpoint
+
+    path = resolve_checkpoint(path)
+    state, metadata = read_state_dict(path)
+    return _resolve(path, state, metadata, _caller_fields(config, fields), strict=strict)
 
 
 def _check_fit(model: LSO, state: Mapping[str, torch.Tensor], path: Path) -> None:
@@ -218,40 +496,45 @@ def _check_fit(model: LSO, state: Mapping[str, torch.Tensor], path: Path) -> Non
     except ArtifactError:
         hint = "the weights do not look like an LSO model at all"
     raise ArtifactError(f"{path} does not fit the model's config: " + "; ".join(parts) + f". Hint: {hint}; "
-                        "pass config=None to infer it, or the matching LSOConfig.")
+                        "pass no configuration to use the checkpoint's own, or the matching one.")
 
 
 def load_checkpoint(
     path: Union[str, os.PathLike],
-    config: Optional[LSOConfig] = None,
+    config: Union[LSOConfig, Mapping[str, Any], None] = None,
     *,
     map_location: Union[str, torch.device] = "cpu",
     strict: bool = True,
+    **fields: Any,
 ) -> LSO:
     """Build an :class:`LSO` from an official or our own checkpoint, in eval mode.
 
+    The architecture is what the checkpoint records (our ``lso_config`` metadata, or the ``config`` option
+    namespace the authors' training script saves), checked against what its tensor shapes pin; see
+    :func:`resolve_config` for where each field comes from.
+
     Args:
-        path: ``.pth.tar``/``.pth``/``.pt`` (official) or ``.safetensors`` (ours).
-        config: architecture; default: the one stored in our metadata, else inferred from shapes.
+        path: ``.pth.tar``/``.pth``/``.pt`` (official), ``.safetensors`` (ours), or ``@demo`` (the bundled
+            demo checkpoint).
+        config: a whole configuration (an :class:`LSOConfig`: every field is named) or some fields (a dict,
+            our names or the authors' option names); needed only for what the checkpoint does not record
+            (``patch_size`` of a bare state dict).
         map_location: device for the model.
-        strict: refuse missing/unexpected keys and shape mismatches (``ArtifactError``).
+        strict: refuse missing/unexpected keys, shape mismatches and a saved configuration that disagrees
+            with the shapes (``ArtifactError``).
+        **fields: single fields, e.g. ``patch_size=2`` (the same as ``config={"patch_size": 2}``).
+
+    Raises:
+        ArtifactError: unreadable or corrupt file; a named field that contradicts the checkpoint's saved
+            configuration or its tensor shapes (the message names the field and both values).
+        InputError: unknown field names or bad values.
     """
-    path = Path(path)
+    from lso.weights import resolve_checkpoint
+
+    path = resolve_checkpoint(path)
     state, metadata = read_state_dict(path)
-    if config is None:
-        if "lso_config" in metadata:
-            try:
-                config = LSOConfig.from_dict(json.loads(metadata["lso_config"]))
-            except (ValueError, TypeError, AttributeError, RecursionError) as exc:
-                raise ArtifactError(f"{path}: metadata 'lso_config' is not a valid config ({exc})") from exc
-            if strict:  # the weights bound the model: never build one larger than the file's tensors describe
-                inferred = infer_config(state, base=config)
-                if inferred != config:
-                    raise ArtifactError(f"{path}: metadata 'lso_config' ({config.to_json()}) disagrees with the tensor "
-                                        f"shapes ({inferred.to_json()}); the file is corrupt: re-save it")
-        else:
-            config = infer_config(state)
-    model = LSO(config)
+    resolved = _resolve(path, state, metadata, _caller_fields(config, fields), strict=strict)
+    model = LSO(resolved.config)
     if strict:
         _check_fit(model, state, path)
     # modes_list is a constant buffer (1..Q): fill it if a checkpoint lacks it
@@ -259,8 +542,72 @@ def load_checkpoint(
     full.update({k: v.to(full[k].dtype) for k, v in state.items() if k in full})
     model.load_state_dict(full, strict=True)
     model.to(map_location).eval()
-    log.info("loaded %s (%s)", path, "ours" if metadata.get("format") == FORMAT_TAG else "official/state dict")
+    log.info("loaded %s (%s; %s)", path, "ours" if metadata.get("format") == FORMAT_TAG else "official/state dict",
+             ", ".join(f"{k}={v} [{resolved.sources[k]}]" for k, v in resolved.config.to_dict().items()))
     return model
+
+
+# ----------------------------------------------------------------------------------- --config
+CONFIG_HELP = ("architecture of a checkpoint: key=value pairs (patch_size=2,width=32; the authors' option names "
+               "work too), a JSON object, a JSON file (an option dump such as the authors' vars(opt) is fine: "
+               "other options are ignored) or 'paper'/'tiny'. Fields the checkpoint records must agree with it; "
+               "needed only for what it does not record (patch_size of a bare state dict)")
+
+
+def add_config_argument(parser: Any, *, help: str = CONFIG_HELP) -> Any:
+    """Add ``--config`` (the one definition every command uses); parse its value with :func:`parse_config_arg`."""
+    parser.add_argument("--config", metavar="K=V,...|JSON", help=help)
+    return parser
+
+
+def parse_config_arg(text: Optional[str]) -> Optional[dict[str, Any]]:
+    """Parse a ``--config`` value into LSOConfig fields (None for None or an empty string).
+
+    Accepted: ``key=value[,key=value...]`` (``patch_size=2,width=32``; kebab-case and the authors' names such as
+    ``n_bands_rgb`` work), a JSON object (``{"patch_size": 2}``), a JSON file holding one (non-architecture keys
+    such as ``lr`` are ignored, so the authors' option dump works; so does a file with the fields under
+    ``"config"``), or ``paper``/``tiny`` (every field of that preset).
+
+    Raises:
+        InputError: anything else, unknown fields, or values of the wrong type; the message shows the forms.
+    """
+    if text is None or not str(text).strip():
+        return None
+    text = str(text).strip()
+    forms = ("expected key=value pairs (e.g. patch_size=2,width=32), a JSON object, a JSON file or 'paper'/'tiny'")
+    where = f"--config {text!r}"
+    if text in ("paper", "tiny"):
+        return getattr(LSOConfig, text)().to_dict()
+    if text[0] in "{[" or text.lower().endswith(".json") or (Path(text).is_file() and "=" not in text):
+        source = text
+        if text[0] not in "{[":
+            try:
+                source = Path(text).read_text(encoding="utf-8")
+            except OSError as exc:
+                raise InputError(f"{where}: cannot read the JSON file ({exc}); {forms}") from exc
+        try:
+            data = json.loads(source)
+        except ValueError as exc:
+            raise InputError(f"{where}: not valid JSON ({exc}); {forms}") from exc
+        if not isinstance(data, dict):
+            raise InputError(f"{where}: the JSON is a {type(data).__name__}, not an object; {forms}")
+        if isinstance(data.get("config"), dict) and not any(_field_name(k) for k in data):
+            data = data["config"]  # a saved-checkpoint-like or `lso info` layout
+        fields = normalize_config_fields(data, where=where, ignore_unknown=True)
+        if not fields:
+            raise InputError(f"{where}: the JSON names no configuration field (known: {', '.join(_FIELDS)})")
+        return fields
+    if "=" not in text:
+        raise InputError(f"{where}: {forms}; a JSON file of that name does not exist")
+    pairs: dict[str, Any] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise InputError(f"{where}: {item!r} is not key=value; {forms}")
+        if key.strip() in pairs:
+            raise InputError(f"{where}: {key.strip()} is given twice")
+        pairs[key.strip()] = value.strip()
+    return normalize_config_fields(pairs, where=where)
 
 
 def save_checkpoint(model: LSO, path: Union[str, os.PathLike], *, dtype: Optional[torch.dtype] = None,
