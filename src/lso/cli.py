@@ -74,6 +74,14 @@ def _run_info(args) -> int:
 
 
 # ------------------------------------------------------------------------------------------ train
+def _int_list(text: str) -> list[int]:
+    """``"4,8,16"`` -> ``[4, 8, 16]`` (an argparse type)."""
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 4,8,16,32, got {text!r}") from exc
+
+
 def _add_train(sub) -> None:
     p = _sub(sub, "train", "Train or fine-tune LSO (the paper's recipe by default); resumable.",
              "Train on synthetic scenes generated on the fly (default) or a community-format HDF5 file.\n"
@@ -83,7 +91,13 @@ def _add_train(sub) -> None:
     p.add_argument("--data", default="synthetic", help="'synthetic' or a training .h5 (GT/RGB keys)")
     p.add_argument("--val-data", help="validation .h5 (default for synthetic: the validation seeds)")
     p.add_argument("--ratio", type=int, default=4, help="scale ratio r")
-    p.add_argument("--crop", type=int, default=64, help="GT crop size (multiple of r and 4)")
+    p.add_argument("--ratios", type=_int_list,
+                   help="ratio mix, e.g. 4,8,16,32: each batch draws one (repeats weight it; default: --ratio)")
+    p.add_argument("--fixed-ratio-form", type=float,
+                   help="probability P that a batch uses the authors' fixed-ratio form: degraded at r, LR-HSI "
+                        "FFT-resampled to H/f, model run at x f (default 0)")
+    p.add_argument("--fixed-ratio", type=int, help="f of the fixed-ratio form (default 4)")
+    p.add_argument("--crop", type=int, default=64, help="GT crop size (multiple of every ratio used and 4)")
     p.add_argument("--batch", type=int, default=16, help="batch size")
     p.add_argument("--lr", type=float, default=3e-4, help="AdamW learning rate")
     p.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay")

@@ -13,6 +13,15 @@ Data:
   seed every ``refresh_every`` steps, so the model sees many scenes. Validation uses the separate
   validation seeds, never the held-out evaluation seeds.
 
+Ratio mix (``--ratios 4,8,16,32 --fixed-ratio-form P``; default: the training ratio alone, the paper
+recipe): each batch draws one ratio r from ``ratios`` (repeats weight the draw) and, with probability P
+(r != f), the authors' fixed-ratio form: GT degraded at r (sigma = 0.5 r), the LR-HSI FFT-resampled
+(``lso.data.fft_resize``) to H/f x W/f and the model run at x f (f = ``fixed_ratio``, 4). Synthetic scenes
+are degraded and resampled whole, then cropped aligned at the model's ratio; the crop must be a multiple
+of every ratio used. Validation covers every (ratio, form) of the mix; the logged ``val_psnr`` (and the
+best-checkpoint choice) is the mean over these modes, with the per-mode PSNR in ``val_modes`` and the
+per-mode training loss in ``loss_modes``.
+
 Resumable: ``<out>/last.pt`` (model, optimizer, scheduler, step, RNG states, data state) is written
 atomically every ``save_every`` steps and at the end; ``--resume`` continues from it. The best model
 by validation PSNR is ``<out>/best.safetensors``; ``<out>/log.jsonl`` has one line per log/validation.
@@ -38,7 +47,7 @@ from lso.config import LSOConfig
 from lso.errors import ArtifactError, InputError
 from lso.model import LSO
 
-__all__ = ["TrainConfig", "train", "SyntheticCrops", "H5Crops", "validate"]
+__all__ = ["TrainConfig", "train", "SyntheticCrops", "H5Crops", "validate", "validation_groups", "mode_label"]
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +64,14 @@ class TrainConfig:
     data: str = "synthetic"  # "synthetic" or a path to a community-format .h5 file
     val_data: Optional[str] = None  # .h5 validation file (default for synthetic: validation seeds)
     ratio: int = 4
-    crop: int = 64  # GT crop size (multiple of ratio and of 4)
+    # ratio mix: each batch draws one ratio from this list (a ratio listed twice is drawn twice as often);
+    # None = [ratio] (the paper recipe). Training, validation and crops then cover every listed ratio.
+    ratios: Optional[list[int]] = None
+    # the authors' fixed-ratio form: probability that a batch (with ratio r != fixed_ratio) is degraded at r,
+    # its LR-HSI FFT-resampled (lso.data.fft_resize) to size/fixed_ratio and the model run at x fixed_ratio
+    fixed_ratio_form: float = 0.0
+    fixed_ratio: int = 4
+    crop: int = 64  # GT crop size (multiple of every ratio used and of 4)
     batch: int = 16
     lr: float = 3e-4
     weight_decay: float = 1e-4
@@ -86,6 +102,48 @@ class TrainConfig:
     def total_steps(self) -> int:
         return self.max_steps if self.max_steps is not None else self.epochs * self.steps_per_epoch
 
+    @property
+    def mix_ratios(self) -> list[int]:
+        """The ratios batches are drawn from (with repeats as weights): ``ratios`` or ``[ratio]``."""
+        return [int(r) for r in self.ratios] if self.ratios else [self.ratio]
+
+    @property
+    def modes(self) -> list[tuple[int, bool]]:
+        """The distinct ``(ratio, fixed_form)`` pairs of the mix, in order (validation covers each).
+
+        The fixed-ratio form at ``r == fixed_ratio`` is the direct form (the FFT resample is the identity),
+        so it is listed once, as direct.
+        """
+        ratios = list(dict.fromkeys(self.mix_ratios))
+        modes = [(r, False) for r in ratios]
+        if self.fixed_ratio_form > 0:
+            modes += [(r, True) for r in ratios if r != self.fixed_ratio]
+        return modes
+
+    def check_mix(self) -> None:
+        """Check that crops and scenes fit every ratio of the mix.
+
+        Raises:
+            InputError: a ratio below 2, a probability outside [0, 1], or a crop / scene size that is not
+                a multiple of every ratio used (and of 4).
+        """
+        used = sorted(set(self.mix_ratios) | ({self.fixed_ratio} if self.fixed_ratio_form > 0 else set()))
+        if any(r < 2 for r in used):
+            raise InputError(f"ratios {used}: every ratio must be an integer >= 2 (e.g. --ratios 4,8,16,32)")
+        if not 0.0 <= self.fixed_ratio_form <= 1.0:
+            raise InputError(f"--fixed-ratio-form {self.fixed_ratio_form} is a probability: give a value in [0, 1]")
+        lcm = math.lcm(4, *used)
+        if self.crop % lcm:
+            raise InputError(f"--crop {self.crop} must be a multiple of the ratio(s) {used} and of 4: "
+                             f"use a multiple of {lcm} (e.g. --crop {max(lcm, self.crop // lcm * lcm)})")
+        if self.data == "synthetic":
+            for name in ("scene_size", "val_size"):
+                size = getattr(self, name)
+                if size % lcm or size < self.crop * (name == "scene_size"):
+                    raise InputError(f"--{name.replace('_', '-')} {size} must be a multiple of {lcm} (every ratio "
+                                     f"used: {used}){' and at least --crop' if name == 'scene_size' else ''}; "
+                                     f"use e.g. {max(lcm, self.crop)}")
+
 
 # -------------------------------------------------------------------------------------------- data
 def _aligned_crop(rng: np.random.Generator, gt: np.ndarray, msi: np.ndarray, lr: np.ndarray, crop: int,
@@ -98,8 +156,30 @@ def _aligned_crop(rng: np.random.Generator, gt: np.ndarray, msi: np.ndarray, lr:
     return (gt[:, hi:hi + crop, hj:hj + crop], msi[:, hi:hi + crop, hj:hj + crop], lr[:, i:i + lc, j:j + lc])
 
 
+def _draw_mode(rng: np.random.Generator, cfg: TrainConfig) -> tuple[int, bool]:
+    """One batch's ``(ratio, fixed_form)``; draws nothing for the paper recipe (one ratio, direct form)."""
+    ratios = cfg.mix_ratios
+    r = ratios[int(rng.integers(0, len(ratios)))] if len(ratios) > 1 else ratios[0]
+    fixed = bool(cfg.fixed_ratio_form > 0 and r != cfg.fixed_ratio and rng.random() < cfg.fixed_ratio_form)
+    return r, fixed
+
+
+def _mode_lr(lr: np.ndarray, size: tuple[int, int], cfg: TrainConfig, fixed: bool) -> np.ndarray:
+    """The LR-HSI the model sees: as degraded (direct form) or FFT-resampled to size / fixed_ratio."""
+    if not fixed:
+        return np.asarray(lr, np.float32)
+    from lso.data import fft_resize
+
+    return fft_resize(lr, (size[0] // cfg.fixed_ratio, size[1] // cfg.fixed_ratio))
+
+
 class SyntheticCrops:
-    """Endless random crops from a refreshed pool of synthetic training scenes."""
+    """Endless random crops from a refreshed pool of synthetic training scenes.
+
+    Each pooled scene is degraded whole at every ratio of the mix (sigma = 0.5 r) and, for the fixed-ratio
+    form, its LR-HSI FFT-resampled whole to scene / fixed_ratio. Each batch draws one ``(ratio, form)``
+    (so all its tensors have one size); ``last_mode`` is the latest draw.
+    """
 
     def __init__(self, cfg: TrainConfig, state: Optional[dict] = None) -> None:
         from lso.data import degrade
@@ -114,6 +194,7 @@ class SyntheticCrops:
         self.rng = np.random.default_rng(cfg.seed + 7919 * self.steps)
         seeds = state.get("pool_seeds") or [self._take_seed() for _ in range(cfg.pool)]
         self.pool_seeds = list(seeds)
+        self.last_mode: Optional[tuple[int, bool]] = None
         self.scenes = [self._make(s) for s in self.pool_seeds]
 
     def _take_seed(self) -> int:
@@ -121,12 +202,15 @@ class SyntheticCrops:
         self.next_index += 1
         return int(seed)
 
-    def _make(self, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _make(self, seed: int) -> tuple[np.ndarray, np.ndarray, dict[tuple[int, bool], np.ndarray]]:
         from lso.data.synthetic import synthetic_scene
 
         gt = synthetic_scene(seed, self.cfg.scene_size)
-        msi, lr = self._degrade(gt, self.cfg.ratio)
-        return gt.astype(np.float32), np.asarray(msi, np.float32), np.asarray(lr, np.float32)
+        lrs: dict[tuple[int, bool], np.ndarray] = {}
+        for r, fixed in self.cfg.modes:
+            msi, lr = self._degrade(gt, r)  # the HR-MSI does not depend on the ratio
+            lrs[(r, fixed)] = _mode_lr(lr, gt.shape[-2:], self.cfg, fixed)
+        return gt.astype(np.float32), np.asarray(msi, np.float32), lrs
 
     def state(self) -> dict:
         return {"next_index": self.next_index, "steps": self.steps, "pool_seeds": self.pool_seeds}
@@ -138,14 +222,19 @@ class SyntheticCrops:
             k = int(self.rng.integers(0, len(self.scenes)))
             self.pool_seeds[k] = self._take_seed()
             self.scenes[k] = self._make(self.pool_seeds[k])
-        items = [_aligned_crop(self.rng, *self.scenes[int(self.rng.integers(0, len(self.scenes)))], cfg.crop, cfg.ratio)
-                 for _ in range(cfg.batch)]
+        r, fixed = self.last_mode = _draw_mode(self.rng, cfg)
+        at = cfg.fixed_ratio if fixed else r
+        items = [_aligned_crop(self.rng, gt, msi, lrs[(r, fixed)], cfg.crop, at)
+                 for gt, msi, lrs in (self.scenes[int(self.rng.integers(0, len(self.scenes)))] for _ in range(cfg.batch))]
         gt, msi, lr = (torch.from_numpy(np.stack(x)) for x in zip(*items))
         return gt, msi, lr
 
 
 class H5Crops:
-    """Random GT crops from a community-format HDF5 file, degraded per crop (paper protocol)."""
+    """Random GT crops from a community-format HDF5 file, degraded per crop (paper protocol).
+
+    With a ratio mix each batch draws one ``(ratio, form)`` (``last_mode``), as :class:`SyntheticCrops`.
+    """
 
     def __init__(self, cfg: TrainConfig, state: Optional[dict] = None) -> None:
         from lso.data import degrade
@@ -156,6 +245,7 @@ class H5Crops:
         self.ds = H5Dataset(cfg.data)
         self.steps = (state or {}).get("steps", 0)
         self.rng = np.random.default_rng(cfg.seed + 7919 * self.steps)
+        self.last_mode: Optional[tuple[int, bool]] = None
 
     def state(self) -> dict:
         return {"steps": self.steps}
@@ -163,6 +253,7 @@ class H5Crops:
     def batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         cfg = self.cfg
         self.steps += 1
+        r, fixed = self.last_mode = _draw_mode(self.rng, cfg)
         gts = []
         for _ in range(cfg.batch):
             gt = self.ds[int(self.rng.integers(0, len(self.ds)))]["gt"]
@@ -173,15 +264,25 @@ class H5Crops:
             j = int(self.rng.integers(0, W - cfg.crop + 1))
             gts.append(gt[:, i:i + cfg.crop, j:j + cfg.crop])
         gt = np.stack(gts).astype(np.float32)
-        msi, lr = self._degrade(gt, cfg.ratio)
-        return torch.from_numpy(gt), torch.from_numpy(np.asarray(msi, np.float32)), torch.from_numpy(np.asarray(lr, np.float32))
+        msi, lr = self._degrade(gt, r)
+        lr = _mode_lr(lr, gt.shape[-2:], cfg, fixed)
+        return torch.from_numpy(gt), torch.from_numpy(np.asarray(msi, np.float32)), torch.from_numpy(lr)
 
 
-def validation_set(cfg: TrainConfig) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Validation triples (gt, msi, lr): the HDF5 ``val_data`` or the synthetic validation seeds."""
+def mode_label(ratio: int, fixed: bool, fixed_ratio: int = 4) -> str:
+    """``"x8"`` (direct form) or ``"x8/f4"`` (degraded at x8, FFT-resampled, model run at x4)."""
+    return f"x{ratio}/f{fixed_ratio}" if fixed else f"x{ratio}"
+
+
+def validation_groups(cfg: TrainConfig) -> dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]]:
+    """Validation triples per mode of the mix (:attr:`TrainConfig.modes`, labels from :func:`mode_label`).
+
+    The run's validation PSNR is the mean over these modes of the per-mode mean PSNR (every mode has the
+    same scenes, so it is also the mean over all items). For the paper recipe there is one mode, the
+    training ratio: the same figure as before ratio mixes existed.
+    """
     from lso.data import degrade
 
-    items = []
     if cfg.val_data:
         from lso.data.readers import H5Dataset
 
@@ -191,10 +292,22 @@ def validation_set(cfg: TrainConfig) -> list[tuple[np.ndarray, np.ndarray, np.nd
         from lso.data.synthetic import TRAIN_SEEDS, synthetic_scene
 
         gts = [synthetic_scene(int(s), cfg.val_size) for s in TRAIN_SEEDS[: min(cfg.val_scenes, VAL_RESERVED)]]
-    for gt in gts:
-        msi, lr = degrade(gt, cfg.ratio)
-        items.append((np.asarray(gt, np.float32), np.asarray(msi, np.float32), np.asarray(lr, np.float32)))
-    return items
+    groups: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
+    for r, fixed in cfg.modes:
+        items = groups.setdefault(mode_label(r, fixed, cfg.fixed_ratio), [])
+        for gt in gts:
+            msi, lr = degrade(gt, r)
+            items.append((np.asarray(gt, np.float32), np.asarray(msi, np.float32),
+                          _mode_lr(lr, gt.shape[-2:], cfg, fixed)))
+    return groups
+
+
+def validation_set(cfg: TrainConfig) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Validation triples (gt, msi, lr): the HDF5 ``val_data`` or the synthetic validation seeds.
+
+    All modes of the mix, in :func:`validation_groups` order (for the paper recipe: the training ratio).
+    """
+    return [item for items in validation_groups(cfg).values() for item in items]
 
 
 @torch.no_grad()
@@ -257,8 +370,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> P
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
-    if cfg.crop % cfg.ratio or cfg.crop % 4:
-        raise InputError(f"--crop {cfg.crop} must be a multiple of the ratio ({cfg.ratio}) and of 4")
+    cfg.check_mix()
 
     if cfg.init and not state:
         model = load_checkpoint(cfg.init)
@@ -274,7 +386,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> P
         step, best = state["step"], state["best"]
         torch.set_rng_state(state["torch_rng"])
     data = (SyntheticCrops if cfg.data == "synthetic" else H5Crops)(cfg, state.get("data"))
-    val_items = validation_set(cfg)
+    val_groups = validation_groups(cfg)
     total = cfg.total_steps
     log_path = out / "log.jsonl"
 
@@ -293,6 +405,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> P
 
     t_start = time.time()
     losses: list[float] = []
+    mode_losses: dict[str, list[float]] = {}
     stop = {"signal": None}
 
     def _on_term(signum, _frame):  # SIGTERM (and SIGINT where ignored, e.g. background jobs): save, then stop
@@ -308,6 +421,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> P
                 group["lr"] = cfg.lr * _lr_factor(cfg, step)
             gt, msi, lr = data.batch()
             loss = F.l1_loss(model(msi, lr), gt)
+            if len(val_groups) > 1 and data.last_mode is not None:
+                mode_losses.setdefault(mode_label(*data.last_mode, cfg.fixed_ratio), []).append(float(loss.detach()))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip:
@@ -323,9 +438,15 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> P
                 record.update(step=step, loss=float(np.mean(losses)), lr=opt.param_groups[0]["lr"],
                               minutes=(time.time() - t_start) / 60)
                 losses.clear()
+                if mode_losses:
+                    record["loss_modes"] = {k: float(np.mean(v)) for k, v in mode_losses.items()}
+                    mode_losses.clear()
             if step % cfg.val_every == 0 or step == total:
-                score = validate(model, val_items)
+                by_mode = {label: validate(model, items) for label, items in val_groups.items()}
+                score = float(np.mean(list(by_mode.values())))  # mean over the modes of the mix
                 record.update(step=step, val_psnr=score)
+                if len(by_mode) > 1:
+                    record["val_modes"] = by_mode
                 if score > best:
                     best = score
                     save_checkpoint(model, out / "best.safetensors", step=step, val_psnr=score)
