@@ -21,7 +21,7 @@ import logging
 import os
 import threading
 from pathlib import Path
-from typing import Any, ClassVar, Iterator, Optional, Union
+from typing import Any, ClassVar, Iterator, Mapping, Optional, Union
 
 from lso.checkpoint import CHECKPOINT_SUFFIXES
 from lso.config import LSOConfig
@@ -275,8 +275,10 @@ _BACKENDS: tuple[tuple[tuple[str, ...], str], ...] = (
 
 
 def backend_for(path: PathLike) -> type:
-    """The Runner class for an artifact, from its file name (no file is read)."""
-    name = Path(path).name.lower()
+    """The Runner class for an artifact, from its file name (no file is read); ``@demo`` is a checkpoint."""
+    from lso.weights import DEMO_CHECKPOINT, is_demo_name
+
+    name = DEMO_CHECKPOINT if is_demo_name(path) else Path(path).name.lower()
     for suffixes, target in _BACKENDS:
         if name.endswith(suffixes):
             module, cls = target.split(":")
@@ -286,26 +288,39 @@ def backend_for(path: PathLike) -> type:
                         f"(PyTorch checkpoints, ONNX graphs, TensorRT plans)")
 
 
-def load(path: PathLike, device: Any = None, **options: Any) -> Runner:
+def load(path: PathLike, device: Any = None, *, config: Union[LSOConfig, Mapping[str, Any], None] = None,
+         **options: Any) -> Runner:
     """The runner for an artifact, not yet active (use it in a ``with`` block).
 
-    ``.pth``, ``.pth.tar``, ``.pt``, ``.safetensors`` -> :class:`TorchRunner`; ``.onnx`` ->
-    :class:`OrtRunner`; ``.plan``, ``.engine``, ``.trt`` -> :class:`TrtRunner`.
+    ``.pth``, ``.pth.tar``, ``.pt``, ``.safetensors`` and ``@demo`` (the bundled demo checkpoint) ->
+    :class:`TorchRunner`; ``.onnx`` -> :class:`OrtRunner`; ``.plan``, ``.engine``, ``.trt`` -> :class:`TrtRunner`.
 
     Args:
         path: the artifact.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` ... (default: the backend's own — CPU for PyTorch and
             ONNX Runtime, the current CUDA device for TensorRT).
+        config: for checkpoints, configuration fields (an :class:`LSOConfig` or a dict such as
+            ``{"patch_size": 2}``, see :func:`lso.checkpoint.load_checkpoint`): they must agree with what the
+            checkpoint records and fill in what it does not. ONNX graphs and plans carry their architecture;
+            a config given with one is ignored, with a warning.
         **options: passed to the runner (e.g. ``threads=`` for ONNX Runtime, ``fp16=`` for PyTorch,
             ``cuda_graph=`` for TensorRT); ``memory_budget=`` sets :attr:`Runner.memory_budget`.
 
     Raises:
         ArtifactError: the file is missing or its kind is unknown.
     """
-    path = Path(path)
+    from lso.weights import resolve_checkpoint
+
+    path = resolve_checkpoint(path)
     if not path.is_file():
         raise ArtifactError(f"{path} does not exist (or is not a file)")
     cls = backend_for(path)
+    if config is not None:
+        if path.name.lower().endswith(TORCH_SUFFIXES):
+            options["config"] = config
+        else:
+            log.warning("a configuration applies to checkpoints only; %s carries its own architecture, so the "
+                        "one given is ignored", path.name)
     if device is not None:
         options["device"] = device
     budget = options.pop("memory_budget", None)

@@ -12,7 +12,7 @@ import copy
 import logging
 import os
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Mapping, Optional, Union
 
 import torch
 from torch import Tensor, nn
@@ -55,12 +55,14 @@ class TorchRunner(Runner):
 
     Args:
         model: an LSO instance (moved to ``device`` in place on activation; deep-copied first when
-            ``fp16``) or a checkpoint path (``.pth.tar``/``.pth``/``.pt``/``.safetensors``).
+            ``fp16``) or a checkpoint path (``.pth.tar``/``.pth``/``.pt``/``.safetensors``, or ``@demo``).
         device: ``"cpu"`` (default) or a CUDA device.
         compile: ``torch.compile`` the model on activation (``True``, or a dict of ``torch.compile``
             keyword arguments, e.g. ``{"mode": "max-autotune"}``). Default: ``{"dynamic": True}``.
         fp16: FP16 autocast with the spectral blocks (softmax, solver) kept in FP32.
-        config: architecture for a checkpoint without one (default: stored or inferred).
+        config: for a checkpoint, configuration fields (an :class:`LSOConfig` or a dict such as
+            ``{"patch_size": 2}``) that must agree with what it records and fill in what it does not
+            (see :func:`lso.checkpoint.load_checkpoint`); default: the checkpoint's own.
 
     Threads: an eager model is safe to call from many threads at once (``forward`` reads parameters and
     mutates nothing; autocast and ``no_grad`` are thread-local), so :attr:`concurrent` is True; a
@@ -75,14 +77,20 @@ class TorchRunner(Runner):
         return not self._compile
 
     def __init__(self, model: Union[LSO, str, os.PathLike], *, device: Any = "cpu", compile: Union[bool, dict] = False,
-                 fp16: bool = False, config: Optional[LSOConfig] = None) -> None:
+                 fp16: bool = False, config: Union[LSOConfig, Mapping[str, Any], None] = None) -> None:
         super().__init__()
+        self._fields: Union[LSOConfig, Mapping[str, Any], None] = None  # for load_checkpoint
         if isinstance(model, LSO):
             self._source: Optional[Path] = None
             self._given: Optional[LSO] = model
             self._config: Optional[LSOConfig] = model.config
         else:
-            self._source, self._given, self._config = Path(model), None, config
+            from lso.weights import resolve_checkpoint
+
+            self._source, self._given = resolve_checkpoint(model), None
+            self._fields = config
+            # known before activation only when a whole configuration was given (else: once loaded)
+            self._config = config if isinstance(config, LSOConfig) else None
         self._device_arg = device
         self._compile = compile
         self._fp16 = fp16
@@ -100,7 +108,7 @@ class TorchRunner(Runner):
         else:
             from lso.checkpoint import load_checkpoint
 
-            model = load_checkpoint(self._source, self._config, map_location=device)
+            model = load_checkpoint(self._source, self._fields, map_location=device)
             self._config = model.config
         if self._fp16:
             if device.type == "cpu" and not torch.amp.is_autocast_available("cpu"):
