@@ -3,7 +3,7 @@
     python benchmarks/export_report.py            # -> benchmarks/results/export_report.{json,md}
 
 Weights: the bundled demo checkpoint when this install has it, else the official reference weights
-(``../shared/reference/lso_official_reference.safetensors``, keys ``weights.*``, saved into a
+(``tests/data/reference/lso_official_reference.safetensors``, keys ``weights.*``, saved into a
 temporary ``.pth.tar`` so they go through the normal official-checkpoint path), or ``--checkpoint``.
 The export runs with its default options and the full default parity table (x4 at 64x64 and
 512x512, x8, x16, x32, x3 at 75x57, batch 2). The report says which weights were used.
@@ -20,7 +20,7 @@ from typing import Optional, Sequence
 
 from lso.benchmarks._report import RESULTS, markdown_table, write_results
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "lso_official_reference.safetensors"
+REFERENCE = Path(__file__).resolve().parents[1] / "tests" / "data" / "reference" / "lso_official_reference.safetensors"
 
 
 def _weights(checkpoint: Optional[str], tmp: Path) -> tuple[Path, str]:
@@ -40,7 +40,7 @@ def _weights(checkpoint: Optional[str], tmp: Path) -> tuple[Path, str]:
     state = {k[len("weights."):]: v for k, v in load_file(str(REFERENCE)).items() if k.startswith("weights.")}
     path = tmp / "lso_official_reference.pth.tar"
     torch.save({"model_state_dict": state}, path)
-    return path, ("official reference weights (shared/reference/lso_official_reference.safetensors, weights.*: "
+    return path, ("official reference weights (tests/data/reference/lso_official_reference.safetensors, weights.*: "
                   "paper configuration, spectral blocks at trained-like magnitudes), via a .pth.tar")
 
 
