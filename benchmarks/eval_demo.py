@@ -37,7 +37,8 @@ def main(argv=None) -> int:
     verdict = (f"LSO - GSA: {s['lso']['psnr']['mean'] - s['gsa']['psnr']['mean']:+.2f} dB PSNR, "
                f"{s['lso']['sam']['mean'] - s['gsa']['sam']['mean']:+.3f} deg SAM; "
                f"LSO - bicubic: {s['lso']['psnr']['mean'] - s['bicubic']['psnr']['mean']:+.2f} dB.")
-    md = f"# Demo checkpoint on held-out synthetic scenes, x4 ({args.size}x{args.size})\n\n" + markdown_summary(r4) + "\n" + verdict
+    md = (f"# Demo checkpoint on held-out synthetic scenes, x4 ({args.size}x{args.size})\n\n" + markdown_summary(r4)
+          + "\n" + verdict)
     write_results("demo_eval_x4", r4, md)
     first = r4["per_image"][0]["scene"]
     shutil.copy(work / "x4" / f"{first}_x4.png", RESULTS / "demo_eval_x4.png")

@@ -180,6 +180,16 @@ def test_no_silent_crop(tmp_path, tiny_ckpt, gt64):
     assert row["size"] == [32, 32] and row["cropped_from"] == [36, 36]
     assert report["crop"]["allowed"] and report["crop"]["cropped_scenes"] == [row["scene"]]
     assert "cropped" in (tmp_path / "o" / "eval_x8.md").read_text()
+    # the file's LRHSI: GT 34x34 and LRHSI 8x8 (x4, rounded down): the fitting pair is named
+    gt34 = gt64[:, :34, :34]
+    lr_path = _write_h5(tmp_path / "lr.h5", gt34, _rgb_of(gt34), np.full((31, 8, 8), 0.5, np.float32))
+    with pytest.raises(InputError, match=r"GT 32x32 with LRHSI 8x8 would fit.*--crop"):
+        evaluate_set(EvalConfig(checkpoint=str(tiny_ckpt), data=str(lr_path), lr_from="file", out=str(tmp_path / "o"),
+                                png=False), progress=False)
+    report = evaluate_set(EvalConfig(checkpoint=str(tiny_ckpt), data=str(lr_path), lr_from="file", crop=True,
+                                     out=str(tmp_path / "o"), png=False), progress=False)
+    assert report["ratio"] == 4 and report["per_image"][0]["size"] == [32, 32]
+    assert report["per_image"][0]["cropped_from"] == [34, 34]
     # a size that fits is never cropped, and says so
     report = evaluate_set(EvalConfig(checkpoint=str(tiny_ckpt), data=str(path), ratio=4, crop=True,
                                      out=str(tmp_path / "o"), png=False), progress=False)

@@ -165,13 +165,16 @@ def iter_items(data: str, n: Optional[int] = None, size: int = 512, *, with_lr: 
                 raise InputError(f"{data}: --lr-from file needs an LRHSI dataset, found keys {sorted(f.keys())}; "
                                  f"use --lr-from gt (the default: LR-HSI regenerated from GT)")
             lr_ds = f[key]
-            if lr_ds.ndim != 4 or lr_ds.shape[0] != len(ds) or lr_ds.dtype.kind != "f":
+            one = lr_ds.ndim == 3 and len(ds) == 1  # one scene without its N axis, like H5Dataset reads GT
+            if not (one or (lr_ds.ndim == 4 and lr_ds.shape[0] == len(ds))) or lr_ds.dtype.kind != "f":
                 raise InputError(f"{data}: '{key}' has shape {lr_ds.shape} and dtype {lr_ds.dtype}; expected floats "
                                  f"({len(ds)}, C, h, w) like GT")
         count = len(ds) if n is None else min(n, len(ds))
         for i in range(count):
             item = ds[i]
-            lr = np.asarray(lr_ds[i], dtype=np.float32) if lr_ds is not None else None
+            lr = None
+            if lr_ds is not None:
+                lr = np.asarray(lr_ds[()] if lr_ds.ndim == 3 else lr_ds[i], dtype=np.float32)
             yield Scene(f"{Path(data).stem}_{i}", item["gt"], item["rgb"], lr)
 
 
@@ -220,12 +223,25 @@ def prepare_inputs(scene: Scene, ratio: int, *, msi_from: str = "file", lr_from:
         if scene.lr is None:
             raise InputError(f"{scene.name}: no LRHSI in this data set; use --lr-from gt")
         h, w = scene.lr.shape[-2:]
-        if gt.shape[-2:] != (ratio * h, ratio * w):
-            raise InputError(f"{scene.name}: the file's LRHSI is {h}x{w} and GT {gt.shape[-2]}x{gt.shape[-1]}, not "
-                             f"x{ratio} of it; give the LRHSI's own ratio (--ratio) or use --lr-from gt")
-        lr = np.asarray(scene.lr, dtype=np.float32)
-        msi = scene.rgb if msi_from == "file" else hsi_to_msi(gt)
-        return gt, np.asarray(msi, dtype=np.float32), lr
+        H, W = gt.shape[-2:]
+        if (H, W) != (ratio * h, ratio * w):
+            # at most one LR pixel away from fitting (LRHSI made from the uncropped GT, rounded either way)
+            fit_h, fit_w = min(h, H // ratio), min(w, W // ratio)
+            close = abs(H - ratio * h) < ratio and abs(W - ratio * w) < ratio and min(fit_h, fit_w) > 0
+            if not close:
+                raise InputError(f"{scene.name}: the file's LRHSI is {h}x{w} and GT {H}x{W}, not x{ratio} of it; "
+                                 "give the LRHSI's own ratio (--ratio) or use --lr-from gt")
+            if not crop:
+                raise InputError(f"{scene.name}: GT {H}x{W} is not {ratio} x the file's LRHSI {h}x{w}; the top-left "
+                                 f"GT {ratio * fit_h}x{ratio * fit_w} with LRHSI {fit_h}x{fit_w} would fit: pass "
+                                 "--crop (crop=True) to evaluate on it, which the report records")
+            log.info("%s: cropped GT %dx%d to %dx%d and LRHSI %dx%d to %dx%d (top-left)", scene.name, H, W,
+                     ratio * fit_h, ratio * fit_w, h, w, fit_h, fit_w)
+            h, w = fit_h, fit_w
+        gt = np.ascontiguousarray(gt[:, : ratio * h, : ratio * w])
+        lr = np.ascontiguousarray(np.asarray(scene.lr, dtype=np.float32)[:, :h, :w])
+        msi = np.asarray(scene.rgb)[:, : ratio * h, : ratio * w] if msi_from == "file" else hsi_to_msi(gt)
+        return gt, np.ascontiguousarray(msi, dtype=np.float32), lr
     if lr_from != "gt":
         raise InputError(f"--lr-from must be 'gt' or 'file', got {lr_from!r}")
     if msi_from not in ("file", "gt"):
@@ -278,7 +294,7 @@ def _check_ratio(value: Any, flag: str) -> int:
 
 
 def _file_ratio(data: str) -> int:
-    """The ratio of a community file's LRHSI (GT size / LRHSI size), or an error saying why there is none."""
+    """The ratio of a community file's LRHSI (GT size / LRHSI size, rounded), or an error saying why there is none."""
     from lso._deps import require
 
     with require("h5py").File(data, "r") as f:
@@ -286,9 +302,11 @@ def _file_ratio(data: str) -> int:
         if key is None or "GT" not in f:
             raise InputError(f"{data}: --lr-from file needs GT and LRHSI datasets, found {sorted(f.keys())}")
         (H, W), (h, w) = f["GT"].shape[-2:], f[key].shape[-2:]
-    if h < 1 or w < 1 or H % h or W % w or H // h != W // w or H // h < 2:
-        raise InputError(f"{data}: GT {H}x{W} and LRHSI {h}x{w} have no common integer ratio >= 2")
-    return H // h
+    r = round(H / h) if h > 0 else 0
+    if w < 1 or r < 2 or abs(H - r * h) >= r or abs(W - r * w) >= r:
+        raise InputError(f"{data}: GT {H}x{W} and LRHSI {h}x{w} have no common integer ratio >= 2; pass --ratio, "
+                         "or use --lr-from gt")
+    return r
 
 
 # ---------------------------------------------------------------------------------------- band-wise
@@ -407,8 +425,8 @@ def evaluate_set(cfg: EvalConfig, *, progress: bool = True) -> dict[str, Any]:
             t0 = time.perf_counter()
             fused = fuse_with(model, msi, lr, cfg.tile)
             t_lso = time.perf_counter() - t0
-            outputs = {"bicubic": np.asarray(bicubic_upsample(lr, ratio)), "gsa": np.asarray(gsa_fusion(msi, lr, ratio)),
-                       "lso": fused}
+            outputs = {"bicubic": np.asarray(bicubic_upsample(lr, ratio)),
+                       "gsa": np.asarray(gsa_fusion(msi, lr, ratio)), "lso": fused}
             n_bands = int(fused.shape[-3])
             row: dict[str, Any] = {"scene": scene.name, "size": list(gt.shape[-2:]), "lso_seconds": t_lso}
             if tuple(gt.shape[-2:]) != tuple(scene.gt.shape[-2:]):
