@@ -32,10 +32,14 @@ def _median_time(fn: Callable[[], Any], repeats: int) -> tuple[float, list[float
     return float(np.median(times)), times, out
 
 
-def run_demo(checkpoint: Optional[str] = None, *, size: int = 256, ratio: int = 4, seed: Optional[int] = None,
-             out: str = "demo_out", repeats: int = 3, threads: Optional[int] = None,
-             echo: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
-    """Run the demo; returns the report (also written to ``<out>/demo.json``)."""
+def run_demo(checkpoint: Optional[str] = None, *, config: Optional[dict[str, Any]] = None, size: int = 256,
+             ratio: int = 4, seed: Optional[int] = None, out: str = "demo_out", repeats: int = 3,
+             threads: Optional[int] = None, echo: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+    """Run the demo; returns the report (also written to ``<out>/demo.json``).
+
+    ``checkpoint``: a checkpoint path or ``@demo`` (None: the bundled demo checkpoint); ``config``: configuration
+    fields for it (see :func:`lso.checkpoint.load_checkpoint`: they must agree with what it records).
+    """
     import torch
 
     from lso._io import atomic_write_text
@@ -57,12 +61,11 @@ def run_demo(checkpoint: Optional[str] = None, *, size: int = 256, ratio: int = 
     seed = EVAL_SEEDS[0] if seed is None else seed
     t_all = time.perf_counter()
 
-    if checkpoint is None:
-        from lso.weights import demo_checkpoint
+    from lso.weights import DEMO_NAME, resolve_checkpoint
 
-        checkpoint = str(demo_checkpoint())
+    checkpoint = str(resolve_checkpoint(DEMO_NAME if checkpoint is None else checkpoint))
     echo(f"[1/6] loading {checkpoint} and making held-out synthetic scene {seed} ({size}x{size}, 31 bands)")
-    model = load_checkpoint(checkpoint)
+    model = load_checkpoint(checkpoint, config)
     gt = synthetic_scene(seed, size)
     echo(f"[2/6] degrading with the paper's protocol at x{ratio}")
     msi, lr = degrade(gt, ratio)

@@ -226,9 +226,11 @@ def markdown(result: dict[str, Any], meta: dict[str, Any]) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    from lso.checkpoint import add_config_argument
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", help="checkpoint (default: the bundled demo weights)")
-    parser.add_argument("--config", help="architecture for a checkpoint without one: 'paper', 'tiny' or JSON")
+    parser.add_argument("--checkpoint", help="checkpoint, or @demo (default: the bundled demo weights)")
+    add_config_argument(parser)
     parser.add_argument("--h5", help="held-out scenes from a community-format .h5 file (default: synthetic held-out)")
     parser.add_argument("--scenes", type=int, default=4, help="number of scenes (synthetic: at most 8)")
     parser.add_argument("--size", type=int, default=256, help="scene size (center crop for --h5)")
@@ -248,6 +250,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     from lso import load_checkpoint
     from lso.benchmarks._report import write_results
+    from lso.checkpoint import parse_config_arg
     from lso.calibration import calibration_feeds
     from lso.calibration.feeds import _scenes, held_out_scenes
     from lso.errors import InputError
@@ -267,12 +270,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
         checkpoint = str(demo_checkpoint())
         label = Path(checkpoint).name
-    config = None
-    if args.config:
-        from lso.export.options import _parse_config
-
-        config = _parse_config(args.config)
-    model = load_checkpoint(checkpoint, config=config) if config else load_checkpoint(checkpoint)
+    model = load_checkpoint(checkpoint, parse_config_arg(args.config))
     if args.h5:
         scenes = list(_scenes(args.h5, args.scenes, args.size, args.ratio, 0, "eval"))
         source = Path(args.h5).name

@@ -29,7 +29,7 @@ import platform
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Mapping, Optional, Sequence, Union
 
 from lso import io_spec
 from lso._deps import require
@@ -56,16 +56,17 @@ PathLike = Union[str, os.PathLike]
 
 
 # ------------------------------------------------------------------------------------------ the model
-def _resolve_model(source, config: Optional[LSOConfig]) -> tuple[Any, dict]:
-    """``(model, description of its source)`` from an LSO model, a checkpoint path, or None (demo)."""
+def _resolve_model(source, config: Union[LSOConfig, Mapping[str, Any], None]) -> tuple[Any, dict]:
+    """``(model, description of its source)`` from an LSO model, a checkpoint path (or ``@demo``), or None (demo)."""
     from lso.checkpoint import load_checkpoint
     from lso.model import LSO
+    from lso.weights import is_demo_name
 
     if isinstance(source, LSO):
         if config is not None:
             raise ExportError("config= applies to checkpoint files only; the given model already has one")
         return source, {"kind": "model", "sha256": _state_sha256(source)}
-    if source is None:
+    if source is None or is_demo_name(source):
         from lso.weights import demo_checkpoint
 
         path = demo_checkpoint()  # ArtifactError with a clear message when none is bundled
@@ -202,7 +203,7 @@ def export_onnx(
     model_or_checkpoint: Union[Any, PathLike, None],
     out: PathLike = "model.onnx",
     *,
-    config: Optional[LSOConfig] = None,
+    config: Union[LSOConfig, Mapping[str, Any], None] = None,
     opset: int = DEFAULT_OPSET,
     tileable: bool = False,
     simplify: bool = True,
@@ -218,9 +219,11 @@ def export_onnx(
 
     Args:
         model_or_checkpoint: an :class:`~lso.model.LSO`, a checkpoint path (official ``.pth.tar``/
-            ``.pth``/``.pt`` or ours ``.safetensors``), or None for the bundled demo weights.
+            ``.pth``/``.pt`` or ours ``.safetensors``), or None / ``@demo`` for the bundled demo weights.
         out: the ``.onnx`` file to write (its folder must exist).
-        config: architecture for a checkpoint that does not carry one (default: stored or inferred).
+        config: for a checkpoint, configuration fields (an LSOConfig or a dict such as ``{"patch_size": 2}``)
+            that must agree with what it records and fill in what it does not (default: its own; see
+            :func:`lso.checkpoint.load_checkpoint`).
         opset: ai.onnx opset, 18 (default), 19 or 20.
         tileable: add the int64 ``extent [4]`` input ``(row0, col0, H_full, W_full)`` for tiled fusion.
         simplify: fold constants with onnxslim (if it fails, the unsimplified graph is kept).

@@ -5,8 +5,6 @@ Light on purpose: importing it (to build ``--help``) imports neither onnx nor on
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 from typing import Any
 
 from lso.export.parity import DEFAULT_ATOL, DEFAULT_CASES, ParityCase, ParityReport
@@ -28,13 +26,13 @@ default parity table: """ + ", ".join(c.name for c in DEFAULT_CASES)
 def add_export_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the export options to ``parser`` (kebab-case flags; defaults shown by the caller's formatter)."""
     parser.add_argument("--checkpoint", metavar="PATH",
-                        help="checkpoint to export: official .pth.tar/.pth/.pt or ours .safetensors; without it, "
-                             "the bundled demo weights when this install has them")
+                        help="checkpoint to export: official .pth.tar/.pth/.pt, ours .safetensors, or @demo (the "
+                             "bundled demo checkpoint, also used without this option when this install has it)")
     parser.add_argument("--out", metavar="PATH", default="model.onnx",
                         help="ONNX file to write (its folder must exist); the sidecar is <out>.json")
-    parser.add_argument("--config", metavar="NAME|JSON",
-                        help="architecture for a checkpoint that carries none: 'paper', 'tiny', a JSON file or a "
-                             "JSON object; without it, the one stored in ours or inferred from official ones")
+    from lso.checkpoint import add_config_argument
+
+    add_config_argument(parser)
     parser.add_argument("--opset", type=int, default=18, choices=(18, 19, 20),
                         help="ai.onnx opset: 18 is what the exporter emits natively (no version conversion); "
                              "TensorRT 10/11 and ONNX Runtime >= 1.14 read it; 19 and 20 are converted from it")
@@ -68,27 +66,12 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
     return parser
 
 
-def _parse_config(text: str):
-    from lso.config import LSOConfig
-    from lso.errors import InputError
-
-    presets = {"paper": LSOConfig.paper, "tiny": LSOConfig.tiny}
-    if text in presets:
-        return presets[text]()
-    try:
-        data = json.loads(Path(text).read_text(encoding="utf-8") if Path(text).is_file() else text)
-        if not isinstance(data, dict):
-            raise ValueError("not a JSON object")
-        return LSOConfig.from_dict(data)
-    except (ValueError, TypeError, OSError) as exc:
-        raise InputError(f"--config {text!r}: expected 'paper', 'tiny', a JSON file or a JSON object of LSOConfig "
-                         f"fields ({exc})") from exc
-
-
 def export_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """Keyword arguments of :func:`lso.export.export_onnx` from parsed options."""
+    from lso.checkpoint import parse_config_arg
+
     return {
-        "config": _parse_config(args.config) if args.config else None,
+        "config": parse_config_arg(args.config),
         "opset": args.opset,
         "tileable": args.tileable,
         "simplify": args.simplify,

@@ -83,6 +83,8 @@ class InferOptions:
         preview: also write ``<out>.png``.
         threads: ONNX Runtime intra-op threads.
         progress: show a progress bar when tiling.
+        config: for a checkpoint artifact, configuration fields (``--config``, e.g. ``{"patch_size": 2}``):
+            they must agree with what it records and fill in what it does not (:func:`lso.load_checkpoint`).
         memory_budget: working memory allowed (bytes or ``"4G"``; default :mod:`lso.memory`'s): a scene
             too large to fuse in one piece is refused before anything is allocated; with ``tile`` the
             tile shrinks until it fits.
@@ -103,6 +105,7 @@ class InferOptions:
     threads: Optional[int] = None
     progress: bool = True
     memory_budget: Optional[str] = None
+    config: Optional[dict[str, Any]] = None
 
     def check(self) -> "InferOptions":
         """Refuse impossible option values (InputError naming the flag) before any file is read."""
@@ -493,7 +496,8 @@ def _fingerprint(opts: InferOptions, hr_shape: tuple, lr_shape: tuple) -> str:
 
     key = {"artifact": stat(opts.artifact), "inputs": [stat(p) for p in opts.inputs], "tile": opts.tile,
            "overlap": opts.overlap, "memory_budget": opts.memory_budget, "index": opts.index, "ratio": opts.ratio,
-           "lr_from": opts.lr_from, "layout": opts.layout, "hr": list(hr_shape), "lr": list(lr_shape)}
+           "lr_from": opts.lr_from, "layout": opts.layout, "hr": list(hr_shape), "lr": list(lr_shape),
+           "config": opts.config}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 
@@ -557,12 +561,17 @@ def infer(opts: InferOptions) -> InferResult:
     from lso.runtime.ort_runner import OrtRunner
 
     opts.check()
+    from dataclasses import replace
+
+    from lso.weights import resolve_checkpoint
+
+    opts = replace(opts, artifact=resolve_checkpoint(opts.artifact))  # @demo: the bundled checkpoint's file
     out = Path(opts.out)
     check_writable_target(out)
     options: dict[str, Any] = {}
     if opts.threads is not None and backend_for(opts.artifact) is OrtRunner:
         options["threads"] = opts.threads
-    runner = load(opts.artifact, device=opts.device, memory_budget=opts.memory_budget, **options)
+    runner = load(opts.artifact, device=opts.device, memory_budget=opts.memory_budget, config=opts.config, **options)
     start = time.perf_counter()
     with runner:
         hr, lr = read_scene(opts, n_msi_bands=runner.n_msi_bands, n_bands=runner.n_bands)

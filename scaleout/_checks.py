@@ -3,33 +3,36 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
+from typing import Any, Mapping, Optional
 
 from lso.errors import ArtifactError
 
 __all__ = ["check_artifact"]
 
 
-def check_artifact(artifact: str | os.PathLike, *, device: Optional[str] = None, num_gpus: float = 0.0) -> Path:
+def check_artifact(artifact: str | os.PathLike, *, device: Optional[str] = None, num_gpus: float = 0.0,
+                   config: Optional[Mapping[str, Any]] = None) -> Path:
     """Fail early, with the runtime's own ArtifactError, for a missing, unknown or corrupt artifact.
 
-    CPU artifacts (checkpoints, ONNX graphs run on CPU) are loaded once here, so a corrupt file is reported
-    before the actors start (each would otherwise fail and be retried by Ray). Plans and GPU runs are only
-    checked for existence and kind: the driver may have no GPU.
+    CPU artifacts (checkpoints, ONNX graphs run on CPU) are loaded once here, so a corrupt file (or a checkpoint
+    that contradicts ``config``, the ``--config`` fields) is reported before the actors start (each would
+    otherwise fail and be retried by Ray). Plans and GPU runs are only checked for existence and kind: the
+    driver may have no GPU.
 
     Returns:
-        the artifact's absolute path.
+        the artifact's absolute path (``@demo``: the bundled demo checkpoint's).
     """
     from lso.runtime.base import backend_for, load
     from lso.runtime.trt_runner import TrtRunner
+    from lso.weights import resolve_checkpoint
 
-    path = Path(artifact).resolve()
+    path = resolve_checkpoint(artifact).resolve()
     if not path.is_file():
         raise ArtifactError(f"{artifact} does not exist (or is not a file)")
     backend = backend_for(path)
     if backend is TrtRunner or num_gpus > 0 or (device or "cpu") != "cpu":
         return path
     options = {"threads": 1} if path.suffix.lower() == ".onnx" else {}
-    with load(path, **options):
+    with load(path, config=config, **options):
         pass
     return path

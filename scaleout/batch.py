@@ -93,6 +93,7 @@ class BatchOptions:
         memory_budget: working memory per actor (bytes or ``"4G"``, ``"512MiB"``); a scene that does not fit
             in one piece is tiled to fit (tileable artifacts) or recorded as failed. None: see the module
             docstring (``$LSO_MEMORY_BUDGET`` or 75 % of physical memory, shared by a local run's actors).
+        config: for a checkpoint, configuration fields (``--config``; see :func:`lso.checkpoint.load_checkpoint`).
         ratio: ratio for regenerating the LR-HSI from GT in community-layout files.
         address: Ray cluster to join; None starts a local Ray with ``num_cpus`` CPUs.
         num_cpus: CPUs of the local Ray (default: all of this machine's).
@@ -113,6 +114,7 @@ class BatchOptions:
     auto_tile_pixels: int = 1024 * 1024
     auto_tile: int = 256
     memory_budget: Optional[str] = None
+    config: Optional[dict[str, Any]] = None
     ratio: int = 4
     address: Optional[str] = None
     num_cpus: Optional[int] = None
@@ -383,7 +385,7 @@ class SceneFuser:
         if opts.threads and backend_for(opts.artifact) is OrtRunner:
             options["threads"] = int(opts.threads)
         device = opts.device or ("cuda" if opts.num_gpus_per_actor > 0 else None)
-        self._runner = load(opts.artifact, device=device, **options).activate()
+        self._runner = load(opts.artifact, device=device, config=opts.config, **options).activate()
         self._budget = scene_budget(self._runner, opts, shared_by=shared_by)  # active: its device is known
         if self._budget is not None:
             self._runner.memory_budget = self._budget  # each fuse (whole scene or tile) is checked against it
@@ -474,6 +476,7 @@ def run_batch(opts: BatchOptions, *, on_record: Optional[Callable[[dict[str, Any
     """
     from lso.scaleout._checks import check_artifact
     from lso.scaleout._ray_session import ray_session
+    from lso.weights import resolve_checkpoint
 
     if opts.output_format not in ("npz", "h5"):
         raise InputError(f"output format must be 'npz' or 'h5', got {opts.output_format!r}")
@@ -483,13 +486,13 @@ def run_batch(opts: BatchOptions, *, on_record: Optional[Callable[[dict[str, Any
         parse_bytes(opts.memory_budget)  # InputError for a bad --memory-budget, before Ray starts
     started = time.perf_counter()
     # absolute paths: actors on other nodes (or in other working directories) resolve them the same way
-    opts = replace(opts, out=Path(opts.out).resolve(), artifact=Path(opts.artifact).resolve())
+    opts = replace(opts, out=Path(opts.out).resolve(), artifact=resolve_checkpoint(opts.artifact).resolve())
     out = opts.out
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ArtifactError(f"cannot create the output folder {out}: {exc}") from exc
-    check_artifact(opts.artifact, device=opts.device, num_gpus=opts.num_gpus_per_actor)
+    check_artifact(opts.artifact, device=opts.device, num_gpus=opts.num_gpus_per_actor, config=opts.config)
     sha = sha256_file(opts.artifact)
     scenes, failures = discover_scenes(opts.inputs, exclude=out)
     names = [output_path(out, ref.scene_id, opts.output_format).name for ref in scenes]

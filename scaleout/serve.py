@@ -57,6 +57,7 @@ class ServeOptions:
         request_timeout_s: Serve answers 408 after this long (None: no timeout).
         limits: request size limits.
         tile: fuse in tiles of this core size (tileable artifacts; bounds memory for large requests).
+        config: for a checkpoint, configuration fields (``--config``; see :func:`lso.checkpoint.load_checkpoint`).
         address: Ray cluster to join (default: start a local one with ``num_cpus`` CPUs).
         num_cpus: CPUs of the local Ray instance (default: all).
         app_name: Serve application name.
@@ -76,6 +77,7 @@ class ServeOptions:
     request_timeout_s: Optional[float] = None
     limits: Limits = field(default_factory=Limits)
     tile: Optional[int] = None
+    config: Optional[dict[str, Any]] = None
     address: Optional[str] = None
     num_cpus: Optional[int] = None
     app_name: str = "lso"
@@ -101,17 +103,19 @@ class FusionServer:
         threads: ONNX Runtime intra-op threads (ignored by other backends).
         limits: request limits.
         tile: tiled fusion core size, or None for whole-image fusion.
+        config: for a checkpoint, configuration fields (see :func:`lso.checkpoint.load_checkpoint`).
     """
 
     def __init__(self, artifact: str, device: Optional[str] = None, threads: Optional[int] = 1,
-                 limits: Optional[Limits] = None, tile: Optional[int] = None) -> None:
+                 limits: Optional[Limits] = None, tile: Optional[int] = None,
+                 config: Optional[dict[str, Any]] = None) -> None:
         from lso.runtime.base import backend_for, load
         from lso.runtime.ort_runner import OrtRunner
 
         options: dict[str, Any] = {}
         if threads and backend_for(artifact) is OrtRunner:
             options["threads"] = int(threads)
-        self._runner = load(artifact, device=device, **options)
+        self._runner = load(artifact, device=device, config=config, **options)
         self._runner.activate()
         self._limits = limits or Limits()
         self._tile = tile
@@ -205,7 +209,7 @@ def build_app(opts: ServeOptions) -> Any:
                          f"{opts.max_ongoing_requests}")
     device = opts.device or ("cuda" if opts.num_gpus_per_replica > 0 else None)
     # missing, unknown or corrupt artifacts fail here, once, not in every replica
-    artifact = check_artifact(opts.artifact, device=device, num_gpus=opts.num_gpus_per_replica)
+    artifact = check_artifact(opts.artifact, device=device, num_gpus=opts.num_gpus_per_replica, config=opts.config)
     deployment = serve.deployment(FusionServer).options(
         name=DEPLOYMENT_NAME,
         num_replicas=int(opts.replicas),
@@ -213,7 +217,7 @@ def build_app(opts: ServeOptions) -> Any:
         max_queued_requests=int(opts.max_queued_requests),
         ray_actor_options={"num_cpus": float(opts.num_cpus_per_replica), "num_gpus": float(opts.num_gpus_per_replica)},
     )
-    return deployment.bind(str(artifact), device, opts.threads, opts.limits, opts.tile)
+    return deployment.bind(str(artifact), device, opts.threads, opts.limits, opts.tile, opts.config)
 
 
 def start_serve(opts: ServeOptions) -> str:

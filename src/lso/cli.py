@@ -45,10 +45,32 @@ def _sub(sub, name: str, help: str, description: str = "") -> argparse.ArgumentP
     return sub.add_parser(name, help=help, description=description or help, formatter_class=_Formatter)
 
 
+#: how every command names a checkpoint argument (the bundled demo checkpoint is spelled @demo everywhere)
+CHECKPOINT_HELP = "an official .pth.tar/.pth/.pt, ours (.safetensors) or @demo (the bundled demo checkpoint)"
+ARTIFACT_HELP = f"checkpoint ({CHECKPOINT_HELP}), ONNX graph or TensorRT plan"
+
+
+def _add_config(p: argparse.ArgumentParser) -> None:
+    """``--config`` for commands that may load a checkpoint (one definition: lso.checkpoint.add_config_argument)."""
+    from lso.checkpoint import add_config_argument
+
+    add_config_argument(p)
+
+
+def _config_arg(args: argparse.Namespace):
+    """The parsed ``--config`` (a dict of LSOConfig fields) or None; InputError for a bad value."""
+    from lso.checkpoint import parse_config_arg
+
+    return parse_config_arg(getattr(args, "config", None))
+
+
 # ------------------------------------------------------------------------------------------- info
 def _add_info(sub) -> None:
     p = _sub(sub, "info", "Show versions, optional dependencies and the model configuration.")
-    p.add_argument("--checkpoint", help="checkpoint to describe (default: the paper configuration)")
+    p.add_argument("--checkpoint", help=f"checkpoint to describe: {CHECKPOINT_HELP}; prints the configuration it "
+                                        f"will be built with and where each field comes from (default: the paper "
+                                        f"configuration)")
+    _add_config(p)
 
 
 def _run_info(args) -> int:
@@ -60,12 +82,30 @@ def _run_info(args) -> int:
     from lso._deps import available
     from lso.config import LSOConfig
 
-    cfg = lso.load_checkpoint(args.checkpoint).config if args.checkpoint else LSOConfig()
+    from lso.checkpoint import SOURCE_CALLER, SOURCE_DEFAULT, resolve_config
+
+    fields = _config_arg(args)
+    if args.checkpoint:
+        resolved = resolve_config(args.checkpoint, fields)
+        cfg, sources, agreeing = resolved.config, dict(resolved.sources), dict(resolved.agreeing)
+    else:
+        try:
+            cfg = LSOConfig(**(fields or {}))
+        except ValueError as exc:
+            from lso.errors import InputError
+
+            raise InputError(f"--config: {exc}") from exc
+        sources = {k: SOURCE_CALLER if k in (fields or {}) else SOURCE_DEFAULT for k in cfg.to_dict()}
+        agreeing = {}
     model = lso.LSO(cfg)
     info = {
         "lso-deploy": lso.__version__,
         "torch": torch.__version__,
+        "checkpoint": str(resolved.path) if args.checkpoint else None,
         "config": cfg.to_dict(),
+        # where each field came from: saved config, tensor shapes, caller (--config) or default
+        "config_sources": {k: sources[k] + (f" (= {', '.join(agreeing[k])})" if agreeing.get(k) else "")
+                           for k in cfg.to_dict()},
         "parameters": sum(p.numel() for p in model.parameters()),
         "optional": {m: available(m) for m in ("onnx", "onnxruntime", "onnxslim", "h5py", "scipy", "tensorrt", "cupy")},
     }
@@ -109,7 +149,13 @@ def _add_train(sub) -> None:
     p.add_argument("--grad-clip", type=float, default=0.0, help="gradient norm clip (0 = off, as the paper)")
     p.add_argument("--max-steps", type=int, help="stop after this many steps in total")
     p.add_argument("--max-minutes", type=float, help="stop (saving state) after this wall time")
-    p.add_argument("--init", help="fine-tune from this checkpoint (official .pth.tar or ours)")
+    p.add_argument("--init", help=f"fine-tune from this checkpoint ({CHECKPOINT_HELP}); its configuration is "
+                                  f"carried over into what this run saves")
+    _add_config(p)
+    g = p.add_argument_group("model architecture", "for a new model (default: the paper's); with --init they must "
+                                                   "agree with the checkpoint's own configuration")
+    for name, text in _ARCH_OPTIONS:
+        g.add_argument("--" + name.replace("_", "-"), dest="model_" + name, type=int, metavar="N", help=text)
     p.add_argument("--scene-size", type=int, default=256, help="synthetic scene size")
     p.add_argument("--pool", type=int, default=16, help="synthetic scenes held at once")
     p.add_argument("--refresh-every", type=int, default=50, help="replace one pooled scene every N steps")
@@ -125,9 +171,37 @@ def _run_train(args) -> int:
     from lso.train import TrainConfig, train
 
     fields = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__ and v is not None}
+    fields["model"] = _train_model_fields(args)
     best = train(TrainConfig(**fields), resume=args.resume, progress=not args.no_progress)
     print(best)
     return 0
+
+
+#: ``lso train`` architecture flags: LSOConfig field -> help (paper defaults in the text: None = not given)
+_ARCH_OPTIONS = (
+    ("patch_size", "pixels per side of a spectral-block patch (paper: 4)"),
+    ("width", "channels at every U-Net level (paper: 64)"),
+    ("num_basis", "harmonics Q of the trigonometric solver (paper: 24)"),
+    ("num_token", "latent tokens per patch (paper: 8)"),
+    ("guide_dim", "width of the spatial encoder (paper: 128)"),
+    ("n_resblocks", "residual blocks of the spatial encoder (paper: 4)"),
+    ("heads", "attention heads; width must be divisible by it (paper: 8)"),
+)
+
+
+def _train_model_fields(args: argparse.Namespace) -> dict:
+    """LSOConfig fields for ``lso train``: ``--config`` plus the architecture flags (which must agree with it)."""
+    from lso.errors import InputError
+
+    fields = dict(_config_arg(args) or {})
+    for name, _ in _ARCH_OPTIONS:
+        value = getattr(args, "model_" + name, None)
+        if value is None:
+            continue
+        if name in fields and fields[name] != value:
+            raise InputError(f"--{name.replace('_', '-')} {value} contradicts --config {name}={fields[name]}")
+        fields[name] = value
+    return fields
 
 
 # ------------------------------------------------------------------------------------------- eval
@@ -156,7 +230,8 @@ def _add_eval(sub) -> None:
              "(fixed-ratio f), what the authors' script does); bicubic and GSA get the true-ratio LR-HSI.\n"
              "Sizes are cropped to a multiple of r and f, and the table says so. Writes <out>/cross_scale.json/.md\n"
              "(one table) and <out>/cross_scale_bandwise.png.")
-    p.add_argument("--checkpoint", help="checkpoint (.pth.tar/.safetensors) or artifact (.onnx/.plan); default: bundled demo")
+    p.add_argument("--checkpoint", help=f"{ARTIFACT_HELP} (default: @demo)")
+    _add_config(p)
     p.add_argument("--data", default="synthetic", help="'synthetic' or an .h5 file")
     p.add_argument("--ratio", type=int,
                    help="scale ratio r, any integer >= 2 (default: 4; with --lr-from file: the file's LRHSI ratio)")
@@ -190,6 +265,7 @@ def _run_eval(args) -> int:
     from lso.evaluation import EvalConfig, cross_scale_markdown, evaluate_set, markdown_summary
 
     fields = {k: v for k, v in vars(args).items() if k in EvalConfig.__dataclass_fields__}
+    fields["config"] = _config_arg(args)
     report = evaluate_set(EvalConfig(**fields), progress=not args.no_progress)
     print(cross_scale_markdown(report) if report.get("protocol") == "cross-scale" else markdown_summary(report))
     return 0
@@ -202,8 +278,9 @@ def _add_infer(sub) -> None:
              "paper's protocol), .npz or .mat file, or a pair of files HR LR (.npy/.npz/.mat/.h5, .png for RGB).\n"
              "The runner follows the artifact: .pth/.pth.tar/.pt/.safetensors -> PyTorch, .onnx -> ONNX Runtime,\n"
              ".plan/.engine/.trt -> TensorRT. Writes OUT, a false-colour OUT.png and, with --envi, OUT.hdr/.img.")
-    p.add_argument("artifact", help="checkpoint, ONNX graph or TensorRT plan")
+    p.add_argument("artifact", help=ARTIFACT_HELP)
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="scene file, or HR-MSI and LR-HSI files")
+    _add_config(p)
     p.add_argument("-o", "--out", required=True, help="output .npz or .h5")
     p.add_argument("--device", help="cpu, cuda, cuda:N; None = the runner's own")
     p.add_argument("--tile", type=int, help="fuse in tiles with this core size (exact; bounds memory)")
@@ -226,7 +303,7 @@ def _infer_options(args):
 
     from lso.runtime.infer import InferOptions
 
-    return InferOptions(artifact=Path(args.artifact), inputs=tuple(Path(p) for p in args.inputs), out=Path(args.out),
+    return InferOptions(config=_config_arg(args), artifact=Path(args.artifact), inputs=tuple(Path(p) for p in args.inputs), out=Path(args.out),
                         device=args.device, tile=args.tile, overlap=args.overlap, index=args.index, ratio=args.ratio,
                         lr_from=args.lr_from, layout=args.layout, envi=args.envi, preview=args.preview,
                         threads=args.threads, progress=not args.no_progress, memory_budget=args.memory_budget)
@@ -263,7 +340,8 @@ def _add_demo(sub) -> None:
              "Loads the bundled demo checkpoint, makes a held-out synthetic scene, degrades it (paper protocol),\n"
              "exports ONNX, fuses with PyTorch (reference solver = baseline, folded solver) and ONNX Runtime,\n"
              "prints parity and latency tables and writes <out>/demo.png and <out>/demo.json.")
-    p.add_argument("--checkpoint", help="checkpoint to use (default: the bundled demo checkpoint)")
+    p.add_argument("--checkpoint", help=f"checkpoint to use: {CHECKPOINT_HELP} (default: @demo)")
+    _add_config(p)
     p.add_argument("--size", type=int, default=256, help="scene height and width")
     p.add_argument("--ratio", type=int, default=4, help="scale ratio r")
     p.add_argument("--seed", type=int, help="held-out scene seed (default: the first evaluation seed)")
@@ -275,7 +353,7 @@ def _add_demo(sub) -> None:
 def _run_demo(args) -> int:
     from lso.benchmarks.demo import format_tables, run_demo
 
-    report = run_demo(args.checkpoint, size=args.size, ratio=args.ratio, seed=args.seed, out=args.out,
+    report = run_demo(args.checkpoint, config=_config_arg(args), size=args.size, ratio=args.ratio, seed=args.seed, out=args.out,
                       repeats=args.repeats, threads=args.threads, echo=lambda s: print(s, flush=True))
     print()
     print(format_tables(report))
@@ -403,8 +481,9 @@ def _add_batch(sub) -> None:
              "A scene over --memory-budget is fused in exact tiles (the largest that fit) instead of failing.\n"
              "Killed at any moment, it leaves only complete outputs; the same command then fuses the rest.\n"
              "Exit status 3 when some scenes failed (the others are written).")
-    p.add_argument("artifact", help="checkpoint, ONNX graph or TensorRT plan")
+    p.add_argument("artifact", help=ARTIFACT_HELP)
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="scene folders and/or files")
+    _add_config(p)
     p.add_argument("-o", "--out", required=True, help="output folder")
     p.add_argument("--format", dest="output_format", choices=("npz", "h5"), default="npz", help="output format")
     p.add_argument("--actors", type=int, default=2, help="actors in the pool (one runner each)")
@@ -431,7 +510,7 @@ def _run_batch(args) -> int:
 
     from lso.scaleout.batch import BatchOptions, run_batch
 
-    opts = BatchOptions(artifact=Path(args.artifact), inputs=tuple(Path(p) for p in args.inputs), out=Path(args.out),
+    opts = BatchOptions(config=_config_arg(args), artifact=Path(args.artifact), inputs=tuple(Path(p) for p in args.inputs), out=Path(args.out),
                         output_format=args.output_format, actors=args.actors,
                         num_cpus_per_actor=args.num_cpus_per_actor, num_gpus_per_actor=args.num_gpus_per_actor,
                         threads=args.threads, device=args.device, tile=args.tile,
@@ -455,7 +534,8 @@ def _add_serve(sub) -> None:
              "X-LSO-LR-Shape headers); the answer is hr_hsi in the same encoding. GET ROUTE describes the model.\n"
              "Bad requests get 4xx with the reason (400 malformed, 413 too large, 415 media type, 422 content).\n"
              "Runs until Ctrl-C.")
-    p.add_argument("artifact", help="checkpoint, ONNX graph or TensorRT plan")
+    p.add_argument("artifact", help=ARTIFACT_HELP)
+    _add_config(p)
     p.add_argument("--replicas", type=int, default=1, help="replicas (one runner each)")
     p.add_argument("--host", default="127.0.0.1", help="HTTP host (0.0.0.0 to accept other machines)")
     p.add_argument("--port", type=int, default=8000, help="HTTP port")
@@ -483,7 +563,7 @@ def _run_serve(args) -> int:
 
     limits = Limits(max_request_bytes=int(args.max_request_mb * 2**20), max_pixels=args.max_pixels,
                     max_batch=args.max_batch)
-    opts = ServeOptions(artifact=Path(args.artifact), replicas=args.replicas, host=args.host, port=args.port,
+    opts = ServeOptions(config=_config_arg(args), artifact=Path(args.artifact), replicas=args.replicas, host=args.host, port=args.port,
                         route=args.route, device=args.device, threads=args.threads,
                         num_cpus_per_replica=args.num_cpus_per_replica, num_gpus_per_replica=args.num_gpus_per_replica,
                         max_ongoing_requests=args.max_ongoing_requests, max_queued_requests=args.max_queued_requests,

@@ -91,6 +91,8 @@ class EvalConfig:
         fixed_ratio: f of the cross-scale fixed-ratio form; None = the checkpoint's training ratio.
         save_fused: single-ratio protocol: also write each scene's LSO output as
             ``<out>/<scene>_x<r>_lso.npz`` (array ``hr_hsi``, before clamping).
+        config: configuration fields for a checkpoint (``--config``, e.g. ``{"patch_size": 2}``): they must
+            agree with what it records and fill in what it does not (:func:`lso.checkpoint.load_checkpoint`).
     """
 
     checkpoint: Optional[str] = None  # None: the bundled demo checkpoint
@@ -109,6 +111,7 @@ class EvalConfig:
     ratios: tuple[int, ...] = DEFAULT_RATIOS
     fixed_ratio: Optional[int] = None
     save_fused: bool = False
+    config: Optional[dict[str, Any]] = None
 
 
 @dataclass
@@ -415,7 +418,7 @@ def evaluate_set(cfg: EvalConfig, *, progress: bool = True) -> dict[str, Any]:
     bands = _BandErrors()
     per_image: list[dict[str, Any]] = []
     with ExitStack() as stack:
-        model, label = _load_model(cfg.checkpoint)
+        model, label = _load_model(cfg.checkpoint, cfg.config)
         _close_on_exit(stack, model)
         out.mkdir(parents=True, exist_ok=True)
         scenes = iter_items(cfg.data, cfg.n, cfg.size, with_lr=lr_from == "file")
@@ -602,7 +605,7 @@ def cross_scale(cfg: EvalConfig, *, progress: bool = True) -> dict[str, Any]:
     bands = {r: _BandErrors() for r in ratios}
     sizes: dict[int, dict[str, Any]] = {}
     with ExitStack() as stack:
-        model, label = _load_model(cfg.checkpoint)
+        model, label = _load_model(cfg.checkpoint, cfg.config)
         _close_on_exit(stack, model)
         if cfg.fixed_ratio is not None:
             fixed, fixed_source = _check_ratio(cfg.fixed_ratio, "--fixed-ratio"), "--fixed-ratio"
@@ -703,19 +706,19 @@ def cross_scale_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _load_model(checkpoint: Optional[str]) -> tuple[Any, str]:
+def _load_model(checkpoint: Optional[str], config: Optional[dict[str, Any]] = None) -> tuple[Any, str]:
+    """``(model or active runner, label)``; ``checkpoint`` None or ``@demo``: the bundled demo checkpoint."""
     from lso.checkpoint import CHECKPOINT_SUFFIXES, load_checkpoint
+    from lso.weights import DEMO_NAME, is_demo_name, resolve_checkpoint
 
-    if checkpoint is None:
-        from lso.weights import demo_checkpoint
-
-        path = demo_checkpoint()
-        return load_checkpoint(path), f"bundled:{path.name}"
+    if checkpoint is None or is_demo_name(checkpoint):
+        path = resolve_checkpoint(DEMO_NAME)
+        return load_checkpoint(path, config), f"bundled:{path.name}"
     if checkpoint.endswith(CHECKPOINT_SUFFIXES):
-        return load_checkpoint(checkpoint), checkpoint
+        return load_checkpoint(checkpoint, config), checkpoint
     from lso import runtime
 
-    runner = runtime.load(checkpoint)
+    runner = runtime.load(checkpoint, config=config)
     runner.__enter__()
     return runner, checkpoint
 

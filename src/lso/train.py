@@ -339,6 +339,29 @@ def _lr_factor(cfg: TrainConfig, step: int) -> float:
     return factor
 
 
+def _model_config(cfg: TrainConfig) -> LSOConfig:
+    """The architecture of a new model: ``cfg.model`` (LSOConfig fields or the authors' option names) over the paper's."""
+    from lso.checkpoint import normalize_config_fields
+
+    try:
+        return LSOConfig(**normalize_config_fields(cfg.model or {}, where="the model configuration"))
+    except ValueError as exc:  # InputError is one
+        raise InputError(f"the model configuration {cfg.model} is not valid: {exc}") from exc
+
+
+def _ratio_metadata(cfg: TrainConfig) -> dict[str, Any]:
+    """What a saved checkpoint records of its training ratio (evaluation reads ``ratio``).
+
+    ``ratio``: the one ratio trained at, the fixed ratio of the authors' fixed-ratio form when that is used,
+    else the first ratio of the mix; ``ratios``: the distinct ratios of a mix.
+    """
+    distinct = sorted(set(cfg.mix_ratios))
+    meta: dict[str, Any] = {"ratio": cfg.fixed_ratio if cfg.fixed_ratio_form > 0 else cfg.mix_ratios[0]}
+    if len(distinct) > 1:
+        meta["ratios"] = distinct
+    return meta
+
+
 def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> Path:
     """Train (or fine-tune, or resume) an LSO; returns the path of the best checkpoint.
 
@@ -373,10 +396,12 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> P
     cfg.check_mix()
 
     if cfg.init and not state:
-        model = load_checkpoint(cfg.init)
-        log.info("fine-tuning from %s", cfg.init)
+        # the checkpoint's own configuration; cfg.model may only add what it does not record (else LSOError)
+        model = load_checkpoint(cfg.init, cfg.model or None)
+        cfg.model = model.config.to_dict()  # carried over: last.pt (resume) and every saved checkpoint keep it
+        log.info("fine-tuning from %s (%s)", cfg.init, model.config.to_json())
     else:
-        model = LSO(LSOConfig(**cfg.model) if cfg.model else LSOConfig())
+        model = LSO(_model_config(cfg))
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     step, best = 0, -math.inf
@@ -449,7 +474,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> P
                     record["val_modes"] = by_mode
                 if score > best:
                     best = score
-                    save_checkpoint(model, out / "best.safetensors", step=step, val_psnr=score)
+                    save_checkpoint(model, out / "best.safetensors", step=step, val_psnr=score, **_ratio_metadata(cfg))
                     record["best"] = True
             if record:
                 record["time"] = time.time()
@@ -470,5 +495,5 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> P
     if stop["signal"] is not None:
         log.warning("stopped by signal %s at step %d; state saved in %s (continue with --resume)", stop["signal"], step, last)
     if not (out / "best.safetensors").exists():
-        save_checkpoint(model, out / "best.safetensors", step=step)
+        save_checkpoint(model, out / "best.safetensors", step=step, **_ratio_metadata(cfg))
     return out / "best.safetensors"

@@ -121,9 +121,10 @@ def test_options_map_to_export_onnx_arguments(tmp_path):
     (tmp_path / "cfg.json").write_text(json.dumps(LSOConfig.tiny(width=8, heads=1).to_dict()))
     kwargs = export_kwargs(parser.parse_args(["--config", str(tmp_path / "cfg.json"), "--no-simplify", "--skip-check",
                                               "--case", "4:32x32", "--tileable", "--opset", "20"]))
-    assert kwargs["config"] == LSOConfig.tiny(width=8, heads=1) and kwargs["cases"] == (ParityCase(4, 32, 32),)
+    assert kwargs["config"] == LSOConfig.tiny(width=8, heads=1).to_dict() and kwargs["cases"] == (ParityCase(4, 32, 32),)
     assert (kwargs["simplify"], kwargs["check"], kwargs["tileable"], kwargs["opset"]) == (False, False, True, 20)
-    assert export_kwargs(parser.parse_args(["--config", "tiny"]))["config"] == LSOConfig.tiny()
+    assert export_kwargs(parser.parse_args(["--config", "tiny"]))["config"] == LSOConfig.tiny().to_dict()
+    assert export_kwargs(parser.parse_args(["--config", "patch_size=2"]))["config"] == {"patch_size": 2}
     assert export_kwargs(parser.parse_args(["--solver-chunk", "128"]))["solver_chunk"] == 128
     assert export_kwargs(parser.parse_args(["--align-channels", "16"]))["align_channels"] == 16
     with pytest.raises(InputError, match="--config"):
