@@ -136,6 +136,69 @@ def test_h5_missing_key_wrong_bands_mismatch_dtype(tmp_path):
         H5Dataset(_write_h5(tmp_path / "d.h5", np.zeros((2, 31, 16, 16), np.uint8)))
 
 
+def test_h5_without_n_axis_is_one_item(tmp_path, caplog):
+    gt = _rng(0).random((31, 16, 12), dtype=np.float32)
+    rgb = _rng(1).random((3, 16, 12), dtype=np.float32)
+    path = _write_h5(tmp_path / "one.h5", gt, rgb)
+    for load_all in (False, True):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="lso.data.readers"):
+            ds = H5Dataset(path, load_all=load_all)
+        assert "'GT' (31, 16, 12) has no leading N axis: read as one scene (N = 1)" in caplog.text
+        with ds:
+            assert len(ds) == 1 and ds.image_size == (16, 12)
+            np.testing.assert_array_equal(ds[0]["gt"], gt)
+            np.testing.assert_array_equal(ds[-1]["rgb"], rgb)
+            with pytest.raises(IndexError):
+                ds[1]
+
+
+def test_h5_wrong_shapes_name_the_real_fix(tmp_path):
+    def message(gt=None, rgb=None) -> str:
+        with pytest.raises(InputError) as info:
+            H5Dataset(_write_h5(tmp_path / "x.h5", gt, rgb))
+        return str(info.value)
+
+    one_hwc = message(np.zeros((16, 16, 31), np.float32), np.zeros((16, 16, 3), np.float32))
+    assert "one channels-last scene (H×W×C): transpose it to (C, H, W)" in one_hwc and "N×H×W×C" not in one_hwc
+    many_hwc = message(np.zeros((2, 16, 16, 31), np.float32))
+    assert "channels-last (N×H×W×C): transpose it to (N, C, H, W)" in many_hwc
+    assert "stack the 31 bands" in message(np.zeros((16, 16), np.float32), np.zeros((16, 16), np.float32))
+    assert "no axis has 31 entries" in message(np.zeros((2, 30, 16, 16), np.float32))
+
+
+# ---- fit_to_ratio: the one rule for sizes that do not fit the ratio ----------------------------------------
+
+
+def test_fit_to_ratio_names_the_crop_and_refuses_unless_allowed():
+    from lso.data.readers import fit_to_ratio
+
+    gt_only = fit_to_ratio((130, 131), ratio=4, hr_name="GT")
+    assert gt_only.needed and gt_only.hr_to == (128, 128) and gt_only.box == (0, 0, 128, 128)
+    with pytest.raises(InputError, match=r"x\.h5: GT 130x131 is not a multiple of the ratio 4; the top-left 128x128"
+                                         r" would fit.*--crop"):
+        gt_only.check("x.h5", allowed=False)
+    assert gt_only.check("x.h5", allowed=True) is gt_only
+    assert gt_only.apply_hr(np.zeros((2, 31, 130, 131))).shape == (2, 31, 128, 128)
+    assert not fit_to_ratio((128, 64), ratio=4).needed and fit_to_ratio((128, 64), ratio=4).check("x", allowed=False) \
+        is None
+    down = fit_to_ratio((130, 130), lr_size=(32, 32))  # LR made by rounding down
+    assert (down.ratio, down.hr_to, down.lr_to) == (4, (128, 128), (32, 32))
+    up = fit_to_ratio((130, 130), lr_size=(33, 33))  # ... or up
+    assert (up.ratio, up.hr_to, up.lr_to) == (4, (128, 128), (32, 32))
+    assert up.describe() == "hr_msi 130x130 -> top-left 128x128, lr_hsi 33x33 -> top-left 32x32"
+    exact = fit_to_ratio((96, 64), lr_size=(12, 8))
+    assert not exact.needed and exact.ratio == 8 and exact.describe() == "none"
+    with pytest.raises(InputError, match="not related by one integer ratio"):
+        fit_to_ratio((130, 130), lr_size=(20, 20))
+    with pytest.raises(InputError, match="not related by one integer ratio"):
+        fit_to_ratio((128, 128), lr_size=(32, 16))
+    with pytest.raises(InputError, match="asked ratio 8"):
+        fit_to_ratio((128, 128), ratio=8, lr_size=(32, 32))
+    with pytest.raises(InputError, match="smaller than the ratio"):
+        fit_to_ratio((3, 40), ratio=4)
+
+
 def test_h5_garbage_truncated_missing(tmp_path):
     garbage = tmp_path / "garbage.h5"
     garbage.write_bytes(_rng(0).bytes(4096))

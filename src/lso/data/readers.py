@@ -14,6 +14,11 @@ read from the headers and checked against the memory budget (:mod:`lso.memory`) 
 read: a header claiming 10^6 x 10^6 pixels is an ``InputError`` naming the estimate, not an
 allocation.
 
+Sizes that do not fit the ratio are never cropped silently: :func:`fit_to_ratio` computes the
+top-left crop that would fit and :meth:`Crop.check` refuses the input (an ``InputError`` naming that
+crop) unless the caller asked for cropping (``lso infer --crop``), in which case the :class:`Crop`
+describes what was done so that the output can record it. One rule for every file format.
+
 Example::
 
     from lso.data.readers import H5Dataset
@@ -30,8 +35,9 @@ import os
 import re
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -41,7 +47,8 @@ from lso.data.srf import _project, _srf_matrix
 from lso.errors import ArtifactError, InputError
 from lso.memory import array_bytes, check_bytes, resolve_budget
 
-__all__ = ["H5Dataset", "read_cave_scene", "read_harvard_mat", "load_mat", "RANGE_TOLERANCE", "MAT_TIMEOUT"]
+__all__ = ["H5Dataset", "Crop", "fit_to_ratio", "read_cave_scene", "read_harvard_mat", "load_mat",
+           "RANGE_TOLERANCE", "MAT_TIMEOUT"]
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +77,145 @@ def _check_range(arr: np.ndarray, where: str) -> np.ndarray:
     return arr
 
 
+# ---- sizes that fit the ratio (no silent crop) ----------------------------------------------------
+
+
+def _hw(size: tuple[int, int]) -> str:
+    return f"{int(size[0])}x{int(size[1])}"
+
+
+@dataclass(frozen=True)
+class Crop:
+    """The top-left crop that makes a scene's sizes fit its ratio (see :func:`fit_to_ratio`).
+
+    Attributes:
+        ratio: the integer ratio r the crop fits.
+        hr_from, hr_to: the high-resolution image's ``(H, W)`` before and after (multiples of r).
+        lr_from, lr_to: the LR-HSI's ``(h, w)`` before and after (``hr_to / r``); None when the LR-HSI is
+            made from the cropped image (community files: regenerated from ``GT``).
+        hr_name, lr_name: what the two images are called in messages.
+    """
+
+    ratio: int
+    hr_from: tuple[int, int]
+    hr_to: tuple[int, int]
+    lr_from: Optional[tuple[int, int]] = None
+    lr_to: Optional[tuple[int, int]] = None
+    hr_name: str = "hr_msi"
+    lr_name: str = "lr_hsi"
+
+    @property
+    def needed(self) -> bool:
+        """True when the sizes do not fit the ratio as they are."""
+        return self.hr_to != self.hr_from or self.lr_to != self.lr_from
+
+    def describe(self) -> str:
+        """One line: what the crop does (``"none"`` when nothing needs cropping)."""
+        if not self.needed:
+            return "none"
+        text = f"{self.hr_name} {_hw(self.hr_from)} -> top-left {_hw(self.hr_to)}"
+        if self.lr_from is not None and self.lr_to is not None:
+            text += (f", {self.lr_name} {_hw(self.lr_from)} -> top-left {_hw(self.lr_to)}"
+                     if self.lr_to != self.lr_from else f" (to {self.ratio} x {self.lr_name} {_hw(self.lr_to)})")
+        else:
+            text += f" (a multiple of the ratio {self.ratio})"
+        return text
+
+    @property
+    def box(self) -> tuple[int, int, int, int]:
+        """``(top, left, height, width)`` of the kept part of the high-resolution image."""
+        return 0, 0, int(self.hr_to[0]), int(self.hr_to[1])
+
+    def apply_hr(self, arr: Any) -> Any:
+        """``arr[..., :H', :W']``: the kept part of a high-resolution array (a view)."""
+        return arr[..., : self.hr_to[0], : self.hr_to[1]]
+
+    def apply_lr(self, arr: Any) -> Any:
+        """``arr[..., :h', :w']``: the kept part of the LR-HSI (a view); unchanged without ``lr_to``."""
+        return arr if self.lr_to is None else arr[..., : self.lr_to[0], : self.lr_to[1]]
+
+    def check(self, where: str, *, allowed: bool, option: str = "--crop") -> Optional[Crop]:
+        """Refuse a needed crop that was not asked for; return the crop to apply (None if none is needed).
+
+        Args:
+            where: the file (or scene) named in the message.
+            allowed: the caller asked for cropping (``--crop``).
+            option: how the caller asks for it, named in the message.
+
+        Raises:
+            InputError: the sizes do not fit the ratio and ``allowed`` is False; the message names the crop
+                that would fit.
+        """
+        if not self.needed:
+            return None
+        if allowed:
+            logger.info("%s: cropping %s, as asked (%s)", where, self.describe(), option)
+            return self
+        if self.lr_from is not None:
+            problem = (f"{self.hr_name} {_hw(self.hr_from)} is not {self.ratio} x {self.lr_name} "
+                       f"{_hw(self.lr_from)}")
+        else:
+            problem = f"{self.hr_name} {_hw(self.hr_from)} is not a multiple of the ratio {self.ratio}"
+        fits = f"the top-left {_hw(self.hr_to)}" + (
+            f" (with {self.lr_name} {_hw(self.lr_to)})" if self.lr_to is not None else "")
+        raise InputError(
+            f"{where}: {problem}; {fits} would fit: crop the input to it, or pass {option} to crop it so "
+            f"(the output records the crop). Nothing is cropped unless asked"
+        )
+
+
+def fit_to_ratio(hr_size: tuple[int, int], *, ratio: Optional[int] = None,
+                 lr_size: Optional[tuple[int, int]] = None, hr_name: str = "hr_msi",
+                 lr_name: str = "lr_hsi") -> Crop:
+    """The top-left crop that makes ``hr_size`` (and ``lr_size``) fit an integer ratio.
+
+    Without ``lr_size`` (the LR-HSI is made from the high-resolution image): ``ratio`` is required and H, W are
+    rounded down to multiples of it. With ``lr_size`` (a given pair): sizes that are exact multiples
+    ``H = r*h, W = r*w`` need no crop; otherwise r is ``ratio`` or ``round(H/h)``, and the pair is cut to
+    ``h' = min(h, H // r)`` LR rows and ``r*h'`` HR rows (the same for columns), which covers an LR-HSI made
+    from the uncropped image by rounding either down or up.
+
+    Args:
+        hr_size: ``(H, W)``.
+        ratio: the integer ratio (required without ``lr_size``).
+        lr_size: ``(h, w)`` of a given LR-HSI.
+        hr_name, lr_name: names used in messages.
+
+    Returns:
+        The :class:`Crop` (``needed`` is False when the sizes fit as they are).
+
+    Raises:
+        InputError: no integer ratio r >= 2 relates the sizes (not a crop away from fitting), or the image
+            is smaller than the ratio.
+    """
+    H, W = (int(v) for v in hr_size)
+    if ratio is not None and (isinstance(ratio, bool) or int(ratio) < 2):
+        raise InputError(f"ratio must be an integer >= 2, got {ratio!r}")
+    if lr_size is None:
+        if ratio is None:
+            raise InputError("fit_to_ratio: give the ratio, or the LR-HSI size to take it from")
+        r = int(ratio)
+        to = (H - H % r, W - W % r)
+        if min(to) < 1:
+            raise InputError(f"{hr_name} {H}x{W} is smaller than the ratio {r}: nothing of it fits")
+        return Crop(r, (H, W), to, hr_name=hr_name, lr_name=lr_name)
+    h, w = (int(v) for v in lr_size)
+    if min(H, W, h, w) < 1:
+        raise InputError(f"empty spatial size: {hr_name} {H}x{W}, {lr_name} {h}x{w}")
+    if H % h == 0 and W % w == 0 and H // h == W // w and (ratio is None or H // h == int(ratio)):
+        return Crop(H // h, (H, W), (H, W), (h, w), (h, w), hr_name=hr_name, lr_name=lr_name)
+    r = int(ratio) if ratio is not None else int(round(H / h))
+    if r < 2 or abs(H - r * h) >= r or abs(W - r * w) >= r:
+        raise InputError(
+            f"{hr_name} {H}x{W} and {lr_name} {h}x{w} are not related by one integer ratio r >= 2 "
+            f"(H/h = {H / h:.4g}, W/w = {W / w:.4g}"
+            + (f", asked ratio {r}" if ratio is not None else "")
+            + f"); expected {hr_name} = r x {lr_name} on both axes (check that the two images belong together)"
+        )
+    lh, lw = min(h, H // r), min(w, W // r)
+    return Crop(r, (H, W), (r * lh, r * lw), (h, w), (lh, lw), hr_name=hr_name, lr_name=lr_name)
+
+
 # ---- community HDF5 files ------------------------------------------------------------------------
 
 
@@ -89,11 +235,26 @@ def _open_h5(path: Path) -> Any:
         ) from exc
 
 
+def _shape_fix(shape: tuple[int, ...], bands: int) -> str:
+    """The fix for a community dataset of the wrong shape, read from the shape itself."""
+    if len(shape) == 4 and shape[-1] == bands:
+        return "it looks channels-last (N×H×W×C): transpose it to (N, C, H, W)"
+    if len(shape) == 3 and shape[-1] == bands:
+        return "it looks like one channels-last scene (H×W×C): transpose it to (C, H, W)"
+    if len(shape) in (3, 4) and bands not in shape:
+        return f"no axis has {bands} entries: check that this is the right dataset (band count)"
+    if len(shape) == 2:
+        return f"it holds a single plane: stack the {bands} bands of each scene into a (C, H, W) array"
+    return f"reshape it to (N, {bands}, H, W)"
+
+
 class H5Dataset:
     """The community HDF5 format (``train_cave(with_up)x4.h5``, ``test_cave(with_up)x4.h5``, Harvard ...).
 
     Keys ``GT`` ``(N, 31, H, W)`` and ``RGB`` ``(N, 3, H, W)``, floats in [0, 1]; optional ``LRHSI``
-    and ``HSI_up`` are ignored (LSO regenerates LR-HSI from GT with :func:`lso.data.degrade`).
+    and ``HSI_up`` are ignored (LSO regenerates LR-HSI from GT with :func:`lso.data.degrade`). A file
+    holding one scene without the leading N axis (``GT`` ``(31, H, W)``, ``RGB`` ``(3, H, W)``) is read as
+    one item (N = 1; logged at info level). Items are returned whole, never cropped.
 
     Items are read lazily, one at a time (``load_all=False``). The HDF5 file is opened on first
     access in each process and reopened after pickling or in a forked DataLoader worker, so an
@@ -148,18 +309,22 @@ class H5Dataset:
                     f"community layout with '{self.gt_key}' (N, 31, H, W) and '{self.rgb_key}' (N, 3, H, W)"
                 )
             dset = f[key]
-            if dset.ndim != 4 or dset.shape[1] != bands:
-                raise InputError(
-                    f"{self.path}: '{key}' has shape {dset.shape}, expected (N, {bands}, H, W) "
-                    f"(N×C×H×W with C = {bands}); transpose the file's arrays to channels-first if they "
-                    f"are N×H×W×C"
-                )
+            if dset.ndim == 3 and dset.shape[0] == bands:
+                logger.info("%s: '%s' %s has no leading N axis: read as one scene (N = 1)", self.path, key,
+                            tuple(dset.shape))
+                shape = (1, *dset.shape)
+            elif dset.ndim == 4 and dset.shape[1] == bands:
+                shape = tuple(dset.shape)
+            else:
+                raise InputError(f"{self.path}: '{key}' has shape {dset.shape}, expected (N, {bands}, H, W) "
+                                 f"(N×C×H×W with C = {bands}) or one scene ({bands}, H, W); "
+                                 + _shape_fix(tuple(dset.shape), bands))
             if dset.dtype.kind != "f":
                 raise InputError(
                     f"{self.path}: '{key}' has dtype {dset.dtype}, expected floats in [0, 1]; convert the "
                     f"data to float32 and rescale it to [0, 1]"
                 )
-            shapes[key] = dset.shape
+            shapes[key] = shape
         gt, rgb = shapes[self.gt_key], shapes[self.rgb_key]
         if gt[0] != rgb[0] or gt[2:] != rgb[2:]:
             raise InputError(
@@ -181,7 +346,8 @@ class H5Dataset:
 
     def _read(self, f: Any, key: str, index: int | slice) -> np.ndarray:
         try:
-            data = f[key][index]
+            dset = f[key]
+            data = dset[()][None][index] if dset.ndim == 3 else dset[index]  # 3-D: one scene, N = 1
         except (OSError, RuntimeError, ValueError) as exc:
             where = ":" if isinstance(index, slice) else index
             raise ArtifactError(
