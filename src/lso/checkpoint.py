@@ -376,28 +376,18 @@ class ResolvedConfig:
         sources: field -> ``"saved config"`` (the file's own ``lso_config`` or the authors' ``config``),
             ``"tensor shapes"``, ``"caller"`` or ``"default"``: the first of these that gives the field.
         agreeing: field -> the other sources that give the same value (e.g. the shapes confirming a saved width).
-        path: the checkpoint file.
-        metadata: the file's metadata (see :func:`read_state_dict`).
+        path: the checkpoint file (None: no checkpoint).
     """
 
     config: LSOConfig
     sources: Mapping[str, str]
     agreeing: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     path: Optional[Path] = None
-    metadata: Mapping[str, str] = field(default_factory=dict, repr=False)
 
-    def to_dict(self) -> dict[str, dict[str, Any]]:
-        """``{field: {"value": ..., "source": ..., "agreeing": [...]}}``."""
-        return {name: {"value": value, "source": self.sources[name], "agreeing": list(self.agreeing.get(name, ()))}
-                for name, value in self.config.to_dict().items()}
-
-    def format_table(self) -> str:
-        """One line per field: ``name  value  source (+ agreeing sources)``."""
-        lines = []
-        for name, value in self.config.to_dict().items():
-            also = self.agreeing.get(name, ())
-            lines.append(f"{name:<12} {value!s:<10} {self.sources[name]}" + (f" (= {', '.join(also)})" if also else ""))
-        return "\n".join(lines)
+    def describe_sources(self) -> dict[str, str]:
+        """field -> its source, with the sources that agree: ``{"width": "saved config (= tensor shapes)", ...}``."""
+        return {name: self.sources[name] + (f" (= {', '.join(self.agreeing[name])})" if self.agreeing.get(name) else "")
+                for name in self.config.to_dict()}
 
 
 def _resolve(path: Path, state: Mapping[str, torch.Tensor], metadata: Mapping[str, str],
@@ -448,15 +438,16 @@ def _resolve(path: Path, state: Mapping[str, torch.Tensor], metadata: Mapping[st
         else:
             values[name], sources[name] = default[name], SOURCE_DEFAULT
     if sources["patch_size"] == SOURCE_DEFAULT:
-        log.warning("%s records no configuration and patch_size changes no tensor shape: using the default "
-                    "patch_size=%d. If the model was trained with another patch size its outputs will be wrong: "
+        log.warning("%s does not record patch_size (no saved configuration holds it, and it changes no tensor "
+                    "shape): using the default patch_size=%d. If the model was trained with another patch size its "
+                    "outputs will be wrong: "
                     "pass it with --config patch_size=N (command line) or load_checkpoint(..., patch_size=N).",
                     path, values["patch_size"])
     try:
         config = LSOConfig(**values)
     except ValueError as exc:
         raise ArtifactError(f"{path}: the configuration {values} is not valid ({exc})") from exc
-    return ResolvedConfig(config=config, sources=sources, agreeing=agreeing, path=path, metadata=dict(metadata))
+    return ResolvedConfig(config=config, sources=sources, agreeing=agreeing, path=path)
 
 
 def resolve_config(path: Union[str, os.PathLike], config: Union[LSOConfig, Mapping[str, Any], None] = None, *,

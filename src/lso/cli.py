@@ -82,30 +82,28 @@ def _run_info(args) -> int:
     from lso._deps import available
     from lso.config import LSOConfig
 
-    from lso.checkpoint import SOURCE_CALLER, SOURCE_DEFAULT, resolve_config
+    from lso.checkpoint import SOURCE_CALLER, SOURCE_DEFAULT, ResolvedConfig, resolve_config
 
-    fields = _config_arg(args)
+    fields = _config_arg(args) or {}
     if args.checkpoint:
         resolved = resolve_config(args.checkpoint, fields)
-        cfg, sources, agreeing = resolved.config, dict(resolved.sources), dict(resolved.agreeing)
     else:
         try:
-            cfg = LSOConfig(**(fields or {}))
+            cfg = LSOConfig(**fields)
         except ValueError as exc:
             from lso.errors import InputError
 
             raise InputError(f"--config: {exc}") from exc
-        sources = {k: SOURCE_CALLER if k in (fields or {}) else SOURCE_DEFAULT for k in cfg.to_dict()}
-        agreeing = {}
+        resolved = ResolvedConfig(cfg, {k: SOURCE_CALLER if k in fields else SOURCE_DEFAULT for k in cfg.to_dict()})
+    cfg = resolved.config
     model = lso.LSO(cfg)
     info = {
         "lso-deploy": lso.__version__,
         "torch": torch.__version__,
-        "checkpoint": str(resolved.path) if args.checkpoint else None,
+        "checkpoint": str(resolved.path) if resolved.path else None,
         "config": cfg.to_dict(),
         # where each field came from: saved config, tensor shapes, caller (--config) or default
-        "config_sources": {k: sources[k] + (f" (= {', '.join(agreeing[k])})" if agreeing.get(k) else "")
-                           for k in cfg.to_dict()},
+        "config_sources": resolved.describe_sources(),
         "parameters": sum(p.numel() for p in model.parameters()),
         "optional": {m: available(m) for m in ("onnx", "onnxruntime", "onnxslim", "h5py", "scipy", "tensorrt", "cupy")},
     }
