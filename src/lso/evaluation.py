@@ -422,7 +422,7 @@ def evaluate_set(cfg: EvalConfig, *, progress: bool = True) -> dict[str, Any]:
         _close_on_exit(stack, model)
         out.mkdir(parents=True, exist_ok=True)
         scenes = iter_items(cfg.data, cfg.n, cfg.size, with_lr=lr_from == "file")
-        total = cfg.n if cfg.data == "synthetic" or cfg.n else _count(cfg.data)
+        total = _count(cfg.data, cfg.n)
         for scene in _progress(scenes, progress, total=total):
             gt, msi, lr = prepare_inputs(scene, ratio, msi_from=msi_from, lr_from=lr_from, crop=cfg.crop)
             t0 = time.perf_counter()
@@ -457,11 +457,16 @@ def evaluate_set(cfg: EvalConfig, *, progress: bool = True) -> dict[str, Any]:
     return report
 
 
-def _count(data: str) -> Optional[int]:
+def _count(data: str, n: Optional[int]) -> int:
+    """How many scenes :func:`iter_items` yields (for the progress bar)."""
+    if data == "synthetic":
+        from lso.data.synthetic import split_seeds
+
+        return len(split_seeds("eval", n))
     from lso.data.readers import H5Dataset
 
     with H5Dataset(data) as ds:
-        return len(ds)
+        return len(ds) if n is None else min(n, len(ds))
 
 
 def _save_fused(path: Path, fused: np.ndarray) -> None:
@@ -619,7 +624,7 @@ def cross_scale(cfg: EvalConfig, *, progress: bool = True) -> dict[str, Any]:
                 log.warning(notes[-1])
         Path(cfg.out).mkdir(parents=True, exist_ok=True)
         scenes = iter_items(cfg.data, cfg.n, cfg.size)
-        total = cfg.n if cfg.data == "synthetic" or cfg.n else _count(cfg.data)
+        total = _count(cfg.data, cfg.n)
         bar = _progress(scenes, progress, total=total, desc="cross-scale")
         for scene in bar:
             for r in ratios:
