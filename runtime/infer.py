@@ -15,11 +15,31 @@ Inputs (one file, or a pair):
 
 Arrays may be ``[C, H, W]``, ``[N, C, H, W]`` or channels-last (``--layout auto`` transposes when the
 band count makes it unambiguous). Values must already be floats in [0, 1] (integers are rejected,
-except images whose bit depth gives the scale).
+except images whose bit depth gives the scale). A community ``.h5`` holding one scene without the
+leading N axis (``GT`` ``[31, H, W]``) is read as one scene.
 
-Outputs: ``.npz`` (``hr_hsi``, ``wavelengths_nm``) or ``.h5`` (dataset ``hr_hsi`` with attributes,
-chunked with Fletcher-32 checksums), written to a temporary file and renamed, with a sidecar
-``<out>.json`` holding its sha256; optionally an ENVI pair (``.hdr`` + ``.img``, BSQ float32,
+Nothing is cropped silently, whatever the format: sizes that do not fit the ratio (a community ``GT``
+of 130x130 at x4, an HR-MSI of 130x130 with an LR-HSI of 32x32 or 33x33) are an ``InputError`` naming the
+top-left crop that would fit (:func:`lso.data.readers.fit_to_ratio`). ``--crop`` (``crop=True``) takes that
+crop instead; the output records it (attribute/variable ``crop``, a one-line description, and
+``crop_box`` = top, left, height, width of the HR input kept) and ``lso infer`` prints it.
+
+Outputs are written as the network computes them (they may leave [0, 1] slightly); ``--clamp`` clips them
+to [0, 1], as the paper does before computing metrics (recorded as ``clamped`` = 1).
+
+Outputs, chosen by the suffix of ``--out``, each with the variables/attributes ``artifact``, ``inputs``,
+``crop``, ``clamped`` and, for 31 bands, ``wavelengths_nm`` (400..700 nm):
+
+- ``.npz``: arrays ``hr_hsi`` and the ones above.
+- ``.h5``/``.hdf5``: dataset ``hr_hsi`` with the others as its attributes, chunked with Fletcher-32
+  checksums.
+- ``.mat`` (MATLAB v5, :func:`scipy.io.savemat`): variable ``hr_hsi`` and the others as variables.
+  ``hr_hsi`` has the same layout as in ``.npz``/``.h5``: ``[31, H, W]`` for one scene, ``[N, 31, H, W]``
+  for several (channels first; in MATLAB ``permute(hr_hsi, [2 3 1])`` gives the usual H x W x 31 of one
+  scene). MATLAB v5 holds at most 2 GiB per variable: write larger results as ``.h5``.
+
+Each is written to a temporary file and renamed (no partial file under the final name, ever), with a
+sidecar ``<out>.json`` holding its sha256; optionally an ENVI pair (``.hdr`` + ``.img``, BSQ float32,
 wavelengths in the header) for remote-sensing tools; and a false-colour PNG preview (bands near
 650/550/450 nm, 1-99 % stretch). ``--tile`` fuses large scenes exactly in tiles
 (:func:`lso.runtime.fuse_tiled`), into a memory-mapped partial result in ``.<out>.partial/`` that
@@ -52,15 +72,17 @@ from lso._io import (atomic_path, atomic_write_bytes, atomic_write_text, check_w
 from lso.errors import ArtifactError, InputError
 from lso.memory import array_bytes, check_bytes, parse_bytes
 
-__all__ = ["InferOptions", "InferResult", "infer", "read_scene", "write_png", "false_colour", "write_envi",
-           "resume_dir"]
+__all__ = ["InferOptions", "InferResult", "Scene", "infer", "load_scene", "read_scene", "write_png", "false_colour",
+           "write_envi", "resume_dir"]
 
 log = logging.getLogger(__name__)
 
 HR_KEYS = ("hr_msi", "msi", "rgb", "hrmsi", "hr_rgb")
 LR_KEYS = ("lr_hsi", "lrhsi", "lr", "hsi_lr", "hsi")
 GT_KEYS = ("gt",)
-OUTPUT_SUFFIXES = (".npz", ".h5", ".hdf5")
+OUTPUT_SUFFIXES = (".npz", ".h5", ".hdf5", ".mat")
+MAT_MAX_BYTES = 2**31 - 1
+"""MATLAB v5 files hold at most this many bytes per variable (larger results: write ``.h5``)."""
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
 
 
@@ -71,7 +93,7 @@ class InferOptions:
     Attributes:
         artifact: checkpoint, ONNX graph or TensorRT plan (the runner is chosen from it).
         inputs: one scene file, or the HR-MSI and LR-HSI files.
-        out: output ``.npz`` or ``.h5``.
+        out: output ``.npz``, ``.h5`` or ``.mat`` (see the module docstring for the variables).
         device: runner device (default: the backend's).
         tile: fuse in tiles with this core size (exact; bounded memory); None = whole image.
         overlap: tile overlap (default: the exact minimum).
@@ -88,6 +110,10 @@ class InferOptions:
         memory_budget: working memory allowed (bytes or ``"4G"``; default :mod:`lso.memory`'s): a scene
             too large to fuse in one piece is refused before anything is allocated; with ``tile`` the
             tile shrinks until it fits.
+        crop: crop inputs whose sizes do not fit the ratio to the top-left part that does (recorded in the
+            output); False (default): such inputs are an ``InputError`` naming that crop.
+        clamp: clip the output to [0, 1] (as the paper does before metrics); False (default): write the
+            values as the network computes them.
     """
 
     artifact: Path
@@ -106,6 +132,8 @@ class InferOptions:
     progress: bool = True
     memory_budget: Optional[str] = None
     config: Optional[dict[str, Any]] = None
+    crop: bool = False
+    clamp: bool = False
 
     def check(self) -> "InferOptions":
         """Refuse impossible option values (InputError naming the flag) before any file is read."""
@@ -136,7 +164,7 @@ class InferOptions:
 
 @dataclass
 class InferResult:
-    """What was written."""
+    """What was written (``crop``: what ``--crop`` did, ``"none"`` if nothing; ``clamped``: ``--clamp``)."""
 
     output: Path
     shape: tuple[int, ...]
@@ -144,6 +172,29 @@ class InferResult:
     runner: str
     preview: list[Path] = field(default_factory=list)
     envi: list[Path] = field(default_factory=list)
+    crop: str = "none"
+    clamped: bool = False
+
+
+@dataclass
+class Scene:
+    """A scene as read: channels-first arrays, and the crop taken (None: the files are used as they are).
+
+    Attributes:
+        hr_msi: ``[3, H, W]`` or ``[N, 3, H, W]``.
+        lr_hsi: ``[31, h, w]`` or ``[N, 31, h, w]``.
+        crop: the :class:`~lso.data.readers.Crop` applied (only with ``crop=True``), else None.
+    """
+
+    hr_msi: np.ndarray
+    lr_hsi: np.ndarray
+    crop: Any = None
+
+    def crop_attrs(self) -> dict[str, Any]:
+        """What the output records about the crop: ``crop`` (a description) and ``crop_box`` when cropped."""
+        if self.crop is None:
+            return {"crop": "none"}
+        return {"crop": self.crop.describe(), "crop_box": np.asarray(self.crop.box, dtype=np.int64)}
 
 
 # ------------------------------------------------------------------------------------------ reading
@@ -302,7 +353,20 @@ def _arrays(path: Path) -> dict[str, Any]:
     raise ArtifactError(f"{path}: unknown input format {suffix!r}; expected .h5, .npz, .mat, .npy or an image")
 
 
-def _community(path: Path, opts: InferOptions, n_bands: int) -> tuple[np.ndarray, np.ndarray]:
+def _fit_pair(hr: np.ndarray, lr: np.ndarray, opts: InferOptions, where: str) -> Scene:
+    """The pair as it is when its sizes fit one integer ratio; else the top-left crop (``opts.crop``) or an
+    InputError naming it. Arrays of too few dimensions are left to the runner's checks."""
+    from lso.data.readers import fit_to_ratio
+
+    if hr.ndim < 2 or lr.ndim < 2:
+        return Scene(hr, lr)
+    crop = fit_to_ratio(hr.shape[-2:], lr_size=lr.shape[-2:]).check(where, allowed=opts.crop)
+    if crop is None:
+        return Scene(hr, lr)
+    return Scene(np.ascontiguousarray(crop.apply_hr(hr)), np.ascontiguousarray(crop.apply_lr(lr)), crop)
+
+
+def _community(path: Path, opts: InferOptions, n_bands: int) -> Scene:
     """RGB + LR-HSI regenerated from GT with the paper's protocol (or the file's LRHSI with lr_from='file')."""
     if opts.lr_from == "file":
         keys = _h5_keys(path)
@@ -310,29 +374,32 @@ def _community(path: Path, opts: InferOptions, n_bands: int) -> tuple[np.ndarray
         if hr_key is None or lr_key is None:
             raise InputError(f"{path}: --lr-from file needs RGB and LRHSI datasets (found {sorted(keys)})")
         hr, lr = _read_h5(path, (hr_key, lr_key))
-        return _select(hr, opts.index, hr_key), _select(lr, opts.index, lr_key)
+        return _fit_pair(_select(hr, opts.index, hr_key), _select(lr, opts.index, lr_key), opts, str(path))
     if opts.lr_from not in ("auto", "gt"):
         raise InputError(f"lr_from must be 'auto', 'gt' or 'file', got {opts.lr_from!r}")
     from lso.data import degrade
-    from lso.data.readers import H5Dataset
+    from lso.data.readers import H5Dataset, fit_to_ratio
 
     ratio = opts.ratio or 4
     with H5Dataset(path) as ds:
         indices = [opts.index] if opts.index is not None else list(range(len(ds)))
         if opts.index is not None and not -len(ds) <= opts.index < len(ds):
             raise InputError(f"--index {opts.index} is out of range: {path} holds {len(ds)} scene(s)")
+        # checked before any item is read: the same rule as for every other format (no silent crop)
+        crop = fit_to_ratio(ds.image_size, ratio=ratio, hr_name="GT/RGB").check(str(path), allowed=opts.crop)
         hrs, lrs = [], []
         for i in indices:
             item = ds[i]
-            height, width = item["gt"].shape[-2:]
-            gt = item["gt"][:, : height - height % ratio, : width - width % ratio]
+            gt, rgb = item["gt"], item["rgb"]
+            if crop is not None:
+                gt, rgb = np.ascontiguousarray(crop.apply_hr(gt)), np.ascontiguousarray(crop.apply_hr(rgb))
             _, lr = degrade(gt, ratio)
-            hrs.append(item["rgb"][:, : gt.shape[1], : gt.shape[2]])
+            hrs.append(rgb)
             lrs.append(lr.astype(np.float32))
     log.info("%s: community layout; LR-HSI regenerated from GT with the paper's protocol at x%d", path.name, ratio)
     if opts.index is not None:
-        return hrs[0], lrs[0]
-    return np.stack(hrs), np.stack(lrs)
+        return Scene(hrs[0], lrs[0], crop)
+    return Scene(np.stack(hrs), np.stack(lrs), crop)
 
 
 def _h5_keys(path: Path) -> list[str]:
@@ -364,7 +431,21 @@ def _has_bands(a: np.ndarray, bands: int) -> bool:
 
 
 def read_scene(opts: InferOptions, *, n_msi_bands: int = 3, n_bands: int = 31) -> tuple[np.ndarray, np.ndarray]:
-    """``(hr_msi, lr_hsi)`` as channels-first numpy arrays from ``opts.inputs`` (see the module docstring)."""
+    """``(hr_msi, lr_hsi)`` as channels-first numpy arrays from ``opts.inputs`` (see :func:`load_scene`)."""
+    scene = load_scene(opts, n_msi_bands=n_msi_bands, n_bands=n_bands)
+    return scene.hr_msi, scene.lr_hsi
+
+
+def load_scene(opts: InferOptions, *, n_msi_bands: int = 3, n_bands: int = 31) -> Scene:
+    """The scene of ``opts.inputs`` as channels-first numpy arrays (see the module docstring).
+
+    Sizes that do not fit one integer ratio are cropped to the top-left part that does only with
+    ``opts.crop`` (the :class:`Scene` says so); otherwise they raise.
+
+    Raises:
+        ArtifactError: an unreadable file.
+        InputError: wrong content: keys, shapes, sizes that do not fit the ratio (naming the crop that would).
+    """
     paths = tuple(Path(p) for p in opts.inputs)
     if len(paths) == 1:
         path = paths[0]
@@ -404,7 +485,7 @@ def read_scene(opts: InferOptions, *, n_msi_bands: int = 3, n_bands: int = 31) -
         raise InputError(f"give one scene file or two files (HR-MSI, LR-HSI), got {len(paths)}")
     hr = _select(_to_chw(np.asarray(hr), n_msi_bands, opts.layout, "hr_msi"), opts.index, "hr_msi")
     lr = _select(_to_chw(np.asarray(lr), n_bands, opts.layout, "lr_hsi"), opts.index, "lr_hsi")
-    return hr, lr
+    return _fit_pair(hr, lr, opts, " + ".join(str(p) for p in paths))
 
 
 # ------------------------------------------------------------------------------------------ writing
@@ -459,24 +540,45 @@ def write_envi(stem: Path, hsi: np.ndarray, *, wavelengths: Optional[np.ndarray]
     return [hdr, img]
 
 
+def _check_mat_size(path: Path, hsi_shape: tuple[int, ...]) -> None:
+    """Refuse a ``.mat`` output MATLAB v5 cannot hold (before fusing, when called with the expected shape)."""
+    size = array_bytes(hsi_shape, 4)
+    if size > MAT_MAX_BYTES:
+        raise InputError(f"output {path.name}: hr_hsi {'x'.join(map(str, hsi_shape))} is {size / 2**30:.1f} GiB, "
+                         f"more than the 2 GiB a MATLAB v5 .mat variable holds; write .h5 instead (MATLAB reads "
+                         f"it with h5read)")
+
+
 def _write_output(path: Path, hsi: np.ndarray, attrs: dict[str, Any]) -> None:
     """Write the result atomically, then its sidecar (sha256); a stale sidecar is removed first."""
     suffix = path.suffix.lower()
     if suffix not in OUTPUT_SUFFIXES:
         raise InputError(f"output {path.name}: expected one of {', '.join(OUTPUT_SUFFIXES)}")
+    if suffix == ".mat":
+        scipy_io = require("scipy.io")
+        _check_mat_size(path, tuple(hsi.shape))
     sidecar_path(path).unlink(missing_ok=True)  # never leave a sidecar that describes an older file
-    if suffix == ".npz":
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as fh:  # a file object: np.savez would append .npz to a path
-                np.savez(fh, hr_hsi=hsi, **{k: np.asarray(v) for k, v in attrs.items()})
-    else:
-        h5py = require("h5py")
-        with atomic_path(path) as tmp:
-            with h5py.File(tmp, "w") as f:
-                # chunked with Fletcher-32 checksums: h5py refuses a corrupted chunk on reading
-                dset = f.create_dataset("hr_hsi", data=hsi, chunks=True, fletcher32=True)
-                for key, value in attrs.items():
-                    dset.attrs[key] = value
+    try:
+        if suffix == ".npz":
+            with atomic_path(path) as tmp:
+                with open(tmp, "wb") as fh:  # a file object: np.savez would append .npz to a path
+                    np.savez(fh, hr_hsi=hsi, **{k: np.asarray(v) for k, v in attrs.items()})
+        elif suffix == ".mat":
+            with atomic_path(path) as tmp:
+                with open(tmp, "wb") as fh:  # a file object: savemat would append .mat to the temporary name
+                    scipy_io.savemat(fh, {"hr_hsi": hsi, **{k: np.asarray(v) for k, v in attrs.items()}},
+                                     format="5", oned_as="row")
+        else:
+            h5py = require("h5py")
+            with atomic_path(path) as tmp:
+                with h5py.File(tmp, "w") as f:
+                    # chunked with Fletcher-32 checksums: h5py refuses a corrupted chunk on reading
+                    dset = f.create_dataset("hr_hsi", data=hsi, chunks=True, fletcher32=True)
+                    for key, value in attrs.items():
+                        dset.attrs[key] = value
+    except OSError as exc:  # disk full, quota, a file system that went away: the temporary file is gone
+        raise ArtifactError(f"cannot write {path}: {exc.strerror or exc}; nothing was written (free space or "
+                            f"choose another --out)") from exc
     write_sidecar(path, {"kind": "lso infer output", "shape": list(hsi.shape), "dtype": "float32",
                          **{k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in attrs.items()}})
 
@@ -568,13 +670,18 @@ def infer(opts: InferOptions) -> InferResult:
     opts = replace(opts, artifact=resolve_checkpoint(opts.artifact))  # @demo: the bundled checkpoint's file
     out = Path(opts.out)
     check_writable_target(out)
+    if out.suffix.lower() == ".mat":
+        require("scipy.io")  # before the model is loaded and the scene fused
     options: dict[str, Any] = {}
     if opts.threads is not None and backend_for(opts.artifact) is OrtRunner:
         options["threads"] = opts.threads
     runner = load(opts.artifact, device=opts.device, memory_budget=opts.memory_budget, config=opts.config, **options)
     start = time.perf_counter()
     with runner:
-        hr, lr = read_scene(opts, n_msi_bands=runner.n_msi_bands, n_bands=runner.n_bands)
+        scene = load_scene(opts, n_msi_bands=runner.n_msi_bands, n_bands=runner.n_bands)
+        hr, lr = scene.hr_msi, scene.lr_hsi
+        if out.suffix.lower() == ".mat":
+            _check_mat_size(out, (*hr.shape[:-3], runner.n_bands, *hr.shape[-2:]))
         log.info("fusing hr_msi %s with lr_hsi %s using %r", hr.shape, lr.shape, runner)
         if opts.tile:
             hsi = _fuse_resumable(runner, hr, lr, opts, out)
@@ -585,14 +692,18 @@ def infer(opts: InferOptions) -> InferResult:
             hsi = runner.fuse(hr, lr)
     seconds = time.perf_counter() - start
     hsi = np.asarray(hsi, dtype=np.float32)
+    if opts.clamp:  # a new array: a tiled run's partial result keeps the values as computed
+        hsi = np.clip(hsi, 0.0, 1.0)
     n_bands = hsi.shape[-3]
     wavelengths = np.arange(400, 701, 10) if n_bands == 31 else None
     attrs: dict[str, Any] = {"artifact": str(Path(opts.artifact).name),
-                             "inputs": ";".join(Path(p).name for p in opts.inputs)}
+                             "inputs": ";".join(Path(p).name for p in opts.inputs),
+                             **scene.crop_attrs(), "clamped": int(opts.clamp)}
     if wavelengths is not None:
         attrs["wavelengths_nm"] = wavelengths
     _write_output(out, hsi, attrs)
-    result = InferResult(output=out, shape=tuple(hsi.shape), seconds=seconds, runner=repr(runner))
+    result = InferResult(output=out, shape=tuple(hsi.shape), seconds=seconds, runner=repr(runner),
+                         crop=str(attrs["crop"]), clamped=opts.clamp)
     scenes = hsi if hsi.ndim == 4 else hsi[None]
     for i, scene in enumerate(scenes):
         suffix = f"_{i}" if len(scenes) > 1 else ""

@@ -16,6 +16,10 @@ Scenes (what :func:`discover_scenes` finds):
 - ``.npz``/``.mat`` files: ``hr_msi``/``lr_hsi`` (the key names :mod:`lso.runtime.infer` accepts),
   and in ``.npz`` optionally ``gt`` ``[31, H, W]``; a 4-D ``.npz``/``.mat`` file is fused as one batch.
 
+Scenes are read as ``lso infer`` reads them, with the same rule for sizes that do not fit the ratio: such a
+scene fails with an error naming the top-left crop that would fit, unless ``crop`` (``--crop``) is set; then
+it is cropped so (its ground truth too), and its record and output say so (``crop``).
+
 Outputs in ``out``: ``<scene>.npz`` (or ``.h5``) per scene with ``hr_hsi`` and the scene's record (JSON,
 key ``lso_record``), written by :mod:`lso.runtime.infer`'s writer (atomic, with its ``.json`` sidecar), and
 ``manifest.json``: every scene's status (``ok``, ``skipped`` = finished by an
@@ -95,6 +99,8 @@ class BatchOptions:
             docstring (``$LSO_MEMORY_BUDGET`` or 75 % of physical memory, shared by a local run's actors).
         config: for a checkpoint, configuration fields (``--config``; see :func:`lso.checkpoint.load_checkpoint`).
         ratio: ratio for regenerating the LR-HSI from GT in community-layout files.
+        crop: crop scenes whose sizes do not fit the ratio to the top-left part that does (recorded);
+            False: such scenes fail with an error naming that crop.
         address: Ray cluster to join; None starts a local Ray with ``num_cpus`` CPUs.
         num_cpus: CPUs of the local Ray (default: all of this machine's).
         resume: skip scenes already fused by this artifact.
@@ -116,6 +122,7 @@ class BatchOptions:
     memory_budget: Optional[str] = None
     config: Optional[dict[str, Any]] = None
     ratio: int = 4
+    crop: bool = False
     address: Optional[str] = None
     num_cpus: Optional[int] = None
     resume: bool = True
@@ -208,9 +215,15 @@ def discover_scenes(inputs: Iterable[os.PathLike | str], *, exclude: Optional[Pa
 
 
 # ------------------------------------------------------------------------------------------ one scene
-def _read_gt(ref: SceneRef, ratio: int) -> Optional[np.ndarray]:
-    """Ground truth ``[31, H, W]`` (or ``[B, 31, H, W]``) if the file has one, cropped like the inputs."""
-    from lso.runtime.infer import GT_KEYS, HR_KEYS, _h5_keys, _pick, _select, _to_chw
+def _read_gt(ref: SceneRef, crop: Any = None) -> Optional[np.ndarray]:
+    """Ground truth ``[31, H, W]`` (or ``[B, 31, H, W]``) if the file has one, cropped as the inputs were
+    (``crop``: the :class:`~lso.data.readers.Crop` the scene was read with, None = none)."""
+    gt = _read_gt_whole(ref)
+    return gt if gt is None or crop is None else np.ascontiguousarray(crop.apply_hr(gt))
+
+
+def _read_gt_whole(ref: SceneRef) -> Optional[np.ndarray]:
+    from lso.runtime.infer import GT_KEYS, _h5_keys, _pick, _select, _to_chw
 
     suffix = ref.path.suffix.lower()
     if suffix in _H5:
@@ -220,11 +233,7 @@ def _read_gt(ref: SceneRef, ratio: int) -> Optional[np.ndarray]:
             return None
         h5py = require("h5py")
         with h5py.File(ref.path, "r") as f:
-            gt = np.asarray(f[gt_key][ref.index] if ref.index is not None and f[gt_key].ndim == 4 else f[gt_key])
-        if _pick(keys, HR_KEYS[:1]) is None:  # community layout: the inputs were cropped to a multiple of ratio
-            h, w = gt.shape[-2:]
-            gt = gt[..., : h - h % ratio, : w - w % ratio]
-        return gt
+            return np.asarray(f[gt_key][ref.index] if ref.index is not None and f[gt_key].ndim == 4 else f[gt_key])
     if suffix == ".npz":
         with np.load(ref.path, allow_pickle=False) as data:
             key = _pick(data.files, GT_KEYS)
@@ -232,9 +241,11 @@ def _read_gt(ref: SceneRef, ratio: int) -> Optional[np.ndarray]:
     return None
 
 
-def _read_inputs(ref: SceneRef, ratio: int, n_msi_bands: int, n_bands: int) -> tuple[np.ndarray, np.ndarray]:
-    from lso.runtime.infer import HR_KEYS, LR_KEYS, InferOptions, _h5_keys, _pick, _to_chw, read_scene
+def _read_inputs(ref: SceneRef, ratio: int, n_msi_bands: int, n_bands: int, crop: bool = False) -> Any:
+    """The scene as :func:`lso.runtime.infer.load_scene` reads it (a ``Scene``: arrays and the crop taken)."""
+    from lso.runtime.infer import HR_KEYS, LR_KEYS, InferOptions, _fit_pair, _h5_keys, _pick, _to_chw, load_scene
 
+    opts = InferOptions(artifact=Path(), inputs=(ref.path,), out=Path(), index=ref.index, ratio=ratio, crop=crop)
     if ref.path.suffix.lower() in _H5 and ref.index is not None:
         keys = _h5_keys(ref.path)
         hr_key, lr_key = _pick(keys, HR_KEYS[:1]), _pick(keys, LR_KEYS[:1])
@@ -242,9 +253,9 @@ def _read_inputs(ref: SceneRef, ratio: int, n_msi_bands: int, n_bands: int) -> t
             h5py = require("h5py")
             with h5py.File(ref.path, "r") as f:
                 hr, lr = np.asarray(f[hr_key][ref.index]), np.asarray(f[lr_key][ref.index])
-            return _to_chw(hr, n_msi_bands, "auto", hr_key), _to_chw(lr, n_bands, "auto", lr_key)
-    opts = InferOptions(artifact=Path(), inputs=(ref.path,), out=Path(), index=ref.index, ratio=ratio)
-    return read_scene(opts, n_msi_bands=n_msi_bands, n_bands=n_bands)
+            return _fit_pair(_to_chw(hr, n_msi_bands, "auto", hr_key), _to_chw(lr, n_bands, "auto", lr_key), opts,
+                             f"{ref.path}[{ref.index}]")
+    return load_scene(opts, n_msi_bands=n_msi_bands, n_bands=n_bands)
 
 
 def _metrics(gt: np.ndarray, out: np.ndarray, ratio: int) -> dict[str, float]:
@@ -326,20 +337,22 @@ def fuse_scene(runner: Any, ref: SceneRef, opts: BatchOptions, *, artifact_sha25
     start = time.perf_counter()
     try:
         budget = scene_budget(runner, opts) if memory_budget is None else int(memory_budget)
-        hr, lr = _read_inputs(ref, opts.ratio, runner.n_msi_bands, runner.n_bands)
+        scene = _read_inputs(ref, opts.ratio, runner.n_msi_bands, runner.n_bands, crop=opts.crop)
+        hr, lr = scene.hr_msi, scene.lr_hsi
         ratio = infer_ratio(hr.shape, lr.shape)
         hsi, tile, tiles = _fuse(runner, ref, hr, lr, opts, budget)
         hsi = np.asarray(hsi, dtype=np.float32)
-        gt = _read_gt(ref, opts.ratio)
+        gt = _read_gt(ref, scene.crop)
         metrics = _metrics(gt, hsi, ratio) if gt is not None else None
         target = output_path(opts.out, ref.scene_id, opts.output_format)
         record = {"scene_id": ref.scene_id, "source": str(ref.path), "index": ref.index, "status": "ok",
-                  "output": target.name, "shape": list(hsi.shape), "ratio": ratio, "tile": tile,
+                  "output": target.name, "shape": list(hsi.shape), "ratio": ratio,
+                  "crop": scene.crop_attrs()["crop"], "tile": tile,
                   "tiles": tiles, "memory_budget": budget, "metrics": metrics, "artifact_sha256": artifact_sha256,
                   "worker": f"{socket.gethostname()}:{os.getpid()}"}
         record["seconds"] = round(time.perf_counter() - start, 3)
         attrs: dict[str, Any] = {"artifact": Path(opts.artifact).name, "source": str(ref.path),
-                                 RECORD_KEY: json.dumps(record)}
+                                 **scene.crop_attrs(), RECORD_KEY: json.dumps(record)}
         if hsi.shape[-3] == 31:
             attrs["wavelengths_nm"] = np.arange(400, 701, 10)
         _write_output(target, hsi, attrs)

@@ -271,28 +271,43 @@ def _run_eval(args) -> int:
 
 # ------------------------------------------------------------------------------------------ infer
 def _add_infer(sub) -> None:
-    p = _sub(sub, "infer", "Fuse a scene with any artifact (checkpoint, .onnx, .plan); write .npz/.h5 atomically.",
+    p = _sub(sub, "infer", "Fuse a scene with any artifact (checkpoint, .onnx, .plan); write .npz/.h5/.mat atomically.",
              "Inputs: one .h5 (ours: hr_msi/lr_hsi; community: GT/RGB, LR-HSI regenerated from GT with the\n"
              "paper's protocol), .npz or .mat file, or a pair of files HR LR (.npy/.npz/.mat/.h5, .png for RGB).\n"
              "The runner follows the artifact: .pth/.pth.tar/.pt/.safetensors -> PyTorch, .onnx -> ONNX Runtime,\n"
-             ".plan/.engine/.trt -> TensorRT. Writes OUT, a false-colour OUT.png and, with --envi, OUT.hdr/.img.")
+             ".plan/.engine/.trt -> TensorRT. Writes OUT, a false-colour OUT.png and, with --envi, OUT.hdr/.img.\n"
+             "Nothing is cropped unless --crop is given: sizes that do not fit the ratio are an error naming the\n"
+             "crop that would fit.\n"
+             "OUT by suffix: .npz (arrays), .h5 (dataset hr_hsi, the rest as its attributes) or .mat (MATLAB v5,\n"
+             "variables). Each holds hr_hsi ([31,H,W] for one scene, [N,31,H,W] for several, channels first;\n"
+             "in MATLAB permute(hr_hsi,[2 3 1]) gives H x W x 31), wavelengths_nm, artifact, inputs, crop\n"
+             "('none' or what --crop did), crop_box (top,left,height,width kept, when cropped) and clamped (0/1).")
     p.add_argument("artifact", help=ARTIFACT_HELP)
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="scene file, or HR-MSI and LR-HSI files")
     _add_config(p)
-    p.add_argument("-o", "--out", required=True, help="output .npz or .h5")
-    p.add_argument("--device", help="cpu, cuda, cuda:N; None = the runner's own")
-    p.add_argument("--tile", type=int, help="fuse in tiles with this core size (exact; bounds memory)")
-    p.add_argument("--overlap", type=int, help="tile overlap; None = the exact minimum")
-    p.add_argument("--index", type=int, help="scene index in a multi-scene file; None = all")
-    p.add_argument("--ratio", type=int, help="ratio for regenerating LR-HSI from GT (community .h5); None = 4")
+    p.add_argument("-o", "--out", required=True, help="output .npz, .h5 or .mat (see above for the variables)")
+    p.add_argument("--device", help="cpu, cuda, cuda:N (default: the runner's own)")
+    p.add_argument("--tile", type=int,
+                   help="fuse in tiles with this core size (exact; bounds memory; default: the whole scene "
+                        "in one piece)")
+    p.add_argument("--overlap", type=int, help="tile overlap (default: the exact minimum)")
+    p.add_argument("--index", type=int, help="scene index in a multi-scene file (default: all scenes)")
+    p.add_argument("--ratio", type=int, help="ratio for regenerating LR-HSI from GT (community .h5; default 4)")
+    p.add_argument("--crop", action="store_true",
+                   help="crop inputs whose sizes do not fit the ratio to the top-left part that does, and record "
+                        "it in OUT (off by default: such inputs are an error naming that crop)")
+    p.add_argument("--clamp", action="store_true",
+                   help="clip the output to [0, 1], as the paper does before metrics (off by default: written as "
+                        "the network computes it, which may leave [0, 1] slightly)")
     p.add_argument("--lr-from", choices=("auto", "gt", "file"), default="auto",
                    help="community .h5: regenerate LR-HSI from GT (auto/gt) or use the file's LRHSI")
     p.add_argument("--layout", choices=("auto", "chw", "hwc"), default="auto", help="layout of the input arrays")
     p.add_argument("--envi", action="store_true", help="also write an ENVI .hdr/.img pair")
-    p.add_argument("--preview", action=argparse.BooleanOptionalAction, default=True, help="write a false-colour PNG")
-    p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
-    p.add_argument("--memory-budget", help="working memory allowed (e.g. 4G, 512MiB); tiles shrink to fit it; "
-                                           "None = $LSO_MEMORY_BUDGET or 75%% of physical memory")
+    p.add_argument("--preview", action=argparse.BooleanOptionalAction, default=True,
+                   help="write a false-colour OUT.png (default: on)")
+    p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: ONNX Runtime's choice)")
+    p.add_argument("--memory-budget", help="working memory allowed (e.g. 4G, 512MiB); tiles shrink to fit it "
+                                           "(default: $LSO_MEMORY_BUDGET or 75%% of physical memory)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -304,7 +319,8 @@ def _infer_options(args):
     return InferOptions(config=_config_arg(args), artifact=Path(args.artifact), inputs=tuple(Path(p) for p in args.inputs), out=Path(args.out),
                         device=args.device, tile=args.tile, overlap=args.overlap, index=args.index, ratio=args.ratio,
                         lr_from=args.lr_from, layout=args.layout, envi=args.envi, preview=args.preview,
-                        threads=args.threads, progress=not args.no_progress, memory_budget=args.memory_budget)
+                        threads=args.threads, progress=not args.no_progress, memory_budget=args.memory_budget,
+                        crop=args.crop, clamp=args.clamp)
 
 
 def _run_infer(args) -> int:
@@ -314,6 +330,10 @@ def _run_infer(args) -> int:
     written = [result.output, *result.preview, *result.envi]
     print(f"hr_hsi {'x'.join(map(str, result.shape))} in {result.seconds:.2f} s ({result.runner}) -> "
           + ", ".join(str(p) for p in written))
+    if result.crop != "none":
+        print(f"cropped (--crop): {result.crop}")
+    if result.clamped:
+        print("clamped to [0, 1] (--clamp)")
     return 0
 
 
@@ -497,6 +517,9 @@ def _add_batch(sub) -> None:
                                            "as failed); None = $LSO_MEMORY_BUDGET or 75%% of physical memory, "
                                            "divided among the actors of a local run")
     p.add_argument("--ratio", type=int, default=4, help="ratio for regenerating LR-HSI from GT (community .h5)")
+    p.add_argument("--crop", action="store_true",
+                   help="crop scenes whose sizes do not fit the ratio to the top-left part that does, recorded in "
+                        "their output and manifest (off by default: such scenes fail with an error naming that crop)")
     p.add_argument("--address", help="Ray cluster address (auto, host:6379, ray://host:10001); None = local")
     p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray; None = all")
     p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True, help="skip finished scenes")
@@ -513,7 +536,7 @@ def _run_batch(args) -> int:
                         num_cpus_per_actor=args.num_cpus_per_actor, num_gpus_per_actor=args.num_gpus_per_actor,
                         threads=args.threads, device=args.device, tile=args.tile,
                         auto_tile_pixels=args.auto_tile_pixels, memory_budget=args.memory_budget,
-                        ratio=args.ratio, address=args.address,
+                        ratio=args.ratio, crop=args.crop, address=args.address,
                         num_cpus=args.num_cpus, resume=args.resume, progress=not args.no_progress)
     report = run_batch(opts)
     print(f"{report.total} scene(s): {report.ok} fused, {report.skipped} already done, {report.failed} failed "

@@ -1,6 +1,8 @@
-"""``lso infer``: input formats, outputs (npz/h5, ENVI, PNG preview), tiling, CLI exit codes."""
+"""``lso infer``: input formats, outputs (npz/h5/mat, ENVI, PNG preview), tiling, CLI exit codes, no silent crop,
+--crop and --clamp."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -128,3 +130,182 @@ def test_false_colour_uses_red_green_blue_bands():
     hsi[25] = np.linspace(0, 1, 16).reshape(4, 4)  # 650 nm -> red
     rgb = false_colour(hsi)
     assert rgb.shape == (4, 4, 3) and rgb[..., 0].max() == 255 and rgb[..., 1].max() == 0
+
+
+# ---- no silent crop (one rule for every format), --crop, --clamp, .mat output -----------------------------
+def _write_scene(fmt: str, folder: Path, hr: np.ndarray, lr: np.ndarray, gt: np.ndarray) -> tuple[Path, ...]:
+    """One scene as ``fmt`` (hr [3, H, W], lr [31, h, w]; community files hold gt [31, H, W] and the RGB)."""
+    if fmt == "h5_community":
+        with h5py.File(folder / "cave.h5", "w") as f:
+            f["GT"], f["RGB"] = gt[None], hr[None]
+        return (folder / "cave.h5",)
+    if fmt == "h5_ours":
+        with h5py.File(folder / "ours.h5", "w") as f:
+            f["hr_msi"], f["lr_hsi"] = hr, lr
+        return (folder / "ours.h5",)
+    if fmt == "npz":
+        np.savez(folder / "s.npz", hr_msi=hr, lr_hsi=lr)
+        return (folder / "s.npz",)
+    if fmt == "mat":
+        scipy_io = pytest.importorskip("scipy.io")
+        scipy_io.savemat(folder / "s.mat", {"hr_msi": np.moveaxis(hr, 0, -1), "lr_hsi": np.moveaxis(lr, 0, -1)})
+        return (folder / "s.mat",)
+    if fmt == "pair_npy":
+        np.save(folder / "hr.npy", hr)
+        np.save(folder / "lr.npy", lr)
+        return folder / "hr.npy", folder / "lr.npy"
+    assert fmt == "pair_png"
+    write_png(folder / "rgb.png", np.moveaxis(np.round(hr * 255).astype(np.uint8), 0, -1))
+    np.save(folder / "lr.npy", lr)
+    return folder / "rgb.png", folder / "lr.npy"
+
+
+FORMATS = ("h5_community", "h5_ours", "npz", "mat", "pair_npy", "pair_png")
+
+
+def _odd_scene(lr_size: int = 8) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A 34x34 scene at x4 (34 is not a multiple of 4): hr [3, 34, 34], lr [31, lr_size, lr_size], gt."""
+    rng = np.random.default_rng(11)
+    gt = rng.random((31, 34, 34), dtype=np.float32)
+    hr = np.round(rng.random((3, 34, 34), dtype=np.float32) * 255).astype(np.float32) / 255  # exact as 8-bit PNG
+    return hr, rng.random((31, lr_size, lr_size), dtype=np.float32), gt
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_no_silent_crop_in_any_format(ckpt, tmp_path, fmt):
+    hr, lr, gt = _odd_scene()
+    inputs = _write_scene(fmt, tmp_path, hr, lr, gt)
+    out = tmp_path / "o.npz"
+    with pytest.raises(InputError) as info:
+        infer(InferOptions(artifact=ckpt, inputs=inputs, out=out, preview=False))
+    message = str(info.value)
+    assert "34x34" in message and "top-left 32x32" in message and "--crop" in message, message
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_crop_option_crops_top_left_and_is_recorded(rt_model, ckpt, tmp_path, fmt):
+    from lso.data import degrade
+
+    hr, lr, gt = _odd_scene()
+    inputs = _write_scene(fmt, tmp_path, hr, lr, gt)
+    out = tmp_path / "o.h5"
+    res = infer(InferOptions(artifact=ckpt, inputs=inputs, out=out, preview=False, crop=True))
+    if fmt == "h5_community":  # the LR-HSI is regenerated from the cropped GT
+        want = reference(rt_model, hr[None, :, :32, :32], degrade(gt[None, :, :32, :32], 4)[1].astype(np.float32))
+        assert res.crop == "GT/RGB 34x34 -> top-left 32x32 (a multiple of the ratio 4)"
+    else:
+        want = reference(rt_model, hr[None, :, :32, :32], lr[None])[0]
+        assert res.crop == "hr_msi 34x34 -> top-left 32x32 (to 4 x lr_hsi 8x8)"
+    with h5py.File(out) as f:
+        np.testing.assert_allclose(f["hr_hsi"][...], want, atol=1e-5)
+        assert f["hr_hsi"].attrs["crop"] == res.crop
+        assert list(f["hr_hsi"].attrs["crop_box"]) == [0, 0, 32, 32]
+    assert "top-left 32x32" in json.loads((tmp_path / "o.h5.json").read_text())["crop"]
+
+
+def test_crop_also_cuts_an_lr_hsi_rounded_up(rt_model, ckpt, tmp_path):
+    hr, lr, _ = _odd_scene(lr_size=9)  # 34 / 4 rounded up: the ninth LR row/column covers the cut HR pixels
+    np.savez(tmp_path / "s.npz", hr_msi=hr, lr_hsi=lr)
+    with pytest.raises(InputError, match=r"hr_msi 34x34 is not 4 x lr_hsi 9x9.*32x32 \(with lr_hsi 8x8\)"):
+        infer(InferOptions(artifact=ckpt, inputs=(tmp_path / "s.npz",), out=tmp_path / "o.npz"))
+    res = infer(InferOptions(artifact=ckpt, inputs=(tmp_path / "s.npz",), out=tmp_path / "o.npz", preview=False,
+                             crop=True))
+    assert res.crop == "hr_msi 34x34 -> top-left 32x32, lr_hsi 9x9 -> top-left 8x8"
+    with np.load(res.output) as data:
+        np.testing.assert_allclose(data["hr_hsi"], reference(rt_model, hr[None, :, :32, :32], lr[None, :, :8, :8])[0],
+                                   atol=1e-5)
+        assert str(data["crop"]) == res.crop and list(data["crop_box"]) == [0, 0, 32, 32]
+
+
+def test_sizes_that_fit_are_not_cropped_and_say_so(ckpt, tmp_path):
+    hr, lr = scene(32, 32, 4)
+    np.savez(tmp_path / "s.npz", hr_msi=hr, lr_hsi=lr)
+    res = infer(InferOptions(artifact=ckpt, inputs=(tmp_path / "s.npz",), out=tmp_path / "o.npz", preview=False,
+                             crop=True))
+    with np.load(res.output) as data:
+        assert res.crop == "none" and str(data["crop"]) == "none" and "crop_box" not in data.files
+        assert data["hr_hsi"].shape == (1, 31, 32, 32) and int(data["clamped"]) == 0
+
+
+def test_cli_crop_refused_then_printed(ckpt, tmp_path, capsys):
+    hr, lr, gt = _odd_scene()
+    _write_scene("h5_community", tmp_path, hr, lr, gt)
+    args = ["infer", str(ckpt), str(tmp_path / "cave.h5"), "-o", str(tmp_path / "o.npz"), "--no-preview"]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "GT/RGB 34x34 is not a multiple of the ratio 4" in err and "top-left 32x32" in err and "--crop" in err
+    assert not (tmp_path / "o.npz").exists()
+    assert main([*args, "--crop"]) == 0
+    assert "cropped (--crop): GT/RGB 34x34 -> top-left 32x32" in capsys.readouterr().out
+
+
+def test_3d_community_h5_is_one_scene(rt_model, ckpt, tmp_path, caplog):
+    from lso.data import degrade
+
+    rng = np.random.default_rng(5)
+    gt, rgb = rng.random((31, 32, 32), dtype=np.float32), rng.random((3, 32, 32), dtype=np.float32)
+    with h5py.File(tmp_path / "one.h5", "w") as f:
+        f["GT"], f["RGB"] = gt, rgb  # no leading N axis
+    with caplog.at_level("INFO", logger="lso"):
+        res = infer(InferOptions(artifact=ckpt, inputs=(tmp_path / "one.h5",), out=tmp_path / "o.npz", preview=False))
+    assert "no leading N axis: read as one scene (N = 1)" in caplog.text
+    with np.load(res.output) as data:
+        np.testing.assert_allclose(data["hr_hsi"], reference(rt_model, rgb[None], degrade(gt[None], 4)[1]),
+                                   atol=1e-5)
+
+
+def test_clamp_clips_and_the_default_does_not(ckpt, tmp_path, capsys):
+    hr, lr = scene(32, 32, 4)
+    np.savez(tmp_path / "s.npz", hr_msi=hr, lr_hsi=lr)
+    raw = infer(InferOptions(artifact=ckpt, inputs=(tmp_path / "s.npz",), out=tmp_path / "raw.npz", preview=False))
+    with np.load(raw.output) as data:
+        values = data["hr_hsi"]
+        assert int(data["clamped"]) == 0 and not raw.clamped
+    assert values.min() < 0.0 and values.max() > 1.0  # the tiny random model leaves [0, 1]: the default keeps it
+    assert main(["infer", str(ckpt), str(tmp_path / "s.npz"), "-o", str(tmp_path / "c.npz"), "--no-preview",
+                 "--clamp"]) == 0
+    assert "clamped to [0, 1] (--clamp)" in capsys.readouterr().out
+    with np.load(tmp_path / "c.npz") as data:
+        np.testing.assert_array_equal(data["hr_hsi"], np.clip(values, 0.0, 1.0))
+        assert int(data["clamped"]) == 1
+
+
+def test_mat_output_round_trips(ckpt, tmp_path):
+    scipy_io = pytest.importorskip("scipy.io")
+    hr, lr = scene(32, 40, 4, batch=2)
+    np.savez(tmp_path / "s.npz", hr_msi=hr, lr_hsi=lr)
+    ref = infer(InferOptions(artifact=ckpt, inputs=(tmp_path / "s.npz",), out=tmp_path / "o.npz", preview=False))
+    res = infer(InferOptions(artifact=ckpt, inputs=(tmp_path / "s.npz",), out=tmp_path / "o.mat", preview=False))
+    assert res.output == tmp_path / "o.mat" and (tmp_path / "o.mat.json").is_file()
+    mat = scipy_io.loadmat(tmp_path / "o.mat")
+    with np.load(ref.output) as data:
+        np.testing.assert_array_equal(mat["hr_hsi"], data["hr_hsi"])
+    assert mat["hr_hsi"].shape == (2, 31, 32, 40) and mat["hr_hsi"].dtype == np.float32
+    assert mat["wavelengths_nm"].ravel().tolist() == list(range(400, 701, 10))
+    assert str(mat["artifact"][0]) == "tiny.safetensors" and str(mat["crop"][0]) == "none"
+    assert int(mat["clamped"].ravel()[0]) == 0
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_mat_output_is_atomic(ckpt, tmp_path, monkeypatch):
+    scipy_io = pytest.importorskip("scipy.io")
+    from lso.errors import ArtifactError
+    from lso.runtime.infer import _check_mat_size
+
+    hr, lr = scene(32, 32, 4)
+    np.savez(tmp_path / "s.npz", hr_msi=hr, lr_hsi=lr)
+    out = tmp_path / "o.mat"
+    out.write_bytes(b"the previous result")
+
+    def failing_savemat(file, mdict, **kwargs):
+        file.write(b"MATLAB 5.0 MAT-file, half written")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(scipy_io, "savemat", failing_savemat)
+    with pytest.raises(ArtifactError, match="No space left on device"):
+        infer(InferOptions(artifact=ckpt, inputs=(tmp_path / "s.npz",), out=out, preview=False))
+    assert out.read_bytes() == b"the previous result"  # untouched: the partial file never took its name
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    with pytest.raises(InputError, match="2 GiB.*write .h5"):
+        _check_mat_size(out, (1, 31, 8192, 8192))

@@ -147,6 +147,34 @@ def test_discovery_and_option_errors(tiny_onnx_tileable, scene_dir, tmp_path):
         run_batch(BatchOptions(artifact=corrupt, inputs=(scene_dir,), out=tmp_path / "o"))
 
 
+def test_scene_sizes_not_fitting_the_ratio_fail_unless_crop(tiny_onnx_tileable, tmp_path):
+    """The rule of ``lso infer``: no silent crop; ``crop`` crops the inputs and the ground truth, recorded (no Ray)."""
+    from lso.runtime import load
+    from lso.scaleout.batch import SceneRef, discover_scenes, fuse_scene
+
+    rng = np.random.default_rng(3)
+    gt = rng.random((31, 34, 34), dtype=np.float32)
+    rgb = rng.random((3, 34, 34), dtype=np.float32)
+    with h5py.File(tmp_path / "odd.h5", "w") as f:
+        f["GT"], f["RGB"] = gt, rgb  # one scene without the N axis, 34x34 at x4
+    (ref,), failures = discover_scenes([tmp_path / "odd.h5"])
+    assert failures == [] and ref == SceneRef("odd", tmp_path / "odd.h5", None)
+    with load(tiny_onnx_tileable, threads=1) as runner:
+        refused = fuse_scene(runner, ref, _opts(tiny_onnx_tileable, tmp_path, tmp_path / "a"))
+        assert refused["status"] == "failed" and "top-left 32x32" in refused["error"] and "--crop" in refused["error"]
+        assert not (tmp_path / "a" / "odd.npz").exists()
+        (tmp_path / "b").mkdir()
+        record = fuse_scene(runner, ref, _opts(tiny_onnx_tileable, tmp_path, tmp_path / "b", crop=True))
+    assert record["status"] == "ok", record
+    assert record["crop"] == "GT/RGB 34x34 -> top-left 32x32 (a multiple of the ratio 4)"
+    with np.load(tmp_path / "b" / "odd.npz") as data:
+        fused = data["hr_hsi"]
+        assert str(data["crop"]) == record["crop"] and list(data["crop_box"]) == [0, 0, 32, 32]
+    hr, lr = degrade(gt[:, :32, :32], 4)
+    np.testing.assert_allclose(fused[0], _direct(tiny_onnx_tileable, rgb[None, :, :32, :32], lr[None])[0], atol=1e-5)
+    assert record["metrics"]["psnr"] == pytest.approx(evaluate(gt[:, :32, :32], fused[0], 4)["psnr"], rel=1e-6)
+
+
 # ------------------------------------------------------------------------------------------ memory budget
 @pytest.fixture(scope="module")
 def budget_dir(tmp_path_factory) -> Path:
