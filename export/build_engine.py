@@ -49,7 +49,8 @@ from lso.errors import ArtifactError, ExportError, InputError, MissingDependency
 
 __all__ = ["build_engine", "trtexec_command", "plan_sidecar", "check_layer_precisions", "BuildOptions",
            "graph_precision", "resolve_profiles", "parse_shape_spec", "layer_precisions", "BuilderCompat",
-           "builder_compat", "detect_trt_major", "main", "PRECISIONS", "HARDWARE_COMPATIBILITY"]
+           "builder_compat", "detect_trt_major", "main", "PRECISIONS", "HARDWARE_COMPATIBILITY", "check_tensor_limit",
+           "trtexec_notes", "UNKNOWN_TRT_NOTE"]
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,7 @@ def builder_compat(trt_or_version: Any) -> BuilderCompat:
     return BuilderCompat.for_major(version_tuple(trt_or_version)[0])
 
 
-def detect_trt_major(default: int = 11) -> int:
+def detect_trt_major(default: Optional[int] = 11) -> Optional[int]:
     """Major version of the installed TensorRT, read from package metadata (nothing imported), else ``default``."""
     from importlib.metadata import PackageNotFoundError, version
 
@@ -108,6 +109,12 @@ def detect_trt_major(default: int = 11) -> int:
         except (PackageNotFoundError, ValueError):
             continue
     return default
+
+
+#: What --print-trtexec assumes when no TensorRT is installed and no --trt-version is given.
+UNKNOWN_TRT_NOTE = ("# TensorRT version unknown (none installed here, no --trt-version): --stronglyTyped is included "
+                    "so that a TensorRT 10 build keeps the graph's own precisions (on TensorRT 11 it is a deprecated "
+                    "no-op); pass --trt-version 10|11 for the exact line")
 
 
 # ----------------------------------------------------------------------------------- the graph
@@ -231,11 +238,18 @@ class BuildOptions:
 
 def trtexec_command(onnx_path: PathLike, out: PathLike, options: BuildOptions, *,
                     trt_major: Optional[int] = None) -> list[str]:
-    """The ``trtexec`` argument list that builds the same engine (for TensorRT ``trt_major``, default: installed)."""
-    compat = BuilderCompat.for_major(trt_major if trt_major is not None else detect_trt_major())
+    """The ``trtexec`` argument list that builds the same engine.
+
+    ``trt_major``: the TensorRT major version to write for; default: the installed one. Where none is
+    installed the version is unknown: the line is TensorRT 11's plus ``--stronglyTyped`` (see
+    :data:`UNKNOWN_TRT_NOTE`), since a TensorRT 10 user copying it would otherwise build a weakly typed
+    engine from a graph that carries its own precision.
+    """
+    major = trt_major if trt_major is not None else detect_trt_major(default=None)
+    compat = BuilderCompat.for_major(major if major is not None else 11)
     compat.check(options)
     cmd = ["trtexec", f"--onnx={onnx_path}", f"--saveEngine={out}"]
-    if compat.trtexec_strongly_typed:
+    if compat.trtexec_strongly_typed or major is None:
         cmd.append("--stronglyTyped")
     many = len(options.profiles) > 1
     for i, prof in enumerate(options.profiles):
@@ -431,6 +445,7 @@ def build_engine(onnx: PathLike, out: PathLike = None, **options: Any) -> Path:
     check_writable_target(out)
     opts = _options(onnx_path, options)
     precision = opts.precision or graph_precision(onnx_path)
+    check_tensor_limit(onnx_path, opts)  # an oversized profile is refused before anything touches TensorRT
 
     from lso.runtime.cuda_arrays import require_cuda  # before anything touches TensorRT
 
@@ -470,6 +485,33 @@ def build_engine(onnx: PathLike, out: PathLike = None, **options: Any) -> Path:
     return out
 
 
+def check_tensor_limit(onnx_path: PathLike, options: BuildOptions) -> list[Any]:
+    """The largest tensor of the graph at each profile's max shapes; InputError if one is past TensorRT's limit.
+
+    Returns :class:`lso.export.tensor_limits.TensorSize` per profile (empty for a graph without the LSO
+    inputs, which is not checked).
+    """
+    from lso.export.tensor_limits import check_profiles
+
+    return check_profiles(onnx_path, options.profiles)
+
+
+def trtexec_notes(onnx_path: PathLike, options: BuildOptions, *, trt_major: Optional[int] = None) -> list[str]:
+    """Comment lines printed above ``--print-trtexec``'s command: the largest tensor, the version assumption.
+
+    Raises:
+        InputError: a profile's largest tensor is past TensorRT's limit (nothing is printed then).
+    """
+    from lso.export import tensor_limits
+
+    notes = [f"# largest tensor at the max shapes{'' if len(options.profiles) == 1 else f' of profile {i}'}: "
+             f"{big.describe()} (TensorRT's limit: {tensor_limits.TRT_MAX_ELEMENTS:,} elements)"
+             for i, big in enumerate(check_tensor_limit(onnx_path, options))]
+    if trt_major is None and detect_trt_major(default=None) is None:
+        notes.append(UNKNOWN_TRT_NOTE)
+    return notes
+
+
 def _options(onnx_path: Path, options: Mapping[str, Any]) -> BuildOptions:
     opts = dict(options)
     profiles = opts.pop("profiles", None)
@@ -494,8 +536,9 @@ DESCRIPTION = """\
 Build a TensorRT engine (plan) from an LSO ONNX graph: model.onnx (FP32), model.fp16.onnx (FP16 with
 FP32 islands) or model.int8.onnx (INT8 Q/DQ). Precision is read from the graph; no precision flag exists
 (TensorRT 11 removed them; on TensorRT 10 the network is built strongly typed). The optimization profile
-is the I/O spec's (batch 1/1/4, hr_msi 32²/512²/2048², lr_hsi 1²/128²/512²) unless --min/--opt/--max-shapes
-override it. The engine is inspected after building: an FP16/INT8 graph without FP16/INT8 layers is an
+is the I/O spec's (batch 1/1/4, hr_msi 32²/512²/1024², lr_hsi 1²/128²/512²) unless --min/--opt/--max-shapes
+override it; a max shape whose largest tensor passes TensorRT's 2^31-element limit is refused before the
+build, with the largest shape that fits and the tile size for larger scenes. The engine is inspected after building: an FP16/INT8 graph without FP16/INT8 layers is an
 error. Writes the plan as plain bytes (loadable by trtexec and polygraphy) and <out>.json. Needs an NVIDIA
 GPU and TensorRT 10/11, except --print-trtexec, which only prints the equivalent trtexec command line."""
 
@@ -520,7 +563,8 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--print-trtexec", action="store_true",
                         help="print the equivalent trtexec command line and exit (builds nothing, needs no GPU)")
     parser.add_argument("--trt-version", type=int, choices=(10, 11),
-                        help="TensorRT major version for --print-trtexec (default: the installed one, else 11)")
+                        help="TensorRT major version for --print-trtexec (default: the installed one; if none is "
+                             "installed, the line also carries --stronglyTyped, needed on 10 and a no-op on 11)")
     return parser
 
 
@@ -535,6 +579,8 @@ def run_build(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else onnx_path.with_suffix(".plan")
     if args.print_trtexec:
         opts = _options(onnx_path, kwargs)
+        for note in trtexec_notes(onnx_path, opts, trt_major=args.trt_version):
+            print(note)
         print(shlex.join(trtexec_command(onnx_path, out, opts, trt_major=args.trt_version)))
         return 0
     export_log = logging.getLogger("lso.export")

@@ -47,7 +47,7 @@ from lso._deps import available, require
 from lso._io import atomic_path, atomic_write_text, read_sidecar, sidecar_path
 from lso.config import LSOConfig
 from lso.errors import ArtifactError, InputError
-from lso.io_spec import EXTENT, HR_MSI, INPUT_NAMES, TensorSpec, tensor_specs
+from lso.io_spec import EXTENT, HR_MSI, INPUT_NAMES, ShapeProfile, TensorSpec, tensor_specs
 
 __all__ = ["TritonRepoOptions", "TritonModel", "write_triton_repo", "model_config_text", "parse_model_config",
            "TRITON_DTYPES"]
@@ -251,6 +251,23 @@ def _plan_batch_limit(side: Optional[dict]) -> Optional[int]:
     return min(limits) if limits else None
 
 
+def _check_plan_tensor_limit(plan: Path, side: Optional[dict], onnx: Optional[Path]) -> None:
+    """A plan's profiles against TensorRT's per-tensor limit, on the graph it was built from.
+
+    The graph is ``onnx`` (given with the plan) or the source path its sidecar records, when that file
+    exists; without either (or without recorded profiles) nothing can be checked and a debug line says so.
+    """
+    profiles = [ShapeProfile.from_dict(p) for p in (side or {}).get("profiles") or []]
+    source = onnx or (Path(side["source"]["path"]) if isinstance((side or {}).get("source"), dict)
+                      and (side or {})["source"].get("path") else None)
+    if not profiles or source is None or not source.is_file():
+        log.debug("%s: no recorded profile or source graph; the largest-tensor check is skipped", plan.name)
+        return
+    from lso.export.tensor_limits import check_profiles
+
+    check_profiles(source, profiles)
+
+
 def _copy_artifact(src: Path, dst: Path) -> None:
     with atomic_path(dst) as tmp:
         shutil.copyfile(src, tmp)
@@ -322,6 +339,9 @@ def write_triton_repo(opts: TritonRepoOptions) -> list[TritonModel]:
     out.mkdir(parents=True, exist_ok=True)
     if not os.access(out, os.W_OK):
         raise ArtifactError(f"{out} is not writable; choose another model repository path")
+    if opts.plan is not None:  # before anything is written
+        _check_plan_tensor_limit(Path(opts.plan), read_sidecar(Path(opts.plan)),
+                                 Path(opts.onnx) if opts.onnx is not None else None)
     models = []
     onnx_tileable: Optional[bool] = None
     onnx_config: Optional[LSOConfig] = None

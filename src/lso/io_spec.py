@@ -96,10 +96,18 @@ def default_profile(
     config: Optional[LSOConfig] = None,
     *,
     batch: tuple[int, int, int] = (1, 1, 4),
-    hr: tuple[tuple[int, int], tuple[int, int], tuple[int, int]] = ((32, 32), (512, 512), (2048, 2048)),
+    hr: tuple[tuple[int, int], tuple[int, int], tuple[int, int]] = ((32, 32), (512, 512), (1024, 1024)),
     lr: tuple[tuple[int, int], tuple[int, int], tuple[int, int]] = ((1, 1), (128, 128), (512, 512)),
 ) -> ShapeProfile:
-    """The default optimization profile (overridable): batch 1/1/4; hr_msi 32²/512²/2048²; lr_hsi 1²/128²/512²."""
+    """The default optimization profile (overridable): batch 1/1/4; hr_msi 32²/512²/1024²; lr_hsi 1²/128²/512².
+
+    The max is the largest that TensorRT can build: every tensor must stay under 2³¹ elements, and the
+    widest tensor of the exported graph is the spectral blocks' 192-channel ``[B, 192, H, W]`` convolution
+    output, so B·H·W < 11.1 M. At batch 4 × 1024² it is 805 M elements (3.0 GiB in FP32, 1.5 GiB in
+    FP16), which also sets the order of the engine's activation memory at the max shape; 2048² at batch 4
+    would be 3.2e9 elements and fails to build. ``lso.export.tensor_limits`` computes it on the graph
+    being built; larger scenes go through exact tiled fusion (``lso.runtime.fuse_tiled``).
+    """
     cfg = config or LSOConfig()
     prof: dict[str, dict[str, tuple[int, ...]]] = {"min": {}, "opt": {}, "max": {}}
     for i, key in enumerate(("min", "opt", "max")):

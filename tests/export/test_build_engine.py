@@ -63,7 +63,7 @@ def test_trtexec_line_carries_the_profile_and_options():
     cmd = BE.trtexec_command("m.onnx", "m.plan", opts, trt_major=11)
     prof = io_spec.default_profile()
     assert f"--optShapes=hr_msi:{'x'.join(map(str, prof.opt['hr_msi']))},lr_hsi:1x31x128x128" in cmd
-    assert "--maxShapes=hr_msi:4x3x2048x2048,lr_hsi:4x31x512x512" in cmd
+    assert "--maxShapes=hr_msi:4x3x1024x1024,lr_hsi:4x31x512x512" in cmd
     assert {"--memPoolSize=workspace:2048", "--builderOptimizationLevel=4", "--timingCacheFile=t.cache",
             "--versionCompatible", "--hardwareCompatibilityLevel=ampere+", "--saveEngine=m.plan"} <= set(cmd)
 

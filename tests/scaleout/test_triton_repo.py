@@ -110,6 +110,20 @@ def test_plan_and_onnx_side_by_side_with_the_profile_checked(tiny_onnx, tmp_path
         model_config_text("x_trt", "trt", instance_kind="cpu")
 
 
+def test_plan_profile_past_the_tensor_limit_is_refused(tiny_onnx, tmp_path, monkeypatch):
+    from lso.export import tensor_limits
+
+    plan = _fake_plan(tmp_path / "tiny.plan", max_batch=2)
+    # the tiny graph's widest tensor is [B, 40, H, W]: 2 x 40 x 1024 x 1024 elements at this plan's max shapes
+    monkeypatch.setattr(tensor_limits, "TRT_MAX_ELEMENTS", 2 * 40 * 1024 * 1024 - 1)
+    with pytest.raises(InputError, match="over TensorRT's limit"):
+        write_triton_repo(TritonRepoOptions(out=tmp_path / "repo", onnx=tiny_onnx, plan=plan, max_batch_size=2,
+                                            onnx_instance_kind="cpu"))
+    monkeypatch.setattr(tensor_limits, "TRT_MAX_ELEMENTS", 2 * 40 * 1024 * 1024)
+    assert len(write_triton_repo(TritonRepoOptions(out=tmp_path / "repo", onnx=tiny_onnx, plan=plan, max_batch_size=2,
+                                                   onnx_instance_kind="cpu"))) == 2
+
+
 def test_versions_are_added_and_never_silently_replaced(tiny_onnx, tmp_path):
     repo = tmp_path / "repo"
     write_triton_repo(TritonRepoOptions(out=repo, onnx=tiny_onnx))
