@@ -353,14 +353,17 @@ def _arrays(path: Path) -> dict[str, Any]:
     raise ArtifactError(f"{path}: unknown input format {suffix!r}; expected .h5, .npz, .mat, .npy or an image")
 
 
-def _fit_pair(hr: np.ndarray, lr: np.ndarray, opts: InferOptions, where: str) -> Scene:
+def _fit_pair(hr: np.ndarray, lr: np.ndarray, opts: InferOptions, where: str, names: tuple[str, str] = ("hr_msi",
+              "lr_hsi")) -> Scene:
     """The pair as it is when its sizes fit one integer ratio; else the top-left crop (``opts.crop``) or an
-    InputError naming it. Arrays of too few dimensions are left to the runner's checks."""
+    InputError naming it (``names``: the arrays' names in the message). Arrays of too few dimensions are left to
+    the runner's checks."""
     from lso.data.readers import fit_to_ratio
 
     if hr.ndim < 2 or lr.ndim < 2:
         return Scene(hr, lr)
-    crop = fit_to_ratio(hr.shape[-2:], lr_size=lr.shape[-2:]).check(where, allowed=opts.crop)
+    crop = fit_to_ratio(hr.shape[-2:], lr_size=lr.shape[-2:], hr_name=names[0], lr_name=names[1]).check(
+        where, allowed=opts.crop)
     if crop is None:
         return Scene(hr, lr)
     return Scene(np.ascontiguousarray(crop.apply_hr(hr)), np.ascontiguousarray(crop.apply_lr(lr)), crop)
@@ -374,7 +377,8 @@ def _community(path: Path, opts: InferOptions, n_bands: int) -> Scene:
         if hr_key is None or lr_key is None:
             raise InputError(f"{path}: --lr-from file needs RGB and LRHSI datasets (found {sorted(keys)})")
         hr, lr = _read_h5(path, (hr_key, lr_key))
-        return _fit_pair(_select(hr, opts.index, hr_key), _select(lr, opts.index, lr_key), opts, str(path))
+        return _fit_pair(_select(hr, opts.index, hr_key), _select(lr, opts.index, lr_key), opts, str(path),
+                         (hr_key, lr_key))
     if opts.lr_from not in ("auto", "gt"):
         raise InputError(f"lr_from must be 'auto', 'gt' or 'file', got {opts.lr_from!r}")
     from lso.data import degrade

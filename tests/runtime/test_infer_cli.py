@@ -309,3 +309,17 @@ def test_mat_output_is_atomic(ckpt, tmp_path, monkeypatch):
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
     with pytest.raises(InputError, match="2 GiB.*write .h5"):
         _check_mat_size(out, (1, 31, 8192, 8192))
+
+
+def test_community_lr_from_file_follows_the_same_rule(rt_model, ckpt, tmp_path):
+    hr, lr, gt = _odd_scene(lr_size=9)
+    with h5py.File(tmp_path / "cave.h5", "w") as f:
+        f["GT"], f["RGB"], f["LRHSI"] = gt[None], hr[None], lr[None]
+    opts = dict(artifact=ckpt, inputs=(tmp_path / "cave.h5",), out=tmp_path / "o.npz", preview=False, lr_from="file")
+    with pytest.raises(InputError, match=r"RGB 34x34 is not 4 x LRHSI 9x9; the top-left 32x32 \(with LRHSI 8x8\)"):
+        infer(InferOptions(**opts))
+    res = infer(InferOptions(**opts, crop=True))
+    assert res.crop == "RGB 34x34 -> top-left 32x32, LRHSI 9x9 -> top-left 8x8"
+    with np.load(res.output) as data:
+        np.testing.assert_allclose(data["hr_hsi"], reference(rt_model, hr[None, :, :32, :32], lr[None, :, :8, :8]),
+                                   atol=1e-5)
