@@ -181,22 +181,6 @@ def iter_items(data: str, n: Optional[int] = None, size: int = 512, *, with_lr: 
             yield Scene(f"{Path(data).stem}_{i}", item["gt"], item["rgb"], lr)
 
 
-def _fit(shape: tuple[int, int], multiple: int, crop: bool, what: str) -> tuple[int, int]:
-    """The ``(H, W)`` to evaluate: ``shape`` itself, or with ``crop`` the largest multiple of ``multiple``."""
-    h, w = shape
-    fit = (h - h % multiple, w - w % multiple)
-    if fit == (h, w):
-        return fit
-    if fit[0] < 1 or fit[1] < 1:
-        raise InputError(f"{what}: {h}x{w} is smaller than the ratio {multiple}; use a smaller ratio")
-    if not crop:
-        raise InputError(f"{what}: {h}x{w} is not a multiple of {multiple}; the largest crop that fits is "
-                         f"{fit[0]}x{fit[1]} (top-left): pass --crop (crop=True) to evaluate on it, which the "
-                         f"report records, or use a ratio that divides the size")
-    log.info("%s: cropped %dx%d to %dx%d (top-left; a multiple of %d)", what, h, w, *fit, multiple)
-    return fit
-
-
 def prepare_inputs(scene: Scene, ratio: int, *, msi_from: str = "file", lr_from: str = "gt",
                    crop: bool = False, multiple: Optional[int] = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(gt, hr_msi, lr_hsi)`` of one scene at ``ratio``, from the sources asked for.
@@ -217,43 +201,42 @@ def prepare_inputs(scene: Scene, ratio: int, *, msi_from: str = "file", lr_from:
             whose size is not the GT's divided by ``ratio``.
     """
     from lso.data import degrade
+    from lso.data.readers import fit_to_ratio
     from lso.data.srf import hsi_to_msi
 
     gt = np.asarray(scene.gt, dtype=np.float32)
-    if msi_from == "file" and scene.rgb is None:
-        raise InputError(f"{scene.name}: no RGB in this data set; use --msi-from gt (GT x SRF)")
-    if lr_from == "file":
-        if scene.lr is None:
-            raise InputError(f"{scene.name}: no LRHSI in this data set; use --lr-from gt")
-        h, w = scene.lr.shape[-2:]
-        H, W = gt.shape[-2:]
-        if (H, W) != (ratio * h, ratio * w):
-            # at most one LR pixel away from fitting (LRHSI made from the uncropped GT, rounded either way)
-            fit_h, fit_w = min(h, H // ratio), min(w, W // ratio)
-            close = abs(H - ratio * h) < ratio and abs(W - ratio * w) < ratio and min(fit_h, fit_w) > 0
-            if not close:
-                raise InputError(f"{scene.name}: the file's LRHSI is {h}x{w} and GT {H}x{W}, not x{ratio} of it; "
-                                 "give the LRHSI's own ratio (--ratio) or use --lr-from gt")
-            if not crop:
-                raise InputError(f"{scene.name}: GT {H}x{W} is not {ratio} x the file's LRHSI {h}x{w}; the top-left "
-                                 f"GT {ratio * fit_h}x{ratio * fit_w} with LRHSI {fit_h}x{fit_w} would fit: pass "
-                                 "--crop (crop=True) to evaluate on it, which the report records")
-            log.info("%s: cropped GT %dx%d to %dx%d and LRHSI %dx%d to %dx%d (top-left)", scene.name, H, W,
-                     ratio * fit_h, ratio * fit_w, h, w, fit_h, fit_w)
-            h, w = fit_h, fit_w
-        gt = np.ascontiguousarray(gt[:, : ratio * h, : ratio * w])
-        lr = np.ascontiguousarray(np.asarray(scene.lr, dtype=np.float32)[:, :h, :w])
-        msi = np.asarray(scene.rgb)[:, : ratio * h, : ratio * w] if msi_from == "file" else hsi_to_msi(gt)
-        return gt, np.ascontiguousarray(msi, dtype=np.float32), lr
-    if lr_from != "gt":
-        raise InputError(f"--lr-from must be 'gt' or 'file', got {lr_from!r}")
     if msi_from not in ("file", "gt"):
         raise InputError(f"--msi-from must be 'file' or 'gt', got {msi_from!r}")
-    H, W = _fit(gt.shape[-2:], multiple or ratio, crop, scene.name)
-    gt = np.ascontiguousarray(gt[:, :H, :W])
-    msi_gt, lr = degrade(gt, ratio)
-    msi = msi_gt if msi_from == "gt" else np.ascontiguousarray(np.asarray(scene.rgb)[:, :H, :W])
-    return gt, np.asarray(msi, dtype=np.float32), np.asarray(lr, dtype=np.float32)
+    if lr_from not in ("file", "gt"):
+        raise InputError(f"--lr-from must be 'gt' or 'file', got {lr_from!r}")
+    if msi_from == "file" and scene.rgb is None:
+        raise InputError(f"{scene.name}: no RGB in this data set; use --msi-from gt (GT x SRF)")
+    if lr_from == "file" and scene.lr is None:
+        raise InputError(f"{scene.name}: no LRHSI in this data set; use --lr-from gt")
+    # the one rule of lso.data.readers: a size that does not fit is refused, naming the top-left crop that would
+    # fit, unless cropping was asked for
+    if lr_from == "file":
+        (H, W), (h, w) = gt.shape[-2:], scene.lr.shape[-2:]
+        try:
+            fit = fit_to_ratio((H, W), ratio=ratio, lr_size=(h, w), hr_name="GT", lr_name="LRHSI")
+        except InputError as exc:
+            own = f" (--ratio {round(H / h)}?)" if h and round(H / h) >= 2 else ""
+            raise InputError(f"{scene.name}: {exc}; give the LRHSI's own ratio{own} or use --lr-from gt") from exc
+    else:
+        fit = fit_to_ratio(gt.shape[-2:], ratio=multiple or ratio, hr_name="GT")
+    cut = fit.check(scene.name, allowed=crop, option="--crop (crop=True)")
+    if cut is not None:
+        gt = cut.apply_hr(gt)
+    gt = np.ascontiguousarray(gt)
+    H, W = gt.shape[-2:]
+    if lr_from == "file":
+        lr = np.asarray(scene.lr, dtype=np.float32)
+        lr = np.ascontiguousarray(cut.apply_lr(lr) if cut is not None else lr)
+        msi_gt = hsi_to_msi(gt) if msi_from == "gt" else None
+    else:
+        msi_gt, lr = degrade(gt, ratio)
+    msi = msi_gt if msi_from == "gt" else np.asarray(scene.rgb)[:, :H, :W]
+    return gt, np.ascontiguousarray(msi, dtype=np.float32), np.asarray(lr, dtype=np.float32)
 
 
 def fuse_with(model: Any, hr_msi: np.ndarray, lr_hsi: np.ndarray, tile: Optional[int] = None) -> np.ndarray:
@@ -299,17 +282,14 @@ def _check_ratio(value: Any, flag: str) -> int:
 def _file_ratio(data: str) -> int:
     """The ratio of a community file's LRHSI (GT size / LRHSI size, rounded), or an error saying why there is none."""
     from lso._deps import require
+    from lso.data.readers import fit_to_ratio
 
     with require("h5py").File(data, "r") as f:
         key = _lr_key(f)
         if key is None or "GT" not in f:
             raise InputError(f"{data}: --lr-from file needs GT and LRHSI datasets, found {sorted(f.keys())}")
-        (H, W), (h, w) = f["GT"].shape[-2:], f[key].shape[-2:]
-    r = round(H / h) if h > 0 else 0
-    if w < 1 or r < 2 or abs(H - r * h) >= r or abs(W - r * w) >= r:
-        raise InputError(f"{data}: GT {H}x{W} and LRHSI {h}x{w} have no common integer ratio >= 2; pass --ratio, "
-                         "or use --lr-from gt")
-    return r
+        hr_size, lr_size = f["GT"].shape[-2:], f[key].shape[-2:]
+    return fit_to_ratio(hr_size, lr_size=lr_size, hr_name=f"{data} GT", lr_name="LRHSI").ratio
 
 
 # ---------------------------------------------------------------------------------------- band-wise
