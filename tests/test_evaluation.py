@@ -128,23 +128,30 @@ def test_h5_files_differing_only_in_rgb_give_different_metrics(tmp_path, tiny_ck
     assert "the file's RGB" in md and "`--lr-from gt`" in md
 
 
-@pytest.mark.parametrize("lr_from", ["gt", "file"])
-def test_eval_and_infer_give_the_same_lso_output(tmp_path, tiny_ckpt, gt64, lr_from):
+@pytest.mark.parametrize("size, options", [(32, ["--lr-from", "gt"]), (32, ["--lr-from", "file"]),
+                                           (36, ["--ratio", "8", "--crop"])])
+def test_eval_and_infer_give_the_same_lso_output(tmp_path, tiny_ckpt, gt64, size, options):
+    """The same file and options: the same LSO output (cropped alike with --crop)."""
     from lso.cli import main
 
-    gt = gt64[:, :32, :32]
+    gt = gt64[:, :size, :size]
     lr_file = np.random.default_rng(1).random((31, 8, 8), dtype=np.float32)  # another protocol's LRHSI (x4)
     path = _write_h5(tmp_path / "scene.h5", gt, np.clip(_rgb_of(gt) * 0.9 + 0.05, 0, 1), lr_file)
     assert main(["eval", "--checkpoint", str(tiny_ckpt), "--data", str(path), "--out", str(tmp_path / "ev"),
-                 "--lr-from", lr_from, "--no-png", "--save-fused", "--no-progress"]) == 0
-    assert main(["infer", str(tiny_ckpt), str(path), "-o", str(tmp_path / "inf.npz"), "--lr-from", lr_from,
+                 *options, "--no-png", "--save-fused", "--no-progress"]) == 0
+    assert main(["infer", str(tiny_ckpt), str(path), "-o", str(tmp_path / "inf.npz"), *options,
                  "--no-preview", "--no-progress"]) == 0
-    from_eval = np.load(tmp_path / "ev" / "scene_0_x4_lso.npz")["hr_hsi"]
+    report = json.loads((tmp_path / "ev" / f"eval_x{_ratio_of(options)}.json").read_text())
+    from_eval = np.load(tmp_path / "ev" / f"scene_0_x{report['ratio']}_lso.npz")["hr_hsi"]
     from_infer = np.load(tmp_path / "inf.npz")["hr_hsi"].reshape(from_eval.shape)
     assert from_eval.shape == (31, 32, 32)
     np.testing.assert_allclose(from_eval, from_infer, rtol=0, atol=1e-5)
-    report = json.loads((tmp_path / "ev" / "eval_x4.json").read_text())
-    assert report["sources"]["lr_from"] == lr_from and report["sources"]["msi_from"] == "file"
+    assert report["sources"]["lr_from"] == (options[1] if options[0] == "--lr-from" else "gt")
+    assert report["sources"]["msi_from"] == "file"
+
+
+def _ratio_of(options: list[str]) -> int:
+    return int(options[options.index("--ratio") + 1]) if "--ratio" in options else 4
 
 
 def test_lr_from_file_takes_the_files_ratio(tmp_path, tiny_ckpt, gt64):
