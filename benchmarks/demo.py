@@ -71,13 +71,13 @@ def run_demo(checkpoint: Optional[str] = None, *, config: Optional[dict[str, Any
     msi, lr = degrade(gt, ratio)
     msi_t, lr_t = torch.from_numpy(msi)[None], torch.from_numpy(lr)[None]
 
-    echo("[3/6] exporting to ONNX for ONNX Runtime on CPU (dynamic shapes, folded solver in Scan chunks, "
-         "convolution channels aligned) and "
+    echo("[3/6] exporting the CPU variant of the graph for ONNX Runtime (dynamic shapes, folded solver in Scan "
+         "chunks, convolution channels aligned; not for TensorRT: lso export --target tensorrt makes that one) and "
          "checking parity at 64x64")
     t0 = time.perf_counter()
     from lso.export.passes import DEFAULT_CHANNEL_MULTIPLE, DEFAULT_SOLVER_CHUNK
 
-    onnx_path = export_onnx(model, out_dir / "model.onnx", cases=[ParityCase(4, 64, 64)],
+    onnx_path = export_onnx(model, out_dir / "model.cpu.onnx", cases=[ParityCase(4, 64, 64)],
                             solver_chunk=DEFAULT_SOLVER_CHUNK, align_channels=DEFAULT_CHANNEL_MULTIPLE)
     t_export = time.perf_counter() - t0
 

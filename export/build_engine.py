@@ -390,6 +390,7 @@ def plan_sidecar(onnx_path: PathLike, out: PathLike, options: BuildOptions, *, p
     :func:`lso.runtime.trt_runner.check_plan_sidecar`: ``tensorrt_version``, ``compute_capability``,
     ``version_compatible``, ``hardware_compatibility``."""
     from lso._io import read_sidecar, sha256_file
+    from lso.export.variants import read_variant
     from lso.runtime._trt_compat import version_tuple
 
     onnx_path = Path(onnx_path)
@@ -411,7 +412,8 @@ def plan_sidecar(onnx_path: PathLike, out: PathLike, options: BuildOptions, *, p
         "profiles": [p.to_dict() for p in options.profiles],
         "config": source_side.get("config"),
         "source": {"path": str(onnx_path), "sha256": sha256_file(onnx_path),
-                   "precision": source_side.get("precision"), "flavour": source_side.get("flavour")},
+                   "precision": source_side.get("precision"), "flavour": source_side.get("flavour"),
+                   "variant": read_variant(onnx_path).name},
         "layers": dict(layers),
         "build_seconds": round(float(build_seconds), 1),
         "trtexec_equivalent": shlex.join(trtexec_command(onnx_path, out, options,
@@ -420,7 +422,7 @@ def plan_sidecar(onnx_path: PathLike, out: PathLike, options: BuildOptions, *, p
     }
 
 
-def build_engine(onnx: PathLike, out: PathLike = None, **options: Any) -> Path:
+def build_engine(onnx: PathLike, out: PathLike = None, *, allow_cpu_graph: bool = False, **options: Any) -> Path:
     """Build a TensorRT plan from an LSO ONNX graph (FP32, FP16 mixed or INT8 Q/DQ) and write its sidecar.
 
     Args:
@@ -430,6 +432,7 @@ def build_engine(onnx: PathLike, out: PathLike = None, **options: Any) -> Path:
             ``optimization_level``, ``version_compatible``, ``hardware_compatibility``, ``device``,
             ``precision``) and ``profiles`` (list of :class:`~lso.io_spec.ShapeProfile`) or ``min_shapes``/
             ``opt_shapes``/``max_shapes`` overrides of the I/O spec's default profile.
+        allow_cpu_graph: build a CPU-tuned graph (the ``cpu`` variant, :mod:`lso.export.variants`) anyway.
 
     Raises:
         DeviceUnavailableError / MissingDependencyError: no CUDA GPU, or no (full) TensorRT - before any
@@ -437,6 +440,7 @@ def build_engine(onnx: PathLike, out: PathLike = None, **options: Any) -> Path:
         ExportError: parse or build failure, or an FP16/INT8 graph that built without FP16/INT8 layers.
     """
     from lso._io import atomic_path, check_writable_target, write_sidecar
+    from lso.export.variants import require_tensorrt_graph
 
     onnx_path = Path(onnx)
     if not onnx_path.is_file():
@@ -445,6 +449,7 @@ def build_engine(onnx: PathLike, out: PathLike = None, **options: Any) -> Path:
     check_writable_target(out)
     opts = _options(onnx_path, options)
     precision = opts.precision or graph_precision(onnx_path)
+    require_tensorrt_graph(onnx_path, consumer="lso build", allow=allow_cpu_graph)
     check_tensor_limit(onnx_path, opts)  # an oversized profile is refused before anything touches TensorRT
 
     from lso.runtime.cuda_arrays import require_cuda  # before anything touches TensorRT
@@ -560,6 +565,9 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--hardware-compatibility", default="none", choices=HARDWARE_COMPATIBILITY,
                         help="hardware compatibility level")
     parser.add_argument("--device", type=int, default=0, help="CUDA device index")
+    parser.add_argument("--allow-cpu-graph", action="store_true",
+                        help="build a CPU-tuned graph (exported with --solver-chunk/--align-channels, or the cpu INT8 "
+                             "flavour) anyway; without it such a graph is refused")
     parser.add_argument("--print-trtexec", action="store_true",
                         help="print the equivalent trtexec command line and exit (builds nothing, needs no GPU)")
     parser.add_argument("--trt-version", type=int, choices=(10, 11),
@@ -578,6 +586,11 @@ def run_build(args: argparse.Namespace) -> int:
     onnx_path = Path(args.onnx)
     out = Path(args.out) if args.out else onnx_path.with_suffix(".plan")
     if args.print_trtexec:
+        from lso.export.variants import require_tensorrt_graph
+
+        if not onnx_path.is_file():
+            raise ArtifactError(f"{onnx_path} does not exist: export it first (lso export / lso calibrate)")
+        require_tensorrt_graph(onnx_path, consumer="lso build --print-trtexec", allow=args.allow_cpu_graph)
         opts = _options(onnx_path, kwargs)
         for note in trtexec_notes(onnx_path, opts, trt_major=args.trt_version):
             print(note)
@@ -586,7 +599,7 @@ def run_build(args: argparse.Namespace) -> int:
     export_log = logging.getLogger("lso.export")
     if export_log.getEffectiveLevel() > logging.INFO:
         export_log.setLevel(logging.INFO)
-    plan = build_engine(onnx_path, out, **kwargs)
+    plan = build_engine(onnx_path, out, allow_cpu_graph=args.allow_cpu_graph, **kwargs)
     from lso._io import read_sidecar
 
     side = read_sidecar(plan, verify=False) or {}

@@ -327,11 +327,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lso.export.lint",
                                      description=f"Check ONNX graphs against {TABLE_SOURCE}.")
     parser.add_argument("models", nargs="+", help="ONNX files to check")
+    parser.add_argument("--allow-cpu-graph", action="store_true",
+                        help="check the operators of a CPU-tuned graph (the 'cpu' variant) without refusing it")
     args = parser.parse_args(argv)
+    from lso.export.variants import TRT_EXPORT_COMMAND, read_variant
+
     status = 0
     for path in args.models:
-        issues = lint_model(path)
-        print(f"{path}: {'OK' if not issues else f'{len(issues)} issue(s)'}")
+        issues = [str(i) for i in lint_model(path)]
+        variant = read_variant(path)
+        if variant.cpu_only and not args.allow_cpu_graph:
+            issues.insert(0, f"a CPU-tuned graph ({variant.describe()}), not for TensorRT: {TRT_EXPORT_COMMAND} "
+                             f"(--allow-cpu-graph checks its operators only)")
+        print(f"{path} [{variant.describe()}]: {'OK' if not issues else f'{len(issues)} issue(s)'}")
         for issue in issues:
             print(f"  - {issue}")
         status |= bool(issues)

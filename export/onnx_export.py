@@ -214,6 +214,7 @@ def export_onnx(
     allow_unsupported: bool = False,
     solver_chunk: Optional[int] = None,
     align_channels: Optional[int] = None,
+    target: str = "portable",
 ) -> Path:
     """Export an LSO model or checkpoint to one ONNX file (+ ``<out>.json`` sidecar) and prove parity.
 
@@ -242,10 +243,15 @@ def export_onnx(
             so ONNX Runtime's CPU provider runs every convolution in its blocked layout. For ONNX
             Runtime on CPU, with ``solver_chunk``; leave it off for TensorRT. Outputs are unchanged
             up to float rounding.
+        target: what the graph is for, recorded in its metadata (``lso.variant``) and sidecar
+            (``variant``, ``passes``): ``"portable"`` (default; every runtime), ``"tensorrt"`` (the same
+            graph, every node checked against TensorRT's parser with no override; no CPU passes allowed).
+            A graph with CPU-only passes (``solver_chunk``, ``align_channels``) is the ``"cpu"`` variant,
+            which the TensorRT consumers refuse (see :mod:`lso.export.variants`).
 
     Returns:
         ``out`` as a Path. The sidecar ``<out>.json`` records the config, opset, versions, source
-        sha256, the input/output spec, node counts and the parity table.
+        sha256, the variant and passes, the input/output spec, node counts and the parity table.
 
     Raises:
         ArtifactError: checkpoint missing/corrupt/not fitting ``config``; ``out`` not writable.
@@ -260,6 +266,14 @@ def export_onnx(
     if opset not in SUPPORTED_OPSETS:
         raise ExportError(f"opset {opset} is not supported: choose one of {SUPPORTED_OPSETS} (default {DEFAULT_OPSET})")
     onnx = require("onnx")
+    from lso.export.variants import VARIANTS, read_variant, set_variant
+
+    if target not in VARIANTS:
+        raise ExportError(f"target must be one of {VARIANTS}, got {target!r}")
+    cpu_passes = bool(solver_chunk or align_channels)
+    if target == "tensorrt" and (cpu_passes or allow_unsupported):
+        raise ExportError("target 'tensorrt' takes the plain graph with every node supported by TensorRT: drop "
+                          "--solver-chunk/--align-channels (CPU-only passes) and --allow-unsupported")
 
     from lso.export import lint, parity, passes
     from lso.model import set_solver_form
@@ -280,6 +294,9 @@ def export_onnx(
         proto, simplifier, issues = _build(graph_model, opset=opset, tileable=tileable, simplify=simplify,
                                            allow_unsupported=allow_unsupported, solver_chunk=solver_chunk,
                                            align_channels=align_channels)
+        if not cpu_passes:  # the CPU passes have marked the graph 'cpu' themselves
+            set_variant(proto, target)
+        variant = read_variant(proto)
         export_s = time.perf_counter() - t_start
         log.info("exported in %.1f s: %d nodes", export_s, len(proto.graph.node))
         onnx.save_model(proto, str(tmp), save_as_external_data=False)
@@ -302,6 +319,8 @@ def export_onnx(
         "solver": "folded",
         "solver_chunk": solver_chunk,
         "align_channels": align_channels,
+        "variant": variant.name,
+        "passes": list(variant.passes),
         "tileable": tileable,
         "source": source,
         "inputs": [_spec_dict(s) for s in inputs],

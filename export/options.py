@@ -63,6 +63,11 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
                              "leave it off for TensorRT, which pads internally")
     parser.add_argument("--allow-unsupported", action="store_true",
                         help="write the graph even if nodes fail the TensorRT operator lint (they are listed)")
+    parser.add_argument("--target", choices=("portable", "tensorrt"), default="portable",
+                        help="what the graph is for, recorded in its metadata and sidecar: portable (every runtime) "
+                             "or tensorrt (the same graph, every node checked against TensorRT's parser, no CPU "
+                             "passes); --solver-chunk/--align-channels make the 'cpu' variant, which lso build, "
+                             "--print-trtexec and triton-repo --plan refuse")
     return parser
 
 
@@ -82,6 +87,7 @@ def export_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "allow_unsupported": args.allow_unsupported,
         "solver_chunk": args.solver_chunk or None,
         "align_channels": args.align_channels or None,
+        "target": args.target,
     }
 
 

@@ -292,7 +292,9 @@ def chunk_solver(model: "onnx.ModelProto", chunk: int = DEFAULT_SOLVER_CHUNK) ->
         del graph.node[:]
         graph.node.extend(keep + added)
         log.info("solver: %d chain(s) run in Scan over chunks of %d patches", replaced, chunk)
-    return cleanup(model)
+    from lso.export.variants import mark_pass
+
+    return mark_pass(cleanup(model), "chunk_solver", chunk)
 
 
 DEFAULT_CHANNEL_MULTIPLE = 16  # ONNX Runtime's NCHWc block on AVX-512 (8 on AVX2: 16 suits both)
@@ -412,7 +414,9 @@ def align_conv_channels(model: "onnx.ModelProto", multiple: int = DEFAULT_CHANNE
     graph.value_info.extend(infos)
     if added_in or added_out:
         log.info("channels aligned to %d: %d convolution input(s), %d output(s)", multiple, added_in, added_out)
-    return cleanup(model)
+    from lso.export.variants import mark_pass
+
+    return mark_pass(cleanup(model), "align_conv_channels", multiple)
 
 
 def save_chunked(path, chunk: int = DEFAULT_SOLVER_CHUNK) -> str:

@@ -251,21 +251,36 @@ def _plan_batch_limit(side: Optional[dict]) -> Optional[int]:
     return min(limits) if limits else None
 
 
-def _check_plan_tensor_limit(plan: Path, side: Optional[dict], onnx: Optional[Path]) -> None:
-    """A plan's profiles against TensorRT's per-tensor limit, on the graph it was built from.
+def _check_plan_source(plan: Path, side: Optional[dict], onnx: Optional[Path]) -> None:
+    """What can be checked of a plan from the graph it was built from, before anything is written.
 
-    The graph is ``onnx`` (given with the plan) or the source path its sidecar records, when that file
-    exists; without either (or without recorded profiles) nothing can be checked and a debug line says so.
+    - A plan built from a CPU-tuned graph (its sidecar records the source's variant, or the recorded source
+      file is one) is refused: that graph is not meant for TensorRT.
+    - Its profiles against TensorRT's per-tensor limit, by shape inference on the recorded source graph,
+      else on ``onnx`` given with it (the same model). Without a graph or recorded profiles (a plan from
+      plain trtexec) nothing can be checked, and a debug line says so.
     """
-    profiles = [ShapeProfile.from_dict(p) for p in (side or {}).get("profiles") or []]
-    source = onnx or (Path(side["source"]["path"]) if isinstance((side or {}).get("source"), dict)
-                      and (side or {})["source"].get("path") else None)
-    if not profiles or source is None or not source.is_file():
+    side = side or {}
+    recorded = side.get("source") if isinstance(side.get("source"), dict) else {}
+    source = Path(recorded["path"]) if recorded.get("path") and Path(recorded["path"]).is_file() else None
+    variant = recorded.get("variant")
+    if variant is None and source is not None:
+        from lso.export.variants import read_variant
+
+        variant = read_variant(source).name
+    if variant == "cpu":
+        from lso.export.variants import TRT_EXPORT_COMMAND
+
+        raise InputError(f"{plan.name} was built from a CPU-tuned graph ({source or 'recorded in its sidecar'}), "
+                         f"which is not meant for TensorRT; rebuild it from the graph of {TRT_EXPORT_COMMAND}")
+    profiles = [ShapeProfile.from_dict(p) for p in side.get("profiles") or []]
+    graph = source or onnx
+    if not profiles or graph is None:
         log.debug("%s: no recorded profile or source graph; the largest-tensor check is skipped", plan.name)
         return
     from lso.export.tensor_limits import check_profiles
 
-    check_profiles(source, profiles)
+    check_profiles(graph, profiles)
 
 
 def _copy_artifact(src: Path, dst: Path) -> None:
@@ -340,7 +355,7 @@ def write_triton_repo(opts: TritonRepoOptions) -> list[TritonModel]:
     if not os.access(out, os.W_OK):
         raise ArtifactError(f"{out} is not writable; choose another model repository path")
     if opts.plan is not None:  # before anything is written
-        _check_plan_tensor_limit(Path(opts.plan), read_sidecar(Path(opts.plan)),
+        _check_plan_source(Path(opts.plan), read_sidecar(Path(opts.plan)),
                                  Path(opts.onnx) if opts.onnx is not None else None)
     models = []
     onnx_tileable: Optional[bool] = None
