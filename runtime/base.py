@@ -216,10 +216,52 @@ class Runner(abc.ABC):
             ``hr_hsi`` ``[B, C_hsi, H, W]`` float32, in the caller's terms (numpy in, numpy out; device
             tensors stay on their device); without a batch axis if the inputs had none.
         """
+        tile = self._profile_tile(hr_msi, lr_hsi, extent)
+        if tile is not None:  # larger than the profile: exact tiled fusion with windows inside it
+            from lso.runtime.tiling import fuse_tiled
+
+            return fuse_tiled(self, hr_msi, lr_hsi, tile=tile, out=out, check_finite=check_finite)
         with self._call():
             inputs, ext, out4 = self._prepare(hr_msi, lr_hsi, extent, out, check_finite)
             result = self._fuse(inputs, ext, out4, **options)
             return restore_output(result, inputs, out)
+
+    def _profile_tile(self, hr_msi: Any, lr_hsi: Any, extent: Any) -> Optional[int]:
+        """The tile core for a whole scene larger than the profile's max spatial shape, else None.
+
+        Applies to tileable runners with a profile (TensorRT engines built with an ``extent`` input) when
+        the batch fits the profile: every window (core + exact overlap, border windows extended inward, see
+        :func:`lso.runtime.tiling.plan_tiles`) then fits the profile's max HR and LR shapes. Anything else
+        goes on to the profile check, which names the fix.
+        """
+        profile = self.profile
+        if profile is None or extent is not None or not self.tileable or HR_MSI not in profile.max:
+            return None
+        hr_shape, lr_shape = tuple(getattr(hr_msi, "shape", ())), tuple(getattr(lr_hsi, "shape", ()))
+        if len(hr_shape) not in (3, 4) or len(lr_shape) != len(hr_shape):
+            return None
+        batch = hr_shape[0] if len(hr_shape) == 4 else 1
+        hr_max, lr_max = profile.max[HR_MSI], profile.max.get(LR_HSI)
+        if batch > hr_max[0] or (hr_shape[-2] <= hr_max[2] and hr_shape[-1] <= hr_max[3]):
+            return None
+        try:
+            ratio = int(hr_shape[-2]) // int(lr_shape[-2])
+        except (TypeError, ZeroDivisionError):
+            return None
+        from lso.runtime.tiling import exact_overlap, tile_alignment
+
+        config = self.config or LSOConfig(n_bands=self.n_bands, n_msi_bands=self.n_msi_bands)
+        if ratio < 2:
+            return None
+        align, overlap = tile_alignment(config, ratio), exact_overlap(config, ratio)
+        side = min(hr_max[2], hr_max[3], *((lr_max[2] * ratio, lr_max[3] * ratio) if lr_max else ()))
+        core = (side - 2 * overlap - (align - 1)) // align * align  # the last window may be align - 1 px longer
+        if core < align:
+            return None
+        log.info("%sx%s is larger than %s's profile (max %sx%s): exact tiled fusion, cores of %d px in windows of "
+                 "at most %d px", hr_shape[-2], hr_shape[-1], type(self).__name__, hr_max[2], hr_max[3], core,
+                 core + 2 * overlap + align - 1)
+        return core
 
     def _prepare(self, hr_msi: Any, lr_hsi: Any, extent: Any, out: Any,
                  check_finite: bool) -> tuple[FuseInputs, Optional[tuple[int, int, int, int]], Any]:

@@ -118,8 +118,27 @@ class Tile:
                 slice(self.core_col0 - self.col0, self.core_col1 - self.col0))
 
 
-def _spans(n: int, core: int, halo: int) -> list[tuple[int, int, int, int]]:
-    return [(max(c0 - halo, 0), min(c0 + core + halo, n), c0, min(c0 + core, n)) for c0 in range(0, n, core)]
+def _spans(n: int, core: int, halo: int, align: int = 1) -> list[tuple[int, int, int, int]]:
+    """``(window0, window1, core0, core1)`` along one axis of ``n`` pixels.
+
+    Every window has one common length ``min(core + 2*halo, n)``: a window cut short by a border is
+    extended inward (more context than the core needs, so the result stays exact). The last window must end
+    at ``n`` and start on the ``align`` grid, so it is longer by ``(n - length) % align`` pixels when ``n`` is
+    off the grid: at most two lengths per axis, one when ``n`` is a multiple of ``align``. Few distinct
+    window shapes matter to engines that cache per shape (TensorRT contexts and CUDA graphs).
+    """
+    length = min(core + 2 * halo, n)
+    spans = []
+    for c0 in range(0, n, core):
+        c1 = min(c0 + core, n)
+        w0, w1 = max(c0 - halo, 0), min(c1 + halo, n)
+        if w1 - w0 < length:
+            if w0 == 0:
+                w1 = length
+            else:  # ends at the border: start earlier, on the grid
+                w0 = max((n - length) // align * align, 0)
+        spans.append((w0, w1, c0, c1))
+    return spans
 
 
 def tile_bytes(config: LSOConfig, batch: int, height: int, width: int, *, core: int, overlap: int) -> int:
@@ -157,15 +176,17 @@ def choose_tile(config: LSOConfig, batch: int, height: int, width: int, *, tile:
 def plan_tiles(height: int, width: int, *, tile: int, overlap: int, align: int = 1) -> list[Tile]:
     """Tiles covering ``height x width``: cores of ``tile`` px, windows ``overlap`` px larger on each side.
 
-    ``tile`` and ``overlap`` must be multiples of ``align`` (so every window starts on the grid).
+    ``tile`` and ``overlap`` must be multiples of ``align`` (so every window starts on the grid). Windows
+    cut by a border are extended inward to the common window size: one window shape when ``height`` and
+    ``width`` are multiples of ``align``, at most two lengths per axis otherwise (see :func:`_spans`).
     """
     if tile <= 0 or overlap < 0:
         raise InputError(f"tile must be > 0 and overlap >= 0, got tile={tile}, overlap={overlap}")
     if tile % align or overlap % align:
         raise InputError(f"tile ({tile}) and overlap ({overlap}) must be multiples of {align}")
     return [Tile(r0, r1, c0, c1, cr0, cr1, cc0, cc1)
-            for r0, r1, cr0, cr1 in _spans(height, tile, overlap)
-            for c0, c1, cc0, cc1 in _spans(width, tile, overlap)]
+            for r0, r1, cr0, cr1 in _spans(height, tile, overlap, align)
+            for c0, c1, cc0, cc1 in _spans(width, tile, overlap, align)]
 
 
 def _crop(x: Any, r0: int, r1: int, c0: int, c1: int) -> Any:

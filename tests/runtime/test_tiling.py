@@ -116,3 +116,55 @@ def test_nested_lists_and_bad_tile_values(rt_model):
             fuse_tiled(rt_model, hr, lr, tile=bad)
     with pytest.raises(InputError, match="cannot be read as an array"):
         fuse_tiled(rt_model, [[1.0], [1.0, 2.0]], lr)
+
+
+class _ProfiledRunner(TorchRunner):
+    """A PyTorch runner that behaves like an engine with an optimization profile (max 128x128 at x4)."""
+
+    max_side = 128
+    takes_extent = True
+
+    @property
+    def profile(self):
+        from lso import io_spec
+
+        side = self.max_side
+        return io_spec.default_profile(self.config, batch=(1, 1, 2), hr=((16, 16), (64, 64), (side, side)),
+                                       lr=((4, 4), (16, 16), (side // 4, side // 4)))
+
+    @property
+    def tileable(self):
+        return self.takes_extent
+
+    def _fuse(self, inputs, extent, out, **options):
+        self.shapes.append(tuple(inputs.hr_msi.shape))
+        return super()._fuse(inputs, extent, out, **options)
+
+
+def test_scene_larger_than_the_profile_is_tiled_inside_it_with_few_window_shapes(rt_model):
+    hr, lr = scene(304, 224, 4, batch=2)  # 304 is off the 16-px grid in neither axis, 224 neither
+    runner = _ProfiledRunner(rt_model)
+    runner.shapes = []
+    with runner:
+        got = runner.fuse(hr, lr)
+    assert np.abs(got - reference(rt_model, hr, lr)).max() <= 1e-5
+    assert len(runner.shapes) > 1 and all(s[2] <= 128 and s[3] <= 128 for s in runner.shapes)
+    assert len({s[2:] for s in runner.shapes}) == 1  # border windows extended inward: one window shape
+    hr, lr = scene(200, 136, 4)  # off the grid in both axes: at most two lengths per axis
+    runner.shapes = []
+    with runner:
+        np.testing.assert_allclose(runner.fuse(hr, lr), reference(rt_model, hr, lr), rtol=0, atol=1e-5)
+    assert len({s[2] for s in runner.shapes}) <= 2 and len({s[3] for s in runner.shapes}) <= 2
+
+
+def test_scene_larger_than_the_profile_of_a_non_tileable_engine_names_the_fix(rt_model):
+    runner = _ProfiledRunner(rt_model)
+    runner.takes_extent = False
+    runner.shapes = []
+    hr, lr = scene(192, 192, 4)
+    with runner, pytest.raises(InputError, match="outside the engine's optimization profile"):
+        runner.fuse(hr, lr)
+    hr, lr = scene(256, 256, 4, batch=3)  # batch over the profile: not tiled either
+    runner.takes_extent = True
+    with runner, pytest.raises(InputError, match="outside the engine's optimization profile"):
+        runner.fuse(hr, lr)
