@@ -32,7 +32,8 @@ def demo_checkpoint() -> Path:
     if not res.is_file():
         raise ArtifactError(
             f"the bundled demo checkpoint {DEMO_CHECKPOINT} ({DEMO_NAME}) is not installed with this copy of "
-            "lso-deploy; pass an official .pth.tar or one of ours (.safetensors) instead"
+            "lso-deploy; pass an official .pth.tar or one of ours (.safetensors) instead (--checkpoint PATH, or the "
+            "command's checkpoint argument)"
         )
     return Path(str(res))
 
