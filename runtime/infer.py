@@ -45,6 +45,9 @@ wavelengths in the header) for remote-sensing tools; and a false-colour PNG prev
 (:func:`lso.runtime.fuse_tiled`), into a memory-mapped partial result in ``.<out>.partial/`` that
 records finished tiles: a killed run leaves no output file, and the same command run again skips the
 finished tiles and completes the rest (the folder is removed once the output is written).
+One run per output at a time: while it runs, ``.<out>.lock`` beside the output holds it
+(:func:`lso._io.output_lock`), and a second run writing the same output is refused with an ``ArtifactError``
+naming the first (PID, host, start time, command) before it touches the output or its resume state.
 
 Untrusted input files: sizes are read from headers and checked against the memory budget before
 any array is read; ``.npy``/``.npz`` are never unpickled; an input with a sidecar must match its sha256.
@@ -68,7 +71,7 @@ import numpy as np
 
 from lso._deps import require
 from lso._io import (atomic_path, atomic_write_bytes, atomic_write_text, check_writable_target, npy_header,
-                     read_sidecar, sidecar_path, write_sidecar)
+                     output_lock, read_sidecar, sidecar_path, write_sidecar)
 from lso.errors import ArtifactError, InputError
 from lso.memory import array_bytes, check_bytes, parse_bytes
 
@@ -662,10 +665,8 @@ def infer(opts: InferOptions) -> InferResult:
     Raises:
         ArtifactError: unreadable artifact or input file, unwritable output.
         InputError: wrong content (keys, shapes, bands, dtype, values).
+        ArtifactError: another run is writing ``opts.out`` (:func:`lso._io.output_lock`: it names that run).
     """
-    from lso.runtime.base import backend_for, load
-    from lso.runtime.ort_runner import OrtRunner
-
     opts.check()
     from dataclasses import replace
 
@@ -674,6 +675,15 @@ def infer(opts: InferOptions) -> InferResult:
     opts = replace(opts, artifact=resolve_checkpoint(opts.artifact))  # @demo: the bundled checkpoint's file
     out = Path(opts.out)
     check_writable_target(out)
+    with output_lock(out):  # one run per output: a second one is refused, naming this one
+        return _infer_locked(opts, out)
+
+
+def _infer_locked(opts: InferOptions, out: Path) -> InferResult:
+    """:func:`infer` once ``out`` is locked (options checked, the artifact resolved)."""
+    from lso.runtime.base import backend_for, load
+    from lso.runtime.ort_runner import OrtRunner
+
     if out.suffix.lower() == ".mat":
         require("scipy.io")  # before the model is loaded and the scene fused
     options: dict[str, Any] = {}

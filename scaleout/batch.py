@@ -31,8 +31,11 @@ bands, ...) is recorded with its error and does not stop the others.
 No lost work: an output appears under its final name only once it is complete (written to a temporary
 ``.<name>.<random>.tmp`` and renamed), so a run killed at any moment (even ``SIGKILL``) leaves finished
 outputs and, at worst, a temporary file of the scene it was writing; the next run into the same folder
-removes such temporaries (they belong to no live run: run one ``lso batch`` per output folder at a time)
-and fuses the scenes without a finished output.
+removes such temporaries (they belong to no live run) and fuses the scenes without a finished output.
+One run per output folder at a time: ``OUT/.lso.lock`` (:func:`lso._io.output_lock`) holds it while it runs,
+and a second run into the same folder is refused with an ``ArtifactError`` naming the first (PID, host, start
+time, command) before it touches anything in it. Ray's processes of a local run end with the driver, even
+when it is killed with ``SIGKILL`` (:mod:`lso.scaleout._ray_session`).
 
 Memory budget (``memory_budget`` / ``--memory-budget``, as for ``lso infer``; :mod:`lso.memory`): working
 memory one actor may use for one scene, checked before anything is allocated. A scene whose estimated
@@ -62,7 +65,7 @@ from typing import Any, Callable, Iterable, Optional
 import numpy as np
 
 from lso._deps import require
-from lso._io import atomic_write_text, read_sidecar, sha256_file, sidecar_path
+from lso._io import atomic_write_text, os_error_message, output_lock, read_sidecar, sha256_file, sidecar_path
 from lso.errors import ArtifactError, InputError, LSOError
 from lso.memory import array_bytes, check_bytes, default_memory_budget, fusion_bytes, parse_bytes
 
@@ -483,12 +486,11 @@ def run_batch(opts: BatchOptions, *, on_record: Optional[Callable[[dict[str, Any
         counts and records; the manifest is ``opts.out / "manifest.json"``.
 
     Raises:
-        ArtifactError: the artifact is missing or corrupt; the output folder cannot be written.
+        ArtifactError: the artifact is missing or corrupt; the output folder cannot be written; another run is
+            writing into it (named in the message).
         InputError: bad options, an input that does not exist.
         LSOError: the actor pool itself failed (the scenes finished so far are kept; re-run to resume).
     """
-    from lso.scaleout._checks import check_artifact
-    from lso.scaleout._ray_session import ray_session
     from lso.weights import resolve_checkpoint
 
     if opts.output_format not in ("npz", "h5"):
@@ -504,7 +506,18 @@ def run_batch(opts: BatchOptions, *, on_record: Optional[Callable[[dict[str, Any
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ArtifactError(f"cannot create the output folder {out}: {exc}") from exc
+        raise ArtifactError(f"cannot create the output folder {out}: {os_error_message(exc, out)}") from exc
+    with output_lock(out, folder=True):  # one run per output folder: a second one is refused, naming this one
+        return _run_batch_locked(opts, started, on_record)
+
+
+def _run_batch_locked(opts: BatchOptions, started: float,
+                      on_record: Optional[Callable[[dict[str, Any]], None]]) -> BatchReport:
+    """:func:`run_batch` once the output folder exists and is locked."""
+    from lso.scaleout._checks import check_artifact
+    from lso.scaleout._ray_session import ray_session
+
+    out = opts.out
     check_artifact(opts.artifact, device=opts.device, num_gpus=opts.num_gpus_per_actor, config=opts.config)
     sha = sha256_file(opts.artifact)
     scenes, failures = discover_scenes(opts.inputs, exclude=out)

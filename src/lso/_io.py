@@ -2,17 +2,29 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
+import logging
 import os
+import shlex
+import socket
+import sys
 import tempfile
+import time
 from pathlib import Path
-from typing import Any, Iterator, Union
+from typing import Any, Iterator, Optional, Union
 
 from lso.errors import ArtifactError
 
 __all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "sha256_file", "sidecar_path",
-           "write_sidecar", "read_sidecar", "check_writable_target", "read_bytes_checked"]
+           "write_sidecar", "read_sidecar", "check_writable_target", "read_bytes_checked", "output_lock",
+           "lock_path", "os_error_message"]
+
+log = logging.getLogger(__name__)
+
+NAME_MAX = 255
+"""Longest file name (bytes) of the usual Linux/macOS file systems."""
 
 PathLike = Union[str, os.PathLike]
 
@@ -20,16 +32,65 @@ MAX_SIDECAR_BYTES = 16 * 2**20
 """A sidecar is a few kB of JSON; anything larger is refused unread."""
 
 
+_ERRNO_HINTS = {
+    errno.ENAMETOOLONG: f"a file name may have at most {NAME_MAX} bytes: choose a shorter name",
+    errno.EROFS: "the file system is read-only: choose another folder",
+    errno.ENOSPC: "the disk is full: free space or choose another folder",
+    errno.EDQUOT: "the disk quota is exceeded: free space or choose another folder",
+    errno.ENOENT: "a folder on the way does not exist: create it first",
+    errno.ENOTDIR: "a part of the path is a file, not a folder: check the path",
+    errno.EACCES: "permission denied: choose a folder you may write to",
+    errno.EPERM: "operation not permitted: choose a folder you may write to",
+    errno.EISDIR: "it is a folder: give a file name",
+    errno.EEXIST: "it already exists",
+}
+
+
+def os_error_message(exc: OSError, *paths: PathLike) -> str:
+    """One line for an ``OSError``: the system's reason, its errno name and the fix.
+
+    The file the error names (``exc.filename``) is added unless it is one of ``paths`` (already named by the
+    caller, or the caller's own temporary file).
+
+    Args:
+        exc: the error.
+        paths: files the caller's message names already.
+    """
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    code = errno.errorcode.get(exc.errno or 0)
+    text = " ".join(f"{reason} [{code}]".split()) if code else " ".join(reason.split())
+    named = {os.fspath(p) for p in paths}
+    for name in (exc.filename, exc.filename2):
+        if name is not None and os.fsdecode(name) not in named:
+            text += f" ({os.fsdecode(name)})"
+    hint = _ERRNO_HINTS.get(exc.errno or 0)
+    return f"{text}; {hint}" if hint else text
+
+
+def _check_name_length(path: Path) -> None:
+    """ArtifactError when a part of ``path`` is longer than a file name may be (before the OS says it)."""
+    for part in path.parts:
+        size = len(os.fsencode(part))
+        if size > NAME_MAX:
+            shown = part if len(part) <= 40 else part[:32] + "…" + part[-8:]
+            raise ArtifactError(f"cannot write {path}: the name {shown!r} is {size} bytes, more than the {NAME_MAX} "
+                                f"a file name may have; choose a shorter name")
+
+
 def check_writable_target(path: PathLike) -> Path:
-    """Fail early with ArtifactError if ``path``'s folder is missing or not writable."""
+    """Fail early with ArtifactError if ``path``'s folder is missing or not writable, or its name too long."""
     path = Path(path)
+    _check_name_length(path)
     parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise ArtifactError(f"cannot write {path}: folder {parent} does not exist (create it first)")
-    if not os.access(parent, os.W_OK):
-        raise ArtifactError(f"cannot write {path}: folder {parent} is not writable (choose another --out)")
-    if path.is_dir():
-        raise ArtifactError(f"cannot write {path}: it is a folder; give a file name")
+    try:
+        if not parent.is_dir():
+            raise ArtifactError(f"cannot write {path}: folder {parent} does not exist (create it first)")
+        if not os.access(parent, os.W_OK):
+            raise ArtifactError(f"cannot write {path}: folder {parent} is not writable (choose another --out)")
+        if path.is_dir():
+            raise ArtifactError(f"cannot write {path}: it is a folder; give a file name")
+    except OSError as exc:
+        raise ArtifactError(f"cannot write {path}: {os_error_message(exc, path)}") from exc
     return path
 
 
@@ -41,21 +102,28 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     as it was, so no half-written artifact ever exists under the final name.
     """
     path = check_writable_target(path)
+    _check_name_length(path)
+    prefix = f".{path.name}."
+    if len(os.fsencode(prefix)) + 12 > NAME_MAX:  # mkstemp adds 8 random characters and ".tmp"
+        prefix = os.fsdecode(os.fsencode(prefix)[:NAME_MAX - 13]).rstrip("\ufffd") + "."
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=path.parent)
     except OSError as exc:  # read-only file system, no space, permissions os.access did not foresee
-        raise ArtifactError(f"cannot write {path}: {exc.strerror or exc} (choose another place)") from exc
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the final file the usual permissions
+        raise ArtifactError(f"cannot write {path}: {os_error_message(exc, path)}") from exc
     tmp_path = Path(tmp)
     try:
+        os.close(fd)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the final file the usual permissions
         yield tmp_path
         os.replace(tmp_path, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
             tmp_path.unlink()
+        if isinstance(exc, OSError):  # disk full, read-only, quota: one message naming the file, nothing left
+            raise ArtifactError(f"cannot write {path}: {os_error_message(exc, path, tmp_path)}; nothing was "
+                                f"written") from exc
         raise
 
 
@@ -156,3 +224,153 @@ def npy_header(fh: Any) -> tuple[tuple[int, ...], Any]:
     else:
         raise ValueError(f"unsupported .npy format version {version}; save it with numpy's default format")
     return tuple(int(s) for s in shape), np.dtype(dtype)
+
+
+# ------------------------------------------------------------------------------------------ output locks
+LOCK_NAME = ".lso.lock"
+"""The lock file of an output folder (``lso batch``, ``lso train``)."""
+
+
+def lock_path(target: PathLike, *, folder: bool = False) -> Path:
+    """The lock file of an output: ``<folder>/.lso.lock`` for a folder, ``.<name>.lock`` beside a file.
+
+    Args:
+        target: the output file or folder.
+        folder: ``target`` is a folder (its lock lies inside it).
+    """
+    target = Path(target)
+    if folder:
+        return target / LOCK_NAME
+    name = f".{target.name}.lock"
+    if len(os.fsencode(name)) > NAME_MAX:  # a long (valid) output name: a fixed-length name derived from it
+        name = f".{hashlib.sha256(os.fsencode(target.name)).hexdigest()[:32]}.lock"
+    return target.with_name(name)
+
+
+def _command_line() -> str:
+    """This process's command line as the user typed it (``python -m lso`` shows as ``lso``)."""
+    argv = list(sys.argv) or ["python"]
+    prog = Path(argv[0]).name
+    return shlex.join(["lso" if prog in ("__main__.py", "lso") else prog, *argv[1:]])
+
+
+def _read_holder(fd: int) -> dict[str, Any]:
+    """The record in an open lock file ({} when empty or unreadable: its writer had not written it yet)."""
+    try:
+        data = json.loads(os.pread(fd, 65536, 0).decode("utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _pid_alive(pid: Any) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (ProcessLookupError, ValueError, TypeError, OverflowError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _describe_holder(holder: dict[str, Any]) -> str:
+    """``PID 123 on host h, started 2026-12-05T08:30:00Z (42 s ago), command `lso infer ...```."""
+    if not holder:
+        return "another run (it has not written its PID, host and command yet)"
+    text = f"PID {holder.get('pid', '?')} on host {holder.get('host', '?')}"
+    started = holder.get("started")
+    if started:
+        text += f", started {started}"
+        with contextlib.suppress(KeyError, TypeError, ValueError):
+            text += f" ({max(time.time() - float(holder['started_unix']), 0):.0f} s ago)"
+    if holder.get("command"):
+        text += f", command `{holder['command']}`"
+    return text
+
+
+@contextlib.contextmanager
+def output_lock(target: PathLike, *, folder: bool = False, command: Optional[str] = None) -> Iterator[Path]:
+    """Hold an exclusive lock on an output (file or folder) for the ``with`` block; yield the lock file.
+
+    Two runs writing the same output (and its resume state) would corrupt each other; the second one gets an
+    ``ArtifactError`` naming the first (PID, host, start time, command) instead. The lock is ``flock`` on
+    :func:`lock_path`, which holds a JSON record of its owner; the kernel releases it when its process ends,
+    however it ends (``SIGKILL`` included). A lock file left behind by a run that ended without removing it is
+    taken over with a warning when it was made on this host; one made on another host is refused, naming that
+    host (whether that run still lives cannot be checked from here, and not every network file system shares
+    ``flock`` between hosts): delete the lock file if that run is gone. The lock file is removed on leaving.
+
+    Args:
+        target: the output file or folder (a folder must exist).
+        folder: ``target`` is a folder: the lock is ``<target>/.lso.lock``.
+        command: what the record says this run is (default: this process's command line).
+
+    Raises:
+        ArtifactError: another run holds the lock, a stale lock from another host, or the lock file cannot be
+            made (missing or read-only folder, ...).
+    """
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): no lock
+        log.debug("no fcntl: %s is not locked", target)
+        yield lock_path(target, folder=folder)
+        return
+    path = lock_path(target, folder=folder)
+    host = socket.gethostname()
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+        except OSError as exc:
+            raise ArtifactError(f"cannot write {target}: its lock file {path}: {os_error_message(exc, path)}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_holder(fd)
+            os.close(fd)
+            where = "" if not holder or holder.get("host") == host else " (another machine)"
+            gone = (" — that PID is no longer running, but a process it started holds the lock"
+                    if holder.get("host") == host and "pid" in holder and not _pid_alive(holder["pid"]) else "")
+            raise ArtifactError(
+                f"{target} is being written by another run: {_describe_holder(holder)}{where}{gone}; wait for it "
+                f"to finish or choose another output (its lock: {path})") from None
+        except OSError as exc:  # ENOLCK: a file system without locks
+            os.close(fd)
+            raise ArtifactError(f"cannot lock {target} ({path}): {os_error_message(exc, path)}; write to a local "
+                                f"file system") from exc
+        try:  # a run that just finished may have removed this file after we opened it: then lock the new one
+            st, now = os.fstat(fd), os.stat(path)
+            if (st.st_dev, st.st_ino) == (now.st_dev, now.st_ino):
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
+        previous = _read_holder(fd)
+        if previous:
+            if previous.get("host") not in (None, host):
+                raise ArtifactError(
+                    f"{target} was locked by a run on another machine: {_describe_holder(previous)}; it cannot be "
+                    f"checked from {host} whether it still runs: if it does not, delete {path} and run again")
+            log.warning("%s: taking over the lock of a run that ended without releasing it (%s; PID %s is %s)",
+                        target, _describe_holder(previous), previous.get("pid", "?"),
+                        "now another process" if _pid_alive(previous.get("pid")) else "gone")
+        record = {"pid": os.getpid(), "host": host, "command": command or _command_line(),
+                  "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "started_unix": round(time.time(), 3),
+                  "target": os.fspath(target)}
+        data = (json.dumps(record) + "\n").encode("utf-8")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, data, 0)
+    except OSError as exc:
+        os.close(fd)
+        raise ArtifactError(f"cannot write {target}: its lock file {path}: {os_error_message(exc, path)}") from exc
+    except BaseException:
+        os.close(fd)
+        raise
+    try:
+        yield path
+    finally:
+        with contextlib.suppress(OSError):
+            st, now = os.fstat(fd), os.stat(path)
+            if (st.st_dev, st.st_ino) == (now.st_dev, now.st_ino):
+                os.unlink(path)  # while still holding it: a run starting now locks a new file
+        os.close(fd)

@@ -25,6 +25,9 @@ per-mode training loss in ``loss_modes``.
 Resumable: ``<out>/last.pt`` (model, optimizer, scheduler, step, RNG states, data state) is written
 atomically every ``save_every`` steps and at the end; ``--resume`` continues from it. The best model
 by validation PSNR is ``<out>/best.safetensors``; ``<out>/log.jsonl`` has one line per log/validation.
+One run per folder at a time: ``<out>/.lso.lock`` (:func:`lso._io.output_lock`) holds it while it runs, and a
+second run into the same folder is refused with an ``ArtifactError`` naming the first (PID, host, start time,
+command) before it reads or writes ``last.pt``.
 """
 from __future__ import annotations
 
@@ -42,7 +45,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lso._io import atomic_path, atomic_write_text
+from lso._io import atomic_path, atomic_write_text, os_error_message, output_lock
 from lso.config import LSOConfig
 from lso.errors import ArtifactError, InputError
 from lso.model import LSO
@@ -366,12 +369,23 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> P
     """Train (or fine-tune, or resume) an LSO; returns the path of the best checkpoint.
 
     Raises:
-        ArtifactError: ``resume`` without a readable ``last.pt`` in ``cfg.out``.
+        ArtifactError: ``resume`` without a readable ``last.pt`` in ``cfg.out``; another run is writing into
+            ``cfg.out`` (``<out>/.lso.lock``, :func:`lso._io.output_lock`: the message names that run).
     """
+    out = Path(cfg.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ArtifactError(f"cannot create the run folder {out}: {os_error_message(exc, out)}") from exc
+    with output_lock(out, folder=True):  # one run per folder: a second one is refused before touching last.pt
+        return _train_locked(cfg, resume=resume, progress=progress)
+
+
+def _train_locked(cfg: TrainConfig, *, resume: bool, progress: bool) -> Path:
+    """:func:`train` once ``cfg.out`` exists and is locked."""
     from lso.checkpoint import _check_zip, load_checkpoint, save_checkpoint
 
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     last = out / "last.pt"
     state: dict[str, Any] = {}
     if resume:

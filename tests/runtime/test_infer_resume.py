@@ -46,7 +46,8 @@ def test_killed_tiled_infer_leaves_no_output_and_rerun_completes(rt_model, tiny_
             proc.kill()
     assert 20 <= len(done) < 576
     assert not out.exists(), "a partial output exists under the final name"
-    leftovers = sorted(p.name for p in tmp_path.iterdir() if p.name not in ("scene.npz", f".{out.name}.partial"))
+    leftovers = sorted(p.name for p in tmp_path.iterdir()
+                       if p.name not in ("scene.npz", f".{out.name}.partial", f".{out.name}.lock"))
     assert leftovers == [], leftovers  # no temporary files either: the kill came while fusing tiles
 
     rerun = subprocess.run([*cmd[:3], "-v", *cmd[3:]], env=env, capture_output=True, text=True, timeout=600)
@@ -54,10 +55,52 @@ def test_killed_tiled_infer_leaves_no_output_and_rerun_completes(rt_model, tiny_
     resumed = int(rerun.stderr.split("resuming fused.npz: ")[1].split(" tile")[0])
     assert resumed >= len(done)  # the finished tiles were skipped, not redone
     assert "576 tile(s) of core 16" in rerun.stderr and f"{resumed} already done" in rerun.stderr
+    assert f"taking over the lock of a run that ended without releasing it (PID {proc.pid}" in rerun.stderr
     assert not resume_dir(out).exists()  # cleaned up once the output is written
+    assert not (tmp_path / f".{out.name}.lock").exists()
     got = np.load(out)["hr_hsi"]
     assert np.abs(got - reference(rt_model, hr, lr)).max() <= 1e-5  # complete and exact
     assert read_sidecar(out)["sha256"]
+
+
+@pytest.mark.slow
+def test_second_run_writing_the_same_output_is_refused_and_the_first_completes(rt_model, tiny_onnx_tileable, tmp_path,
+                                                                               capsys):
+    """Two `lso infer --tile` runs writing one output (issue 18): the second exits 1 with one line naming the first
+    (PID, host, start time, command) before touching the output or its resume state; the first completes, exact."""
+    import socket
+
+    from lso.cli import main
+
+    hr, lr = scene(256, 256, 4)  # 256 tiles of core 16: a few seconds of work
+    np.savez(tmp_path / "scene.npz", hr_msi=hr, lr_hsi=lr)
+    out = tmp_path / "fused.npz"
+    args = ["infer", str(tiny_onnx_tileable), str(tmp_path / "scene.npz"), "-o", str(out), "--tile", "16",
+            "--threads", "1", "--no-progress", "--no-preview"]
+    first = subprocess.Popen(_lso(*args), env=dict(os.environ, OMP_NUM_THREADS="1"), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    state = resume_dir(out) / "state.json"
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and first.poll() is None and not state.is_file():
+            time.sleep(0.05)
+        assert first.poll() is None and state.is_file(), f"the first run ended early: {first.communicate()}"
+        before = json.loads(state.read_text())
+        assert main(args) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Traceback" not in err, err
+        assert f"lso infer: error: {out} is being written by another run: PID {first.pid} on host " \
+               f"{socket.gethostname()}, started " in err
+        assert f"command `lso {' '.join(args)}`" in err
+        assert state.is_file() and first.poll() is None  # the first run's resume state is intact, and it goes on
+        assert json.loads(state.read_text())["key"] == before["key"]
+        stdout, stderr = first.communicate(timeout=600)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode == 0, stderr
+    assert np.abs(np.load(out)["hr_hsi"] - reference(rt_model, hr, lr)).max() <= 1e-5
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fused.npz", "fused.npz.json", "scene.npz"]
 
 
 def test_stale_partial_result_of_another_run_is_discarded(rt_model, tiny_onnx_tileable, tmp_path, caplog):
