@@ -32,6 +32,20 @@ def _median_time(fn: Callable[[], Any], repeats: int) -> tuple[float, list[float
     return float(np.median(times)), times, out
 
 
+#: what the demo writes in its output folder
+DEMO_OUTPUTS = ("model.cpu.onnx", "model.cpu.onnx.json", "demo.png", "demo.json")
+
+
+def check_demo_clash(checkpoint: Optional[str], out: Path) -> None:
+    """InputError when the checkpoint (or its sidecar) is a file the demo writes in ``out`` (:mod:`lso._clash`)."""
+    from lso._clash import check_no_clash, with_sidecars
+    from lso.weights import is_demo_name
+
+    if checkpoint is None or is_demo_name(checkpoint):
+        return
+    check_no_clash(with_sidecars([checkpoint], "checkpoint"), [("output", Path(out) / name) for name in DEMO_OUTPUTS])
+
+
 def run_demo(checkpoint: Optional[str] = None, *, config: Optional[dict[str, Any]] = None, size: int = 256,
              ratio: int = 4, seed: Optional[int] = None, out: str = "demo_out", repeats: int = 3,
              threads: Optional[int] = None, echo: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
@@ -39,6 +53,9 @@ def run_demo(checkpoint: Optional[str] = None, *, config: Optional[dict[str, Any
 
     ``checkpoint``: a checkpoint path or ``@demo`` (None: the bundled demo checkpoint); ``config``: configuration
     fields for it (see :func:`lso.checkpoint.load_checkpoint`: they must agree with what it records).
+
+    Raises:
+        InputError: the checkpoint is a file the demo writes (:func:`check_demo_clash`, before anything runs).
     """
     import torch
 
@@ -57,6 +74,7 @@ def run_demo(checkpoint: Optional[str] = None, *, config: Optional[dict[str, Any
         torch.set_num_threads(threads)
     threads = torch.get_num_threads()
     out_dir = Path(out)
+    check_demo_clash(checkpoint, out_dir)  # before anything runs
     out_dir.mkdir(parents=True, exist_ok=True)
     seed = EVAL_SEEDS[0] if seed is None else seed
     t_all = time.perf_counter()

@@ -72,13 +72,48 @@ def cpu_flavour_path(out: str | os.PathLike) -> Path:
     return path.with_name(f"{stem}.cpu.onnx")
 
 
+def calibration_cache_path(opts: CalibrateOptions, out: Path) -> Path:
+    """``--calibration-cache``, else ``<out stem>.calibration.json`` beside ``out``."""
+    if opts.calibration_cache:
+        return Path(opts.calibration_cache)
+    return out.with_name((out.name[:-len(".onnx")] if out.name.endswith(".onnx") else out.stem) + ".calibration.json")
+
+
+def check_calibrate_clash(opts: CalibrateOptions, out: Path) -> None:
+    """InputError when a file ``lso calibrate`` writes (the graph(s), their sidecars, the calibration cache) is one
+    of its inputs (the FP32 graph, the data file, an existing ``--calibration-cache``, their sidecars)."""
+    from lso._clash import check_no_clash, with_sidecars
+    from lso._io import sidecar_path
+
+    inputs = with_sidecars([opts.onnx], "input graph")
+    if opts.data != "synthetic":
+        inputs += with_sidecars([opts.data], "calibration data")
+    outputs: list[tuple[str, Path]] = [("output", out), ("output sidecar", sidecar_path(out))]
+    if opts.precision == "int8":
+        if opts.flavour == "both":
+            cpu = cpu_flavour_path(out)
+            outputs += [("output (cpu flavour)", cpu), ("output sidecar", sidecar_path(cpu))]
+        cache = calibration_cache_path(opts, out)
+        if opts.calibration_cache and cache.is_file():  # an explicit cache that exists is read, not written
+            inputs.append(("calibration cache", cache))
+        else:
+            outputs.append(("calibration cache", cache))
+    check_no_clash(inputs, outputs)
+
+
 def calibrate(opts: CalibrateOptions, *, progress: bool = True) -> list[Path]:
-    """Write the artifacts ``opts`` asks for; returns their paths."""
+    """Write the artifacts ``opts`` asks for; returns their paths.
+
+    Raises:
+        InputError: bad options; a file it would write is one of its inputs (:func:`check_calibrate_clash`,
+            before anything runs).
+    """
     from lso.calibration.feeds import calibration_feeds
 
     if opts.precision not in ("fp16", "int8"):
         raise InputError(f"--precision must be fp16 or int8, got {opts.precision!r}")
     out = Path(opts.out) if opts.out else default_output(opts.onnx, opts.precision)
+    check_calibrate_clash(opts, out)  # before anything runs
     feeds = calibration_feeds(opts.data, count=opts.count, size=opts.size, ratio=opts.ratio, batch=opts.batch,
                               min_count=opts.min_count)
     if opts.precision == "fp16":
@@ -98,8 +133,7 @@ def _int8(opts: CalibrateOptions, out: Path, feeds: Any) -> list[Path]:
     if flavours is None:
         raise InputError(f"--flavour must be tensorrt, cpu or both, got {opts.flavour!r}")
     # an explicit --calibration-cache is reused when it exists; the default one is always recomputed
-    cache = Path(opts.calibration_cache) if opts.calibration_cache else out.with_name(
-        out.name[:-len(".onnx")] + ".calibration.json")
+    cache = calibration_cache_path(opts, out)
     if opts.calibration_cache is None or not cache.is_file():
         log.info("calibrating activation ranges (%s) on %d feed(s)", opts.method, len(feeds))
         int8.calibrate_ranges(opts.onnx, feeds, cache, method=opts.method)

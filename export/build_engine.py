@@ -422,6 +422,16 @@ def plan_sidecar(onnx_path: PathLike, out: PathLike, options: BuildOptions, *, p
     }
 
 
+def check_build_clash(onnx: PathLike, out: PathLike, timing_cache: Optional[PathLike] = None) -> None:
+    """InputError when the plan, its sidecar or the timing cache (read and rewritten) would be written over the
+    ONNX graph or its sidecar (see :mod:`lso._clash`)."""
+    from lso._clash import check_no_clash, with_sidecars
+    from lso._io import sidecar_path
+
+    check_no_clash(with_sidecars([onnx], "input graph"),
+                   [("plan", out), ("plan sidecar", sidecar_path(out)), ("timing cache", timing_cache)])
+
+
 def build_engine(onnx: PathLike, out: PathLike = None, *, allow_cpu_graph: bool = False, **options: Any) -> Path:
     """Build a TensorRT plan from an LSO ONNX graph (FP32, FP16 mixed or INT8 Q/DQ) and write its sidecar.
 
@@ -438,6 +448,7 @@ def build_engine(onnx: PathLike, out: PathLike = None, *, allow_cpu_graph: bool 
         DeviceUnavailableError / MissingDependencyError: no CUDA GPU, or no (full) TensorRT - before any
             TensorRT object is created.
         ExportError: parse or build failure, or an FP16/INT8 graph that built without FP16/INT8 layers.
+        InputError: the plan, its sidecar or the timing cache is the graph or its sidecar (before anything runs).
     """
     from lso._io import atomic_path, check_writable_target, write_sidecar
     from lso.export.variants import require_tensorrt_graph
@@ -446,6 +457,7 @@ def build_engine(onnx: PathLike, out: PathLike = None, *, allow_cpu_graph: bool 
     if not onnx_path.is_file():
         raise ArtifactError(f"{onnx_path} does not exist: export it first (lso export / lso calibrate)")
     out = Path(out) if out is not None else onnx_path.with_suffix(".plan")
+    check_build_clash(onnx_path, out, options.get("timing_cache"))  # before anything runs
     check_writable_target(out)
     opts = _options(onnx_path, options)
     precision = opts.precision or graph_precision(onnx_path)

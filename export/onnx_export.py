@@ -262,6 +262,13 @@ def export_onnx(
     out = Path(out)
     if out.suffix != ".onnx":
         raise ExportError(f"output {out} must end in .onnx (runtimes choose the backend by the suffix)")
+    if isinstance(model_or_checkpoint, (str, os.PathLike)):  # before any work: the graph never replaces its source
+        from lso._clash import check_no_clash, with_sidecars
+        from lso.weights import is_demo_name
+
+        if not is_demo_name(model_or_checkpoint):
+            check_no_clash(with_sidecars([model_or_checkpoint], "checkpoint"),
+                           [("output", out), ("output sidecar", sidecar_path(out))])
     check_writable_target(out)  # before any work: missing folder, a folder named like the file
     if opset not in SUPPORTED_OPSETS:
         raise ExportError(f"opset {opset} is not supported: choose one of {SUPPORTED_OPSETS} (default {DEFAULT_OPSET})")

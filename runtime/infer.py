@@ -659,12 +659,33 @@ def _fuse_resumable(runner: Any, hr: np.ndarray, lr: np.ndarray, opts: InferOpti
 
 
 # ------------------------------------------------------------------------------------------ entry
+def check_infer_clash(opts: InferOptions) -> None:
+    """InputError when anything ``lso infer`` would write (``out``, its sidecar, previews, the ENVI pair, the
+    resume folder) is one of its inputs (the artifact, the scene files and their sidecars); see :mod:`lso._clash`."""
+    import re
+
+    from lso._clash import OutputFolder, check_no_clash, with_sidecars
+
+    out = Path(opts.out)
+    stem = out.with_name(out.stem)
+    outputs: list[tuple[str, Path]] = [("output", out), ("output sidecar", sidecar_path(out)),
+                                       ("resume folder", resume_dir(out))]
+    extras = (["png"] if opts.preview else []) + (["hdr", "img"] if opts.envi else [])
+    outputs += [("preview" if ext == "png" else "ENVI file", stem.with_name(f"{stem.name}.{ext}")) for ext in extras]
+    # a multi-scene file gives one preview/ENVI pair per scene: <stem>_<i>.png, ... (the count is not known yet)
+    folder = (OutputFolder(out.parent, rf"{re.escape(stem.name)}_[0-9]+\.(?:{'|'.join(extras)})", "output folder",
+                           recursive=False) if extras else None)
+    check_no_clash([*with_sidecars([opts.artifact], "artifact"), *with_sidecars(opts.inputs, "input")], outputs,
+                   folders=[folder])
+
+
 def infer(opts: InferOptions) -> InferResult:
     """Read ``opts.inputs``, fuse with the runner for ``opts.artifact``, write ``opts.out`` (+ extras).
 
     Raises:
         ArtifactError: unreadable artifact or input file, unwritable output.
-        InputError: wrong content (keys, shapes, bands, dtype, values).
+        InputError: wrong content (keys, shapes, bands, dtype, values); an output path that is one of the inputs
+            (:func:`check_infer_clash`, before anything runs).
         ArtifactError: another run is writing ``opts.out`` (:func:`lso._io.output_lock`: it names that run).
     """
     opts.check()
@@ -674,6 +695,7 @@ def infer(opts: InferOptions) -> InferResult:
 
     opts = replace(opts, artifact=resolve_checkpoint(opts.artifact))  # @demo: the bundled checkpoint's file
     out = Path(opts.out)
+    check_infer_clash(opts)  # before anything runs: no output (sidecar, preview, ENVI, resume folder) over an input
     check_writable_target(out)
     with output_lock(out):  # one run per output: a second one is refused, naming this one
         return _infer_locked(opts, out)

@@ -475,6 +475,19 @@ def remove_stale_temporaries(out: Path, names: Iterable[str]) -> list[Path]:
     return removed
 
 
+#: names ``lso batch`` writes in its output folder: scene outputs and their sidecars, the manifest, temporaries
+_OUTPUT_NAMES = r"[^/]*\.(?:npz|h5)(?:\.json)?|manifest\.json|\.[^/]*\.tmp|\.lso\.lock"
+
+
+def check_batch_clash(opts: BatchOptions) -> None:
+    """InputError when an input (the artifact, a scene file or folder, their sidecars) is the output folder or
+    lies in it under a name ``lso batch`` writes there (see :mod:`lso._clash`)."""
+    from lso._clash import OutputFolder, check_no_clash, with_sidecars
+
+    check_no_clash([*with_sidecars([opts.artifact], "artifact"), *with_sidecars(opts.inputs, "input")],
+                   folders=[OutputFolder(opts.out, _OUTPUT_NAMES, recursive=False)])
+
+
 def run_batch(opts: BatchOptions, *, on_record: Optional[Callable[[dict[str, Any]], None]] = None) -> BatchReport:
     """Fuse every scene of ``opts.inputs`` into ``opts.out`` with a Ray Data actor pool (see the module docstring).
 
@@ -488,7 +501,8 @@ def run_batch(opts: BatchOptions, *, on_record: Optional[Callable[[dict[str, Any
     Raises:
         ArtifactError: the artifact is missing or corrupt; the output folder cannot be written; another run is
             writing into it (named in the message).
-        InputError: bad options, an input that does not exist.
+        InputError: bad options, an input that does not exist, an input inside the output folder under a name it
+            writes, or the output folder itself (:func:`check_batch_clash`, before anything runs).
         LSOError: the actor pool itself failed (the scenes finished so far are kept; re-run to resume).
     """
     from lso.weights import resolve_checkpoint
@@ -503,6 +517,7 @@ def run_batch(opts: BatchOptions, *, on_record: Optional[Callable[[dict[str, Any
     # absolute paths: actors on other nodes (or in other working directories) resolve them the same way
     opts = replace(opts, out=Path(opts.out).resolve(), artifact=resolve_checkpoint(opts.artifact).resolve())
     out = opts.out
+    check_batch_clash(opts)  # before anything runs: no scene output, sidecar or manifest over an input
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -328,6 +328,21 @@ def _write_model(opts: TritonRepoOptions, kind: str, artifact: Path, *, config: 
                        tileable=tileable, config_text=text)
 
 
+def check_triton_clash(opts: TritonRepoOptions) -> None:
+    """InputError when the ONNX graph or plan (or its sidecar) lies in a version folder this run writes (or
+    replaces with ``--overwrite``) or is a ``config.pbtxt`` it writes (see :mod:`lso._clash`)."""
+    from lso._clash import OutputFolder, check_no_clash, with_sidecars
+
+    inputs = [*with_sidecars([opts.onnx], "ONNX graph"), *with_sidecars([opts.plan], "plan")]
+    outputs, folders = [], []
+    for kind, artifact in (("onnx", opts.onnx), ("trt", opts.plan)):
+        if artifact is not None:
+            model = Path(opts.out) / f"{opts.name}_{kind}"
+            outputs.append(("model configuration", model / "config.pbtxt"))
+            folders.append(OutputFolder(model / str(int(opts.version)), None, "version folder"))
+    check_no_clash(inputs, outputs, folders=folders)
+
+
 def write_triton_repo(opts: TritonRepoOptions) -> list[TritonModel]:
     """Write (or add a version to) a Triton model repository for ``opts.onnx`` and/or ``opts.plan``.
 
@@ -338,6 +353,7 @@ def write_triton_repo(opts: TritonRepoOptions) -> list[TritonModel]:
         InputError: neither artifact given, bad batching/instance options, a batch larger than the plan's
             profile allows.
         ArtifactError: an artifact is missing, corrupt or not an LSO graph; the version exists (no overwrite).
+        InputError: an artifact lies in a version folder it writes (:func:`check_triton_clash`).
     """
     if opts.onnx is None and opts.plan is None:
         raise InputError("give an ONNX graph (--onnx) and/or a TensorRT plan (--plan)")
@@ -349,6 +365,7 @@ def write_triton_repo(opts: TritonRepoOptions) -> list[TritonModel]:
         if path is not None and not Path(path).is_file():
             raise ArtifactError(f"{path} does not exist (or is not a file); expected a {what} file")
     out = Path(opts.out)
+    check_triton_clash(opts)  # before anything is written (a version folder may be replaced)
     if out.exists() and not out.is_dir():
         raise ArtifactError(f"{out} exists and is not a folder; choose another model repository path")
     out.mkdir(parents=True, exist_ok=True)

@@ -368,6 +368,25 @@ def _close_on_exit(stack: ExitStack, model: Any) -> None:
         stack.push(model)
 
 
+#: what ``lso eval`` writes in ``--out``: reports, figures, fused scenes (+ sidecars), temporaries
+_OUTPUT_NAMES = (r"eval_x[0-9]+(?:\.json|\.md|_bandwise\.png)|cross_scale(?:\.json|\.md|_bandwise\.png)"
+                 r"|[^/]*_x[0-9]+(?:\.png|_lso\.npz(?:\.json)?)|\.[^/]*\.tmp")
+
+
+def check_eval_clash(cfg: EvalConfig) -> None:
+    """InputError when the checkpoint or the data file (or their sidecars) lies in ``cfg.out`` under a name
+    ``lso eval`` writes there (see :mod:`lso._clash`)."""
+    from lso._clash import OutputFolder, check_no_clash, with_sidecars
+    from lso.weights import is_demo_name
+
+    inputs = []
+    if cfg.checkpoint is not None and not is_demo_name(cfg.checkpoint):
+        inputs += with_sidecars([cfg.checkpoint], "checkpoint")
+    if cfg.data != "synthetic":
+        inputs += with_sidecars([cfg.data], "data")
+    check_no_clash(inputs, folders=[OutputFolder(cfg.out, _OUTPUT_NAMES, recursive=False)])
+
+
 def evaluate_set(cfg: EvalConfig, *, progress: bool = True) -> dict[str, Any]:
     """Run the evaluation and write its report; returns the report dict.
 
@@ -379,6 +398,7 @@ def evaluate_set(cfg: EvalConfig, *, progress: bool = True) -> dict[str, Any]:
         InputError: bad options, missing sources, a size that does not fit the ratio without ``crop``.
         ArtifactError: unreadable checkpoint or data.
     """
+    check_eval_clash(cfg)  # before anything runs
     if cfg.cross_scale:
         return cross_scale(cfg, progress=progress)
     import torch

@@ -365,6 +365,23 @@ def _ratio_metadata(cfg: TrainConfig) -> dict[str, Any]:
     return meta
 
 
+def check_train_clash(cfg: TrainConfig) -> None:
+    """InputError when a file ``lso train`` writes in ``cfg.out`` (``last.pt``, ``best.safetensors`` and its
+    sidecar, ``log.jsonl``) is one of its inputs (``--init``, ``--data``, ``--val-data``, their sidecars)."""
+    from lso._clash import check_no_clash, with_sidecars
+    from lso.weights import is_demo_name
+
+    inputs = []
+    if cfg.init and not is_demo_name(cfg.init):
+        inputs += with_sidecars([cfg.init], "--init checkpoint")
+    for label, path in (("--data", cfg.data), ("--val-data", cfg.val_data)):
+        if path and path != "synthetic":
+            inputs += with_sidecars([path], f"{label} file")
+    out = Path(cfg.out)
+    check_no_clash(inputs, [("output", out / "last.pt"), ("output", out / "best.safetensors"),
+                            ("output sidecar", out / "best.safetensors.json"), ("output", out / "log.jsonl")])
+
+
 def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> Path:
     """Train (or fine-tune, or resume) an LSO; returns the path of the best checkpoint.
 
@@ -373,6 +390,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> P
             ``cfg.out`` (``<out>/.lso.lock``, :func:`lso._io.output_lock`: the message names that run).
     """
     out = Path(cfg.out)
+    check_train_clash(cfg)  # before anything runs: last.pt, best.safetensors, log.jsonl never replace an input
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
