@@ -49,7 +49,8 @@ from lso.model import LSO
 __all__ = ["load_checkpoint", "save_checkpoint", "read_state_dict", "infer_config", "resolve_config",
            "ResolvedConfig", "parse_config_arg", "add_config_argument", "normalize_config_fields",
            "OFFICIAL_OPTIONS", "OFFICIAL_CONFIG_KEY", "OFFICIAL_SUFFIXES", "CHECKPOINT_SUFFIXES", "FORMAT_TAG",
-           "CONTENT_HASH_KEY", "SOURCE_SAVED", "SOURCE_SHAPES", "SOURCE_CALLER", "SOURCE_DEFAULT"]
+           "CONTENT_HASH_KEY", "SOURCE_SAVED", "SOURCE_SHAPES", "SOURCE_CALLER", "SOURCE_DEFAULT",
+           "weights_fingerprint", "resave_checkpoint", "FINGERPRINT_VERSION", "WEIGHTS_FINGERPRINT_KEY"]
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +62,17 @@ _WRAPPER_KEYS = ("model_state_dict", "state_dict", "model", "net", "params")
 OFFICIAL_CONFIG_KEY = "official_config"  # read_state_dict's metadata key for the authors' saved option namespace
 
 
-def _strip_prefixes(state: Mapping[str, Any]) -> dict[str, Any]:
-    out = {}
-    for key, value in state.items():
+def _strip_prefixes(state: Mapping[str, Any], path: Union[Path, str] = "state dict") -> dict[str, Any]:
+    """``state`` with the wrapper prefixes (``module.``, ``model.``, ``_orig_mod.``) removed from its keys.
+
+    Raises:
+        ArtifactError: two keys become one (``module.K`` and ``K``): which of them the model should get cannot
+            be told, so the file is refused instead of keeping one silently.
+    """
+    out: dict[str, Any] = {}
+    original: dict[str, str] = {}
+    for raw in state:
+        key = raw
         changed = True
         while changed:
             changed = False
@@ -71,8 +80,56 @@ def _strip_prefixes(state: Mapping[str, Any]) -> dict[str, Any]:
                 if key.startswith(prefix):
                     key = key[len(prefix):]
                     changed = True
-        out[key] = value
+        if key in out:
+            value, other = state[raw], out[key]
+            same = (isinstance(value, torch.Tensor) and isinstance(other, torch.Tensor) and value.shape == other.shape
+                    and value.dtype == other.dtype and torch.equal(value, other))
+            raise ArtifactError(
+                f"{path}: keys {original[key]!r} and {raw!r} both name the weight {key!r} once the prefixes "
+                f"{', '.join(_PREFIXES)} are removed ({'equal values' if same else 'different values'}); which one "
+                f"the model should get cannot be told. Keep one of them (e.g. save only model.state_dict() of the "
+                f"unwrapped model) and re-save the file")
+        out[key], original[key] = state[raw], raw
     return out
+
+
+def _check_tensors(state: Mapping[str, torch.Tensor], path: Union[Path, str]) -> None:
+    """Refuse weights that cannot be right: non-floating dtypes, NaN/Inf values, a wrong ``modes_list``.
+
+    The authors' model stores every parameter and its ``modes_list`` buffers (``torch.arange(1, Q + 1,
+    dtype=torch.float)``) as floating tensors; their published files hold float32 throughout (see
+    ``tests/data/reference``). An integer, boolean or complex tensor would be cast and run, and one NaN or
+    Inf weight turns the whole output into NaN. ``modes_list`` must hold exactly 1..Q: the folded solver
+    (the default, and every exported graph) assumes those harmonic orders whatever the buffer holds.
+
+    Raises:
+        ArtifactError: naming the first offending key.
+    """
+    for key, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            continue
+        if not value.is_floating_point():
+            raise ArtifactError(
+                f"{path}: tensor {key!r} has dtype {value.dtype}, but every LSO weight is a floating-point tensor "
+                f"(the authors' files hold float32, modes_list included); an integer, boolean or complex tensor is "
+                f"not a weight of this model: the file is corrupt or not an LSO checkpoint. Re-download it, or "
+                f"convert that tensor (state[{key!r}] = state[{key!r}].float()) only if you know its values are right")
+        finite = torch.isfinite(value)
+        if not bool(finite.all()):
+            bad = int((~finite).sum())
+            first = tuple(int(i) for i in (~finite).nonzero()[0]) if value.dim() else ()
+            raise ArtifactError(
+                f"{path}: tensor {key!r} holds {bad} non-finite value(s) (NaN or Inf; the first at index {first}): "
+                f"the model would output NaN everywhere. The weights are corrupt or from a diverged training run; "
+                f"use another checkpoint (e.g. an earlier one)")
+        if key.endswith("modes_list"):
+            expected = torch.arange(1, value.numel() + 1, dtype=torch.float64)
+            if value.dim() != 1 or not torch.equal(value.detach().cpu().double(), expected):
+                shown = value.detach().cpu().flatten()[:6].tolist()
+                raise ArtifactError(
+                    f"{path}: buffer {key!r} must hold the harmonic orders 1..{value.numel()} (the authors' "
+                    f"torch.arange(1, Q + 1)); it holds {shown}{'…' if value.numel() > 6 else ''}: the file is "
+                    f"corrupt or from another model. Re-download it, or drop that key (the model fills it in)")
 
 
 def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
@@ -95,10 +152,13 @@ _HASH_KEYS = (CONTENT_HASH_KEY, CONTENT_HASH_KEY + "_copy")  # twice: one flippe
 _MAX_HEADER = 100 * 2**20  # safetensors' own limit on the JSON header
 
 
-def _safetensors_digest(path: Path) -> tuple[str, Optional[str]]:
-    """``(computed, recorded)``: sha256 of the header without its digest keys plus the data bytes.
+def _safetensors_digest(path: Path) -> tuple[str, Optional[str], dict[str, Any]]:
+    """``(computed, recorded, metadata)``: sha256 of the header without its digest keys plus the data bytes.
 
-    ``recorded`` is None for a file written without a digest (before it existed). The digest is stored
+    The digest covers the whole JSON header (tensor names, dtypes, shapes, offsets and every metadata entry,
+    ``lso_config`` included) in a canonical form, then every data byte. ``recorded`` is None for a file without
+    a digest (a third-party file, or one of ours whose digest keys were removed: :func:`read_state_dict` tells
+    them apart by ``metadata``, the header's ``__metadata__`` without the digest keys). The digest is stored
     under two keys; one present without the other, or two that differ, is corruption (ArtifactError).
     """
     try:
@@ -118,13 +178,20 @@ def _safetensors_digest(path: Path) -> tuple[str, Optional[str]]:
                 raise ValueError("its two recorded content digests disagree or one is missing: the header is "
                                  "corrupted")
             recorded = values[0]
+            metadata = dict(meta) if isinstance(meta, dict) else {}
             digest = hashlib.sha256(json.dumps(header, sort_keys=True, separators=(",", ":")).encode())
             for block in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(block)
     except (OSError, ValueError, RecursionError) as exc:
         raise ArtifactError(f"{path} is not a readable safetensors file ({exc}); re-download or re-save "
                             f"it") from exc
-    return digest.hexdigest(), recorded
+    return digest.hexdigest(), recorded, metadata
+
+
+def _is_ours(metadata: Mapping[str, Any]) -> bool:
+    """Whether a safetensors header says this package wrote it (its ``format`` tag, or our ``lso_config``)."""
+    fmt = metadata.get("format")
+    return (isinstance(fmt, str) and fmt.startswith(FORMAT_TAG.split("/")[0] + "/")) or "lso_config" in metadata
 
 
 def _check_zip(path: Path) -> None:
@@ -148,11 +215,21 @@ def _check_zip(path: Path) -> None:
                             f"would change the weights silently); re-download or re-save it")
 
 
-def read_state_dict(path: Union[str, os.PathLike]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def read_state_dict(path: Union[str, os.PathLike], *, require_digest: bool = True,
+                    ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Read ``(state_dict, metadata)`` from any supported checkpoint file (no model built).
+
+    Checks, in order: the sidecar's sha256 (when there is a sidecar: one without a ``sha256`` is refused); our
+    ``.safetensors`` content digest (a file of ours, i.e. with our ``format`` tag or ``lso_config`` metadata,
+    must carry it); the zip CRC-32 of a PyTorch file; then the tensors themselves: keys that collide once the
+    ``module.``/``model.``/``_orig_mod.`` prefixes are removed, non-floating dtypes, NaN/Inf values and a
+    ``modes_list`` other than 1..Q are refused. A third-party ``.safetensors`` (no ``format`` tag, no
+    ``lso_config``, hence never a digest) is read, with the tensor checks, and a log line saying it is unchecked.
 
     Args:
         path: the file, or ``@demo`` for the bundled demo checkpoint.
+        require_digest: refuse a file of ours without its content digest (default). Only
+            :func:`resave_checkpoint` turns this off, to give a trusted file written before digests one.
 
     Returns:
         The state dict (prefixes stripped) and a metadata dict of strings: for our ``.safetensors`` the
@@ -172,10 +249,23 @@ def read_state_dict(path: Union[str, os.PathLike]) -> tuple[dict[str, torch.Tens
     if path.name.endswith(".safetensors"):
         safetensors_torch = require("safetensors.torch")
         safe_open = require("safetensors").safe_open
-        computed, recorded = _safetensors_digest(path)
-        if recorded is not None and computed != recorded:
+        computed, recorded, header_meta = _safetensors_digest(path)
+        if recorded is None:
+            if _is_ours(header_meta) and require_digest:
+                raise ArtifactError(
+                    f"{path} is an lso-deploy checkpoint (metadata format={header_meta.get('format')!r}) without "
+                    f"its content digest ({CONTENT_HASH_KEY}): the digest keys were removed or the file was written "
+                    f"before digests existed, so a modified weight or config could not be detected. Re-download it; "
+                    f"if you trust this copy, give it a digest with "
+                    f"lso.checkpoint.resave_checkpoint({str(path)!r}, 'checked.safetensors')")
+            if not _is_ours(header_meta):
+                log.info("%s: a third-party safetensors file (no %r metadata): it has no content digest of ours; "
+                         "pin it with a sidecar (lso._io.write_sidecar) if it came from a trusted source", path,
+                         "format")
+        elif computed != recorded:
             raise ArtifactError(f"{path}: content sha256 {computed[:12]}… != recorded {recorded[:12]}… in its "
-                                f"metadata: the file was modified or corrupted; re-download or re-save it")
+                                f"metadata: the file (its weights or its metadata, lso_config included) was modified "
+                                f"or corrupted; re-download or re-save it")
         try:
             with safe_open(str(path), framework="pt") as fh:
                 metadata = dict(fh.metadata() or {})
@@ -184,7 +274,9 @@ def read_state_dict(path: Union[str, os.PathLike]) -> tuple[dict[str, torch.Tens
             raise ArtifactError(f"{path} is not a readable safetensors file ({exc}); re-download or re-save it") from exc
         for key in _HASH_KEYS:
             metadata.pop(key, None)
-        return _strip_prefixes(state), metadata
+        state = _strip_prefixes(state, path)
+        _check_tensors(state, path)
+        return state, metadata
     _check_zip(path)
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
@@ -197,7 +289,9 @@ def read_state_dict(path: Union[str, os.PathLike]) -> tuple[dict[str, torch.Tens
     if isinstance(obj, Mapping) and isinstance(obj.get("config"), Mapping):
         # the authors' training script saves its whole option namespace here (vars(opt))
         metadata[OFFICIAL_CONFIG_KEY] = json.dumps(dict(obj["config"]), default=str, sort_keys=True)
-    return _strip_prefixes(_unwrap(obj, path)), metadata
+    state = _strip_prefixes(_unwrap(obj, path), path)
+    _check_tensors(state, path)
+    return state, metadata
 
 
 _ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")
@@ -524,7 +618,14 @@ def load_checkpoint(
 
     path = resolve_checkpoint(path)
     state, metadata = read_state_dict(path)
-    resolved = _resolve(path, state, metadata, _caller_fields(config, fields), strict=strict)
+    return _build_model(path, state, metadata, _caller_fields(config, fields), strict=strict,
+                        map_location=map_location)
+
+
+def _build_model(path: Path, state: Mapping[str, torch.Tensor], metadata: Mapping[str, str],
+                 caller: Mapping[str, Any], *, strict: bool, map_location: Union[str, torch.device]) -> LSO:
+    """The model :func:`load_checkpoint` builds from what :func:`read_state_dict` returned."""
+    resolved = _resolve(path, state, metadata, caller, strict=strict)
     model = LSO(resolved.config)
     if strict:
         _check_fit(model, state, path)
@@ -623,3 +724,125 @@ def save_checkpoint(model: LSO, path: Union[str, os.PathLike], *, dtype: Optiona
         meta.update({key: digest for key in _HASH_KEYS})
         safetensors_torch.save_file(state, str(tmp), metadata=meta)
     return path
+
+
+# ------------------------------------------------------------------------------------ provenance
+FINGERPRINT_VERSION = "lso-weights-sha256/1"
+"""What :func:`weights_fingerprint` hashes, by version: see its docstring."""
+
+#: the graph metadata (``metadata_props``) and sidecar key of the weights' fingerprint
+WEIGHTS_FINGERPRINT_KEY = "weights_sha256"
+
+
+def _state_fingerprint(state: Mapping[str, torch.Tensor]) -> str:
+    digest = hashlib.sha256(FINGERPRINT_VERSION.encode() + b"\0")
+    for key in sorted(state):
+        if key.endswith("modes_list"):  # a constant (1..Q, checked on load) that files may omit
+            continue
+        value = state[key]
+        if not isinstance(value, torch.Tensor):
+            continue
+        tensor = value.detach().to("cpu", torch.float32).contiguous()
+        digest.update(key.encode("utf-8") + b"\0" + ",".join(map(str, tensor.shape)).encode() + b"\0")
+        digest.update(tensor.numpy().astype("<f4", copy=False).tobytes())
+    return digest.hexdigest()
+
+
+def weights_fingerprint(source: Union[LSO, Mapping[str, torch.Tensor], str, os.PathLike]) -> str:
+    """The fingerprint of a model's weights: the same for a checkpoint file and for a graph exported from it.
+
+    sha256 over the version tag :data:`FINGERPRINT_VERSION`, then, for every tensor in sorted key order (prefixes
+    stripped, the constant ``modes_list`` buffers left out): the key, its shape and its values as little-endian
+    float32. The weights as the model holds them, so a float16 checkpoint and its float32 copy, or a ``.pth.tar``
+    and the ``.safetensors`` saved from it, have the same fingerprint; any changed weight changes it.
+
+    ``lso export`` records it in the graph (``metadata_props`` ``lso.weights_sha256``) and in its sidecar
+    (``weights_sha256``), ``lso build`` in the plan's sidecar; ``Runner.weights_fingerprint`` reports it, ``lso
+    info --checkpoint X`` prints it for a checkpoint. Two fingerprints equal: the graph computes with exactly
+    these weights.
+
+    Args:
+        source: an :class:`LSO`, a state dict, a checkpoint file (or ``@demo``: read and checked like
+            :func:`read_state_dict`), or an exported artifact (``.onnx``, ``.plan``/``.engine``/``.trt``: the
+            fingerprint it records, checked against its sidecar).
+
+    Returns:
+        The hex digest.
+
+    Raises:
+        ArtifactError: an unreadable or corrupt file, or an artifact that records no fingerprint (exported
+            before fingerprints: re-export it).
+    """
+    if isinstance(source, LSO):
+        return _state_fingerprint(source.state_dict())
+    if isinstance(source, Mapping):
+        return _state_fingerprint(_strip_prefixes(source))
+    from lso.weights import resolve_checkpoint
+
+    path = resolve_checkpoint(source)
+    name = path.name.lower()
+    if name.endswith(CHECKPOINT_SUFFIXES):
+        return _state_fingerprint(read_state_dict(path)[0])
+    return _recorded_fingerprint(path)
+
+
+def _recorded_fingerprint(path: Path) -> str:
+    """The fingerprint an exported graph or plan records (its metadata, else its sidecar)."""
+    if not path.is_file():
+        raise ArtifactError(f"{path} does not exist (or is not a file)")
+    side = read_sidecar(path) or {}
+    recorded = {}
+    if path.name.lower().endswith(".onnx"):
+        onnx = require("onnx")
+        try:
+            proto = onnx.load(str(path), load_external_data=False)
+        except Exception as exc:  # DecodeError and friends
+            raise ArtifactError(f"{path} is not a readable ONNX graph ({exc}); re-export it") from exc
+        props = {p.key: p.value for p in proto.metadata_props}
+        if props.get("lso." + WEIGHTS_FINGERPRINT_KEY):
+            recorded["graph metadata"] = props["lso." + WEIGHTS_FINGERPRINT_KEY]
+    if isinstance(side.get(WEIGHTS_FINGERPRINT_KEY), str):
+        recorded["sidecar"] = side[WEIGHTS_FINGERPRINT_KEY]
+    if len(set(recorded.values())) > 1:
+        raise ArtifactError(f"{path}: its graph metadata and its sidecar record different weight fingerprints "
+                            f"({recorded}); one of them was edited: re-export it")
+    if not recorded:
+        raise ArtifactError(f"{path} records no weights fingerprint (exported before lso-deploy recorded one, or "
+                            f"not by lso export): re-export it from its checkpoint (lso export)")
+    return next(iter(recorded.values()))
+
+
+def resave_checkpoint(path: Union[str, os.PathLike], out: Union[str, os.PathLike], *,
+                      config: Union[LSOConfig, Mapping[str, Any], None] = None) -> Path:
+    """Save a checkpoint you trust as one of ours, with its content digest, keeping weights, dtype and metadata.
+
+    For a file of ours written before digests existed (or whose digest was lost), which :func:`load_checkpoint`
+    refuses, and for official files. The tensors are checked as on every load (finite, floating, no colliding
+    keys); the weights are saved in the dtype the file holds them in (float16 stays float16), so they are
+    bit-for-bit the same, and our own metadata entries (``step``, ``val_psnr``, ...) are kept.
+
+    Args:
+        path: the checkpoint (anything :func:`load_checkpoint` reads).
+        out: the new ``.safetensors`` file (may be ``path`` itself: written atomically).
+        config: configuration fields for what the file does not record (see :func:`load_checkpoint`).
+
+    Returns:
+        ``out`` as a Path.
+
+    Raises:
+        ArtifactError: the file is unreadable, corrupt (a digest that is present must still match), holds
+            weights that cannot be right, or holds tensors of several floating dtypes.
+    """
+    from lso.weights import resolve_checkpoint
+
+    path = resolve_checkpoint(path)
+    state, metadata = read_state_dict(path, require_digest=False)
+    model = _build_model(path, state, metadata, _caller_fields(config, {}), strict=True, map_location="cpu")
+    dtypes = {v.dtype for k, v in state.items() if not k.endswith("modes_list")}
+    if len(dtypes) > 1:
+        raise ArtifactError(f"{path} holds weights in several dtypes ({sorted(map(str, dtypes))}); our checkpoints "
+                            f"hold one: save it yourself with save_checkpoint(model, out, dtype=...)")
+    dtype = dtypes.pop() if dtypes else None
+    keep = {k: v for k, v in metadata.items() if k not in ("format", "lso_config", OFFICIAL_CONFIG_KEY)}
+    log.warning("re-saving %s as %s with a content digest: only do this for a file you trust", path, out)
+    return save_checkpoint(model, out, dtype=None if dtype == torch.float32 else dtype, **keep)
