@@ -3,6 +3,7 @@ outputs equal direct fusion, tiling of large scenes, metrics with ground truth, 
 tiling to fit a memory budget, and a run killed with SIGKILL that the same command completes."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -226,25 +227,48 @@ def test_memory_budget_tiles_instead_of_failing(ray_local, tiny_onnx, tiny_onnx_
 _TEMPORARY = re.compile(r"^\.(k\d\.npz|k\d\.npz\.json|manifest\.json)\.[a-z0-9_]{8}\.tmp$")  # lso._io.atomic_path
 
 
-def _tagged(tag: str) -> list[int]:
-    """Live processes whose environment carries ``LSO_TEST_RUN=tag``: the killed run and every Ray process it started
-    (Ray's workers run in process groups of their own, so the run's process group does not hold them all)."""
-    needle, pids = f"LSO_TEST_RUN={tag}".encode(), []
+def _tagged(tag: str, ray_tmp: Path) -> list[int]:
+    """Live processes of one test run: the killed run and every Ray process it started, found by the run's own
+    marks, never by name (other tests may run Ray meanwhile): the environment carries ``LSO_TEST_RUN=tag``, or a
+    file open in, or the command line names, the run's own ``RAY_TMPDIR`` (Ray's agents retitle themselves with
+    setproctitle, which may overwrite the environment /proc shows; Ray's workers run in process groups of their
+    own, so the run's process group does not hold them all). Zombies (dead, not yet reaped) are not counted."""
+    needle, where, pids = f"LSO_TEST_RUN={tag}".encode(), str(ray_tmp.resolve()), []
     for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if needle in (entry / "environ").read_bytes().split(b"\0"):
-                    pids.append(int(entry.name))
-            except OSError:  # gone meanwhile, or a zombie
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            if stat[stat.rindex(")") + 2] in "ZX":
                 continue
+            found = (needle in (entry / "environ").read_bytes().split(b"\0")
+                     or where.encode() in (entry / "cmdline").read_bytes())
+            if not found:
+                for fd in (entry / "fd").iterdir():
+                    with contextlib.suppress(OSError):
+                        if os.readlink(fd).startswith(where):
+                            found = True
+                            break
+        except OSError:  # gone meanwhile
+            continue
+        if found:
+            pids.append(int(entry.name))
     return pids
 
 
-def _wait_gone(tag: str, seconds: float) -> list[int]:
+def _wait_gone(tag: str, ray_tmp: Path, seconds: float) -> list[int]:
     deadline = time.monotonic() + seconds
-    while (left := _tagged(tag)) and time.monotonic() < deadline:
+    while (left := _tagged(tag, ray_tmp)) and time.monotonic() < deadline:
         time.sleep(0.2)
     return left
+
+
+def _describe(pids: list[int]) -> list[str]:
+    out = []
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            out.append(f"{pid}: {Path(f'/proc/{pid}/cmdline').read_bytes().replace(bytes(1), b' ').decode()[:120]}")
+    return out
 
 
 @pytest.mark.slow
@@ -282,7 +306,8 @@ def test_killed_batch_leaves_only_complete_outputs_and_rerun_completes(tiny_onnx
             os.killpg(proc.pid, signal.SIGKILL)  # the driver and Ray's daemons; no cleanup handler runs
             proc.wait(30)
         # Ray's workers (own process groups) die with their raylet; none may linger
-        assert _wait_gone(tag, 30) == [], "Ray processes of the killed run still alive 30 s after the kill"
+        left = _wait_gone(tag, ray_tmp, 30)
+        assert left == [], f"Ray processes of the killed run still alive 30 s after the kill: {_describe(left)}"
 
         outputs = sorted(p.name for p in out.glob("k*.npz"))
         assert 1 <= len(outputs) < n, outputs
@@ -292,7 +317,7 @@ def test_killed_batch_leaves_only_complete_outputs_and_rerun_completes(tiny_onnx
             with np.load(out / name) as data:
                 assert data["hr_hsi"].shape == (31, 128, 128) and np.isfinite(data["hr_hsi"]).all()
         others = sorted(p.name for p in out.iterdir() if p.name not in outputs
-                        and p.name not in [f"{o}.json" for o in outputs] + [MANIFEST])
+                        and p.name not in [f"{o}.json" for o in outputs] + [MANIFEST, ".lso.lock"])
         assert all(_TEMPORARY.match(name) for name in others), others  # at most the write the kill interrupted
         missing = sorted({f"k{i}.npz" for i in range(n)} - set(outputs))
         (out / f".{missing[0]}.a1b2c3d4.tmp").write_bytes(b"PK\x03\x04 half a zip")  # as a kill mid-write leaves
@@ -303,10 +328,11 @@ def test_killed_batch_leaves_only_complete_outputs_and_rerun_completes(tiny_onnx
         assert rerun.returncode == 0, rerun.stdout + rerun.stderr
         assert f"{n} scene(s): {n - len(outputs)} fused, {len(outputs)} already done, 0 failed" in rerun.stdout
         assert "temporary file(s) left" in rerun.stderr
-        assert _wait_gone(tag, 30) == []  # a run that ends normally stops its Ray too
+        assert _describe(_wait_gone(tag, ray_tmp, 30)) == []  # a run that ends normally stops its Ray too
     finally:
-        for pid in _tagged(tag):  # whatever survived a failed assertion above: processes this test started
-            os.kill(pid, signal.SIGKILL)
+        for pid in _tagged(tag, ray_tmp):  # whatever survived a failed assertion above: processes this test started
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
         shutil.rmtree(ray_tmp, ignore_errors=True)
 
     manifest = json.loads((out / MANIFEST).read_text())
@@ -320,3 +346,44 @@ def test_killed_batch_leaves_only_complete_outputs_and_rerun_completes(tiny_onnx
             hr, lr = data["hr_msi"], data["lr_hsi"]
         with np.load(out / f"k{i}.npz") as data:
             np.testing.assert_allclose(data["hr_hsi"], _direct(tiny_onnx_tileable, hr, lr), atol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the run's Ray processes in /proc")
+def test_sigkill_of_the_driver_alone_leaves_no_ray_process(tiny_onnx_tileable, tmp_path):
+    """Issue 18: ``SIGKILL`` to the ``lso batch`` driver only (not its process group: what ``kill -9 PID`` or the OOM
+    killer does) while its actor pool runs: within 15 s no process of its local Ray is left (GCS server, raylet,
+    dashboard and runtime-env agents, workers), found by this run's marks only (:func:`_tagged`)."""
+    pytest.importorskip("ray.data")
+    scenes, out = tmp_path / "scenes", tmp_path / "fused"
+    scenes.mkdir()
+    rng = np.random.default_rng(6)
+    for i in range(4):  # 128x128 under a 40 MB budget: tiled, about a second per scene
+        np.savez(scenes / f"k{i}.npz", hr_msi=rng.random((3, 128, 128), dtype=np.float32),
+                 lr_hsi=rng.random((31, 32, 32), dtype=np.float32))
+    cmd = [sys.executable, "-m", "lso", "batch", str(tiny_onnx_tileable), str(scenes), "-o", str(out),
+           "--actors", "1", "--num-cpus", "1", "--num-cpus-per-actor", "1", "--memory-budget", "40MB",
+           "--no-progress"]
+    ray_tmp = Path(tempfile.mkdtemp(prefix="lsoray", dir="/tmp"))  # short: Ray's socket paths must stay < 108 bytes
+    tag = uuid.uuid4().hex
+    env = dict(os.environ, OMP_NUM_THREADS="1", RAY_TMPDIR=str(ray_tmp), RAY_USAGE_STATS_ENABLED="0",
+               LSO_TEST_RUN=tag)
+    env.pop("RAY_ADDRESS", None)
+    try:
+        with open(tmp_path / "driver.log", "wb") as log:
+            proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline and proc.poll() is None and not list(out.glob("k*.npz")):
+                time.sleep(0.05)
+            assert proc.poll() is None, f"the run ended before it could be killed: {(tmp_path / 'driver.log').read_text()}"
+            running = _describe(_tagged(tag, ray_tmp))
+            assert any("raylet" in p for p in running) and any("ray::" in p for p in running), running
+            os.kill(proc.pid, signal.SIGKILL)  # the driver alone: its Ray's processes are left to themselves
+            proc.wait(30)
+        left = _wait_gone(tag, ray_tmp, 15)
+        assert left == [], f"processes of the killed driver's Ray still alive 15 s after the kill: {_describe(left)}"
+    finally:
+        for pid in _tagged(tag, ray_tmp):  # whatever survived a failed assertion above: processes this test started
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
