@@ -57,6 +57,7 @@ import numpy as np
 from lso._deps import require
 from lso.calibration import graph as G
 from lso.errors import ExportError, InputError
+from lso.islands import ISLAND_NAMES
 
 if TYPE_CHECKING:  # pragma: no cover
     import onnx
@@ -74,6 +75,9 @@ PathLike = Union[str, os.PathLike]
 
 
 # ------------------------------------------------------------------------------------------- islands
+# how each island of lso.islands is found in a graph
+_ISLAND_QUERIES = {"solver": G.solver_nodes, "softmax": G.softmax_nodes, "coordinate_grid": G.coordinate_grid_nodes,
+                   "bicubic": G.resize_nodes}
 def _default_op_block_list() -> list[str]:
     float16 = require("onnxconverter_common.float16")
     return list(float16.DEFAULT_OP_BLOCK_LIST)
@@ -96,13 +100,10 @@ def fp32_islands(model: "onnx.ModelProto", *, absmax: Optional[Mapping[str, floa
     for node in model.graph.node:
         if node.op_type in default_ops:
             islands[node.name] = f"converter default op block list ({node.op_type})"
-    if grid:
-        islands.update(G.coordinate_grid_nodes(model))
-        islands.update(G.resize_nodes(model))
-    if softmax:
-        islands.update(G.softmax_nodes(model))
-    if solver:
-        islands.update(G.solver_nodes(model))
+    keep = {"solver": solver, "softmax": softmax, "coordinate_grid": grid, "bicubic": grid}
+    for name in ISLAND_NAMES:  # the one table of FP32 islands (lso.islands), each found by its graph query
+        if keep[name]:
+            islands.update(_ISLAND_QUERIES[name](model))
     if absmax:
         for node in model.graph.node:
             seen = [(name, absmax[name]) for name in list(node.output) + list(node.input)

@@ -1,9 +1,15 @@
 """PyTorch runner: the reference backend, on CPU or CUDA, optionally compiled, optionally FP16.
 
-FP16 is autocast with FP32 islands: the convolutions run in half precision, while each spectral
-block (its two softmax attentions and the trigonometric solver, whose arguments reach ~24·π² rad and
-lose up to 0.1 rad in FP16) runs in FP32. The islands wrap the runner's own copy of the model; the
-caller's model is never modified.
+FP16 is autocast with the FP32 islands of :mod:`lso.islands` (the same table the FP16 ONNX graph
+follows): the convolutions run in half precision, while the solver and the softmaxes (each spectral
+block is wrapped whole), the coordinate grid and both bicubic resizes (and so the up-sampled LR-HSI
+added to the output) run in FP32, eager and under ``torch.compile`` alike. The islands are set on the
+runner's own copy of the model; the caller's model is never modified.
+
+FP32 on CUDA is FP32 for real: TF32 (matmul and cuDNN convolutions) is turned off for each call and the
+caller's setting restored (TF32 alone breaks the 1e-4 parity); ``tf32=True`` allows it. Outputs of a model
+compiled with CUDA graphs (``mode="reduce-overhead"`` or ``"max-autotune"``) are copied before they are
+returned, since the next call overwrites the graph's output buffer.
 """
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ import contextlib
 import copy
 import logging
 import os
+import threading
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
@@ -42,12 +49,59 @@ class _Fp32Island(nn.Module):
             return self.block(x.float())
 
 
+# how each island of lso.islands is kept FP32 here: the spectral blocks are wrapped whole (solver and
+# softmaxes), the model's own autocast-free regions cover the rest (LSO.fp32_islands)
+_SPECTRAL_BLOCK = "spectral_block"
+_TORCH_MECHANISM = {"solver": _SPECTRAL_BLOCK, "softmax": _SPECTRAL_BLOCK, "coordinate_grid": "coordinate_grid",
+                    "bicubic": "bicubic"}
+
+
 def _with_fp32_islands(model: LSO) -> LSO:
-    """Wrap every spectral block of ``model`` (in place) in an :class:`_Fp32Island`."""
-    for name, child in list(model.named_children()):
-        if isinstance(child, SpectralBlock):
-            setattr(model, name, _Fp32Island(child))
+    """Keep every island of :data:`lso.islands.FP32_ISLANDS` FP32 under autocast (``model`` changed in place)."""
+    from lso.islands import ISLAND_NAMES
+
+    missing = set(ISLAND_NAMES) - set(_TORCH_MECHANISM)
+    if missing:  # a new island in the table must get a mechanism here
+        raise NotImplementedError(f"TorchRunner has no FP32 mechanism for island(s) {sorted(missing)}")
+    mechanisms = {_TORCH_MECHANISM[name] for name in ISLAND_NAMES}
+    if _SPECTRAL_BLOCK in mechanisms:
+        for name, child in list(model.named_children()):
+            if isinstance(child, SpectralBlock):
+                setattr(model, name, _Fp32Island(child))
+    model.fp32_islands = frozenset(mechanisms - {_SPECTRAL_BLOCK})
     return model
+
+
+@contextlib.contextmanager
+def _tf32_off(device: torch.device) -> Any:
+    """TF32 off for matmuls and cuDNN convolutions inside the block, the caller's setting restored after.
+
+    Uses the ``fp32_precision`` API where torch has it (2.9+; mixing it with the legacy ``allow_tf32`` flags
+    is an error there), else the legacy flags. A no-op off CUDA.
+    """
+    if device.type != "cuda":
+        yield
+        return
+    matmul, conv = torch.backends.cuda.matmul, getattr(torch.backends.cudnn, "conv", None)
+    if conv is not None and hasattr(matmul, "fp32_precision") and hasattr(conv, "fp32_precision"):
+        saved = (matmul.fp32_precision, conv.fp32_precision)
+        with _TF32_LOCK:
+            matmul.fp32_precision, conv.fp32_precision = "ieee", "ieee"
+            try:
+                yield
+            finally:
+                matmul.fp32_precision, conv.fp32_precision = saved
+        return
+    saved_legacy = (matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    with _TF32_LOCK:
+        matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = False, False
+        try:
+            yield
+        finally:
+            matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved_legacy
+
+
+_TF32_LOCK = threading.RLock()  # the flags are process-wide: calls that change them run one at a time
 
 
 class TorchRunner(Runner):
@@ -59,7 +113,9 @@ class TorchRunner(Runner):
         device: ``"cpu"`` (default) or a CUDA device.
         compile: ``torch.compile`` the model on activation (``True``, or a dict of ``torch.compile``
             keyword arguments, e.g. ``{"mode": "max-autotune"}``). Default: ``{"dynamic": True}``.
-        fp16: FP16 autocast with the spectral blocks (softmax, solver) kept in FP32.
+        fp16: FP16 autocast with the FP32 islands of :mod:`lso.islands` kept in FP32.
+        tf32: allow TF32 in FP32 calls on CUDA (faster, about 1e-3 off); default False: TF32 is turned off
+            for each call (and the caller's setting restored), so FP32 means FP32.
         config: for a checkpoint, configuration fields (an :class:`LSOConfig` or a dict such as
             ``{"patch_size": 2}``) that must agree with what it records and fill in what it does not
             (see :func:`lso.checkpoint.load_checkpoint`); default: the checkpoint's own.
@@ -77,7 +133,8 @@ class TorchRunner(Runner):
         return not self._compile
 
     def __init__(self, model: Union[LSO, str, os.PathLike], *, device: Any = "cpu", compile: Union[bool, dict] = False,
-                 fp16: bool = False, config: Union[LSOConfig, Mapping[str, Any], None] = None) -> None:
+                 fp16: bool = False, config: Union[LSOConfig, Mapping[str, Any], None] = None,
+                 tf32: bool = False) -> None:
         super().__init__()
         self._fields: Union[LSOConfig, Mapping[str, Any], None] = None  # for load_checkpoint
         if isinstance(model, LSO):
@@ -94,6 +151,7 @@ class TorchRunner(Runner):
         self._device_arg = device
         self._compile = compile
         self._fp16 = fp16
+        self._tf32 = tf32
         self._model: Optional[nn.Module] = None
         self._device: Optional[torch.device] = None
 
@@ -110,6 +168,9 @@ class TorchRunner(Runner):
 
             model = load_checkpoint(self._source, self._fields, map_location=device)
             self._config = model.config
+        from lso.checkpoint import weights_fingerprint
+
+        self._weights_sha256 = weights_fingerprint(model)  # before FP16 islands or compilation rename modules
         if self._fp16:
             if device.type == "cpu" and not torch.amp.is_autocast_available("cpu"):
                 raise InputError("FP16 autocast is not available on this CPU build of torch; use fp16=False")
@@ -160,6 +221,19 @@ class TorchRunner(Runner):
         args = (hr, lr) if extent is None else (hr, lr, torch.tensor(extent, dtype=torch.int64, device=device))
         autocast = (torch.autocast(device_type=device.type, dtype=torch.float16) if self._fp16
                     else contextlib.nullcontext())
-        with torch.no_grad(), autocast:
+        precision = contextlib.nullcontext() if (self._fp16 or self._tf32) else _tf32_off(device)
+        with torch.no_grad(), autocast, precision:
             result = self._model(*args)
+        if self._cuda_graph_outputs:
+            result = result.clone()  # the CUDA graph's output buffer is overwritten by the next call
         return result.float()
+
+    @property
+    def _cuda_graph_outputs(self) -> bool:
+        """True if the compiled model replays CUDA graphs (its outputs live in reused graph memory)."""
+        if not self._compile or self._device is None or self._device.type != "cuda":
+            return False
+        options = self._compile if isinstance(self._compile, dict) else {}
+        mode = str(options.get("mode") or "")
+        return (mode in ("reduce-overhead", "max-autotune")
+                or bool((options.get("options") or {}).get("triton.cudagraphs")))

@@ -166,10 +166,11 @@ def _crop(x: Tensor, height, width) -> Tensor:
 _CUBIC_A = -0.75  # PyTorch's (and ONNX Resize's default here) cubic convolution coefficient
 
 
-def _index_vector(ref: Tensor, dim: int) -> Tensor:
-    """``[0, 1, ..., n-1]`` as float, ``n = ref.shape[dim]``, built by a cumulative sum (no size guard in export)."""
+def _index_vector(ref: Tensor, dim: int, dtype: Optional[torch.dtype] = None) -> Tensor:
+    """``[0, 1, ..., n-1]`` as float (``dtype``, default ``ref``'s), ``n = ref.shape[dim]``, built by a cumulative
+    sum (no size guard in export)."""
     line = ref[0, 0, :, 0] if dim == 2 else ref[0, 0, 0, :]
-    return torch.cumsum(torch.ones_like(line), dim=0) - 1.0
+    return torch.cumsum(torch.ones_like(line, dtype=dtype), dim=0) - 1.0
 
 
 def _cubic_matrix(out_index: Tensor, in_padded_index: Tensor, scale: Tensor) -> Tensor:
@@ -198,7 +199,7 @@ def resize_bicubic(x: Tensor, like: Tensor) -> Tensor:
     if not _in_graph():
         return F.interpolate(x, size=(like.shape[-2], like.shape[-1]), mode="bicubic", align_corners=False)
     xp = F.pad(x, (2, 2, 2, 2), mode="replicate")
-    rows_out, cols_out = _index_vector(like, 2), _index_vector(like, 3)
+    rows_out, cols_out = _index_vector(like, 2, x.dtype), _index_vector(like, 3, x.dtype)
     rows_in, cols_in = _index_vector(xp, 2) - 2.0, _index_vector(xp, 3) - 2.0
     in_h = (rows_in[-1:] - 1.0)  # n_in: the last padded index is n_in + 1
     in_w = (cols_in[-1:] - 1.0)
@@ -319,21 +320,22 @@ class SpectralBlock(nn.Module):
         return _crop(out + xp, height, width)
 
 
-def coordinate_grid(ref: Tensor, extent: Optional[Tensor] = None, full_size: Optional[tuple] = None) -> Tensor:
+def coordinate_grid(ref: Tensor, extent: Optional[Tensor] = None, full_size: Optional[tuple] = None,
+                    dtype: Optional[torch.dtype] = None) -> Tensor:
     """Two-channel coordinate grid ``[B, 2, H, W]`` shaped like ``ref`` (``[B, *, H, W]``).
 
     Channel 0 at row ``i`` is ``(row0 + i) / (H_full - 1)``, channel 1 at column ``j`` is
     ``(col0 + j) / (W_full - 1)``. ``extent`` is an int64 ``[4]`` tensor ``(row0, col0, H_full, W_full)``
     shared by the batch; without it the grid spans ``full_size`` (default: ``ref``'s own size), i.e.
     the official ``linspace(0, 1, H)`` grid. Indices come from a cumulative sum over the tensor so
-    the grid follows the input's size in an exported graph.
+    the grid follows the input's size in an exported graph. ``dtype``: the grid's dtype (default: ``ref``'s).
     """
-    ones_h = torch.ones_like(ref[:1, :1, :, :1])  # [1, 1, H, 1]
-    ones_w = torch.ones_like(ref[:1, :1, :1, :])  # [1, 1, 1, W]
+    ones_h = torch.ones_like(ref[:1, :1, :, :1], dtype=dtype)  # [1, 1, H, 1]
+    ones_w = torch.ones_like(ref[:1, :1, :1, :], dtype=dtype)  # [1, 1, 1, W]
     rows = torch.cumsum(ones_h, dim=2) - 1.0
     cols = torch.cumsum(ones_w, dim=3) - 1.0
     if extent is not None:
-        ext = extent.to(ref.dtype)
+        ext = extent.to(ones_h.dtype)
         rows = (rows + ext[0]) / (ext[2] - 1.0)
         cols = (cols + ext[1]) / (ext[3] - 1.0)
     else:
@@ -343,6 +345,14 @@ def coordinate_grid(ref: Tensor, extent: Optional[Tensor] = None, full_size: Opt
     rows = rows.expand(ref.shape[0], 1, ref.shape[-2], ref.shape[-1])
     cols = cols.expand(ref.shape[0], 1, ref.shape[-2], ref.shape[-1])
     return torch.cat([rows, cols], dim=1)
+
+
+def _fp32_region(active: bool, fn, x: Tensor, *args, **kwargs) -> Tensor:
+    """``fn(x, ...)``; when ``active``, with autocast off and ``x`` in FP32 (an FP32 island under autocast)."""
+    if not active:
+        return fn(x, *args, **kwargs)
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        return fn(x.float(), *args, **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -370,6 +380,10 @@ class LSO(nn.Module):
         self.up1 = Up(2 * width + cfg.n_msi_bands, width)
         self.up2 = Up(2 * width + cfg.n_msi_bands, width)
         self.outc = OutConv(width, cfg.n_bands)
+        #: Names from :data:`lso.islands.ISLAND_NAMES` computed in FP32 with autocast off (``"bicubic"``,
+        #: ``"coordinate_grid"``; the spectral blocks are wrapped as a whole by the runner). Empty by default:
+        #: nothing changes outside autocast, and an export sees no autocast region.
+        self.fp32_islands: frozenset[str] = frozenset()
 
     def forward(self, hr_msi: Tensor, lr_hsi: Tensor, extent: Optional[Tensor] = None) -> Tensor:
         """Fuse.
@@ -384,18 +398,20 @@ class LSO(nn.Module):
             ``hr_hsi``: ``[B, n_bands, H, W]``.
         """
         height, width = hr_msi.shape[-2], hr_msi.shape[-1]
-        lms = resize_bicubic(lr_hsi, hr_msi)
+        bicubic, in_grid = "bicubic" in self.fp32_islands, "coordinate_grid" in self.fp32_islands
+        lms = _fp32_region(bicubic, resize_bicubic, lr_hsi, hr_msi)
         msi = _pad_to_multiple(hr_msi, _SPATIAL_MULTIPLE, "replicate")
         lms_p = _pad_to_multiple(lms, _SPATIAL_MULTIPLE, "replicate")
 
         feat = self.spatial_encoder(torch.cat([msi, lms_p], dim=1))
-        grid = coordinate_grid(feat, extent, full_size=(height, width))
+        grid = _fp32_region(in_grid, coordinate_grid, feat, extent, full_size=(height, width),
+                            dtype=torch.float32 if in_grid else None)
         x1 = self.inc(torch.cat([feat, grid], dim=1))
         x2 = self.down1(x1)
         x3 = self.down2(x2)
 
         # bicubic x0.5 (the padded size is even), sized from x2 so that export sees equal sizes
-        msi_half = resize_bicubic(msi, x2)
+        msi_half = _fp32_region(bicubic, resize_bicubic, msi, x2)
         y = self.up1(self.process3(x3), self.process2(x2), msi_half) + x2
         y = self.up2(y, self.process1(x1), msi) + x1
         out = _crop(self.outc(y), height, width)
