@@ -14,8 +14,11 @@ Inputs (one file, or a pair):
   ``.png``/``.tif`` for the RGB (divided by 255 or 65535). Which is which is read from the band counts.
 
 Arrays may be ``[C, H, W]``, ``[N, C, H, W]`` or channels-last (``--layout auto`` transposes when the
-band count makes it unambiguous). Values must already be floats in [0, 1] (integers are rejected,
-except images whose bit depth gives the scale). A community ``.h5`` holding one scene without the
+band count makes it unambiguous). Values are reflectance in [0, 1]; one policy for every format
+(:mod:`lso.data.value_range`): values outside [-0.5, 1.5] are an ``InputError`` naming the scale they look like
+(8- or 16-bit counts stored as numbers, centred at 0) and the fix; ``--input-scale`` (``input_scale``: ``8bit``,
+``16bit`` or a number to divide by) converts them and the output records it (``input_scale``); integer arrays
+need it; images (PNG) carry their scale in their bit depth. A community ``.h5`` holding one scene without the
 leading N axis (``GT`` ``[31, H, W]``) is read as one scene.
 
 Nothing is cropped silently, whatever the format: sizes that do not fit the ratio (a community ``GT``
@@ -63,7 +66,7 @@ import struct
 import time
 import tokenize
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -72,8 +75,9 @@ import numpy as np
 from lso._deps import require
 from lso._io import (atomic_path, atomic_write_bytes, atomic_write_text, check_writable_target, npy_header,
                      output_lock, read_sidecar, sidecar_path, write_sidecar)
+from lso.data.value_range import InputScale, apply_input_scale
 from lso.errors import ArtifactError, InputError
-from lso.memory import array_bytes, check_bytes, parse_bytes
+from lso.memory import array_bytes, check_bytes, fusion_bytes, parse_bytes
 
 __all__ = ["InferOptions", "InferResult", "Scene", "infer", "load_scene", "read_scene", "write_png", "false_colour",
            "write_envi", "resume_dir"]
@@ -117,6 +121,8 @@ class InferOptions:
             output); False (default): such inputs are an ``InputError`` naming that crop.
         clamp: clip the output to [0, 1] (as the paper does before metrics); False (default): write the
             values as the network computes them.
+        input_scale: scale of the input values (``--input-scale``: ``"unit"`` (default), ``"8bit"``, ``"16bit"``
+            or a number to divide by; :mod:`lso.data.value_range`); recorded in the output as ``input_scale``.
     """
 
     artifact: Path
@@ -137,6 +143,7 @@ class InferOptions:
     config: Optional[dict[str, Any]] = None
     crop: bool = False
     clamp: bool = False
+    input_scale: Any = None
 
     def check(self) -> "InferOptions":
         """Refuse impossible option values (InputError naming the flag) before any file is read."""
@@ -162,6 +169,9 @@ class InferOptions:
             raise InputError(f"output {Path(self.out).name}: expected one of {', '.join(OUTPUT_SUFFIXES)}")
         if self.memory_budget is not None:
             parse_bytes(self.memory_budget)
+        from lso.data.value_range import InputScale
+
+        InputScale.parse(self.input_scale)  # InputError naming --input-scale
         return self
 
 
@@ -187,11 +197,13 @@ class Scene:
         hr_msi: ``[3, H, W]`` or ``[N, 3, H, W]``.
         lr_hsi: ``[31, h, w]`` or ``[N, 31, h, w]``.
         crop: the :class:`~lso.data.readers.Crop` applied (only with ``crop=True``), else None.
+        input_scale: the scale the values were converted by (:meth:`lso.data.value_range.InputScale.record`).
     """
 
     hr_msi: np.ndarray
     lr_hsi: np.ndarray
     crop: Any = None
+    input_scale: str = "unit"
 
     def crop_attrs(self) -> dict[str, Any]:
         """What the output records about the crop: ``crop`` (a description) and ``crop_box`` when cropped."""
@@ -380,15 +392,18 @@ def _community(path: Path, opts: InferOptions, n_bands: int) -> Scene:
         if hr_key is None or lr_key is None:
             raise InputError(f"{path}: --lr-from file needs RGB and LRHSI datasets (found {sorted(keys)})")
         hr, lr = _read_h5(path, (hr_key, lr_key))
-        return _fit_pair(_select(hr, opts.index, hr_key), _select(lr, opts.index, lr_key), opts, str(path),
-                         (hr_key, lr_key))
+        scale = InputScale.parse(opts.input_scale)
+        hr = apply_input_scale(_select(hr, opts.index, hr_key), f"{path}: {hr_key}", scale)
+        lr = apply_input_scale(_select(lr, opts.index, lr_key), f"{path}: {lr_key}", scale)
+        return replace(_fit_pair(hr, lr, opts, str(path), (hr_key, lr_key)), input_scale=scale.record())
     if opts.lr_from not in ("auto", "gt"):
         raise InputError(f"lr_from must be 'auto', 'gt' or 'file', got {opts.lr_from!r}")
     from lso.data import degrade
     from lso.data.readers import H5Dataset, fit_to_ratio
 
     ratio = opts.ratio or 4
-    with H5Dataset(path) as ds:
+    scale = InputScale.parse(opts.input_scale)
+    with H5Dataset(path, input_scale=scale) as ds:
         indices = [opts.index] if opts.index is not None else list(range(len(ds)))
         if opts.index is not None and not -len(ds) <= opts.index < len(ds):
             raise InputError(f"--index {opts.index} is out of range: {path} holds {len(ds)} scene(s)")
@@ -405,8 +420,8 @@ def _community(path: Path, opts: InferOptions, n_bands: int) -> Scene:
             lrs.append(lr.astype(np.float32))
     log.info("%s: community layout; LR-HSI regenerated from GT with the paper's protocol at x%d", path.name, ratio)
     if opts.index is not None:
-        return Scene(hrs[0], lrs[0], crop)
-    return Scene(np.stack(hrs), np.stack(lrs), crop)
+        return Scene(hrs[0], lrs[0], crop, scale.record())
+    return Scene(np.stack(hrs), np.stack(lrs), crop, scale.record())
 
 
 def _h5_keys(path: Path) -> list[str]:
@@ -454,6 +469,7 @@ def load_scene(opts: InferOptions, *, n_msi_bands: int = 3, n_bands: int = 31) -
         InputError: wrong content: keys, shapes, sizes that do not fit the ratio (naming the crop that would).
     """
     paths = tuple(Path(p) for p in opts.inputs)
+    images: list[bool] = []  # which of (hr, lr) came from an image file: its bit depth gave its scale already
     if len(paths) == 1:
         path = paths[0]
         if path.suffix.lower() in (".h5", ".hdf5"):
@@ -476,6 +492,7 @@ def load_scene(opts: InferOptions, *, n_msi_bands: int = 3, n_bands: int = 31) -
     elif len(paths) == 2:
         pair = []
         for path in paths:
+            images.append(path.suffix.lower() in IMAGE_SUFFIXES)
             arrays = _arrays(path)
             if len(arrays) != 1:
                 key = _pick(arrays, HR_KEYS + LR_KEYS)
@@ -488,11 +505,189 @@ def load_scene(opts: InferOptions, *, n_msi_bands: int = 3, n_bands: int = 31) -
         if _has_bands(hr, n_bands) and not _has_bands(hr, n_msi_bands) and _has_bands(lr, n_msi_bands):
             log.info("%s holds %d bands: taking it as the LR-HSI", paths[0].name, n_bands)
             hr, lr = lr, hr
+            images.reverse()
     else:
         raise InputError(f"give one scene file or two files (HR-MSI, LR-HSI), got {len(paths)}")
     hr = _select(_to_chw(np.asarray(hr), n_msi_bands, opts.layout, "hr_msi"), opts.index, "hr_msi")
     lr = _select(_to_chw(np.asarray(lr), n_bands, opts.layout, "lr_hsi"), opts.index, "lr_hsi")
-    return _fit_pair(hr, lr, opts, " + ".join(str(p) for p in paths))
+    where = " + ".join(str(p) for p in paths)
+    scale = InputScale.parse(opts.input_scale)
+    images = images or [False, False]
+    hr = apply_input_scale(hr, f"{where}: hr_msi", InputScale() if images[0] else scale)
+    lr = apply_input_scale(lr, f"{where}: lr_hsi", InputScale() if images[1] else scale)
+    return replace(_fit_pair(hr, lr, opts, where), input_scale=scale.record())
+
+
+# ------------------------------------------------------------------------------------------ memory plan
+@dataclass(frozen=True)
+class DeclaredScene:
+    """What a scene's files declare (headers only, nothing read): the work a command will hold.
+
+    Attributes:
+        batch: scenes fused together (all items of a multi-scene file, or 1 with ``index``).
+        height, width: HR size; ``lr_height``, ``lr_width``: LR-HSI size.
+        read_bytes: transient bytes of reading (as stored plus the float32 copy; a community file: one item
+            and its degradation at a time).
+        held_factor: copies of the inputs held at once while reading (2 for a community file: the items read
+            and their stack).
+        what: the files and shapes, for messages.
+    """
+
+    batch: int
+    height: int
+    width: int
+    lr_height: int
+    lr_width: int
+    read_bytes: int
+    held_factor: int
+    what: str
+
+
+def _declared_arrays(path: Path) -> Optional[dict[str, tuple[tuple[int, ...], Any]]]:
+    """name -> (shape, dtype) as ``.npy``/``.npz``/``.h5`` headers declare them; None for other formats."""
+    import zipfile
+
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npy":
+            with open(path, "rb") as fh:
+                return {path.stem: npy_header(fh)}
+        if suffix == ".npz":
+            headers = {}
+            with zipfile.ZipFile(path) as zf:
+                for info in zf.infolist():
+                    if info.filename.endswith(".npy"):
+                        with zf.open(info) as fh:
+                            headers[info.filename[:-4]] = npy_header(fh)
+            return headers
+        if suffix in (".h5", ".hdf5"):
+            h5py = require("h5py")
+            with h5py.File(path, "r") as f:
+                return {k: (tuple(f[k].shape), f[k].dtype) for k in f.keys() if isinstance(f[k], h5py.Dataset)}
+    except Exception:  # unreadable headers: the readers say so, with their own messages
+        return None
+    return None
+
+
+def _spatial(shape: tuple[int, ...], bands: int, layout: str) -> Optional[tuple[int, int, int]]:
+    """``(batch, H, W)`` of a declared ``[.., C, H, W]`` (or channels-last) shape; None when it is not one."""
+    if len(shape) < 2:
+        return None
+    if len(shape) >= 3 and (layout == "hwc" or (layout == "auto" and shape[-1] == bands and shape[-3] != bands)):
+        lead, (h, w) = shape[:-3], shape[-3:-1]
+    elif len(shape) >= 3:
+        lead, (h, w) = shape[:-3], shape[-2:]
+    else:
+        lead, (h, w) = (), shape
+    batch = 1
+    for d in lead:
+        batch *= int(d)
+    return batch, int(h), int(w)
+
+
+def declared_scene(opts: InferOptions, *, n_msi_bands: int = 3, n_bands: int = 31) -> Optional[DeclaredScene]:
+    """The scene ``opts.inputs`` declare, from headers only (``.npz``, ``.npy``, ``.h5`` in both layouts);
+    None where a format declares nothing readable here (``.mat``, images: their readers check each read)."""
+    paths = tuple(Path(p) for p in opts.inputs)
+    if not all(p.is_file() for p in paths):
+        return None
+    arrays: dict[str, tuple[tuple[int, ...], Any]] = {}
+    singles = []
+    for path in paths:
+        found = _declared_arrays(path)
+        if found is None:
+            return None
+        if len(paths) == 2 and len(found) == 1:  # a pair: one array per file
+            singles.append(next(iter(found.values())))
+        else:
+            arrays.update(found)
+    if len(singles) == 2:  # which is which: the larger image is the HR-MSI (as load_scene decides by bands)
+        sizes = [_spatial(tuple(int(d) for d in s[0]), b, opts.layout) for s, b in zip(singles, (n_msi_bands, n_bands))]
+        big = 0 if not all(sizes) or sizes[0][1] * sizes[0][2] >= sizes[1][1] * sizes[1][2] else 1
+        arrays.update({"hr_msi": singles[big], "lr_hsi": singles[1 - big]})
+    where = " + ".join(str(p) for p in paths)
+    gt_key, rgb_key = _pick(arrays, GT_KEYS), _pick(arrays, HR_KEYS)
+    ours = _pick(arrays, HR_KEYS[:1]) and _pick(arrays, LR_KEYS[:1])
+    if len(paths) == 1 and paths[0].suffix.lower() in (".h5", ".hdf5") and gt_key and not ours \
+            and opts.lr_from != "file":  # community: items read one at a time, LR-HSI made from GT
+        shape = tuple(int(d) for d in arrays[gt_key][0])
+        if len(shape) not in (3, 4):
+            return None
+        n = shape[0] if len(shape) == 4 else 1
+        height, width = shape[-2:]
+        ratio = opts.ratio or 4
+        batch = 1 if opts.index is not None else n
+        item = array_bytes((n_bands + n_msi_bands, height, width), 4)
+        return DeclaredScene(batch, height, width, height // ratio, width // ratio, read_bytes=3 * item,
+                             held_factor=2, what=f"{where}: {batch} item(s) of {height}x{width} (GT {shape})")
+    hr_key, lr_key = _pick(arrays, HR_KEYS), _pick(arrays, LR_KEYS)
+    if hr_key is None or lr_key is None:
+        return None
+    hr = _spatial(tuple(int(d) for d in arrays[hr_key][0]), n_msi_bands, opts.layout)
+    lr = _spatial(tuple(int(d) for d in arrays[lr_key][0]), n_bands, opts.layout)
+    if hr is None or lr is None:
+        return None
+    read = 0
+    for shape, dtype in (arrays[hr_key], arrays[lr_key]):
+        try:
+            itemsize = max(int(np.dtype(dtype).itemsize), 1)
+        except TypeError:
+            itemsize = 8
+        read += array_bytes(shape, itemsize) + array_bytes(shape, 4)
+    batch = 1 if opts.index is not None else hr[0]
+    if opts.index is not None and hr[0] > 1 and paths[0].suffix.lower() in (".h5", ".hdf5"):
+        read //= hr[0]  # one item's slice (lso batch reads only it; lso infer's whole read is checked as it reads)
+    return DeclaredScene(batch, hr[1], hr[2], lr[1], lr[2], read_bytes=read, held_factor=1,
+                         what=f"{where}: {hr_key} {tuple(arrays[hr_key][0])}, {lr_key} {tuple(arrays[lr_key][0])}")
+
+
+def work_bytes(scene: DeclaredScene, config: Any, *, tiled: bool, fuse_on_host: bool = True,
+               clamp: bool = False) -> int:
+    """Peak host bytes of a command's whole work on ``scene``: the larger of reading (inputs held plus the read
+    in flight) and fusing (inputs held, the fusion's working memory and its float32 output, unless tiled:
+    the tiles are sized to fit the budget by :func:`lso.runtime.fuse_tiled`, the output is memory-mapped)."""
+    held = array_bytes((scene.batch, config.n_msi_bands, scene.height, scene.width), 4) \
+        + array_bytes((scene.batch, config.n_bands, scene.lr_height, scene.lr_width), 4)
+    reading = held * scene.held_factor + scene.read_bytes
+    output = array_bytes((scene.batch, config.n_bands, scene.height, scene.width), 4)
+    fusing = held
+    if not tiled:
+        fusing += output * (2 if clamp else 1)
+        if fuse_on_host:
+            fusing += fusion_bytes(config, scene.batch, scene.height, scene.width)
+    elif clamp:
+        fusing += output
+    return max(reading, fusing)
+
+
+def check_work_memory(opts: InferOptions, runner: Any, *, tiled: Optional[bool] = None,
+                      memory_budget: Any = None) -> Optional[int]:
+    """Refuse (InputError) before anything is read when the whole work ``opts`` asks for (every item of the
+    file, read, held and fused) would not fit the memory budget; returns the estimate (None: not declared).
+
+    Args:
+        opts: the inputs, ``index``, ``ratio``, ``layout``, ``tile``, ``clamp`` and ``memory_budget``.
+        runner: the active runner (its configuration and bands).
+        tiled: the fusion will be tiled to fit (default: ``opts.tile`` given).
+        memory_budget: the budget (default ``opts.memory_budget``, then :mod:`lso.memory`'s).
+    """
+    from lso.config import LSOConfig
+
+    tiled = bool(opts.tile) if tiled is None else tiled
+    memory_budget = opts.memory_budget if memory_budget is None else memory_budget
+
+    scene = declared_scene(opts, n_msi_bands=runner.n_msi_bands, n_bands=runner.n_bands)
+    if scene is None:
+        return None
+    config = runner.config or LSOConfig(n_bands=runner.n_bands, n_msi_bands=runner.n_msi_bands)
+    memory_device = getattr(runner, "_memory_device", None)
+    on_host = memory_device is None or memory_device() == "cpu"
+    need = work_bytes(scene, config, tiled=tiled, fuse_on_host=on_host, clamp=opts.clamp)
+    how = "in tiles" if tiled else "in one piece"
+    check_bytes(need, f"{scene.what} (as declared; {scene.batch} scene(s) read, held and fused {how})",
+                memory_budget=memory_budget,
+                fix="fuse one scene at a time (--index I), in tiles (--tile 256), or split the file")
+    return need
 
 
 # ------------------------------------------------------------------------------------------ writing
@@ -713,7 +908,8 @@ def _infer_locked(opts: InferOptions, out: Path) -> InferResult:
         options["threads"] = opts.threads
     runner = load(opts.artifact, device=opts.device, memory_budget=opts.memory_budget, config=opts.config, **options)
     start = time.perf_counter()
-    with runner:
+    with runner:  # active: its configuration is known
+        check_work_memory(opts, runner)  # every item of the file, from declared sizes, before any is read
         scene = load_scene(opts, n_msi_bands=runner.n_msi_bands, n_bands=runner.n_bands)
         hr, lr = scene.hr_msi, scene.lr_hsi
         if out.suffix.lower() == ".mat":
@@ -734,7 +930,8 @@ def _infer_locked(opts: InferOptions, out: Path) -> InferResult:
     wavelengths = np.arange(400, 701, 10) if n_bands == 31 else None
     attrs: dict[str, Any] = {"artifact": str(Path(opts.artifact).name),
                              "inputs": ";".join(Path(p).name for p in opts.inputs),
-                             **scene.crop_attrs(), "clamped": int(opts.clamp)}
+                             **scene.crop_attrs(), "clamped": int(opts.clamp), "input_scale": scene.input_scale}
+    attrs["weights_sha256"] = runner.weights_fingerprint or ""  # provenance: lso.checkpoint.weights_fingerprint
     if wavelengths is not None:
         attrs["wavelengths_nm"] = wavelengths
     _write_output(out, hsi, attrs)

@@ -20,7 +20,9 @@ and how to fix it:
 7. Values: NaN/Inf are rejected, naming the input and the counts. Values far outside [0, 1] are
    warned about (:class:`InputRangeWarning`), not rejected: the bound is ``[RANGE_LOW, RANGE_HIGH]``
    = ``[-0.5, 1.5]``, loose enough for reflectance that overshoots a little (specular highlights,
-   noise, calibration offsets) and tight enough to catch unscaled 8/12/16-bit data.
+   noise, calibration offsets) and tight enough to catch unscaled 8/12/16-bit data. Files and server
+   requests are checked before they get here, with one policy that makes such values an error
+   (:mod:`lso.data.value_range`); this warning is for arrays handed to a runner directly.
 
 Validation never copies a numpy array or tensor that is already 4-D (or 3-D: a view adds the
 batch axis); dtype conversion is left to the runner.
@@ -35,6 +37,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from lso.data.value_range import RANGE_HIGH, RANGE_LOW, InputRangeWarning  # one bound, one class for all checks
 from lso.errors import InputError
 from lso.io_spec import HR_MSI, LR_HSI, infer_ratio
 
@@ -42,14 +45,8 @@ __all__ = ["FuseInputs", "InputRangeWarning", "RANGE_LOW", "RANGE_HIGH", "ACCEPT
            "check_shapes", "check_dtype", "check_values", "scan_values", "normalize_extent", "as_tensor",
            "restore_output", "check_out", "check_memory"]
 
-RANGE_LOW = -0.5
-RANGE_HIGH = 1.5
 ACCEPTED_DTYPES = (torch.float16, torch.float32, torch.float64)
 _NUMPY_FLOATS = (np.float16, np.float32, np.float64)
-
-
-class InputRangeWarning(UserWarning):
-    """Input values lie far outside [0, 1] (the bound is ``[RANGE_LOW, RANGE_HIGH]``)."""
 
 
 @dataclass

@@ -108,6 +108,8 @@ class BatchOptions:
         num_cpus: CPUs of the local Ray (default: all of this machine's).
         resume: skip scenes already fused by this artifact.
         progress: progress bar.
+        input_scale: scale of the input values (``--input-scale``; :mod:`lso.data.value_range`), recorded in
+            every output and record as ``input_scale``.
     """
 
     artifact: Path
@@ -130,6 +132,7 @@ class BatchOptions:
     num_cpus: Optional[int] = None
     resume: bool = True
     progress: bool = True
+    input_scale: Any = None
 
 
 @dataclass(frozen=True)
@@ -244,11 +247,17 @@ def _read_gt_whole(ref: SceneRef) -> Optional[np.ndarray]:
     return None
 
 
-def _read_inputs(ref: SceneRef, ratio: int, n_msi_bands: int, n_bands: int, crop: bool = False) -> Any:
-    """The scene as :func:`lso.runtime.infer.load_scene` reads it (a ``Scene``: arrays and the crop taken)."""
+def _read_inputs(ref: SceneRef, ratio: int, n_msi_bands: int, n_bands: int, crop: bool = False,
+                 input_scale: Any = None) -> Any:
+    """The scene as :func:`lso.runtime.infer.load_scene` reads it (a ``Scene``: arrays, the crop taken, the input
+    scale applied; the value policy of :mod:`lso.data.value_range`)."""
+    from dataclasses import replace as _replace
+
+    from lso.data.value_range import InputScale, apply_input_scale
     from lso.runtime.infer import HR_KEYS, LR_KEYS, InferOptions, _fit_pair, _h5_keys, _pick, _to_chw, load_scene
 
-    opts = InferOptions(artifact=Path(), inputs=(ref.path,), out=Path(), index=ref.index, ratio=ratio, crop=crop)
+    opts = InferOptions(artifact=Path(), inputs=(ref.path,), out=Path(), index=ref.index, ratio=ratio, crop=crop,
+                        input_scale=input_scale)
     if ref.path.suffix.lower() in _H5 and ref.index is not None:
         keys = _h5_keys(ref.path)
         hr_key, lr_key = _pick(keys, HR_KEYS[:1]), _pick(keys, LR_KEYS[:1])
@@ -256,8 +265,11 @@ def _read_inputs(ref: SceneRef, ratio: int, n_msi_bands: int, n_bands: int, crop
             h5py = require("h5py")
             with h5py.File(ref.path, "r") as f:
                 hr, lr = np.asarray(f[hr_key][ref.index]), np.asarray(f[lr_key][ref.index])
-            return _fit_pair(_to_chw(hr, n_msi_bands, "auto", hr_key), _to_chw(lr, n_bands, "auto", lr_key), opts,
-                             f"{ref.path}[{ref.index}]")
+            scale = InputScale.parse(input_scale)
+            where = f"{ref.path}[{ref.index}]"
+            hr = apply_input_scale(_to_chw(hr, n_msi_bands, "auto", hr_key), f"{where}: {hr_key}", scale)
+            lr = apply_input_scale(_to_chw(lr, n_bands, "auto", lr_key), f"{where}: {lr_key}", scale)
+            return _replace(_fit_pair(hr, lr, opts, where), input_scale=scale.record())
     return load_scene(opts, n_msi_bands=n_msi_bands, n_bands=n_bands)
 
 
@@ -325,6 +337,18 @@ def _fuse(runner: Any, ref: SceneRef, hr: np.ndarray, lr: np.ndarray, opts: Batc
     return hsi, max(cores) if cores else tile, len(cores)
 
 
+def _check_scene_memory(runner: Any, ref: SceneRef, opts: BatchOptions, budget: Optional[int]) -> None:
+    """InputError before a scene is read when what its files declare (every item it holds, read, held and
+    fused; tiled when the artifact can be) would not fit ``budget`` (:func:`lso.runtime.infer.check_work_memory`)."""
+    if budget is None:  # a GPU actor without an explicit budget: activations are not in host memory
+        return
+    from lso.runtime.infer import InferOptions, check_work_memory
+
+    read = InferOptions(artifact=Path(), inputs=(ref.path,), out=Path(), index=ref.index, ratio=opts.ratio,
+                        tile=opts.tile)
+    check_work_memory(read, runner, tiled=bool(opts.tile) or bool(runner.tileable), memory_budget=budget)
+
+
 def fuse_scene(runner: Any, ref: SceneRef, opts: BatchOptions, *, artifact_sha256: str = "",
                memory_budget: Optional[int] = None) -> dict[str, Any]:
     """Read, fuse, score and write one scene; returns its record (``status`` ``ok`` or ``failed``, never raises
@@ -340,7 +364,9 @@ def fuse_scene(runner: Any, ref: SceneRef, opts: BatchOptions, *, artifact_sha25
     start = time.perf_counter()
     try:
         budget = scene_budget(runner, opts) if memory_budget is None else int(memory_budget)
-        scene = _read_inputs(ref, opts.ratio, runner.n_msi_bands, runner.n_bands, crop=opts.crop)
+        _check_scene_memory(runner, ref, opts, budget)  # the whole scene (all its items), before it is read
+        scene = _read_inputs(ref, opts.ratio, runner.n_msi_bands, runner.n_bands, crop=opts.crop,
+                             input_scale=opts.input_scale)
         hr, lr = scene.hr_msi, scene.lr_hsi
         ratio = infer_ratio(hr.shape, lr.shape)
         hsi, tile, tiles = _fuse(runner, ref, hr, lr, opts, budget)
@@ -350,12 +376,13 @@ def fuse_scene(runner: Any, ref: SceneRef, opts: BatchOptions, *, artifact_sha25
         target = output_path(opts.out, ref.scene_id, opts.output_format)
         record = {"scene_id": ref.scene_id, "source": str(ref.path), "index": ref.index, "status": "ok",
                   "output": target.name, "shape": list(hsi.shape), "ratio": ratio,
-                  "crop": scene.crop_attrs()["crop"], "tile": tile,
+                  "crop": scene.crop_attrs()["crop"], "input_scale": scene.input_scale, "tile": tile,
                   "tiles": tiles, "memory_budget": budget, "metrics": metrics, "artifact_sha256": artifact_sha256,
                   "worker": f"{socket.gethostname()}:{os.getpid()}"}
         record["seconds"] = round(time.perf_counter() - start, 3)
         attrs: dict[str, Any] = {"artifact": Path(opts.artifact).name, "source": str(ref.path),
-                                 **scene.crop_attrs(), RECORD_KEY: json.dumps(record)}
+                                 **scene.crop_attrs(), "input_scale": scene.input_scale,
+                                 RECORD_KEY: json.dumps(record)}
         if hsi.shape[-3] == 31:
             attrs["wavelengths_nm"] = np.arange(400, 701, 10)
         _write_output(target, hsi, attrs)
@@ -513,6 +540,9 @@ def run_batch(opts: BatchOptions, *, on_record: Optional[Callable[[dict[str, Any
         raise InputError(f"need at least one actor, got {opts.actors}")
     if opts.memory_budget is not None:
         parse_bytes(opts.memory_budget)  # InputError for a bad --memory-budget, before Ray starts
+    from lso.data.value_range import InputScale
+
+    InputScale.parse(opts.input_scale)  # InputError for a bad --input-scale, before Ray starts
     started = time.perf_counter()
     # absolute paths: actors on other nodes (or in other working directories) resolve them the same way
     opts = replace(opts, out=Path(opts.out).resolve(), artifact=resolve_checkpoint(opts.artifact).resolve())

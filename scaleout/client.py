@@ -16,7 +16,7 @@ from typing import Any, Optional
 import numpy as np
 
 from lso.errors import LSOError
-from lso.scaleout.wire import NPZ, WARNING_HEADER, decode_response, encode_request
+from lso.scaleout.wire import INPUT_SCALE_HEADER, NPZ, WARNING_HEADER, decode_response, encode_request
 
 __all__ = ["RemoteError", "fuse_remote", "server_info"]
 
@@ -39,7 +39,7 @@ def _error_message(exc: urllib.error.HTTPError) -> str:
 
 
 def fuse_remote(url: str, hr_msi: np.ndarray, lr_hsi: np.ndarray, *, media: str = NPZ, timeout: float = 300.0,
-                warnings_out: Optional[list] = None) -> np.ndarray:
+                warnings_out: Optional[list] = None, input_scale: Optional[str] = None) -> np.ndarray:
     """POST one fusion request to ``url`` and return ``hr_hsi``.
 
     Args:
@@ -47,13 +47,17 @@ def fuse_remote(url: str, hr_msi: np.ndarray, lr_hsi: np.ndarray, *, media: str 
         hr_msi, lr_hsi: ``[3, H, W]``/``[31, h, w]`` (or with a batch axis), float in [0, 1].
         media: :data:`~lso.scaleout.wire.NPZ` or :data:`~lso.scaleout.wire.RAW`.
         timeout: seconds to wait for the answer.
-        warnings_out: a list that receives the server's input warnings (e.g. values out of range).
+        warnings_out: a list that receives the server's input warnings (e.g. values that look centred at 0).
+        input_scale: scale of the values (``"8bit"``, ``"16bit"``, a number to divide by; default unit), sent as
+            ``X-LSO-Input-Scale`` (:mod:`lso.data.value_range`).
 
     Raises:
         RemoteError: an error status (``.status`` 4xx/5xx, ``.reason`` the server's message), or no answer
             (``.status`` 0).
     """
     body, headers = encode_request(hr_msi, lr_hsi, media)
+    if input_scale is not None:
+        headers[INPUT_SCALE_HEADER] = str(input_scale)
     request = urllib.request.Request(url, data=body, headers=headers, method="POST")
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:

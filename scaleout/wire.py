@@ -17,7 +17,13 @@ its shape in ``X-LSO-Shape``.
 Errors come back as JSON ``{"error": "<reason>", "status": <code>}``: 400 malformed request (bad
 encoding, shapes that do not match the body), 413 too large (body, pixels or batch over the server's
 limits), 415 unknown ``Content-Type``, 422 content the model cannot take (bands, ratio, NaN/Inf, dtype;
-the runtime's own input checks), 405 wrong method, 503 overloaded. A request is never answered with a
+the runtime's own input checks; values out of range), 405 wrong method, 503 overloaded.
+
+Values: the one value policy of every input format (:mod:`lso.data.value_range`): values outside
+[-0.5, 1.5] are a 422 naming the scale they look like (8-/16-bit counts stored as floats, centred at 0);
+a request header ``X-LSO-Input-Scale: 8bit`` (``unit`` default, ``16bit`` or a number to divide by) converts
+them first, and the response echoes the scale applied in ``X-LSO-Input-Scale``; values in range that look
+centred at 0 are answered with a warning (``X-LSO-Warning``). A request is never answered with a
 500 for anything the client sent.
 
 Example with curl (npz)::
@@ -39,10 +45,11 @@ from typing import Mapping, Optional
 import numpy as np
 
 from lso._io import npy_header
+from lso.data.value_range import InputScale, apply_input_scale
 from lso.errors import InputError
 from lso.io_spec import HR_HSI, HR_MSI, LR_HSI
 
-__all__ = ["NPZ", "RAW", "HR_SHAPE_HEADER", "LR_SHAPE_HEADER", "SHAPE_HEADER", "WARNING_HEADER", "Limits",
+__all__ = ["NPZ", "RAW", "HR_SHAPE_HEADER", "LR_SHAPE_HEADER", "SHAPE_HEADER", "WARNING_HEADER", "INPUT_SCALE_HEADER", "Limits",
            "RequestError", "decode_request", "encode_request", "encode_response", "decode_response", "error_body"]
 
 NPZ = "application/x-npz"
@@ -51,6 +58,7 @@ HR_SHAPE_HEADER = "x-lso-hr-shape"
 LR_SHAPE_HEADER = "x-lso-lr-shape"
 SHAPE_HEADER = "x-lso-shape"
 WARNING_HEADER = "x-lso-warning"
+INPUT_SCALE_HEADER = "x-lso-input-scale"
 _ACCEPTED_NPZ_DTYPES = ("<f2", "<f4", "<f8", ">f2", ">f4", ">f8")
 
 
@@ -164,11 +172,17 @@ def decode_request(body: bytes, content_type: Optional[str], headers: Mapping[st
                    limits: Limits = Limits()) -> tuple[np.ndarray, np.ndarray, str]:
     """``(hr_msi, lr_hsi, media_type)`` from a request (header names in lower case).
 
-    Only the encoding and the limits are checked here; bands, ratio, dtype and values are checked by the
-    runner (:func:`lso.runtime.validation.validate_inputs`).
+    The encoding, the limits and the values (:mod:`lso.data.value_range`, after the scale of the
+    ``X-LSO-Input-Scale`` header) are checked here; bands, ratio and dtype by the runner
+    (:func:`lso.runtime.validation.validate_inputs`).
 
     Raises:
-        RequestError: 400 malformed, 413 over a limit, 415 unknown media type, 422 wrong dtype.
+        RequestError: 400 malformed (or a bad ``X-LSO-Input-Scale``), 413 over a limit, 415 unknown media type,
+            422 wrong dtype.
+        InputError: values the value policy refuses (out of range, another scale, NaN/Inf): answered with 422.
+
+    Warns:
+        InputRangeWarning: values in range that look centred at 0.
     """
     if len(body) > limits.max_request_bytes:
         raise RequestError(413, f"request body has {len(body)} bytes; this server accepts at most "
@@ -182,7 +196,18 @@ def decode_request(body: bytes, content_type: Optional[str], headers: Mapping[st
         raise RequestError(415, f"Content-Type {content_type!r} is not accepted: send {NPZ} (an npz with "
                                 f"{HR_MSI} and {LR_HSI}) or {RAW} (float32 bytes with {HR_SHAPE_HEADER}/"
                                 f"{LR_SHAPE_HEADER} headers)")
+    scale = request_scale(headers)
+    hr = apply_input_scale(hr, HR_MSI, scale)
+    lr = apply_input_scale(lr, LR_HSI, scale)
     return hr, lr, media
+
+
+def request_scale(headers: Mapping[str, str]) -> InputScale:
+    """The scale of a request's values (``X-LSO-Input-Scale``, default unit); RequestError 400 for a bad one."""
+    try:
+        return InputScale.parse(headers.get(INPUT_SCALE_HEADER))
+    except InputError as exc:
+        raise RequestError(400, f"{INPUT_SCALE_HEADER}: {exc}".replace("--input-scale ", "")) from None
 
 
 def encode_request(hr_msi: np.ndarray, lr_hsi: np.ndarray, media: str = NPZ) -> tuple[bytes, dict[str, str]]:

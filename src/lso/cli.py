@@ -278,6 +278,13 @@ def _add_infer(sub) -> None:
              ".plan/.engine/.trt -> TensorRT. Writes OUT, a false-colour OUT.png and, with --envi, OUT.hdr/.img.\n"
              "Nothing is cropped unless --crop is given: sizes that do not fit the ratio are an error naming the\n"
              "crop that would fit.\n"
+def _add_input_scale(p: argparse.ArgumentParser) -> None:
+    """``--input-scale`` (one definition: lso.data.value_range, the value policy of every input format)."""
+    from lso.data.value_range import INPUT_SCALE_HELP
+
+    p.add_argument("--input-scale", metavar="SCALE", help=INPUT_SCALE_HELP)
+
+
              "OUT by suffix: .npz (arrays), .h5 (dataset hr_hsi, the rest as its attributes) or .mat (MATLAB v5,\n"
              "variables). Each holds hr_hsi ([31,H,W] for one scene, [N,31,H,W] for several, channels first;\n"
              "in MATLAB permute(hr_hsi,[2 3 1]) gives H x W x 31), wavelengths_nm, artifact, inputs, crop\n"
@@ -310,6 +317,7 @@ def _add_infer(sub) -> None:
                                            "(default: $LSO_MEMORY_BUDGET or 75%% of physical memory)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+    _add_input_scale(p)
 
 def _infer_options(args):
     from pathlib import Path
@@ -320,7 +328,7 @@ def _infer_options(args):
                         device=args.device, tile=args.tile, overlap=args.overlap, index=args.index, ratio=args.ratio,
                         lr_from=args.lr_from, layout=args.layout, envi=args.envi, preview=args.preview,
                         threads=args.threads, progress=not args.no_progress, memory_budget=args.memory_budget,
-                        crop=args.crop, clamp=args.clamp)
+                        crop=args.crop, clamp=args.clamp, input_scale=args.input_scale)
 
 
 def _run_infer(args) -> int:
@@ -528,6 +536,7 @@ def _add_batch(sub) -> None:
 
 def _run_batch(args) -> int:
     from pathlib import Path
+    _add_input_scale(p)
 
     from lso.scaleout.batch import BatchOptions, run_batch
 
@@ -537,7 +546,8 @@ def _run_batch(args) -> int:
                         threads=args.threads, device=args.device, tile=args.tile,
                         auto_tile_pixels=args.auto_tile_pixels, memory_budget=args.memory_budget,
                         ratio=args.ratio, crop=args.crop, address=args.address,
-                        num_cpus=args.num_cpus, resume=args.resume, progress=not args.no_progress)
+                        num_cpus=args.num_cpus, resume=args.resume, progress=not args.no_progress,
+                        input_scale=args.input_scale)
     report = run_batch(opts)
     print(f"{report.total} scene(s): {report.ok} fused, {report.skipped} already done, {report.failed} failed "
           f"in {report.seconds:.1f} s -> {report.manifest}")

@@ -67,10 +67,14 @@ def _check_range(arr: np.ndarray, where: str) -> np.ndarray:
             found = "NaN or infinite values"
         else:
             found = f"values in [{lo:.6g}, {hi:.6g}]"
+        hint = "rescale it to [0, 1] (e.g. divide by its maximum) or regenerate the file"
+        if np.isfinite(lo) and np.isfinite(hi):  # the scale the values look like (lso.data.value_range's words)
+            from lso.data.value_range import _suggest
+
+            hint = _suggest(lo, hi, float(np.count_nonzero(arr < 0)) / max(arr.size, 1))
         raise InputError(
-            f"{where}: found {found}, expected floats in [0, 1] (tolerance {RANGE_TOLERANCE:g}); the data "
-            f"is not normalised or is damaged: rescale it to [0, 1] (e.g. divide by its "
-            f"maximum) or regenerate the file"
+            f"{where}: found {found}, expected floats in [0, 1] (tolerance {RANGE_TOLERANCE:g}; values outside "
+            f"[-0.5, 1.5] are refused in every format); the data is not normalised or is damaged: {hint}"
         )
     if lo < 0.0 or hi > 1.0:
         np.clip(arr, 0.0, 1.0, out=arr)
@@ -263,9 +267,15 @@ class H5Dataset:
     closes the file again. The value range is checked per item on access; values within
     :data:`RANGE_TOLERANCE` of [0, 1] are clipped to it.
 
+    Values pass the one value policy of every input (:func:`lso.data.value_range.apply_input_scale`: 8-/16-bit
+    counts or images centred at 0 are an error naming that scale; ``input_scale`` converts them) and then this
+    format's own promise, floats in [0, 1] within :data:`RANGE_TOLERANCE`.
+
     Args:
         path: the ``.h5`` file.
         load_all: read both arrays into memory at construction (and check every item's range then).
+        input_scale: scale of the stored values (``"unit"`` (default), ``"8bit"``, ``"16bit"`` or a number to
+            divide by; :class:`~lso.data.value_range.InputScale`); integer datasets need one.
 
     Raises:
         ArtifactError: the file is missing, not HDF5, truncated or corrupt (also on item reads).
@@ -275,9 +285,12 @@ class H5Dataset:
     gt_key = "GT"
     rgb_key = "RGB"
 
-    def __init__(self, path: str | os.PathLike[str], *, load_all: bool = False) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, load_all: bool = False, input_scale: Any = None) -> None:
+        from lso.data.value_range import InputScale
+
         self.path = Path(path)
         self.load_all = load_all
+        self.input_scale = InputScale.parse(input_scale)
         self._file: Any = None
         self._pid: int | None = None
         self._memory: dict[str, np.ndarray] | None = None
@@ -294,7 +307,7 @@ class H5Dataset:
         if self._memory is not None:
             for key, arr in self._memory.items():
                 for i in range(self._n):
-                    _check_range(arr[i], f"{self.path}: '{key}'[{i}]")
+                    arr[i] = self._check(arr[i], f"{self.path}: '{key}'[{i}]")
         logger.debug(
             "H5Dataset %s: %d items of %d×%d (load_all=%s)", self.path, self._n, *self._size, load_all
         )
@@ -319,10 +332,10 @@ class H5Dataset:
                 raise InputError(f"{self.path}: '{key}' has shape {dset.shape}, expected (N, {bands}, H, W) "
                                  f"(N×C×H×W with C = {bands}) or one scene ({bands}, H, W); "
                                  + _shape_fix(tuple(dset.shape), bands))
-            if dset.dtype.kind != "f":
+            if dset.dtype.kind != "f" and not (dset.dtype.kind in "iu" and not self.input_scale.is_unit):
                 raise InputError(
                     f"{self.path}: '{key}' has dtype {dset.dtype}, expected floats in [0, 1]; convert the "
-                    f"data to float32 and rescale it to [0, 1]"
+                    f"data to float32 and rescale it to [0, 1], or give its scale (--input-scale 8bit/16bit/N)"
                 )
             shapes[key] = shape
         gt, rgb = shapes[self.gt_key], shapes[self.rgb_key]
@@ -355,6 +368,13 @@ class H5Dataset:
                 f"download or generate it again"
             ) from exc
         return np.asarray(data, dtype=np.float32)
+
+    def _check(self, arr: np.ndarray, where: str) -> np.ndarray:
+        """The one value policy (scale applied), then this format's [0, 1] promise (tiny overshoots clipped)."""
+        from lso.data.value_range import apply_input_scale
+
+        arr = apply_input_scale(arr, where, self.input_scale)  # _read made it float32: integers divided here too
+        return _check_range(np.asarray(arr, dtype=np.float32), where)
 
     def _handle(self) -> Any:
         pid = os.getpid()
@@ -391,7 +411,7 @@ class H5Dataset:
             if self._memory is not None:
                 out[name] = self._memory[key][i].copy()
             else:
-                out[name] = _check_range(self._read(self._handle(), key, i), f"{self.path}: '{key}'[{i}]")
+                out[name] = self._check(self._read(self._handle(), key, i), f"{self.path}: '{key}'[{i}]")
         return out
 
     def close(self) -> None:
