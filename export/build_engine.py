@@ -384,6 +384,17 @@ def _build(trt: Any, compat: BuilderCompat, onnx_path: Path, options: BuildOptio
     return plan_bytes, json.loads(info)
 
 
+def _graph_weights_fingerprint(onnx_path: Path) -> Optional[str]:
+    """The weights' fingerprint the graph records (None: exported before fingerprints were recorded)."""
+    from lso.checkpoint import weights_fingerprint
+
+    try:
+        return weights_fingerprint(onnx_path)
+    except ArtifactError as exc:
+        log.warning("%s; the plan's sidecar records no weights fingerprint", exc)
+        return None
+
+
 def plan_sidecar(onnx_path: PathLike, out: PathLike, options: BuildOptions, *, precision: str, tensorrt_version: str,
                  gpu: Mapping[str, Any], layers: Mapping[str, Any], build_seconds: float) -> dict[str, Any]:
     """The sidecar of a plan (``write_sidecar`` adds the plan's sha256). Keys read by
@@ -411,6 +422,7 @@ def plan_sidecar(onnx_path: PathLike, out: PathLike, options: BuildOptions, *, p
         "timing_cache": str(options.timing_cache) if options.timing_cache else None,
         "profiles": [p.to_dict() for p in options.profiles],
         "config": source_side.get("config"),
+        "weights_sha256": _graph_weights_fingerprint(onnx_path),
         "source": {"path": str(onnx_path), "sha256": sha256_file(onnx_path),
                    "precision": source_side.get("precision"), "flavour": source_side.get("flavour"),
                    "variant": read_variant(onnx_path).name},

@@ -9,7 +9,11 @@ What the file is:
   table (:mod:`lso.export.lint`), constants folded with onnxslim;
 - all weights inside the ``.onnx`` (no external ``.data`` file), written atomically: the graph is
   written under a temporary name, checked against PyTorch with ONNX Runtime (:mod:`lso.export.parity`)
-  and only then renamed, so a failed or interrupted export leaves no file behind.
+  and only then renamed, so a failed or interrupted export leaves no file behind;
+- provenance: the fingerprint of the weights it was exported from (:func:`lso.checkpoint.weights_fingerprint`,
+  the same function a checkpoint file gives it with) in ``metadata_props`` (``lso.weights_sha256``, and the
+  checkpoint file's sha256 as ``lso.source_sha256``) and in the sidecar (``weights_sha256``, ``source``);
+  ``Runner.weights_fingerprint`` reports it.
 
 How: ``torch.export`` (non-strict) with the dynamic shapes of ``io_spec`` captures the model; any
 guard or specialisation on a size is an error here, never silently accepted (``torch.onnx.export``
@@ -34,6 +38,7 @@ from typing import Any, Mapping, Optional, Sequence, Union
 from lso import io_spec
 from lso._deps import require
 from lso._io import atomic_path, check_writable_target, sha256_file, sidecar_path, write_sidecar
+from lso.checkpoint import WEIGHTS_FINGERPRINT_KEY
 from lso.config import LSOConfig
 from lso.errors import ExportError
 
@@ -57,15 +62,19 @@ PathLike = Union[str, os.PathLike]
 
 # ------------------------------------------------------------------------------------------ the model
 def _resolve_model(source, config: Union[LSOConfig, Mapping[str, Any], None]) -> tuple[Any, dict]:
-    """``(model, description of its source)`` from an LSO model, a checkpoint path (or ``@demo``), or None (demo)."""
-    from lso.checkpoint import load_checkpoint
+    """``(model, description of its source)`` from an LSO model, a checkpoint path (or ``@demo``), or None (demo).
+
+    The description holds the checkpoint file's sha256 (a model: of its state dict) and the weights' fingerprint
+    (:func:`lso.checkpoint.weights_fingerprint`, the same for the checkpoint file and the graph).
+    """
+    from lso.checkpoint import load_checkpoint, weights_fingerprint
     from lso.model import LSO
     from lso.weights import is_demo_name
 
     if isinstance(source, LSO):
         if config is not None:
             raise ExportError("config= applies to checkpoint files only; the given model already has one")
-        return source, {"kind": "model", "sha256": _state_sha256(source)}
+        return source, {"kind": "model", "sha256": _state_sha256(source), "weights_sha256": weights_fingerprint(source)}
     if source is None or is_demo_name(source):
         from lso.weights import demo_checkpoint
 
@@ -76,7 +85,23 @@ def _resolve_model(source, config: Union[LSOConfig, Mapping[str, Any], None]) ->
     else:
         raise ExportError(f"export_onnx takes an LSO model or a checkpoint path, got {type(source).__name__}")
     model = load_checkpoint(path, config)  # ArtifactError: missing, corrupt, or not fitting the config
-    return model, {"kind": kind, "path": str(path), "sha256": sha256_file(path)}
+    return model, {"kind": kind, "path": str(path), "sha256": sha256_file(path),
+                   "weights_sha256": weights_fingerprint(model)}
+
+
+def _record_source(proto: Any, source: Mapping[str, Any]) -> None:
+    """Put the weights' fingerprint (and the checkpoint file's sha256) in the graph's ``metadata_props``."""
+    from lso.checkpoint import WEIGHTS_FINGERPRINT_KEY
+
+    values = {"lso." + WEIGHTS_FINGERPRINT_KEY: source["weights_sha256"]}
+    if source.get("path"):
+        values["lso.source_sha256"] = source["sha256"]
+    for prop in list(proto.metadata_props):
+        if prop.key in values:
+            proto.metadata_props.remove(prop)
+    for key, value in values.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
 
 
 def _state_sha256(model) -> str:
@@ -303,6 +328,7 @@ def export_onnx(
                                            align_channels=align_channels)
         if not cpu_passes:  # the CPU passes have marked the graph 'cpu' themselves
             set_variant(proto, target)
+        _record_source(proto, source)
         variant = read_variant(proto)
         export_s = time.perf_counter() - t_start
         log.info("exported in %.1f s: %d nodes", export_s, len(proto.graph.node))
@@ -330,6 +356,7 @@ def export_onnx(
         "passes": list(variant.passes),
         "tileable": tileable,
         "source": source,
+        WEIGHTS_FINGERPRINT_KEY: source["weights_sha256"],
         "inputs": [_spec_dict(s) for s in inputs],
         "outputs": [_spec_dict(s) for s in outputs],
         "dynamic_axes": {k: {str(a): v for a, v in d.items()} for k, d in axes.items()},

@@ -72,6 +72,7 @@ class Runner(abc.ABC):
         self._inflight = 0
         self._closing = False
         self._call_lock = threading.RLock()  # held around each call by runners with concurrent = False
+        self._weights_sha256: Optional[str] = None  # set by subclasses once known (see weights_fingerprint)
 
     # ----------------------------------------------------------------------------- lifecycle
     def __enter__(self) -> "Runner":
@@ -160,6 +161,18 @@ class Runner(abc.ABC):
     def tileable(self) -> bool:
         """True if the model takes the ``extent`` input (exact tiled fusion, :func:`lso.runtime.fuse_tiled`)."""
         return EXTENT in self.input_names
+
+    @property
+    def weights_fingerprint(self) -> Optional[str]:
+        """The fingerprint of the weights this runner computes with (:func:`lso.checkpoint.weights_fingerprint`).
+
+        Compare it with ``weights_fingerprint("model.safetensors")`` (or ``lso info --checkpoint X``) to check
+        that a graph or plan comes from a given checkpoint. A checkpoint's is known once the runner is active; a
+        graph's or plan's is what its metadata or sidecar records (checked against the file's sha256 when it
+        has a sidecar); None for an artifact that records none (exported before fingerprints, a plain
+        ``trtexec`` plan).
+        """
+        return self._weights_sha256
 
     @property
     def profile(self) -> Optional[ShapeProfile]:
@@ -297,7 +310,8 @@ class Runner(abc.ABC):
 
     def __repr__(self) -> str:
         state = "active" if self._active else "inactive"
-        return f"{type(self).__name__}({self._describe()}, {state})"
+        weights = f", weights {self._weights_sha256[:12]}" if self._weights_sha256 else ""
+        return f"{type(self).__name__}({self._describe()}{weights}, {state})"
 
     def _describe(self) -> str:
         return ""

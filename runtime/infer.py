@@ -932,6 +932,7 @@ def _infer_locked(opts: InferOptions, out: Path) -> InferResult:
                              "inputs": ";".join(Path(p).name for p in opts.inputs),
                              **scene.crop_attrs(), "clamped": int(opts.clamp), "input_scale": scene.input_scale}
     attrs["weights_sha256"] = runner.weights_fingerprint or ""  # provenance: lso.checkpoint.weights_fingerprint
+    attrs["weights_sha256"] = runner.weights_fingerprint or ""  # provenance: lso.checkpoint.weights_fingerprint
     if wavelengths is not None:
         attrs["wavelengths_nm"] = wavelengths
     _write_output(out, hsi, attrs)

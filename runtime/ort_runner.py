@@ -256,7 +256,24 @@ class OrtRunner(Runner):
         self._out_type = _ORT_TYPES.get(outputs[0].type, np.float32)
         self._session, self._specs, self._types = session, tuple(specs), types
         self._cuda = "CUDAExecutionProvider" in session.get_providers()
+        self._weights_sha256 = self._recorded_fingerprint(session, sidecar)
         log.info("ONNX Runtime %s: %s on %s", ort.__version__, self._path.name, session.get_providers())
+
+    def _recorded_fingerprint(self, session: Any, sidecar: Optional[dict]) -> Optional[str]:
+        """The weights' fingerprint the graph's metadata (else its sidecar) records; None if neither does."""
+        from lso.checkpoint import WEIGHTS_FINGERPRINT_KEY
+
+        try:
+            props = dict(session.get_modelmeta().custom_metadata_map or {})
+        except (RuntimeError, UnicodeDecodeError, ValueError):
+            props = {}
+        found = {where: value for where, value in (("graph metadata", props.get("lso." + WEIGHTS_FINGERPRINT_KEY)),
+                                                   ("sidecar", (sidecar or {}).get(WEIGHTS_FINGERPRINT_KEY)))
+                 if isinstance(value, str) and value}
+        if len(set(found.values())) > 1:
+            raise ArtifactError(f"{self._path}: its graph metadata and its sidecar record different weight "
+                                f"fingerprints ({found}); one of them was edited: re-export it")
+        return next(iter(found.values()), None)
 
     def _deactivate(self) -> None:
         self._session = None

@@ -188,7 +188,10 @@ def read_plan(path: Any, *, verify: bool = True) -> tuple[bytes, Optional[dict]]
         raise ArtifactError(f"cannot read {path}: {exc}") from exc
     if not plan:
         raise ArtifactError(f"{path} is empty (0 bytes): an interrupted build or copy; rebuild it (lso build)")
-    if verify and sidecar and sidecar.get("sha256"):
+    if verify and sidecar is not None:
+        if not (isinstance(sidecar.get("sha256"), str) and sidecar["sha256"]):
+            raise ArtifactError(f"sidecar {sidecar_path(path).name} records no sha256 of {path.name}, so it cannot "
+                                f"vouch for the plan: rebuild it (lso build), or delete the sidecar")
         actual = hashlib.sha256(plan).hexdigest()
         if actual != sidecar["sha256"]:
             raise ArtifactError(f"{path} does not match its sidecar {sidecar_path(path).name}: sha256 {actual[:12]}… "
@@ -329,6 +332,8 @@ class TrtRunner(Runner):
 
     def _activate(self) -> None:
         plan, sidecar = read_plan(self._path, verify=self._verify)  # file checks first: no GPU or TensorRT needed
+        recorded = (sidecar or {}).get("weights_sha256")  # lso build copies it from the graph
+        self._weights_sha256 = recorded if isinstance(recorded, str) and recorded else None
         dev = require_cuda(self._device_arg)  # before anything touches TensorRT
         trt = import_tensorrt()
         if sidecar is None:

@@ -166,7 +166,15 @@ def write_sidecar(artifact: PathLike, info: dict[str, Any]) -> Path:
 
 
 def read_sidecar(artifact: PathLike, *, verify: bool = True) -> dict[str, Any] | None:
-    """Read ``<artifact>.json`` if it exists (None otherwise); with ``verify`` check the sha256."""
+    """Read ``<artifact>.json`` if it exists (None otherwise); with ``verify`` check the sha256.
+
+    A sidecar exists to pin its artifact: one without a ``sha256`` string (``{}`` included) is refused with
+    ``verify``, never taken as a pass.
+
+    Raises:
+        ArtifactError: an unreadable sidecar, one without its ``sha256`` (with ``verify``), or an artifact that
+            does not match it.
+    """
     side = sidecar_path(artifact)
     if not side.exists():
         return None
@@ -178,7 +186,11 @@ def read_sidecar(artifact: PathLike, *, verify: bool = True) -> dict[str, Any] |
         raise ArtifactError(f"sidecar {side} is unreadable or not JSON ({exc}); delete it or re-export") from exc
     if not isinstance(data, dict):
         raise ArtifactError(f"sidecar {side} holds a JSON {type(data).__name__}, not an object; delete it or re-export")
-    if verify and data.get("sha256"):
+    if verify and not (isinstance(data.get("sha256"), str) and data["sha256"]):
+        raise ArtifactError(
+            f"sidecar {side} records no sha256 of {Path(artifact).name} (keys: {sorted(data)[:8]}), so it cannot "
+            f"vouch for it: delete the sidecar, or pin the file again with lso._io.write_sidecar (or re-export it)")
+    if verify:
         actual = sha256_file(artifact)
         if actual != data["sha256"]:
             raise ArtifactError(

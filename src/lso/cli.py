@@ -68,8 +68,9 @@ def _config_arg(args: argparse.Namespace):
 def _add_info(sub) -> None:
     p = _sub(sub, "info", "Show versions, optional dependencies and the model configuration.")
     p.add_argument("--checkpoint", help=f"checkpoint to describe: {CHECKPOINT_HELP}; prints the configuration it "
-                                        f"will be built with and where each field comes from (default: the paper "
-                                        f"configuration)")
+                                        f"will be built with, where each field comes from and the weights' "
+                                        f"fingerprint (weights_sha256, the one an exported graph records; default: "
+                                        f"the paper configuration)")
     _add_config(p)
 
 
@@ -82,7 +83,7 @@ def _run_info(args) -> int:
     from lso._deps import available
     from lso.config import LSOConfig
 
-    from lso.checkpoint import SOURCE_CALLER, SOURCE_DEFAULT, ResolvedConfig, resolve_config
+    from lso.checkpoint import SOURCE_CALLER, SOURCE_DEFAULT, ResolvedConfig, resolve_config, weights_fingerprint
 
     fields = _config_arg(args) or {}
     if args.checkpoint:
@@ -101,6 +102,8 @@ def _run_info(args) -> int:
         "lso-deploy": lso.__version__,
         "torch": torch.__version__,
         "checkpoint": str(resolved.path) if resolved.path else None,
+        # compare with a graph's (Runner.weights_fingerprint, its sidecar's weights_sha256): same weights
+        "weights_sha256": weights_fingerprint(resolved.path) if resolved.path else None,
         "config": cfg.to_dict(),
         # where each field came from: saved config, tensor shapes, caller (--config) or default
         "config_sources": resolved.describe_sources(),
