@@ -6,19 +6,31 @@ described in :mod:`lso.scaleout.wire` (npz, or raw float32 with shape headers); 
 through the runtime's input checks, and anything wrong with it is answered with a 4xx and the reason,
 never a 500 and never a crashed replica. Limits: body size, HR pixels and batch per request
 (:class:`~lso.scaleout.wire.Limits`), ``max_ongoing_requests`` per replica and ``max_queued_requests``
-before Serve answers 503.
+before the server answers 503, ``request_timeout_s`` before it answers 408.
+
+HTTP is served by the front door of :mod:`lso.scaleout.frontdoor` in the ``lso serve`` process, not by
+Serve's own HTTP proxy (which is not started: it hands a request to a replica before the body has arrived,
+so slow clients would hold the replica's slots). The front door receives each request completely, under
+deadlines, before a replica sees it, and caps the connections a client may hold
+(:class:`~lso.scaleout.frontdoor.ClientLimits`, ``ServeOptions.clients``; defaults: headers within 10 s,
+the body within ``max(10 s, size / 1 MiB/s)``, idle keep-alive 5 s, 8 connections per client address and
+256 in all; a late request gets 408, one connection too many 429 or 503). Complete requests reach the
+deployment through a Serve ``DeploymentHandle``.
 
 Routes (under ``route``, default ``/fuse``): ``POST`` fuses; ``GET`` returns the model and the limits
-as JSON. Serve's own ``/-/healthz`` and ``/-/routes`` are there too.
+as JSON. ``/-/healthz`` (200 once the replicas are up, 503 before) and ``/-/routes`` are there too.
 
 Library use::
 
-    from lso.scaleout.serve import ServeOptions, start_serve
+    from lso.scaleout.serve import ServeOptions, start_serve, stop_serve
     url = start_serve(ServeOptions(artifact="model.onnx", replicas=2))   # returns once replicas are up
+    ...
+    stop_serve()                                                          # the front door, then Serve
 """
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import signal
 import threading
@@ -30,10 +42,12 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from lso.errors import InputError, LSOError
+from lso.scaleout.frontdoor import ClientLimits, FrontDoor
 from lso.scaleout.wire import NPZ, RAW, WARNING_HEADER, Limits, RequestError, decode_request, encode_response, \
     error_body
 
-__all__ = ["ServeOptions", "FusionServer", "build_app", "start_serve", "serve_forever", "DEPLOYMENT_NAME"]
+__all__ = ["ServeOptions", "ClientLimits", "FusionServer", "build_app", "start_serve", "stop_serve", "serve_forever",
+           "DEPLOYMENT_NAME"]
 
 log = logging.getLogger(__name__)
 
@@ -47,15 +61,19 @@ class ServeOptions:
     Attributes:
         artifact: checkpoint, ONNX graph or TensorRT plan (reachable at this path on every node).
         replicas: number of replicas (Ray actors, each with its own runner).
-        host, port: where Serve's HTTP proxy listens (``0.0.0.0`` to accept other machines).
+        host, port: where the HTTP front door listens (``0.0.0.0`` to accept other machines).
         route: URL path of the endpoint.
         device: runner device (default: the backend's own; ``cuda`` when ``num_gpus_per_replica > 0``).
         threads: ONNX Runtime intra-op threads per replica.
         num_cpus_per_replica, num_gpus_per_replica: Ray resources reserved per replica.
         max_ongoing_requests: requests a replica holds at once (it fuses one at a time; the rest wait in it).
-        max_queued_requests: requests queued before Serve answers 503 (-1: unbounded).
-        request_timeout_s: Serve answers 408 after this long (None: no timeout).
+        max_queued_requests: requests queued before the server answers 503 (-1: unbounded).
+        request_timeout_s: the server answers 408 when a complete request has not been answered after this
+            long (None: no timeout).
         limits: request size limits.
+        clients: how long a client may take to send a request and how many connections it may hold
+            (:class:`~lso.scaleout.frontdoor.ClientLimits`: headers 10 s, body ``max(10 s, size / 1 MiB/s)``,
+            keep-alive 5 s, 8 connections per client address, 256 in all).
         tile: fuse in tiles of this core size (tileable artifacts; bounds memory for large requests).
         config: for a checkpoint, configuration fields (``--config``; see :func:`lso.checkpoint.load_checkpoint`).
         address: Ray cluster to join (default: start a local one with ``num_cpus`` CPUs).
@@ -76,6 +94,7 @@ class ServeOptions:
     max_queued_requests: int = 64
     request_timeout_s: Optional[float] = None
     limits: Limits = field(default_factory=Limits)
+    clients: ClientLimits = field(default_factory=ClientLimits)
     tile: Optional[int] = None
     config: Optional[dict[str, Any]] = None
     address: Optional[str] = None
@@ -170,32 +189,112 @@ class FusionServer:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    async def __call__(self, request: Any) -> Any:
-        from starlette.responses import JSONResponse, Response
+    async def handle_http(self, method: str, headers: dict[str, str],
+                          body: bytes) -> tuple[int, dict[str, str], bytes]:
+        """Answer one complete request (what the front door sends): ``(status, headers, body)``.
 
-        if request.method == "GET":
-            return JSONResponse(self.info())
-        if request.method != "POST":
-            return _json_response(405, f"method {request.method} not allowed: POST a request to fuse, GET for info")
+        Args:
+            method: the HTTP method.
+            headers: the request headers, names in lower case.
+            body: the whole request body.
+        """
+        if method in ("GET", "HEAD"):
+            return 200, {"Content-Type": "application/json"}, json.dumps(self.info()).encode("utf-8")
+        if method != "POST":
+            return _error(405, f"method {method} not allowed: POST a request to fuse, GET for info")
         start = time.perf_counter()
         try:
-            body = await self._read_body(request)
-            headers = {k.lower(): v for k, v in request.headers.items()}
             hr, lr, media = decode_request(body, headers.get("content-type"), headers, self._limits)
+            del body
             loop = asyncio.get_running_loop()
             out, notes = await loop.run_in_executor(self._executor, self.fuse, hr, lr)
             payload, out_headers = encode_response(out, media)
         except RequestError as exc:
-            return _json_response(exc.status, str(exc))
+            return _error(exc.status, str(exc))
         except InputError as exc:  # the runtime's input checks: bands, ratio, dtype, NaN/Inf
-            return _json_response(422, str(exc))
+            return _error(422, str(exc))
         except Exception as exc:  # a server-side fault: logged, answered, the replica stays up
             log.exception("fusion failed")
-            return _json_response(500, f"internal error: {type(exc).__name__}: {exc}")
+            return _error(500, f"internal error: {type(exc).__name__}: {exc}")
         if notes:
             out_headers[WARNING_HEADER] = "; ".join(notes)[:1000].replace("\n", " ")
         out_headers["x-lso-seconds"] = f"{time.perf_counter() - start:.4f}"
-        return Response(content=payload, headers=out_headers, media_type=out_headers.pop("Content-Type"))
+        return 200, out_headers, payload
+
+    async def __call__(self, request: Any) -> Any:
+        """A Starlette request, for Serve's own HTTP proxy when the application is deployed without
+        :func:`start_serve` (that proxy sets no deadline for receiving a body; :func:`start_serve` does not
+        use it)."""
+        from starlette.requests import ClientDisconnect
+        from starlette.responses import Response
+
+        try:
+            body = await self._read_body(request)
+        except RequestError as exc:
+            return _json_response(exc.status, str(exc))
+        except ClientDisconnect:  # the client left before sending its body: nobody to answer
+            return _json_response(400, "the client disconnected before its body arrived")
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        status, out_headers, payload = await self.handle_http(request.method, headers, body)
+        media = out_headers.pop("Content-Type", "application/json")
+        return Response(content=payload, status_code=status, headers=out_headers, media_type=media)
+
+
+def _error(status: int, message: str) -> tuple[int, dict[str, str], bytes]:
+    return status, {"Content-Type": "application/json"}, error_body(status, message)
+
+
+class _Dispatch:
+    """What the front door calls with a complete request: local routes here, the rest to the deployment.
+
+    ``handle`` is set once the application runs; until then the route answers 503.
+    """
+
+    def __init__(self, opts: ServeOptions) -> None:
+        self._route = "/" + opts.route.strip("/")
+        self._app = opts.app_name
+        self._timeout = float(opts.request_timeout_s) if opts.request_timeout_s else None
+        self.handle: Any = None
+
+    def _on_route(self, path: str) -> bool:
+        return path == self._route or path.startswith(self._route.rstrip("/") + "/") or self._route == "/"
+
+    async def __call__(self, method: str, path: str, headers: dict[str, str],
+                       body: bytes) -> tuple[int, dict[str, str], bytes]:
+        if path == "/-/healthz":
+            ok = self.handle is not None
+            return (200 if ok else 503), {"Content-Type": "text/plain"}, b"success" if ok else b"starting"
+        if path == "/-/routes":
+            return 200, {"Content-Type": "application/json"}, json.dumps({self._route: self._app}).encode("utf-8")
+        if not self._on_route(path):
+            return _error(404, f"no route {path}: POST to {self._route} to fuse, GET it for info")
+        if method not in ("GET", "HEAD", "POST"):
+            return _error(405, f"method {method} not allowed: POST a request to fuse, GET for info")
+        if self.handle is None:
+            return _error(503, "the replicas are starting; retry in a few seconds")
+        return await self._forward("GET" if method == "HEAD" else method, headers, body)
+
+    async def _forward(self, method: str, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, str], bytes]:
+        from ray.exceptions import RayActorError, RayError
+        from ray.serve.exceptions import BackPressureError
+
+        response = None
+        try:
+            response = self.handle.handle_http.remote(method, headers, body)
+            del body
+            return await asyncio.wait_for(response, timeout=self._timeout)
+        except (asyncio.TimeoutError, TimeoutError):
+            if response is not None:
+                response.cancel()
+            return _error(408, f"no answer within {self._timeout:g} s (the server's request timeout)")
+        except BackPressureError:
+            return _error(503, "the server is overloaded (its request queue is full); retry later")
+        except RayActorError as exc:
+            log.warning("a replica failed during a request: %s", exc)
+            return _error(503, "the replica died while answering; retry the request")
+        except RayError as exc:
+            log.exception("request failed in Ray")
+            return _error(503, f"the request failed in Ray ({type(exc).__name__}); retry it")
 
 
 def build_app(opts: ServeOptions) -> Any:
@@ -220,29 +319,59 @@ def build_app(opts: ServeOptions) -> Any:
     return deployment.bind(str(artifact), device, opts.threads, opts.limits, opts.tile, opts.config)
 
 
-def start_serve(opts: ServeOptions) -> str:
-    """Start Ray (or join ``opts.address``), Serve's proxy and the application; return the endpoint URL.
+_DOORS: list[FrontDoor] = []
+_DOORS_LOCK = threading.Lock()
 
-    Returns once every replica has loaded its runner. Stop with ``ray.serve.shutdown()``.
+
+def start_serve(opts: ServeOptions) -> str:
+    """Start Ray (or join ``opts.address``), the HTTP front door and the Serve application; return the endpoint URL.
+
+    The front door listens first (a port in use fails here, before any replica starts); the route answers
+    503 until every replica has loaded its runner, and this returns once they have. Stop with
+    :func:`stop_serve`.
     """
     from lso._deps import require
     from lso.scaleout._ray_session import init_ray
 
     app = build_app(opts)
-    init_ray(opts.address, opts.num_cpus)
-    serve = require("ray.serve")
-    http: dict[str, Any] = {"host": opts.host, "port": int(opts.port)}
-    if opts.request_timeout_s:
-        http["request_timeout_s"] = float(opts.request_timeout_s)
-    serve.start(http_options=http)
+    opts.clients.check()
+    dispatch = _Dispatch(opts)
+    door = FrontDoor(opts.host, opts.port, dispatch, opts.clients, max_body_bytes=opts.limits.max_request_bytes)
+    door.start()
     try:
-        serve.run(app, name=opts.app_name, route_prefix=opts.route, blocking=False)
-    except Exception as exc:  # Serve's DeploymentFailed/RuntimeError: the replicas could not start
-        raise LSOError(f"the Serve application did not start ({type(exc).__name__}: {exc}); run with -v for the "
-                       f"replica logs, check the artifact with lso infer, and the Ray resources requested "
-                       f"(--num-cpus-per-replica, --num-gpus-per-replica)") from exc
+        init_ray(opts.address, opts.num_cpus)
+        serve = require("ray.serve")
+        # no Serve HTTP proxy: the front door is the only way in (see the module docstring)
+        serve.start(proxy_location="Disabled")
+        try:
+            dispatch.handle = serve.run(app, name=opts.app_name, route_prefix=opts.route, blocking=False)
+        except Exception as exc:  # Serve's DeploymentFailed/RuntimeError: the replicas could not start
+            raise LSOError(f"the Serve application did not start ({type(exc).__name__}: {exc}); run with -v for "
+                           f"the replica logs, check the artifact with lso infer, and the Ray resources requested "
+                           f"(--num-cpus-per-replica, --num-gpus-per-replica)") from exc
+    except BaseException:
+        door.stop()
+        raise
+    with _DOORS_LOCK:
+        _DOORS.append(door)
     log.info("serving %s at %s with %d replica(s)", Path(opts.artifact).name, opts.url, opts.replicas)
     return opts.url
+
+
+def stop_serve(*, shutdown_serve: bool = True) -> None:
+    """Close every front door :func:`start_serve` opened in this process, then shut Serve down."""
+    with _DOORS_LOCK:
+        doors = list(_DOORS)
+        _DOORS.clear()
+    for door in doors:
+        door.stop()
+    if shutdown_serve:
+        import ray
+
+        if ray.is_initialized():
+            from ray import serve
+
+            serve.shutdown()
 
 
 def serve_forever(opts: ServeOptions, *, on_ready: Optional[Callable[[str], None]] = None) -> None:
@@ -265,4 +394,5 @@ def serve_forever(opts: ServeOptions, *, on_ready: Optional[Callable[[str], None
             while True:
                 time.sleep(1.0)
         finally:
+            stop_serve(shutdown_serve=False)
             serve.shutdown()

@@ -273,6 +273,13 @@ def _run_eval(args) -> int:
 
 
 # ------------------------------------------------------------------------------------------ infer
+def _add_input_scale(p: argparse.ArgumentParser) -> None:
+    """``--input-scale`` (one definition: lso.data.value_range, the value policy of every input format)."""
+    from lso.data.value_range import INPUT_SCALE_HELP
+
+    p.add_argument("--input-scale", metavar="SCALE", help=INPUT_SCALE_HELP)
+
+
 def _add_infer(sub) -> None:
     p = _sub(sub, "infer", "Fuse a scene with any artifact (checkpoint, .onnx, .plan); write .npz/.h5/.mat atomically.",
              "Inputs: one .h5 (ours: hr_msi/lr_hsi; community: GT/RGB, LR-HSI regenerated from GT with the\n"
@@ -281,13 +288,6 @@ def _add_infer(sub) -> None:
              ".plan/.engine/.trt -> TensorRT. Writes OUT, a false-colour OUT.png and, with --envi, OUT.hdr/.img.\n"
              "Nothing is cropped unless --crop is given: sizes that do not fit the ratio are an error naming the\n"
              "crop that would fit.\n"
-def _add_input_scale(p: argparse.ArgumentParser) -> None:
-    """``--input-scale`` (one definition: lso.data.value_range, the value policy of every input format)."""
-    from lso.data.value_range import INPUT_SCALE_HELP
-
-    p.add_argument("--input-scale", metavar="SCALE", help=INPUT_SCALE_HELP)
-
-
              "OUT by suffix: .npz (arrays), .h5 (dataset hr_hsi, the rest as its attributes) or .mat (MATLAB v5,\n"
              "variables). Each holds hr_hsi ([31,H,W] for one scene, [N,31,H,W] for several, channels first;\n"
              "in MATLAB permute(hr_hsi,[2 3 1]) gives H x W x 31), wavelengths_nm, artifact, inputs, crop\n"
@@ -312,6 +312,7 @@ def _add_input_scale(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr-from", choices=("auto", "gt", "file"), default="auto",
                    help="community .h5: regenerate LR-HSI from GT (auto/gt) or use the file's LRHSI")
     p.add_argument("--layout", choices=("auto", "chw", "hwc"), default="auto", help="layout of the input arrays")
+    _add_input_scale(p)
     p.add_argument("--envi", action="store_true", help="also write an ENVI .hdr/.img pair")
     p.add_argument("--preview", action=argparse.BooleanOptionalAction, default=True,
                    help="write a false-colour OUT.png (default: on)")
@@ -320,7 +321,6 @@ def _add_input_scale(p: argparse.ArgumentParser) -> None:
                                            "(default: $LSO_MEMORY_BUDGET or 75%% of physical memory)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    _add_input_scale(p)
 
 def _infer_options(args):
     from pathlib import Path
@@ -531,6 +531,7 @@ def _add_batch(sub) -> None:
     p.add_argument("--crop", action="store_true",
                    help="crop scenes whose sizes do not fit the ratio to the top-left part that does, recorded in "
                         "their output and manifest (off by default: such scenes fail with an error naming that crop)")
+    _add_input_scale(p)
     p.add_argument("--address", help="Ray cluster address (auto, host:6379, ray://host:10001); None = local")
     p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray; None = all")
     p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True, help="skip finished scenes")
@@ -539,7 +540,6 @@ def _add_batch(sub) -> None:
 
 def _run_batch(args) -> int:
     from pathlib import Path
-    _add_input_scale(p)
 
     from lso.scaleout.batch import BatchOptions, run_batch
 
@@ -567,7 +567,10 @@ def _add_serve(sub) -> None:
              "application/x-lso-raw (float32 bytes of hr_msi then lr_hsi, shapes in X-LSO-HR-Shape and\n"
              "X-LSO-LR-Shape headers); the answer is hr_hsi in the same encoding. GET ROUTE describes the model.\n"
              "Bad requests get 4xx with the reason (400 malformed, 413 too large, 415 media type, 422 content).\n"
-             "Runs until Ctrl-C.")
+             "Slow clients: a request reaches a replica only once it has fully arrived; headers must arrive within\n"
+             "--header-timeout-s, the body within max(--body-timeout-s, size / --body-rate-mb-s), else 408;\n"
+             "each client address may hold --max-connections-per-client connections (then 429), the server\n"
+             "--max-connections in all (then 503). Runs until Ctrl-C.")
     p.add_argument("artifact", help=ARTIFACT_HELP)
     _add_config(p)
     p.add_argument("--replicas", type=int, default=1, help="replicas (one runner each)")
@@ -585,6 +588,16 @@ def _add_serve(sub) -> None:
     p.add_argument("--max-pixels", type=int, default=2048 * 2048, help="largest HR image (H*W) per request")
     p.add_argument("--max-batch", type=int, default=4, help="largest batch per request")
     p.add_argument("--tile", type=int, help="fuse in tiles of this core size (tileable artifacts)")
+    p.add_argument("--header-timeout-s", type=float, default=10.0,
+                   help="seconds a client has to send the request line and headers (then 408)")
+    p.add_argument("--body-timeout-s", type=float, default=10.0,
+                   help="least seconds a client has to send the whole body (then 408); see --body-rate-mb-s")
+    p.add_argument("--body-rate-mb-s", type=float, default=1.0,
+                   help="the body deadline is max(--body-timeout-s, declared MiB / this); the answer's too")
+    p.add_argument("--keep-alive-s", type=float, default=5.0, help="seconds an idle connection is kept open")
+    p.add_argument("--max-connections-per-client", type=int, default=8,
+                   help="open connections per client IP address (then 429)")
+    p.add_argument("--max-connections", type=int, default=256, help="open connections in all (then 503)")
     p.add_argument("--address", help="Ray cluster address; None = start a local Ray")
     p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray; None = all")
 
@@ -592,7 +605,7 @@ def _add_serve(sub) -> None:
 def _run_serve(args) -> int:
     from pathlib import Path
 
-    from lso.scaleout.serve import ServeOptions, serve_forever
+    from lso.scaleout.serve import ClientLimits, ServeOptions, serve_forever
     from lso.scaleout.wire import Limits
 
     limits = Limits(max_request_bytes=int(args.max_request_mb * 2**20), max_pixels=args.max_pixels,
@@ -602,6 +615,11 @@ def _run_serve(args) -> int:
                         num_cpus_per_replica=args.num_cpus_per_replica, num_gpus_per_replica=args.num_gpus_per_replica,
                         max_ongoing_requests=args.max_ongoing_requests, max_queued_requests=args.max_queued_requests,
                         request_timeout_s=args.request_timeout_s, limits=limits, tile=args.tile,
+                        clients=ClientLimits(header_timeout_s=args.header_timeout_s,
+                                             body_timeout_s=args.body_timeout_s, body_rate_mb_s=args.body_rate_mb_s,
+                                             keep_alive_s=args.keep_alive_s,
+                                             max_connections_per_client=args.max_connections_per_client,
+                                             max_connections=args.max_connections),
                         address=args.address, num_cpus=args.num_cpus)
     serve_forever(opts, on_ready=lambda url: print(f"serving {opts.artifact} at {url} (Ctrl-C stops)", flush=True))
     return 0

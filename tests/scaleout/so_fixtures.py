@@ -52,14 +52,13 @@ def serve_limits():
 
 @pytest.fixture(scope="session")
 def serve_url(ray_local, tiny_onnx_tileable):
-    """``lso serve``'s application (tiny tileable graph, 1 replica, half a CPU) on a free loopback port."""
+    """``lso serve``'s application (tiny tileable graph, 1 replica, half a CPU) on a free loopback port, with the
+    default client limits (header and body deadlines, connection caps)."""
     pytest.importorskip("ray.serve")
-    from ray import serve
-
-    from lso.scaleout.serve import ServeOptions, start_serve
+    from lso.scaleout.serve import ServeOptions, start_serve, stop_serve
 
     opts = ServeOptions(artifact=tiny_onnx_tileable, replicas=1, port=free_port(), num_cpus_per_replica=0.5,
                         limits=serve_limits(), app_name="lso_test")
     url = start_serve(opts)
     yield url
-    serve.shutdown()
+    stop_serve()  # the front door, then Serve

@@ -111,3 +111,77 @@ def test_bad_artifacts_and_options_are_refused_before_any_replica_starts(tmp_pat
         build_app(ServeOptions(artifact=tmp_path / "model.bin"))
     with pytest.raises(InputError, match="replicas"):
         build_app(ServeOptions(artifact=corrupt, replicas=0))
+
+
+def _trickle(port: int, source: str, declared: int, limit_s: float) -> tuple[str, float]:
+    """Send headers declaring ``declared`` body bytes, then one byte a second until the server answers or closes.
+
+    Returns ``(outcome, seconds after the headers)``: outcome is the status line's code, ``"closed"``, or
+    ``"still open"`` if nothing happened within ``limit_s``."""
+    import socket
+    import time
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(5.0)
+        sock.bind((source, 0))
+        sock.connect(("127.0.0.1", port))
+        sock.sendall(f"POST /fuse HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {NPZ}\r\n"
+                     f"Content-Length: {declared}\r\n\r\n".encode())
+        start = time.monotonic()
+        sock.settimeout(1.0)
+        while time.monotonic() - start < limit_s:
+            try:
+                sock.sendall(b"P")
+                data = sock.recv(4096)
+            except socket.timeout:
+                continue  # one second passed without an answer: send the next byte
+            except OSError:
+                return "closed", time.monotonic() - start
+            if not data:
+                return "closed", time.monotonic() - start
+            return data.split(b" ", 2)[1].decode(), time.monotonic() - start
+        return "still open", time.monotonic() - start
+
+
+@pytest.mark.slow
+def test_slow_clients_cannot_starve_the_replica(serve_url, tiny_onnx_tileable):
+    """One replica, the default client limits: 30 clients send headers and trickle a declared body at 1 byte/s;
+    a valid request sent during the stall is answered within 2 s plus its unloaded latency, and every trickling
+    client gets a 408 or a closed connection once the body deadline has passed."""
+    import time
+    from urllib.parse import urlsplit
+
+    from lso.scaleout.frontdoor import ClientLimits
+    from lso.scaleout.serve import ServeOptions
+
+    limits = ServeOptions(artifact=tiny_onnx_tileable).clients
+    assert limits == ClientLimits()  # the fixture's server runs with the defaults
+    port = urlsplit(serve_url).port
+    hr, lr = _scene(32, 32, seed=7)
+    want = _direct(tiny_onnx_tileable, hr, lr)
+    fuse_remote(serve_url, hr, lr)  # warm-up
+    unloaded = []
+    for _ in range(3):
+        t = time.perf_counter()
+        fuse_remote(serve_url, hr, lr)
+        unloaded.append(time.perf_counter() - t)
+    unloaded_s = sorted(unloaded)[1]
+
+    declared = 1000  # well under 10 MiB: the body deadline is the 10 s floor
+    deadline_s = limits.transfer_deadline_s(declared)
+    with ThreadPoolExecutor(max_workers=30) as pool:
+        # 30 clients, each from its own loopback address (127.0.0.2-31) so the per-client cap is not what stops them
+        trickles = [pool.submit(_trickle, port, f"127.0.0.{2 + i}", declared, deadline_s + 10) for i in range(30)]
+        time.sleep(3.0)  # every trickling client has sent its headers and a few bytes: the stall
+        assert not any(f.done() for f in trickles)
+        t = time.perf_counter()
+        got = fuse_remote(serve_url, hr, lr, timeout=2.0 + unloaded_s + 30)
+        stalled_s = time.perf_counter() - t
+        outcomes = [f.result(timeout=deadline_s + 20) for f in trickles]
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    assert stalled_s < 2.0 + unloaded_s, (stalled_s, unloaded_s)
+    for outcome, seconds in outcomes:
+        assert outcome in ("408", "closed"), outcomes
+        assert deadline_s - 1.0 <= seconds <= deadline_s + 3.0, outcomes
+    # and the server still answers afterwards
+    np.testing.assert_allclose(fuse_remote(serve_url, hr, lr), want, atol=1e-6)
