@@ -106,6 +106,8 @@ def run_export(args: argparse.Namespace) -> int:
     graph = side.get("graph", {})
     print(f"wrote {out} ({graph.get('bytes', 0) / 1e6:.2f} MB, {graph.get('nodes')} nodes, opset {side.get('opset')}, "
           f"inputs {', '.join(i['name'] for i in side.get('inputs', []))}) and {out.name}.json")
+    if side.get("weights_sha256"):  # lso info --checkpoint X prints the same for the checkpoint
+        print(f"weights sha256 {side['weights_sha256']} (lso.checkpoint.weights_fingerprint)")
     counts = sorted(graph.get("op_counts", {}).items(), key=lambda kv: (-kv[1], kv[0]))
     print("nodes by type: " + ", ".join(f"{k} {v}" for k, v in counts))
     table = side.get("parity", {})

@@ -89,6 +89,9 @@ def test_tileable_export_from_a_checkpoint(tmp_path, ex_model):
     side = json.loads((tmp_path / "tiled.onnx.json").read_text())
     assert side["tileable"] and [i["name"] for i in side["inputs"]] == [io_spec.HR_MSI, io_spec.LR_HSI, io_spec.EXTENT]
     assert side["source"]["kind"] == "checkpoint" and side["source"]["path"] == str(ckpt)
+    from lso.checkpoint import weights_fingerprint
+
+    assert f"weights sha256 {weights_fingerprint(ckpt)}" in proc.stdout  # the graph names its weights
 
     import onnx
 
