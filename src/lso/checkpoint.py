@@ -9,9 +9,18 @@ containers is refused, never unpickled. Our own files are ``.safetensors`` whose
 Integrity, before anything is parsed: a checkpoint with a sidecar ``<file>.json`` must match its
 sha256; a zip-format PyTorch file (every ``torch.save`` since 1.6) must pass the CRC-32 of each of its
 members (``torch.load`` itself does not check them: a flipped bit in a weight would load silently);
-our ``.safetensors`` files carry ``content_sha256`` in their metadata (the header minus that key, plus
-every tensor byte), checked on load. Any mismatch is an :class:`~lso.errors.ArtifactError` naming the
+our ``.safetensors`` files carry ``content_sha256`` in their metadata (the whole header minus that key, so
+``lso_config`` and every other metadata entry, plus every tensor byte), checked on load; a file of ours (metadata
+``format`` = :data:`FORMAT_TAG`, or an ``lso_config``) without it is refused (:func:`resave_checkpoint` gives a
+trusted one its digest), a third-party ``.safetensors`` (neither key: it never had our digest) is loaded. A
+sidecar without its ``sha256`` is refused. Any mismatch is an :class:`~lso.errors.ArtifactError` naming the
 file. Sizes declared by a file are checked against the memory budget (:mod:`lso.memory`) first.
+
+The weights themselves, whatever the format: every tensor must be floating-point (the authors' files hold
+float32 throughout) and finite, ``modes_list`` exactly 1..Q, and no two keys may become one once the
+``module.``/``model.``/``_orig_mod.`` prefixes are removed; each is an ``ArtifactError`` naming the key.
+:func:`weights_fingerprint` names a model's weights (the same for a checkpoint file and the graph exported
+from it).
 
 Configuration: the model is built from what the checkpoint itself records — our ``lso_config`` metadata, or
 the option namespace the authors' training script saves under ``config`` (``num_token``, ``num_basis``,
