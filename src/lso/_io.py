@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator, Optional, Union
 
-from lso.errors import ArtifactError
+from lso.errors import ArtifactError, LSOError
 
 __all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "sha256_file", "sidecar_path",
            "write_sidecar", "read_sidecar", "check_writable_target", "read_bytes_checked", "output_lock",
@@ -59,12 +59,33 @@ def os_error_message(exc: OSError, *paths: PathLike) -> str:
     reason = exc.strerror or str(exc) or type(exc).__name__
     code = errno.errorcode.get(exc.errno or 0)
     text = " ".join(f"{reason} [{code}]".split()) if code else " ".join(reason.split())
-    named = {os.fspath(p) for p in paths}
-    for name in (exc.filename, exc.filename2):
-        if name is not None and os.fsdecode(name) not in named:
-            text += f" ({os.fsdecode(name)})"
+    named = {os.fsdecode(os.fspath(p)) for p in paths}
+    others = [os.fsdecode(n) for n in (exc.filename, exc.filename2) if n is not None]
+    if others and not named.intersection(others):  # about another file than the caller's: name it
+        text += f" ({' -> '.join(others)})"
     hint = _ERRNO_HINTS.get(exc.errno or 0)
     return f"{text}; {hint}" if hint else text
+
+
+FULL_DISK_BYTES = 1 << 20
+"""A file system with less free space than this, when a writer failed, is taken as the reason."""
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(f"{type(exc).__name__}: {exc}".split())
+
+
+def _disk_full(exc: BaseException, folder: Path) -> bool:
+    """Whether a writer's own error (not an OSError) comes from a full disk: it says so (errno 28, "No space left"),
+    or ``folder``'s file system has (almost) no space left while the temporary file still holds what was written."""
+    text = str(exc)
+    if "No space left" in text or "os error 28" in text or "ENOSPC" in text:
+        return True
+    try:
+        st = os.statvfs(folder)
+    except (OSError, AttributeError):
+        return False
+    return st.f_bavail * st.f_frsize < FULL_DISK_BYTES
 
 
 def _check_name_length(path: Path) -> None:
@@ -84,6 +105,8 @@ def check_writable_target(path: PathLike) -> Path:
     parent = path.parent if str(path.parent) else Path(".")
     try:
         if not parent.is_dir():
+            if parent.exists():
+                raise ArtifactError(f"cannot write {path}: {parent} is a file, not a folder (check the path)")
             raise ArtifactError(f"cannot write {path}: folder {parent} does not exist (create it first)")
         if not os.access(parent, os.W_OK):
             raise ArtifactError(f"cannot write {path}: folder {parent} is not writable (choose another --out)")
@@ -119,11 +142,15 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
         yield tmp_path
         os.replace(tmp_path, path)
     except BaseException as exc:
+        full = not isinstance(exc, (OSError, LSOError)) and isinstance(exc, Exception) and _disk_full(exc, path.parent)
         with contextlib.suppress(OSError):
             tmp_path.unlink()
         if isinstance(exc, OSError):  # disk full, read-only, quota: one message naming the file, nothing left
             raise ArtifactError(f"cannot write {path}: {os_error_message(exc, path, tmp_path)}; nothing was "
                                 f"written") from exc
+        if full:  # a writer that reports a full disk as its own error (torch.save, safetensors)
+            raise ArtifactError(f"cannot write {path}: no space left on the device ({_one_line(exc)}); "
+                                f"{_ERRNO_HINTS[errno.ENOSPC]}; nothing was written") from exc
         raise
 
 
@@ -372,7 +399,9 @@ def output_lock(target: PathLike, *, folder: bool = False, command: Optional[str
         data = (json.dumps(record) + "\n").encode("utf-8")
         os.ftruncate(fd, 0)
         os.pwrite(fd, data, 0)
-    except OSError as exc:
+    except OSError as exc:  # a full disk: the lock file is ours (locked), and goes
+        with contextlib.suppress(OSError):
+            os.unlink(path)
         os.close(fd)
         raise ArtifactError(f"cannot write {target}: its lock file {path}: {os_error_message(exc, path)}") from exc
     except BaseException:

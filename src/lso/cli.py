@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from typing import Callable, Optional, Sequence
 
@@ -674,6 +675,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.verbose:
             raise
         print(f"lso {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # what no library call turned into an LSOError: one line naming the file, no traceback
+        if args.verbose:
+            raise
+        from lso._io import os_error_message
+
+        where = f"{os.fsdecode(exc.filename)}: " if exc.filename is not None else ""
+        print(f"lso {args.command}: error: {where}{os_error_message(exc, *(() if not where else (exc.filename,)))}",
+              file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"lso {args.command}: interrupted", file=sys.stderr)
