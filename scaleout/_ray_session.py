@@ -43,13 +43,17 @@ def init_ray(address: Optional[str] = None, num_cpus: Optional[int] = None) -> t
         kwargs["num_cpus"] = int(num_cpus) if num_cpus else os.cpu_count()
     log.info("starting Ray (%s)", f"address {address}" if address else f"local, {kwargs['num_cpus']} CPUs")
     reaper = None if address else _start_reaper()
+    marker = os.environ.get(MARKER_ENV, "")
     try:
         ray.init(**kwargs)
     except BaseException:
         _stop_reaper(reaper)
         raise
+    finally:
+        # only what ray.init started carries it (and what they start): not processes this one starts later
+        os.environ.pop(MARKER_ENV, None)
     if reaper is not None:
-        _tell_reaper(reaper, ray)
+        _tell_reaper(reaper, ray, marker)
     return ray, True
 
 
@@ -93,15 +97,16 @@ def _start_reaper() -> Optional[subprocess.Popen]:
         log.warning("could not start the watchdog of the local Ray (%s): if this process is killed, Ray's agents "
                     "may outlive it", exc)
         return None
-    # inherited by the Ray processes ray.init starts (and theirs), not by the watchdog started before
+    # inherited by the Ray processes ray.init starts (and theirs), not by the watchdog started before; init_ray
+    # removes it once ray.init has returned
     os.environ[MARKER_ENV] = uuid.uuid4().hex
     _REAPER["process"] = process
     return process
 
 
-def _tell_reaper(reaper: subprocess.Popen, ray: Any) -> None:
+def _tell_reaper(reaper: subprocess.Popen, ray: Any, marker: str) -> None:
     """Send the watchdog what identifies the Ray just started: its processes, session folder and marker."""
-    lines = [f"marker {MARKER_ENV}={os.environ.get(MARKER_ENV, '')}"]
+    lines = [f"marker {MARKER_ENV}={marker}"] if marker else []
     try:
         node = ray._private.worker._global_node  # ray 2.x: the Node this driver started
         lines += [f"root {info.process.pid}" for infos in node.all_processes.values() for info in infos
@@ -126,5 +131,3 @@ def _stop_reaper(reaper: Optional[subprocess.Popen]) -> None:
         reaper.wait(timeout=10)
     except subprocess.TimeoutExpired:
         log.warning("the Ray watchdog (PID %d) did not exit within 10 s", reaper.pid)
-    if os.environ.get(MARKER_ENV) and not _REAPER:
-        os.environ.pop(MARKER_ENV, None)
