@@ -25,9 +25,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "runtime"))
 
-from rt_fixtures import rt_model, tiny_onnx  # noqa: E402,F401  (fixtures)
+from rt_fixtures import rt_model, tiny_onnx  # noqa: F401  (fixtures)
 
-from lso.cli import main  # noqa: E402
+from lso.cli import main
 
 LONG = "n" * 300  # bytes: over the 255 a file name may have
 
@@ -60,8 +60,8 @@ COMMANDS: dict[str, tuple[Callable[[dict, Path], list[str]], bool]] = {
     "batch": (lambda i, o: ["batch", str(i["onnx"]), str(i["scenes"]), "-o", str(o), "--no-progress"], False),
     "train": (lambda i, o: ["train", "--out", str(o), "--max-steps", "1", "--batch", "1", "--crop", "16",
                             "--scene-size", "32", "--pool", "1", "--val-every", "1", "--no-progress",
-                            "--config", "patch_size=4,width=16,num_basis=6,num_token=4,guide_dim=16,n_resblocks=1,"
-                                        "heads=2"], False),
+                            "--config", ("patch_size=4,width=16,num_basis=6,num_token=4,guide_dim=16,n_resblocks=1,"
+                                         "heads=2")], False),
 }
 CASES = ("long_name", "missing_folder", "not_a_folder", "read_only", "disk_full", "disk_nearly_full")
 #: commands whose output is larger than what a nearly full disk has left (so the write fails half-way)
@@ -80,9 +80,9 @@ def _can_mount() -> bool:
     probe.mkdir(exist_ok=True)
     try:
         ok = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(probe)],
-                            capture_output=True).returncode == 0
+                            capture_output=True, check=False).returncode == 0
         if ok:
-            subprocess.run(["umount", str(probe)], capture_output=True)
+            subprocess.run(["umount", str(probe)], capture_output=True, check=False)
         return ok
     finally:
         probe.rmdir()
@@ -207,7 +207,7 @@ def test_os_errors_are_one_line_naming_the_path_and_leave_nothing(command, case,
         monkeypatch.undo()
         if mounted:
             gc.collect()  # a writer's file object held by a traceback keeps the mount busy
-            if subprocess.run(["umount", str(base)], capture_output=True).returncode != 0:
+            if subprocess.run(["umount", str(base)], capture_output=True, check=False).returncode != 0:
                 subprocess.run(["umount", "-l", str(base)], check=True)
     assert code == 1, err
     assert "Traceback" not in err and err.endswith("\n") and err.count("\n") == 1, err

@@ -46,9 +46,8 @@ def test_second_writer_is_refused_naming_the_first_and_stale_locks_are_handled(t
     out = tmp_path / "fused.npz"
     holder = _hold(out, "lso infer model.onnx scene.npz -o fused.npz --tile 64")
     try:
-        with pytest.raises(ArtifactError) as err:
-            with output_lock(out):
-                pass
+        with pytest.raises(ArtifactError) as err, output_lock(out):
+            pass
         text = str(err.value)
         assert "\n" not in text and str(out) in text
         assert f"PID {holder.pid} on host {socket.gethostname()}" in text
@@ -68,9 +67,8 @@ def test_second_writer_is_refused_naming_the_first_and_stale_locks_are_handled(t
     lock_path(out).write_text(json.dumps({"pid": 4242, "host": "render-node-7", "started": "2026-12-01T10:00:00Z",
                                           "command": "lso infer m.onnx s.npz -o fused.npz"}))
     with pytest.raises(ArtifactError, match=r"another machine: PID 4242 on host render-node-7, started "
-                                            r"2026-12-01T10:00:00Z.*delete .*\.fused\.npz\.lock"):
-        with output_lock(out):
-            pass
+                                            r"2026-12-01T10:00:00Z.*delete .*\.fused\.npz\.lock"), output_lock(out):
+        pass
     assert lock_path(out).is_file()
 
 

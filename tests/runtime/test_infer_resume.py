@@ -94,7 +94,7 @@ def test_second_run_writing_the_same_output_is_refused_and_the_first_completes(r
         assert f"command `lso {' '.join(args)}`" in err
         assert state.is_file() and first.poll() is None  # the first run's resume state is intact, and it goes on
         assert json.loads(state.read_text())["key"] == before["key"]
-        stdout, stderr = first.communicate(timeout=600)
+        _, stderr = first.communicate(timeout=600)
     finally:
         if first.poll() is None:
             first.kill()
