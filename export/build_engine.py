@@ -24,14 +24,22 @@ trtexec-style shape specs). ``--print-trtexec`` prints the equivalent ``trtexec`
 builds nothing (no GPU needed); its flags are checked in the tests against per-version flag lists
 taken from NVIDIA's trtexec sources.
 
+**Polygraphy does the TensorRT calls.** The build is a thin layer over NVIDIA's Polygraphy loaders
+(``polygraphy.backend.trt``: ``network_from_onnx_path``, ``CreateConfig`` with ``Profile`` objects,
+``engine_bytes_from_network``, ``engine_from_bytes``), NVIDIA's tested wrappers over the TensorRT 10/11 API;
+our checks stay around them: the graph variant (:func:`lso.export.variants.require_tensorrt_graph`) and the
+largest tensor (:func:`check_tensor_limit`) before, the layer precisions, the sidecar and the plan's
+integrity (atomic write, sha256 in the sidecar) after. Polygraphy's log goes to the Python logger
+``Polygraphy``.
+
 TensorRT is touched only after a CUDA device has been found (:func:`lso.runtime.cuda_arrays.require_cuda`)
 and TensorRT imported (:func:`lso.runtime._trt_compat.import_tensorrt`): without a GPU or without
-TensorRT the error comes before any TensorRT object exists. The logger is built by a factory
-(:func:`lso.runtime.trt_runner.make_logger`), routing TensorRT's log into Python logging.
+TensorRT the error comes before any TensorRT object exists.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import logging
@@ -59,9 +67,6 @@ PRECISIONS = ("fp32", "fp16", "int8")
 HARDWARE_COMPATIBILITY = ("none", "ampere_plus", "same_compute_capability")
 _TRTEXEC_HW = {"ampere_plus": "ampere+", "same_compute_capability": "sameComputeCapability"}
 _TRT_HW = {"ampere_plus": "AMPERE_PLUS", "same_compute_capability": "SAME_COMPUTE_CAPABILITY"}
-_TRT_DISTRIBUTIONS = ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-cu11", "tensorrt-cu12-bindings",
-                      "tensorrt-cu13-bindings", "tensorrt-lean-cu12-bindings", "tensorrt-lean-cu13-bindings",
-                      "tensorrt-lean", "tensorrt-dispatch")
 
 
 # ----------------------------------------------------------------------------------- version checks
@@ -100,14 +105,16 @@ def builder_compat(trt_or_version: Any) -> BuilderCompat:
 
 
 def detect_trt_major(default: Optional[int] = 11) -> Optional[int]:
-    """Major version of the installed TensorRT, read from package metadata (nothing imported), else ``default``."""
-    from importlib.metadata import PackageNotFoundError, version
+    """Major version of the installed TensorRT, read from package metadata (nothing imported), else ``default``.
 
-    for dist in _TRT_DISTRIBUTIONS:
-        try:
-            return int(version(dist).split(".")[0])
-        except (PackageNotFoundError, ValueError):
-            continue
+    Any flavour counts (full first; :data:`lso.runtime._trt_compat.TRT_DISTRIBUTIONS`, the one list).
+    """
+    from lso.runtime._trt_compat import installed_tensorrt, version_tuple
+
+    for found in installed_tensorrt():
+        major = version_tuple(found.version)[:1]
+        if major:
+            return major[0]
     return default
 
 
@@ -251,6 +258,7 @@ def trtexec_command(onnx_path: PathLike, out: PathLike, options: BuildOptions, *
     cmd = ["trtexec", f"--onnx={onnx_path}", f"--saveEngine={out}"]
     if compat.trtexec_strongly_typed or major is None:
         cmd.append("--stronglyTyped")
+    cmd.append("--noTF32")  # as the build (Polygraphy's CreateConfig clears TF32): FP32 layers compute in FP32
     many = len(options.profiles) > 1
     for i, prof in enumerate(options.profiles):
         if many:
@@ -332,53 +340,98 @@ def _gpu(index: int) -> dict[str, Any]:
     return {"gpu": torch.cuda.get_device_name(index), "compute_capability": f"{major}.{minor}", "device": index}
 
 
-def _build(trt: Any, compat: BuilderCompat, onnx_path: Path, options: BuildOptions,
-           logger: Any) -> tuple[bytes, dict]:
-    """The TensorRT calls, all of them (thin on purpose)."""
-    builder = trt.Builder(logger)
-    flags = 0
-    if compat.strongly_typed_flag:
-        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-    network = builder.create_network(flags)
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(onnx_path)):
-        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise ExportError(f"TensorRT's ONNX parser rejected {onnx_path}: {errors or 'no detail given'}")
-    config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_bytes)
-    config.builder_optimization_level = int(options.optimization_level)
-    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
-    if options.version_compatible:
-        config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
-    if options.hardware_compatibility != "none":
-        config.hardware_compatibility_level = getattr(trt.HardwareCompatibilityLevel,
-                                                      _TRT_HW[options.hardware_compatibility])
-    cache_path = Path(options.timing_cache) if options.timing_cache else None
-    cache_blob = cache_path.read_bytes() if cache_path is not None and cache_path.is_file() else b""
-    cache = config.create_timing_cache(cache_blob)
-    config.set_timing_cache(cache, False)
-    names = [network.get_input(i).name for i in range(network.num_inputs)]
+def _device_context(dev: Any) -> Any:
+    """The CUDA device TensorRT builds on (the current device while building)."""
+    import torch
+
+    return torch.cuda.device(dev)
+
+
+def polygraphy_trt(trt: Any) -> Any:
+    """``polygraphy.backend.trt`` (NVIDIA's TensorRT loaders), made to use ``trt`` and to log through Python logging.
+
+    Polygraphy imports TensorRT lazily under the name ``tensorrt``; a TensorRT installed as the bindings wheel
+    alone (``tensorrt_bindings``) is registered under that name so Polygraphy finds the module in use.
+    """
+    import importlib.util
+    import sys as _sys
+
+    from lso._deps import require_polygraphy
+
+    if trt.__name__ != "tensorrt" and importlib.util.find_spec("tensorrt") is None:
+        log.info("registering %s as 'tensorrt' for Polygraphy", trt.__name__)
+        _sys.modules["tensorrt"] = trt
+    return require_polygraphy("polygraphy.backend.trt")
+
+
+def polygraphy_profiles(options: BuildOptions, inputs: Optional[Sequence[str]] = None) -> list[Any]:
+    """Our profiles as Polygraphy ``Profile`` objects (only the names the graph takes, when ``inputs`` is given)."""
+    from polygraphy.backend.trt import Profile
+
+    out = []
     for prof in options.profiles:
-        profile = builder.create_optimization_profile()
-        for name in names:
-            if name in prof.opt:
-                profile.set_shape(name, prof.min[name], prof.opt[name], prof.max[name])
-        config.add_optimization_profile(profile)
-    plan = builder.build_serialized_network(network, config)
-    if plan is None:
-        raise ExportError(f"TensorRT failed to build an engine from {onnx_path} (see the log above; raise the "
-                          f"workspace with --workspace-gib or narrow the profile)")
+        profile = Profile()
+        for name in prof.opt:
+            if inputs is None or name in inputs:
+                profile.add(name, tuple(prof.min[name]), tuple(prof.opt[name]), tuple(prof.max[name]))
+        out.append(profile)
+    return out
+
+
+def _build(trt: Any, compat: BuilderCompat, onnx_path: Path, options: BuildOptions) -> tuple[bytes, dict]:
+    """Build with Polygraphy's TensorRT loaders (network from ONNX, config, engine bytes); inspect the engine.
+
+    Strongly typed on TensorRT 10 (``NetworkFromOnnxPath(strongly_typed=True)``; always so on 11), no precision
+    flag (``CreateConfig`` leaves FP16/INT8/BF16/FP8 off and clears TF32: FP32 layers, the FP32 islands of an
+    FP16 graph included, compute in FP32), the workspace pool limit, builder optimisation level, version and
+    hardware compatibility, DETAILED profiling verbosity (for the inspector) and the timing cache (loaded if
+    present; the updated cache is written atomically by us after the build).
+    """
+    pg = polygraphy_trt(trt)
+    cache_path = Path(options.timing_cache) if options.timing_cache else None
+    hardware = (getattr(trt.HardwareCompatibilityLevel, _TRT_HW[options.hardware_compatibility])
+                if options.hardware_compatibility != "none" else None)
+    with contextlib.ExitStack() as stack:
+        cache_file = (stack.enter_context(open(cache_path, "rb")) if cache_path is not None and cache_path.is_file()
+                      else None)
+        return _build_with(pg, trt, compat, onnx_path, options, cache_path, cache_file, hardware)
+
+
+def _build_with(pg: Any, trt: Any, compat: BuilderCompat, onnx_path: Path, options: BuildOptions,
+                cache_path: Optional[Path], cache_file: Any, hardware: Any) -> tuple[bytes, dict]:
+    from polygraphy.exception import PolygraphyException
+
+    create_config = pg.CreateConfig(
+        profiles=polygraphy_profiles(options, _graph_inputs(onnx_path)),
+        memory_pool_limits={trt.MemoryPoolType.WORKSPACE: options.workspace_bytes},
+        builder_optimization_level=int(options.optimization_level),
+        profiling_verbosity=trt.ProfilingVerbosity.DETAILED,
+        # an open file, not the path: Polygraphy would leave a <cache>.lock file; ours is replaced atomically
+        load_timing_cache=cache_file,
+        version_compatible=bool(options.version_compatible) or None,
+        hardware_compatibility_level=hardware)
+    try:
+        builder, network, parser = pg.network_from_onnx_path(str(onnx_path),
+                                                             strongly_typed=compat.strongly_typed_flag or None)
+    except PolygraphyException as exc:
+        raise ExportError(f"TensorRT's ONNX parser rejected {onnx_path}: {exc} (the parser's errors are logged "
+                          f"above under 'Polygraphy')") from exc
+    try:
+        config = create_config(builder, network)
+        plan = pg.engine_bytes_from_network((builder, network, parser), config=config)
+    except PolygraphyException as exc:
+        raise ExportError(f"TensorRT failed to build an engine from {onnx_path} ({exc}; see the log above; raise "
+                          f"the workspace with --workspace-gib or narrow the profile)") from exc
     plan_bytes = bytes(memoryview(plan))
     if cache_path is not None:
         from lso._io import atomic_write_bytes
 
         atomic_write_bytes(cache_path, bytes(memoryview(config.get_timing_cache().serialize())))
-    runtime = trt.Runtime(logger)
-    if options.version_compatible:
-        runtime.engine_host_code_allowed = True
-    engine = runtime.deserialize_cuda_engine(plan_bytes)
-    if engine is None:
-        raise ExportError("the engine just built could not be deserialized for inspection")
+    try:
+        engine = pg.engine_from_bytes(plan_bytes)  # allows host code: version-compatible plans deserialize too
+    except PolygraphyException as exc:
+        raise ExportError(f"the engine just built from {onnx_path} could not be deserialized for inspection "
+                          f"({exc})") from exc
     inspector = engine.create_engine_inspector()
     info = inspector.get_engine_information(trt.LayerInformationFormat.JSON)
     return plan_bytes, json.loads(info)
@@ -417,6 +470,7 @@ def plan_sidecar(onnx_path: PathLike, out: PathLike, options: BuildOptions, *, p
         "version_compatible": bool(options.version_compatible),
         "hardware_compatibility": options.hardware_compatibility,
         "strongly_typed": True,
+        "tf32": False,  # cleared (Polygraphy's CreateConfig default; trtexec --noTF32): FP32 layers compute in FP32
         "builder_optimization_level": int(options.optimization_level),
         "workspace_bytes": options.workspace_bytes,
         "timing_cache": str(options.timing_cache) if options.timing_cache else None,
@@ -487,23 +541,19 @@ def build_engine(onnx: PathLike, out: PathLike = None, *, allow_cpu_graph: bool 
                                      f"(lean/dispatch) package and cannot build engines: pip install tensorrt-cu12")
     compat = builder_compat(trt)
     compat.check(opts)
-    from lso.runtime.trt_runner import make_logger
-
-    import torch
-
-    logger = make_logger(trt, "lso.export.tensorrt")
-    log.info("building %s (%s) with TensorRT %s on %s", onnx_path.name, precision, trt.__version__,
-             torch.cuda.get_device_name(dev))
+    gpu = _gpu(dev.index)
+    log.info("building %s (%s) with TensorRT %s on %s (Polygraphy's loaders)", onnx_path.name, precision,
+             trt.__version__, gpu["gpu"])
     t0 = time.perf_counter()
-    with torch.cuda.device(dev):  # TensorRT builds on the current device
-        plan, engine_info = _build(trt, compat, onnx_path, opts, logger)
+    with _device_context(dev):  # TensorRT builds on the current device
+        plan, engine_info = _build(trt, compat, onnx_path, opts)
     seconds = time.perf_counter() - t0
     counts = layer_precisions(engine_info)
     check_layer_precisions(counts, precision, onnx_path)
     with atomic_path(out) as tmp:
         tmp.write_bytes(plan)  # plain plan bytes: trtexec --loadEngine and polygraphy read them as they are
     info = plan_sidecar(onnx_path, out, opts, precision=precision, tensorrt_version=trt.__version__,
-                        gpu=_gpu(dev.index), layers=counts, build_seconds=seconds)
+                        gpu=gpu, layers=counts, build_seconds=seconds)
     try:
         write_sidecar(out, info)
     except BaseException:

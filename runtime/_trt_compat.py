@@ -2,49 +2,113 @@
 
 TensorRT comes as several Python packages; the first importable one is used:
 
-============================  ================================  =========================================
-import name                   pip package                       runtime
-============================  ================================  =========================================
-``tensorrt``                  ``tensorrt-cu12`` (or -cu13)      full (builder + runtime)
-``tensorrt_bindings``         ``tensorrt-cu12-bindings``        full, bindings wheel alone
-``tensorrt_lean``             ``tensorrt-lean-cu12``            lean: runs version-compatible plans only
-``tensorrt_lean_bindings``    ``tensorrt-lean-cu12-bindings``   lean, bindings wheel alone (+ ``-libs``)
-``tensorrt_dispatch``         ``tensorrt-dispatch-cu12``        dispatch: runs version-compatible plans
-============================  ================================  =========================================
+==============================  ===================================  ========================================
+import name                     pip package                          runtime
+==============================  ===================================  ========================================
+``tensorrt``                    ``tensorrt-cu12`` (or -cu13)         full (builder + runtime)
+``tensorrt_bindings``           ``tensorrt-cu12-bindings``           full, bindings wheel alone
+``tensorrt_lean``               ``tensorrt-lean-cu12``               lean: runs version-compatible plans only
+``tensorrt_lean_bindings``      ``tensorrt-lean-cu12-bindings``      lean, bindings wheel alone (+ ``-libs``)
+``tensorrt_dispatch``           ``tensorrt-dispatch-cu12``           dispatch: runs version-compatible plans
+``tensorrt_dispatch_bindings``  ``tensorrt-dispatch-cu12-bindings``  dispatch, bindings wheel alone
+==============================  ===================================  ========================================
+
+Every package exists for CUDA 12 and 13 (``-cu12``/``-cu13``; ``-cu11`` for older releases), as the
+bindings wheel, its ``-libs`` wheel, or the meta package that pulls both. :data:`TRT_DISTRIBUTIONS` is
+the one list of them (read by ``lso info`` and by ``lso build --print-trtexec`` to know the version);
+:func:`installed_tensorrt` reads the installed ones from package metadata, importing nothing.
 
 :data:`API_USED` lists every TensorRT class, method, attribute and enum member the runner touches;
 a test checks each against the real TensorRT 11 lean bindings (by ``hasattr`` only: TensorRT is
-never called without a GPU). Importing this module never imports TensorRT.
+never called without a GPU). :data:`API_FALLBACKS` lists the TensorRT 10.0 spellings used only where
+the newer name is missing. Importing this module never imports TensorRT.
+
+Activation memory (the runner allocates it; contexts have none of their own):
+
+=====================================  ==========================================  ==========================
+what                                   TensorRT 10.1+ and 11                        TensorRT 10.0
+=====================================  ==========================================  ==========================
+context without device memory          ``engine.create_execution_context(``        same
+                                       ``ExecutionContextAllocationStrategy.``
+                                       ``USER_MANAGED)``
+bytes for a profile's max shapes       ``get_device_memory_size_for_profile_v2``   ``device_memory_size``
+give a context the memory              ``context.set_device_memory(ptr, size)``    ``context.device_memory = ptr``
+bytes for the shapes now set           ``update_device_memory_size_for_shapes()``  (none: the profile's size)
+=====================================  ==========================================  ==========================
+
+``create_execution_context_without_device_memory`` and ``device_memory_size`` are deprecated in
+TensorRT 10 and gone from 11 (checked against the 11.4 lean bindings and NVIDIA/TensorRT
+``python/src/infer/pyCore.cpp`` of 10.x).
 """
 from __future__ import annotations
 
 import importlib.util
 import re
+from dataclasses import asdict, dataclass
 from types import ModuleType
+from typing import Any, Optional
 
 from lso._deps import require
 from lso.errors import MissingDependencyError
 
 __all__ = ["MODULE_CANDIDATES", "MIN_VERSION", "API_USED", "import_tensorrt", "version_tuple", "is_lean",
-           "check_supported", "find_tensorrt"]
+           "check_supported", "find_tensorrt", "TRT_DISTRIBUTIONS", "TrtDistribution", "InstalledTensorRT",
+           "installed_tensorrt", "FLAVOURS", "describe_tensorrt", "API_FALLBACKS", "create_context_without_memory",
+           "activation_bytes", "set_context_memory", "memory_for_shapes"]
 
 MODULE_CANDIDATES = ("tensorrt", "tensorrt_bindings", "tensorrt_lean", "tensorrt_lean_bindings", "tensorrt_dispatch",
                      "tensorrt_dispatch_bindings")
 MIN_VERSION = (10, 0)
+FLAVOURS = ("full", "lean", "dispatch")
+
+
+@dataclass(frozen=True)
+class TrtDistribution:
+    """One pip distribution of TensorRT's Python API."""
+
+    name: str  # pip name, e.g. "tensorrt-lean-cu13-bindings"
+    flavour: str  # "full" (builder + runtime), "lean" or "dispatch" (run version-compatible plans only)
+    cuda_major: Optional[int]  # 11/12/13; None for the unsuffixed meta packages (read from their requirements)
+    module: Optional[str]  # the import name it provides; None for the -libs wheels (shared libraries only)
+
+
+def _distributions() -> tuple[TrtDistribution, ...]:
+    out = []
+    for flavour, stem, module in (("full", "tensorrt", "tensorrt"), ("lean", "tensorrt-lean", "tensorrt_lean"),
+                                  ("dispatch", "tensorrt-dispatch", "tensorrt_dispatch")):
+        out.append(TrtDistribution(stem, flavour, None, module))
+        for cuda in (13, 12, 11):
+            out += [TrtDistribution(f"{stem}-cu{cuda}", flavour, cuda, module),
+                    TrtDistribution(f"{stem}-cu{cuda}-bindings", flavour, cuda, f"{module}_bindings"),
+                    TrtDistribution(f"{stem}-cu{cuda}-libs", flavour, cuda, None)]
+    return tuple(out)
+
+
+#: Every TensorRT distribution lso-deploy knows, full first, newest CUDA first (the one list; see above).
+TRT_DISTRIBUTIONS: tuple[TrtDistribution, ...] = _distributions()
 
 # class (or "" for the module itself) -> names used on it by trt_runner.py
 API_USED: dict[str, tuple[str, ...]] = {
-    "": ("Runtime", "ICudaEngine", "IExecutionContext", "ILogger", "TensorIOMode", "DataType", "__version__"),
+    "": ("Runtime", "ICudaEngine", "IExecutionContext", "ILogger", "TensorIOMode", "DataType",
+         "ExecutionContextAllocationStrategy", "__version__"),
     "Runtime": ("deserialize_cuda_engine", "engine_host_code_allowed"),
     "ICudaEngine": ("num_io_tensors", "get_tensor_name", "get_tensor_mode", "get_tensor_dtype", "get_tensor_shape",
                     "get_tensor_profile_shape", "is_shape_inference_io", "create_execution_context",
-                    "num_optimization_profiles"),
+                    "num_optimization_profiles", "get_device_memory_size_for_profile_v2", "device_memory_size_v2"),
     "IExecutionContext": ("set_input_shape", "set_tensor_address", "execute_async_v3",
-                          "set_optimization_profile_async"),
+                          "set_optimization_profile_async", "set_device_memory",
+                          "update_device_memory_size_for_shapes"),
+    "ExecutionContextAllocationStrategy": ("USER_MANAGED",),
     "ILogger": ("log", "Severity"),
     "ILogger.Severity": ("INTERNAL_ERROR", "ERROR", "WARNING", "INFO", "VERBOSE"),
     "TensorIOMode": ("INPUT", "OUTPUT"),
     "DataType": ("FLOAT", "HALF", "BF16", "INT64", "INT32", "INT8", "UINT8", "BOOL"),
+}
+
+# class -> TensorRT 10.0 names used only where the API_USED one is missing (absent from TensorRT 11)
+API_FALLBACKS: dict[str, tuple[str, ...]] = {
+    "ICudaEngine": ("device_memory_size",),
+    "IExecutionContext": ("device_memory",),
 }
 
 
@@ -54,6 +118,71 @@ def find_tensorrt() -> str | None:
         if importlib.util.find_spec(name) is not None:
             return name
     return None
+
+
+@dataclass(frozen=True)
+class InstalledTensorRT:
+    """An installed TensorRT distribution, read from package metadata."""
+
+    flavour: str
+    version: str
+    cuda_major: Optional[int]
+    distribution: str
+    module: Optional[str]
+    importable: bool  # the import name is found (a -libs wheel alone is not importable)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _cuda_from_requirements(dist: str) -> Optional[int]:
+    """CUDA major of an unsuffixed meta package (``tensorrt`` requires ``tensorrt_cu12``...), else None."""
+    from importlib.metadata import PackageNotFoundError, requires
+
+    try:
+        reqs = requires(dist) or []
+    except PackageNotFoundError:
+        return None
+    for req in reqs:
+        found = re.search(r"cu(1[1-9])", req.split(";")[0])
+        if found:
+            return int(found.group(1))
+    return None
+
+
+def installed_tensorrt() -> list[InstalledTensorRT]:
+    """The installed TensorRT distributions (:data:`TRT_DISTRIBUTIONS` order), from package metadata only:
+    nothing is imported, so this is safe without a GPU."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = []
+    for dist in TRT_DISTRIBUTIONS:
+        try:
+            ver = version(dist.name)
+        except PackageNotFoundError:
+            continue
+        cuda = dist.cuda_major if dist.cuda_major is not None else _cuda_from_requirements(dist.name)
+        importable = dist.module is not None and importlib.util.find_spec(dist.module) is not None
+        found.append(InstalledTensorRT(dist.flavour, ver, cuda, dist.name, dist.module, importable))
+    return found
+
+
+def describe_tensorrt() -> dict[str, Any]:
+    """What ``lso info`` reports: the TensorRT that :func:`import_tensorrt` would use (flavour, version, CUDA
+    major, import name; ``installed: False`` if none) and every TensorRT distribution installed. Reads package
+    metadata only: TensorRT is not imported (``lso info`` runs without a GPU)."""
+    found = installed_tensorrt()
+    module = find_tensorrt()
+    usable = [d for d in found if d.importable]
+    primary = next((d for d in usable if d.module == module), usable[0] if usable else None)
+    if primary is None:
+        return {"installed": False, "module": module, "distributions": [d.to_dict() for d in found]}
+    cuda = primary.cuda_major
+    if cuda is None:  # an unsuffixed meta package without requirements: ask its siblings
+        cuda = next((d.cuda_major for d in found if d.flavour == primary.flavour and d.cuda_major), None)
+    return {"installed": True, "flavour": primary.flavour, "version": primary.version, "cuda_major": cuda,
+            "module": primary.module, "can_build": primary.flavour == "full",
+            "distributions": [d.to_dict() for d in found]}
 
 
 def import_tensorrt() -> ModuleType:
@@ -85,3 +214,37 @@ def check_supported(trt: ModuleType) -> None:
         raise MissingDependencyError(
             f"TensorRT {trt.__version__} is too old: lso-deploy needs TensorRT >= "
             f"{'.'.join(map(str, MIN_VERSION))} (name-based tensor API); pip install -U tensorrt-cu12")
+
+
+# --------------------------------------------------------------------------------------- activation memory
+def create_context_without_memory(trt: ModuleType, engine: Any) -> Any:
+    """An execution context with no activation memory of its own (the caller sets it), or None on failure."""
+    return engine.create_execution_context(trt.ExecutionContextAllocationStrategy.USER_MANAGED)
+
+
+def activation_bytes(engine: Any, profile_index: int) -> int:
+    """Activation memory a context needs at the max shapes of ``profile_index``.
+
+    The larger of the profile's size and the engine's (``device_memory_size_v2``, the max over its profiles):
+    the Python docs of ``set_device_memory`` ask for at least the engine's size, the C++ docs for at least the
+    profile's; for the single-profile plans ``lso build`` makes the two are the same.
+    """
+    if hasattr(engine, "get_device_memory_size_for_profile_v2"):  # 10.1+, 11
+        return max(int(engine.get_device_memory_size_for_profile_v2(profile_index)),
+                   int(getattr(engine, "device_memory_size_v2", 0)))
+    return int(engine.device_memory_size)  # 10.0: the max over all profiles
+
+
+def set_context_memory(context: Any, address: int, size: int) -> None:
+    """Point ``context`` at ``size`` bytes of activation memory at ``address`` (256-byte aligned)."""
+    if hasattr(context, "set_device_memory"):  # 10.1+, 11
+        context.set_device_memory(int(address), int(size))
+    else:  # 10.0
+        context.device_memory = int(address)
+
+
+def memory_for_shapes(context: Any) -> Optional[int]:
+    """Activation bytes for the input shapes set on ``context`` now; None where TensorRT cannot say (10.0)."""
+    if not hasattr(context, "update_device_memory_size_for_shapes"):
+        return None
+    return int(context.update_device_memory_size_for_shapes())

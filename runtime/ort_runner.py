@@ -13,6 +13,11 @@ The CUDA path (``device="cuda"``, needs ``onnxruntime-gpu``) binds torch CUDA te
 ``__cuda_array_interface__`` arrays by device pointer the same way. It cannot be installed on the
 machines this was written on and is **unverified**; it is kept small on purpose.
 
+ONNX Runtime's TensorRT execution provider is an option (``tensorrt=True`` or ``providers="tensorrt"``,
+needs ``onnxruntime-gpu`` built with it, TensorRT and a GPU; **unverified** here): the provider options
+come from :func:`tensorrt_provider_options` (the I/O spec's profile, an engine cache folder, FP16 left to
+the graph). A CPU-tuned graph is refused for it, as ``lso build`` refuses it.
+
 Both graph forms run: the 2-input graph (``hr_msi``, ``lr_hsi``) and the tileable 3-input graph
 that also takes ``extent`` (``export_onnx(..., tileable=True)``); the latter gets
 ``(0, 0, H, W)`` when no extent is given.
@@ -36,12 +41,63 @@ from lso.io_spec import EXTENT, HR_HSI, HR_MSI, INPUT_NAMES, LR_HSI, TensorSpec
 from lso.runtime.base import Runner, RunnerStateError
 from lso.runtime.validation import FuseInputs, restore_output
 
-__all__ = ["OrtRunner", "OrtBinding", "apply_memory_arena"]
+__all__ = ["OrtRunner", "OrtBinding", "apply_memory_arena", "tensorrt_provider_options", "TENSORRT_PROVIDER"]
 
 log = logging.getLogger(__name__)
 
 _ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
               "tensor(int64)": np.int64, "tensor(int32)": np.int32}
+
+
+TENSORRT_PROVIDER = "TensorrtExecutionProvider"
+
+
+def _ort_shapes(shapes: dict) -> str:
+    """``{"hr_msi": (1, 3, 32, 32), ...}`` -> ``"hr_msi:1x3x32x32,..."`` (the TensorRT provider's profile format)."""
+    return ",".join(f"{name}:{'x'.join(str(int(d)) for d in shape)}" for name, shape in shapes.items())
+
+
+def tensorrt_provider_options(profile: Any = None, *, device_id: int = 0,
+                              engine_cache: Optional[str | os.PathLike] = None,
+                              timing_cache: Optional[str | os.PathLike] = None,
+                              workspace_bytes: Optional[int] = None, config: Optional[LSOConfig] = None,
+                              inputs: Optional[Any] = None) -> dict[str, Any]:
+    """Provider options of ONNX Runtime's ``TensorrtExecutionProvider`` for an LSO graph (a pure function).
+
+    Args:
+        profile: the :class:`~lso.io_spec.ShapeProfile` to build for (default:
+            :func:`lso.io_spec.default_profile` of ``config``); written as explicit
+            ``trt_profile_min_shapes``/``opt``/``max`` (``name:DxDxDxD,...``), so the engine is built once for
+            the whole range instead of again for each new shape.
+        device_id: the CUDA device.
+        engine_cache: folder for built engines (``trt_engine_cache_enable`` + ``trt_engine_cache_path``; the
+            folder is created). Engines there are tied to the graph, ONNX Runtime, TensorRT and GPU versions:
+            empty it when any of them changes.
+        timing_cache: folder for TensorRT's timing cache (``trt_timing_cache_enable`` + ``_path``).
+        workspace_bytes: ``trt_max_workspace_size`` (default: ONNX Runtime's).
+        config: the model configuration the default profile is made for.
+        inputs: the graph's input names; profile entries for other names are left out (default: all).
+
+    Precision is the graph's: ``trt_fp16_enable`` and ``trt_int8_enable`` stay off, so TensorRT is not allowed
+    to lower FP32 layers (the FP32 islands of an FP16 graph) on its own; FP16 and Q/DQ layers of the graph
+    run as the graph types them (strongly typed on TensorRT 11; on TensorRT 10 this depends on the ONNX
+    Runtime build, which documents no strongly typed switch: unverified).
+    """
+    from lso import io_spec
+
+    prof = profile if profile is not None else io_spec.default_profile(config)
+    keep = set(inputs) if inputs is not None else None
+    options: dict[str, Any] = {"device_id": int(device_id), "trt_fp16_enable": False, "trt_int8_enable": False}
+    for key in ("min", "opt", "max"):
+        shapes = {n: s for n, s in getattr(prof, key).items() if keep is None or n in keep}
+        options[f"trt_profile_{key}_shapes"] = _ort_shapes(shapes)
+    if engine_cache is not None:
+        options.update(trt_engine_cache_enable=True, trt_engine_cache_path=str(engine_cache))
+    if timing_cache is not None:
+        options.update(trt_timing_cache_enable=True, trt_timing_cache_path=str(timing_cache))
+    if workspace_bytes is not None:
+        options["trt_max_workspace_size"] = int(workspace_bytes)
+    return options
 
 
 _ARENA_MODES = ("shared", "session", "off")
@@ -102,6 +158,18 @@ def apply_memory_arena(options: Any, mode: str | bool = "shared") -> Any:
     return options
 
 
+def _graph_input_names(path: Path) -> Optional[list[str]]:
+    """The graph's input names (None if onnx is not installed: then the profile's names are all written)."""
+    from lso._deps import available
+
+    if not available("onnx"):
+        return None
+    onnx = require("onnx")
+    model = onnx.load(str(path), load_external_data=False)
+    inits = {i.name for i in model.graph.initializer}
+    return [i.name for i in model.graph.input if i.name not in inits]
+
+
 class OrtBinding:
     """Inputs and output bound in place; :meth:`run` executes the graph on whatever the bound buffers
     hold at that moment and returns the output (the caller's ``out`` if one was given).
@@ -150,7 +218,14 @@ class OrtRunner(Runner):
         device: ``"cpu"`` (default) or ``"cuda"``/``"cuda:N"`` (needs ``onnxruntime-gpu``; unverified).
         threads: intra-op threads (default: ONNX Runtime's choice, one per physical core).
         inter_op_threads: inter-op threads (default: ONNX Runtime's choice).
-        providers: explicit ONNX Runtime providers list, overriding ``device``.
+        providers: explicit ONNX Runtime providers list, overriding ``device``; or ``"tensorrt"`` (same as
+            ``tensorrt=True``).
+        tensorrt: run with ONNX Runtime's TensorRT execution provider (then CUDA, then CPU for what TensorRT
+            does not take) on ``device`` (a CUDA device; ``"cpu"`` means ``cuda:0`` here). Needs a GPU and an
+            ``onnxruntime-gpu`` whose ``get_available_providers()`` lists it, else a clear error at activation.
+        trt_profile: the :class:`~lso.io_spec.ShapeProfile` the provider builds for (default: the I/O spec's
+            default profile for the graph's configuration); checked against TensorRT's tensor size limit.
+        trt_engine_cache: engine cache folder of the provider (default: none; every session builds anew).
         session_options: an ``onnxruntime.SessionOptions`` to start from.
         verify: check the artifact's sha256 against its sidecar.
         config: the model's architecture, if the sidecar does not record it (tiling uses it).
@@ -183,9 +258,19 @@ class OrtRunner(Runner):
     def __init__(self, path: str | os.PathLike, *, device: Any = "cpu", threads: Optional[int] = None,
                  inter_op_threads: Optional[int] = None, providers: Optional[list] = None,
                  session_options: Any = None, verify: bool = True, config: Optional[LSOConfig] = None,
-                 memory_arena: str | bool = "shared") -> None:
+                 memory_arena: str | bool = "shared", tensorrt: bool = False, trt_profile: Any = None,
+                 trt_engine_cache: Optional[str | os.PathLike] = None) -> None:
         super().__init__()
         self._path = Path(path)
+        if isinstance(providers, str):
+            if providers.lower() not in ("tensorrt", TENSORRT_PROVIDER.lower()):
+                raise InputError(f"providers={providers!r}: give a list of ONNX Runtime providers or 'tensorrt'")
+            tensorrt, providers = True, None
+        self._tensorrt = bool(tensorrt)
+        self._trt_profile = trt_profile
+        self._trt_engine_cache = Path(trt_engine_cache) if trt_engine_cache is not None else None
+        if self._tensorrt and torch.device(device if device is not None else "cpu").type == "cpu":
+            device = "cuda"
         self._device = torch.device(device if device is not None else "cpu")
         self._threads = threads
         self._inter_op_threads = inter_op_threads
@@ -200,7 +285,34 @@ class OrtRunner(Runner):
         self._out_type: type = np.float32
 
     # ----------------------------------------------------------------------------- lifecycle
+    def _tensorrt_providers(self, ort: Any) -> list:
+        """The TensorRT provider (then CUDA, CPU), gated: a GPU, the provider in this onnxruntime, a graph for it."""
+        from lso.export.variants import require_tensorrt_graph
+        from lso.runtime.cuda_arrays import require_cuda
+
+        dev = require_cuda(self._device)  # DeviceUnavailableError without a GPU, before ONNX Runtime touches TensorRT
+        available = ort.get_available_providers()
+        if TENSORRT_PROVIDER not in available:
+            raise MissingDependencyError(
+                f"tensorrt=True needs ONNX Runtime's TensorRT execution provider, which this onnxruntime "
+                f"{ort.__version__} does not have (available: {available}); install onnxruntime-gpu (instead of "
+                f"onnxruntime) and TensorRT for its CUDA version, or run without tensorrt=True")
+        require_tensorrt_graph(self._path, consumer="OrtRunner(tensorrt=True)")
+        from lso import io_spec
+        from lso.export.tensor_limits import check_profiles
+
+        profile = self._trt_profile if self._trt_profile is not None else io_spec.default_profile(self._config)
+        check_profiles(self._path, [profile])  # a profile past TensorRT's tensor limit: InputError, nothing built
+        if self._trt_engine_cache is not None:
+            self._trt_engine_cache.mkdir(parents=True, exist_ok=True)
+        options = tensorrt_provider_options(profile, device_id=dev.index or 0, engine_cache=self._trt_engine_cache,
+                                            inputs=_graph_input_names(self._path))
+        return [(TENSORRT_PROVIDER, options), ("CUDAExecutionProvider", {"device_id": dev.index or 0}),
+                "CPUExecutionProvider"]
+
     def _resolve_providers(self, ort: Any) -> list:
+        if self._tensorrt:
+            return self._tensorrt_providers(ort)
         if self._providers is not None:
             return list(self._providers)
         if self._device.type == "cpu":
@@ -255,7 +367,7 @@ class OrtRunner(Runner):
         self._out_name = out_names[0]
         self._out_type = _ORT_TYPES.get(outputs[0].type, np.float32)
         self._session, self._specs, self._types = session, tuple(specs), types
-        self._cuda = "CUDAExecutionProvider" in session.get_providers()
+        self._cuda = bool({"CUDAExecutionProvider", TENSORRT_PROVIDER} & set(session.get_providers()))
         self._weights_sha256 = self._recorded_fingerprint(session, sidecar)
         log.info("ONNX Runtime %s: %s on %s", ort.__version__, self._path.name, session.get_providers())
 

@@ -11,7 +11,7 @@ from types import ModuleType
 
 from lso.errors import MissingDependencyError
 
-__all__ = ["require", "available"]
+__all__ = ["require", "available", "require_polygraphy"]
 
 # module name -> (pip package, extra of lso-deploy that brings it)
 _EXTRAS: dict[str, tuple[str, str]] = {
@@ -21,6 +21,7 @@ _EXTRAS: dict[str, tuple[str, str]] = {
     "onnxscript": ("onnxscript", "onnx"),
     "onnxconverter_common": ("onnxconverter-common", "onnx"),
     "safetensors": ("safetensors", "onnx"),
+    "polygraphy": ("polygraphy", "onnx"),
     "h5py": ("h5py", "data"),
     "scipy": ("scipy", "data"),
     "skimage": ("scikit-image", "data"),
@@ -57,3 +58,15 @@ def available(module: str) -> bool:
     except ImportError:
         return False
     return True
+
+
+def require_polygraphy(module: str = "polygraphy") -> ModuleType:
+    """``require`` for Polygraphy (or one of its modules), set to log through the Python logger ``Polygraphy``
+    (without colours) instead of printing on stdout. Polygraphy imports TensorRT only when a TensorRT
+    backend runs, so this is safe without a GPU."""
+    mod = require(module)
+    from polygraphy.logger import G_LOGGER
+
+    G_LOGGER.use_python_logging_system = True
+    G_LOGGER.colors = False
+    return mod

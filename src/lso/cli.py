@@ -83,6 +83,7 @@ def _run_info(args) -> int:
     import lso
     from lso._deps import available
     from lso.config import LSOConfig
+    from lso.runtime._trt_compat import describe_tensorrt
 
     from lso.checkpoint import SOURCE_CALLER, SOURCE_DEFAULT, ResolvedConfig, resolve_config, weights_fingerprint
 
@@ -109,7 +110,10 @@ def _run_info(args) -> int:
         # where each field came from: saved config, tensor shapes, caller (--config) or default
         "config_sources": resolved.describe_sources(),
         "parameters": sum(p.numel() for p in model.parameters()),
-        "optional": {m: available(m) for m in ("onnx", "onnxruntime", "onnxslim", "h5py", "scipy", "tensorrt", "cupy")},
+        "optional": {m: available(m) for m in ("onnx", "onnxruntime", "onnxslim", "polygraphy", "h5py", "scipy",
+                                                "cupy")},
+        # full/lean/dispatch, version, CUDA major: from package metadata (TensorRT is not imported here)
+        "tensorrt": describe_tensorrt(),
     }
     print(json.dumps(info, indent=2))
     return 0
