@@ -101,3 +101,18 @@ def test_train_and_batch_refuse_a_folder_another_run_writes(command, tmp_path, c
         assert (out / "last.pt").read_bytes() == b"the other run's resume state"
     finally:
         _stop(holder)
+
+
+def test_a_file_system_without_locks_runs_with_a_warning(tmp_path, monkeypatch, caplog):
+    import errno
+    import fcntl
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    out = tmp_path / "fused.npz"
+    with output_lock(out):
+        out.write_bytes(b"written")
+    assert "does not support locks" in caplog.text and "not detected" in caplog.text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fused.npz"]

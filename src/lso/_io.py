@@ -327,6 +327,10 @@ def _describe_holder(holder: dict[str, Any]) -> str:
     return text
 
 
+_NO_LOCKS = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EINVAL}
+"""What ``flock`` answers on a file system that has no locks."""
+
+
 @contextlib.contextmanager
 def output_lock(target: PathLike, *, folder: bool = False, command: Optional[str] = None) -> Iterator[Path]:
     """Hold an exclusive lock on an output (file or folder) for the ``with`` block; yield the lock file.
@@ -337,7 +341,8 @@ def output_lock(target: PathLike, *, folder: bool = False, command: Optional[str
     however it ends (``SIGKILL`` included). A lock file left behind by a run that ended without removing it is
     taken over with a warning when it was made on this host; one made on another host is refused, naming that
     host (whether that run still lives cannot be checked from here, and not every network file system shares
-    ``flock`` between hosts): delete the lock file if that run is gone. The lock file is removed on leaving.
+    ``flock`` between hosts): delete the lock file if that run is gone. The lock file is removed on leaving. On a
+    file system without locks (``ENOLCK``) the run goes on with a warning saying that a second run is not detected.
 
     Args:
         target: the output file or folder (a folder must exist).
@@ -346,7 +351,7 @@ def output_lock(target: PathLike, *, folder: bool = False, command: Optional[str
 
     Raises:
         ArtifactError: another run holds the lock, a stale lock from another host, or the lock file cannot be
-            made (missing or read-only folder, ...).
+            made (missing or read-only folder, full disk, ...).
     """
     try:
         import fcntl
@@ -372,10 +377,19 @@ def output_lock(target: PathLike, *, folder: bool = False, command: Optional[str
             raise ArtifactError(
                 f"{target} is being written by another run: {_describe_holder(holder)}{where}{gone}; wait for it "
                 f"to finish or choose another output (its lock: {path})") from None
-        except OSError as exc:  # ENOLCK: a file system without locks
+        except OSError as exc:
+            if exc.errno not in _NO_LOCKS:
+                os.close(fd)
+                raise ArtifactError(f"cannot lock {target} ({path}): {os_error_message(exc, path)}") from exc
+            # a file system without locks (NFS without lockd, some FUSE mounts): run, but say what is not checked
+            with contextlib.suppress(OSError):
+                if os.fstat(fd).st_size == 0:
+                    os.unlink(path)
             os.close(fd)
-            raise ArtifactError(f"cannot lock {target} ({path}): {os_error_message(exc, path)}; write to a local "
-                                f"file system") from exc
+            log.warning("%s: the file system does not support locks (%s): another run writing the same output "
+                        "at the same time is not detected", target, os_error_message(exc, path))
+            yield path
+            return
         try:  # a run that just finished may have removed this file after we opened it: then lock the new one
             st, now = os.fstat(fd), os.stat(path)
             if (st.st_dev, st.st_ino) == (now.st_dev, now.st_ino):
