@@ -661,7 +661,7 @@ def work_bytes(scene: DeclaredScene, config: Any, *, tiled: bool, fuse_on_host: 
 
 
 def check_work_memory(opts: InferOptions, runner: Any, *, tiled: Optional[bool] = None,
-                      memory_budget: Any = None) -> Optional[int]:
+                      memory_budget: Any = None, label: str = "", fix: Optional[str] = None) -> Optional[int]:
     """Refuse (InputError) before anything is read when the whole work ``opts`` asks for (every item of the
     file, read, held and fused) would not fit the memory budget; returns the estimate (None: not declared).
 
@@ -670,6 +670,8 @@ def check_work_memory(opts: InferOptions, runner: Any, *, tiled: Optional[bool] 
         runner: the active runner (its configuration and bands).
         tiled: the fusion will be tiled to fit (default: ``opts.tile`` given).
         memory_budget: the budget (default ``opts.memory_budget``, then :mod:`lso.memory`'s).
+        label: put before the message (``"scene big: "``).
+        fix: how to get under the budget (default: one scene at a time, tiles, or a split file).
     """
     from lso.config import LSOConfig
 
@@ -684,9 +686,9 @@ def check_work_memory(opts: InferOptions, runner: Any, *, tiled: Optional[bool] 
     on_host = memory_device is None or memory_device() == "cpu"
     need = work_bytes(scene, config, tiled=tiled, fuse_on_host=on_host, clamp=opts.clamp)
     how = "in tiles" if tiled else "in one piece"
-    check_bytes(need, f"{scene.what} (as declared; {scene.batch} scene(s) read, held and fused {how})",
+    check_bytes(need, f"{label}{scene.what} (as declared; {scene.batch} scene(s) read, held and fused {how})",
                 memory_budget=memory_budget,
-                fix="fuse one scene at a time (--index I), in tiles (--tile 256), or split the file")
+                fix=fix or "fuse one scene at a time (--index I), in tiles (--tile 256), or split the file")
     return need
 
 
@@ -931,7 +933,6 @@ def _infer_locked(opts: InferOptions, out: Path) -> InferResult:
     attrs: dict[str, Any] = {"artifact": str(Path(opts.artifact).name),
                              "inputs": ";".join(Path(p).name for p in opts.inputs),
                              **scene.crop_attrs(), "clamped": int(opts.clamp), "input_scale": scene.input_scale}
-    attrs["weights_sha256"] = runner.weights_fingerprint or ""  # provenance: lso.checkpoint.weights_fingerprint
     attrs["weights_sha256"] = runner.weights_fingerprint or ""  # provenance: lso.checkpoint.weights_fingerprint
     if wavelengths is not None:
         attrs["wavelengths_nm"] = wavelengths

@@ -342,11 +342,17 @@ def _check_scene_memory(runner: Any, ref: SceneRef, opts: BatchOptions, budget: 
     fused; tiled when the artifact can be) would not fit ``budget`` (:func:`lso.runtime.infer.check_work_memory`)."""
     if budget is None:  # a GPU actor without an explicit budget: activations are not in host memory
         return
+    from lso.io_spec import EXTENT
     from lso.runtime.infer import InferOptions, check_work_memory
 
     read = InferOptions(artifact=Path(), inputs=(ref.path,), out=Path(), index=ref.index, ratio=opts.ratio,
                         tile=opts.tile)
-    check_work_memory(read, runner, tiled=bool(opts.tile) or bool(runner.tileable), memory_budget=budget)
+    tileable = bool(runner.tileable)
+    check_work_memory(read, runner, tiled=bool(opts.tile) or tileable, memory_budget=budget,
+                      label=f"scene {ref.scene_id}: ",
+                      fix=None if tileable else f"the artifact takes no '{EXTENT}' input, so it cannot be tiled: "
+                                                f"re-export it tileable (lso export --tileable) or use the checkpoint; "
+                                                f"or split the file")
 
 
 def fuse_scene(runner: Any, ref: SceneRef, opts: BatchOptions, *, artifact_sha256: str = "",

@@ -50,6 +50,9 @@ reflectance)."""
 CENTRED_SHARE = 0.25
 """At least this share of negative values (with the minimum below ``-CENTRED_MIN``) says an image is centred at 0."""
 
+CHUNK_ELEMENTS = 1 << 22
+"""Values looked at in one step (the temporaries of the check stay a few MB whatever the array's size)."""
+
 NAMED_SCALES = {"unit": 1.0, "8bit": 255.0, "16bit": 65535.0}
 INPUT_SCALE_HELP = ("scale of the input values: unit (reflectance in [0, 1], the default), 8bit (counts 0..255 "
                     "stored as numbers: divided by 255), 16bit (0..65535: divided by 65535) or a number to divide "
@@ -151,17 +154,26 @@ def check_value_range(arr: np.ndarray, name: str, *, scale: Optional[InputScale]
     scale = scale or InputScale()
     if arr.size == 0:
         return
-    data = arr.astype(np.float32) if arr.dtype == np.float16 else arr
-    finite = np.isfinite(data)
-    if not finite.all():
-        n_nan, n_inf = int(np.isnan(data).sum()), int(np.isinf(data).sum())
+    data = arr if arr.ndim >= 2 else arr.reshape(1, -1)
+    rows = max(1, CHUNK_ELEMENTS // max(data.size // max(data.shape[-2], 1), 1))
+    n_nan = n_inf = n_out = n_negative = 0
+    lo, hi = math.inf, -math.inf
+    for r0 in range(0, data.shape[-2], rows):  # row chunks: bounded temporaries whatever the size
+        chunk = data[..., r0:r0 + rows, :]
+        chunk = chunk.astype(np.float32) if chunk.dtype == np.float16 else chunk
+        if not np.isfinite(chunk).all():
+            n_nan += int(np.isnan(chunk).sum())
+            n_inf += int(np.isinf(chunk).sum())
+            continue
+        lo, hi = min(lo, float(chunk.min())), max(hi, float(chunk.max()))
+        n_out += int(np.count_nonzero((chunk < RANGE_LOW) | (chunk > RANGE_HIGH)))
+        n_negative += int(np.count_nonzero(chunk < 0))
+    if n_nan or n_inf:
         raise InputError(f"{name} has {n_nan} NaN and {n_inf} Inf values (of {data.size}): non-finite inputs are "
                          f"rejected; fill or mask them first (e.g. np.nan_to_num(x, nan=0.0))")
-    lo, hi = float(data.min()), float(data.max())
-    share_negative = float(np.count_nonzero(data < 0)) / data.size if lo < -CENTRED_MIN else 0.0
+    share_negative = n_negative / data.size if lo < -CENTRED_MIN else 0.0
     after = "" if scale.is_unit else f" after --input-scale {scale.name} (divided by {scale.divisor:g})"
-    if lo < RANGE_LOW or hi > RANGE_HIGH:
-        n_out = int(np.count_nonzero((data < RANGE_LOW) | (data > RANGE_HIGH)))
+    if n_out:
         raise InputError(f"{name}: {n_out} of {data.size} values lie outside [{RANGE_LOW}, {RANGE_HIGH}]{after} "
                          f"(min {lo:.6g}, max {hi:.6g}); the model expects reflectance in [0, 1]: "
                          + (_suggest(lo, hi, share_negative) if scale.is_unit else
