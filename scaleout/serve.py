@@ -41,10 +41,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from lso.data.value_range import InputRangeWarning
 from lso.errors import InputError, LSOError
 from lso.scaleout.frontdoor import ClientLimits, FrontDoor
-from lso.scaleout.wire import NPZ, RAW, WARNING_HEADER, Limits, RequestError, decode_request, encode_response, \
-    error_body
+from lso.scaleout.wire import INPUT_SCALE_HEADER, NPZ, RAW, WARNING_HEADER, Limits, RequestError, decode_request, \
+    encode_response, error_body, request_scale
 
 __all__ = ["ServeOptions", "ClientLimits", "FusionServer", "build_app", "start_serve", "stop_serve", "serve_forever",
            "DEPLOYMENT_NAME"]
@@ -204,11 +205,15 @@ class FusionServer:
             return _error(405, f"method {method} not allowed: POST a request to fuse, GET for info")
         start = time.perf_counter()
         try:
-            hr, lr, media = decode_request(body, headers.get("content-type"), headers, self._limits)
+            with warnings.catch_warnings(record=True) as decoded:  # the value policy's warnings go to the client
+                warnings.simplefilter("always", InputRangeWarning)
+                hr, lr, media = decode_request(body, headers.get("content-type"), headers, self._limits)
             del body
             loop = asyncio.get_running_loop()
             out, notes = await loop.run_in_executor(self._executor, self.fuse, hr, lr)
+            notes = [str(w.message) for w in decoded if issubclass(w.category, InputRangeWarning)] + notes
             payload, out_headers = encode_response(out, media)
+            out_headers[INPUT_SCALE_HEADER] = request_scale(headers).record()
         except RequestError as exc:
             return _error(exc.status, str(exc))
         except InputError as exc:  # the runtime's input checks: bands, ratio, dtype, NaN/Inf

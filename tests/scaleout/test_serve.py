@@ -79,10 +79,16 @@ def test_bad_requests_get_4xx_with_the_reason_and_the_replica_survives(serve_url
     np.savez(buf, hr_msi=(hr * 255).astype(np.uint8), lr_hsi=lr)
     code, text = _post(serve_url, buf.getvalue(), NPZ)
     assert code == 422 and "uint8" in text
-    # out-of-range values are served with a warning header, not refused
+    # one value policy with the files (lso.data.value_range): 8-bit counts stored as floats are refused naming
+    # the scale; values centred at 0 within the bound are served with a warning header naming it
+    with pytest.raises(RemoteError) as info:
+        fuse_remote(serve_url, hr * 255, lr)
+    assert info.value.status == 422 and "8bit" in info.value.reason, info.value
     notes: list = []
-    fuse_remote(serve_url, hr * 4, lr, warnings_out=notes)
-    assert notes and "outside" in notes[0]
+    fuse_remote(serve_url, hr - 0.5, lr - 0.5, warnings_out=notes)
+    assert notes and "centred at 0" in notes[0]
+    np.testing.assert_allclose(fuse_remote(serve_url, hr * 255, lr * 255, input_scale="8bit"),
+                               _direct(tiny_onnx_tileable, hr, lr), atol=1e-5)  # --input-scale's header converts
     # after all of that the same replica still answers correctly
     np.testing.assert_allclose(fuse_remote(serve_url, hr, lr), _direct(tiny_onnx_tileable, hr, lr), atol=1e-6)
 
