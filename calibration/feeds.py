@@ -246,4 +246,19 @@ def calibration_feeds(
         from lso.errors import ArtifactError
 
         raise ArtifactError(f"calibration data {source} does not exist; give 'synthetic' or a community .h5 file")
+    check_feeds_memory(count, size, ratio)
     return feeds
+
+
+def check_feeds_memory(count: int, size: int, ratio: int, *, memory_budget: Any = None) -> int:
+    """InputError before any scene is made when the feeds (kept in memory: every scene's GT, HR-MSI and LR-HSI,
+    and the stacked batches) would not fit the memory budget; returns the estimate."""
+    from lso.memory import array_bytes, check_bytes
+
+    lr_side = size // ratio
+    scene = array_bytes((31 + 3, size, size), 4) + array_bytes((31, lr_side, lr_side), 4)
+    stacked = array_bytes((3, size, size), 4) + array_bytes((31, lr_side, lr_side), 4)
+    need = count * (scene + stacked)
+    check_bytes(need, f"{count} calibration scene(s) of {size}x{size} at x{ratio}, all held in memory",
+                memory_budget=memory_budget, fix="calibrate on fewer (--count) or smaller (--size) scenes")
+    return need

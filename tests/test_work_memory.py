@@ -74,3 +74,17 @@ def test_a_batch_scene_is_counted_before_it_is_read(ckpt, tmp_path, monkeypatch)
         record = fuse_scene(runner, SceneRef("many", tmp_path / "many.npz"), opts, memory_budget=2 * 2**20)
     assert record["status"] == "failed" and "as declared" in record["error"], record
     assert "(40, 3, 64, 64)" in record["error"]
+
+
+def test_calibration_feeds_are_counted_before_any_scene_is_made(monkeypatch):
+    """``lso calibrate`` keeps every calibration scene in memory: all of them are counted up front."""
+    from lso.calibration import feeds as feeds_mod
+
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("a calibration scene was made before the memory budget was checked")
+
+    monkeypatch.setattr(feeds_mod, "_scenes", refuse)
+    monkeypatch.setenv("LSO_MEMORY_BUDGET", "4M")
+    assert len(feeds_mod.calibration_feeds("synthetic", count=4, size=64, ratio=4, min_count=1)) == 4
+    with pytest.raises(InputError, match=r"64 calibration scene\(s\) of 64x64 .*all held in memory"):
+        feeds_mod.calibration_feeds("synthetic", count=64, size=64, ratio=4, min_count=1)
