@@ -88,6 +88,13 @@ def _disk_full(exc: BaseException, folder: Path) -> bool:
     return st.f_bavail * st.f_frsize < FULL_DISK_BYTES
 
 
+def _read_only(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & getattr(os, "ST_RDONLY", 1))
+    except (OSError, AttributeError):
+        return False
+
+
 def _check_name_length(path: Path) -> None:
     """ArtifactError when a part of ``path`` is longer than a file name may be (before the OS says it)."""
     for part in path.parts:
@@ -109,7 +116,8 @@ def check_writable_target(path: PathLike) -> Path:
                 raise ArtifactError(f"cannot write {path}: {parent} is a file, not a folder (check the path)")
             raise ArtifactError(f"cannot write {path}: folder {parent} does not exist (create it first)")
         if not os.access(parent, os.W_OK):
-            raise ArtifactError(f"cannot write {path}: folder {parent} is not writable (choose another --out)")
+            why = "is on a read-only file system" if _read_only(parent) else "is not writable"
+            raise ArtifactError(f"cannot write {path}: folder {parent} {why} (choose another --out)")
         if path.is_dir():
             raise ArtifactError(f"cannot write {path}: it is a folder; give a file name")
     except OSError as exc:
