@@ -10,6 +10,13 @@ fidelity PSNR and the largest absolute difference from PyTorch FP32. Each varian
 its precision's row of the one tolerance table (``lso.tolerances``); the script exits with status 1
 when any variant misses it.
 
+The ONNX Runtime and TensorRT variants run through **Polygraphy's comparator** (NVIDIA's tooling:
+``polygraphy.comparator.Comparator.run`` with ``OnnxrtRunner`` over ``SessionFromOnnx``, and ``TrtRunner``
+for plans on a GPU), fed the same scenes by a data loader; the same code runs ONNX Runtime on a CPU today
+and TensorRT on a GPU. The figures above are computed from those outputs exactly as before; each row also
+records Polygraphy's own accuracy check against PyTorch FP32 (``Comparator.compare_accuracy``, max |Δ| at
+the precision's ``max_abs`` bound, where the table has one) under ``comparator``.
+
 How each precision is run on a CPU: FP16 by :func:`lso.calibration.fp16.emulate_fp16` (every tensor
 the FP16 graph stores in FP16 is rounded to FP16, as a GPU stores it; ONNX Runtime's CPU provider
 would otherwise compute most FP16 nodes in FP32); INT8 by ONNX Runtime on the Q/DQ graph itself
@@ -65,27 +72,43 @@ def _torch_runner(model, form: str) -> Callable:
     return run
 
 
-def _ort_runner(model_or_path: Any, threads: Optional[int]) -> Callable:
-    from lso.calibration.accuracy import ort_runner
-    from lso.calibration.feeds import Scene
+def _ort_runner(model_or_path: Any, threads: Optional[int], name: str) -> Any:
+    """A Polygraphy ``OnnxrtRunner`` (CPU) on a graph: a path, a ``ModelProto`` or serialized bytes.
 
-    run_scene = ort_runner(model_or_path, threads=threads)
+    ``SessionFromOnnx`` builds the session; with ``threads`` our session loader does (``SessionFromOnnx`` takes
+    no session options), still run by ``OnnxrtRunner``.
+    """
+    from lso._deps import require_polygraphy
 
-    def run(hr: np.ndarray, lr: np.ndarray) -> np.ndarray:
-        return run_scene(Scene("", np.empty(0), hr, lr))
+    onnxrt = require_polygraphy("polygraphy.backend.onnxrt")
+    if hasattr(model_or_path, "SerializeToString"):
+        model_or_path = model_or_path.SerializeToString()
+    elif not isinstance(model_or_path, bytes):
+        model_or_path = str(model_or_path)
+    if threads:
+        from lso._deps import require
+        from lso.calibration import graph as G
 
-    return run
+        model = model_or_path if isinstance(model_or_path, bytes) else Path(model_or_path).read_bytes()
+        session = lambda: G.ort_session(require("onnx").load_from_string(model), threads=threads)  # noqa: E731
+    else:
+        session = onnxrt.SessionFromOnnx(model_or_path, providers=["cpu"])
+    return onnxrt.OnnxrtRunner(session, name=name)
 
 
-def _trt_runner(plan: str) -> Callable:
-    from lso.runtime import TrtRunner
+def _trt_runner(plan: str, name: str) -> Any:
+    """A Polygraphy ``TrtRunner`` on a plan (GPU only: the CUDA check comes first, then TensorRT)."""
+    from lso.export.build_engine import polygraphy_trt
+    from lso.runtime._trt_compat import import_tensorrt
+    from lso.runtime.cuda_arrays import require_cuda
 
-    runner = TrtRunner(plan).activate()
+    require_cuda()
+    pg = polygraphy_trt(import_tensorrt())
+    return pg.TrtRunner(pg.EngineFromBytes(lambda: Path(plan).read_bytes()), name=name)
 
-    def run(hr: np.ndarray, lr: np.ndarray) -> np.ndarray:
-        return np.asarray(runner.fuse(hr[None], lr[None]))[0]
 
-    return run
+def _is_polygraphy_runner(run: Any) -> bool:
+    return hasattr(run, "activate") and hasattr(run, "infer") and hasattr(run, "name")
 
 
 def build_variants(model, checkpoint_label: str, work: Path, names: Sequence[str], *, feeds, threads: Optional[int],
@@ -117,7 +140,7 @@ def build_variants(model, checkpoint_label: str, work: Path, names: Sequence[str
                 cpu = export_onnx(model, work / "model.cpu.onnx", cases=[ParityCase(4, 64, 64)],
                                   align_channels=DEFAULT_CHANNEL_MULTIPLE)
             if "ort-fp32" in names:
-                runners["ort-fp32"] = _ort_runner(save_chunked(cpu, DEFAULT_SOLVER_CHUNK), threads)
+                runners["ort-fp32"] = _ort_runner(save_chunked(cpu, DEFAULT_SOLVER_CHUNK), threads, "ort-fp32")
             if "ort-fp16" in names:
                 import onnx
 
@@ -126,7 +149,7 @@ def build_variants(model, checkpoint_label: str, work: Path, names: Sequence[str
 
                 log.info("FP16 mixed graph (emulated FP16 rounding on CPU)")
                 fp16 = convert_fp16(fp32, work / "model.fp16.onnx", feeds=feeds)
-                runners["ort-fp16"] = _ort_runner(emulate_fp16(onnx.load(str(fp16))), threads)
+                runners["ort-fp16"] = _ort_runner(emulate_fp16(onnx.load(str(fp16))), threads, "ort-fp16")
             for flavour in ("cpu", "tensorrt"):
                 name = f"ort-int8-{flavour}"
                 if name in names:
@@ -137,16 +160,12 @@ def build_variants(model, checkpoint_label: str, work: Path, names: Sequence[str
                     q = quantize_int8(source, work / f"model.int8.{flavour}.onnx", feeds=feeds, flavour=flavour,
                                       float_blocks=("outc",))
                     runners[name] = _ort_runner(save_chunked(q, DEFAULT_SOLVER_CHUNK) if flavour == "cpu" else q,
-                                                threads)
+                                                threads, name)
     for plan in plans:
         name = f"trt-{Path(plan).stem}"
         precision[name] = _plan_precision(plan)
         try:
-            import torch
-
-            if not torch.cuda.is_available():
-                raise RuntimeError("no CUDA GPU")
-            runners[name] = _trt_runner(plan)
+            runners[name] = _trt_runner(plan, name)
         except Exception as exc:  # TensorRT missing, no GPU, plan not loadable here: reported, not fatal
             skipped[name] = f"{type(exc).__name__}: {exc}"
     return runners, precision, skipped
@@ -163,21 +182,75 @@ def _plan_precision(plan: str) -> str:
     return value if value in TOLERANCES else "fp16"
 
 
-def run_parity(runners: dict[str, Callable], precision: dict[str, str], scenes, ratio: int) -> dict[str, Any]:
-    """Fuse every scene with every runner; metrics vs GT, Δ vs the reference variant, tolerance checks."""
+def _comparator_outputs(runners: dict[str, Any], scenes) -> tuple[Any, dict[str, list[np.ndarray]],
+                                                                     dict[str, float]]:
+    """Run the Polygraphy runners with ``Comparator.run`` on the scenes (one feed per scene, batch 1)."""
+    from lso import io_spec
+    from lso._deps import require_polygraphy
+
+    comparator = require_polygraphy("polygraphy.comparator")
+    feeds = [{io_spec.HR_MSI: np.ascontiguousarray(s.hr_msi[None], dtype=np.float32),
+              io_spec.LR_HSI: np.ascontiguousarray(s.lr_hsi[None], dtype=np.float32)} for s in scenes]
+    results = comparator.Comparator.run(list(runners.values()), data_loader=feeds)
+    outputs: dict[str, list[np.ndarray]] = {}
+    seconds: dict[str, float] = {}
+    for name, iterations in results.items():
+        outputs[name] = [np.asarray(it[next(iter(it.keys()))], dtype=np.float32)[0] for it in iterations]
+        seconds[name] = float(sum(it.runtime or 0.0 for it in iterations))
+    return results, outputs, seconds
+
+
+def _comparator_checks(results: Any, reference: list[np.ndarray], precision: dict[str, str]) -> dict[str, Any]:
+    """Polygraphy's ``compare_accuracy`` of each of its runners against PyTorch FP32, at the ``max_abs`` bound."""
+    from lso import io_spec
+    from polygraphy.comparator import Comparator
+    from polygraphy.comparator.compare import SimpleCompareFunc
+
+    names = list(results.keys())
+    first = results[names[0]][0]
+    out_name = next(iter(first.keys())) if names else io_spec.HR_HSI
+    results.add([{out_name: ref[None]} for ref in reference], runner_name=REFERENCE)
+    checks: dict[str, Any] = {}
+    for i, name in enumerate(names):
+        atol = TOLERANCES[precision[name]].max_abs
+        if atol is None:
+            checks[name] = {"checked": False, "reason": f"{precision[name]} has no max_abs bound (ΔPSNR/ΔSAM rows)"}
+            continue
+        verdict = Comparator.compare_accuracy(results, comparisons=[(len(names), i)],
+                                              compare_func=SimpleCompareFunc(atol=atol, rtol=0.0,
+                                                                             check_error_stat="max"))
+        checks[name] = {"checked": True, "passed": bool(verdict), "atol": atol, "check_error_stat": "max"}
+    return checks
+
+
+def run_parity(runners: dict[str, Any], precision: dict[str, str], scenes, ratio: int) -> dict[str, Any]:
+    """Fuse every scene with every runner; metrics vs GT, Δ vs the reference variant, tolerance checks.
+
+    A runner is a callable ``(hr, lr) -> [31, H, W]`` (PyTorch) or a Polygraphy runner (ONNX Runtime,
+    TensorRT), which runs through ``Comparator.run``; both give the same figures.
+    """
     from lso.metrics import evaluate
 
     if REFERENCE not in runners:
         raise ValueError(f"the reference variant {REFERENCE!r} must be among the variants")
+    scenes = list(scenes)
     per: dict[str, list[dict[str, float]]] = {name: [] for name in runners}
     seconds: dict[str, float] = {name: 0.0 for name in runners}
-    for scene in scenes:
+    poly = {name: run for name, run in runners.items() if _is_polygraphy_runner(run)}
+    poly_results, poly_outputs, poly_seconds = _comparator_outputs(poly, scenes) if poly else (None, {}, {})
+    seconds.update(poly_seconds)
+    references: list[np.ndarray] = []
+    for index, scene in enumerate(scenes):
         outputs = {}
         for name, run in runners.items():
+            if name in poly:
+                outputs[name] = poly_outputs[name][index]
+                continue
             t0 = time.perf_counter()
             outputs[name] = np.asarray(run(scene.hr_msi, scene.lr_hsi), dtype=np.float32)
             seconds[name] += time.perf_counter() - t0
         ref = outputs[REFERENCE]
+        references.append(ref)
         ref_metrics = evaluate(scene.gt, ref, ratio)
         for name, out in outputs.items():
             m = evaluate(scene.gt, out, ratio)
@@ -194,6 +267,12 @@ def run_parity(runners: dict[str, Callable], precision: dict[str, str], scenes, 
         rows.append({"variant": name, "precision": precision[name], **mean, "seconds": seconds[name],
                      "tolerance": TOLERANCES[precision[name]].to_dict(), "passed": not bad, "violations": bad,
                      "per_scene": items})
+    if poly:
+        checks = _comparator_checks(poly_results, references, precision)
+        for row in rows:
+            row["backend"] = "polygraphy" if row["variant"] in poly else "pytorch"
+            if row["variant"] in checks:
+                row["comparator"] = checks[row["variant"]]
     return {"rows": rows, "passed": all(r["passed"] for r in rows)}
 
 
@@ -214,7 +293,8 @@ def markdown(result: dict[str, Any], meta: dict[str, Any]) -> str:
              f"{meta['scenes']} held-out scenes ({meta['source']}), {meta['size']}², x{meta['ratio']}. Metrics vs "
              "ground truth (outputs clamped to [0, 1]); Δ vs PyTorch FP32 with the reference solver (positive = "
              "worse); max |Δ| over all pixels; fidelity = PSNR vs PyTorch FP32. FP16 = mixed graph with FP16 "
-             "rounding emulated on CPU; INT8 = Q/DQ graphs run by ONNX Runtime (CPU), output head in float.", "",
+             "rounding emulated on CPU; INT8 = Q/DQ graphs run by ONNX Runtime (CPU), output head in float. "
+             "ONNX Runtime and TensorRT variants run through Polygraphy's Comparator.", "",
              markdown_table(["variant", "precision", "PSNR", "SAM °", "ERGAS", "SSIM", "ΔPSNR dB", "ΔSAM °", "max |Δ|",
                              "fidelity dB", "tolerance"], table), "",
              "Tolerances (`lso.tolerances`, shared with the tests):", "",
