@@ -1,10 +1,11 @@
 """One value-range policy for every input format and the server (issue 18).
 
 The same 32x32 x4 scene is written in every format ``lso infer`` reads (.npz, our .h5, the community .h5, .mat,
-a pair of .npy files, an RGB PNG with an .npy LR-HSI) and encoded in both of the server's wire formats, three
-ways: as 8-bit counts stored as floats (0..255), centred at 0 beyond the bound (x - 0.5) * 10, and centred at 0
-within it (x - 0.5). The first two are an ``InputError`` naming that scale in every format (the server: 422);
-the third a warning naming it. ``--input-scale 8bit`` converts the first and the output records it.
+a pair of .npy files, an RGB PNG with an .npy LR-HSI), read by ``lso eval`` (community .h5) and encoded in both
+of the server's wire formats, three ways: as 8-bit counts stored as floats (0..255), centred at 0 beyond the
+bound ((x - 0.5) * 10), and centred at 0 within it (x - 0.5). The first two are an ``InputError`` naming that
+scale in every format (the server: 422); the third a warning naming it (an error in the community format, whose
+GT promises [0, 1]). ``--input-scale 8bit`` converts the first and the output records it.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from lso.scaleout.wire import NPZ, RAW, decode_request, encode_request
 h5py = pytest.importorskip("h5py")
 scipy_io = pytest.importorskip("scipy.io")
 
-FORMATS = ("npz", "h5-ours", "h5-community", "mat", "npy-pair", "png-pair", "wire-npz", "wire-raw")
+FORMATS = ("npz", "h5-ours", "h5-community", "mat", "npy-pair", "png-pair", "wire-npz", "wire-raw", "eval-community")
 SCALES = {  # name -> (transform of [0, 1] values, what the error/warning must name)
     "8bit": (lambda x: x * 255.0, "--input-scale 8bit"),
     "centred-beyond": (lambda x: (x - 0.5) * 10.0, "centred at 0"),
@@ -84,17 +85,27 @@ def _decode(fmt: str, f, scale: str | None = None):
     return decode_request(body, headers["content-type"], headers)
 
 
+def _evaluate(ckpt: Path, folder: Path, f, scale: str | None = None) -> dict:
+    """lso eval on the community file (GT and RGB read through lso.data.readers.H5Dataset)."""
+    from lso.evaluation import EvalConfig, evaluate_set
+
+    return evaluate_set(EvalConfig(checkpoint=str(ckpt), data=str(_write("h5-community", folder, f)[0]),
+                                   out=str(folder / "eval"), png=False, input_scale=scale), progress=False)
+
+
 @pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("scale_name", list(SCALES))
 def test_one_value_policy_for_every_format(ckpt, tmp_path, fmt, scale_name):
     f, named = SCALES[scale_name]
     # the community format promises [0, 1] (its GT is ground truth): centred values are an error there too
-    error = scale_name != "centred-within" or fmt == "h5-community"
+    error = scale_name != "centred-within" or fmt.endswith("community")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", InputRangeWarning)
         try:
             if fmt.startswith("wire"):
                 _decode(fmt, f)  # the server answers an InputError from decode_request with 422
+            elif fmt.startswith("eval"):
+                _evaluate(ckpt, tmp_path, f)
             else:
                 infer(InferOptions(artifact=ckpt, inputs=_write(fmt, tmp_path, f), out=tmp_path / "o.npz",
                                    preview=False))
@@ -118,6 +129,9 @@ def test_input_scale_converts_and_is_recorded(ckpt, tmp_path, fmt):
         np.testing.assert_allclose(lr, want_lr, atol=1e-6)
         with pytest.raises(InputError, match="x-lso-input-scale"):
             _decode(fmt, f, "bogus")
+        return
+    if fmt.startswith("eval"):
+        assert _evaluate(ckpt, tmp_path, f, "8bit")["input_scale"] == "8bit (divided by 255)"
         return
     res = infer(InferOptions(artifact=ckpt, inputs=_write(fmt, tmp_path, f), out=tmp_path / "o.npz", preview=False,
                              input_scale="8bit"))

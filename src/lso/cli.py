@@ -248,6 +248,7 @@ def _add_eval(sub) -> None:
     p.add_argument("--crop", action="store_true",
                    help="crop a size that is not a multiple of the ratio to the largest that is (top-left), "
                         "recorded in the report; off: such a size is an error naming that crop")
+    _add_input_scale(p)
     p.add_argument("--cross-scale", action="store_true",
                    help="run the authors' cross-scale protocol at every --ratios (one table; see above)")
     p.add_argument("--ratios", type=_ratio_list, default=(4, 8, 16, 32), metavar="R,R,...",

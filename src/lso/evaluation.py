@@ -110,6 +110,7 @@ class EvalConfig:
     cross_scale: bool = False
     ratios: tuple[int, ...] = DEFAULT_RATIOS
     fixed_ratio: Optional[int] = None
+    input_scale: Any = None  # scale of the file's values (lso.data.value_range): unit, 8bit, 16bit or a number
     save_fused: bool = False
     config: Optional[dict[str, Any]] = None
 
@@ -136,7 +137,8 @@ def _lr_key(f: Any) -> Optional[str]:
     return next((lower[k] for k in _LR_KEYS if k in lower), None)
 
 
-def iter_items(data: str, n: Optional[int] = None, size: int = 512, *, with_lr: bool = False) -> Iterator[Scene]:
+def iter_items(data: str, n: Optional[int] = None, size: int = 512, *, with_lr: bool = False,
+               input_scale: Any = None) -> Iterator[Scene]:
     """Yield :class:`Scene` items: synthetic ones (GT only) or a community ``.h5``'s (GT, RGB, LRHSI).
 
     Args:
@@ -144,9 +146,12 @@ def iter_items(data: str, n: Optional[int] = None, size: int = 512, *, with_lr: 
         n: number of scenes (default: all).
         size: synthetic scene size.
         with_lr: also read the file's ``LRHSI`` (``[N, 31, h, w]``).
+        input_scale: scale of the file's values (``--input-scale``): every array passes the one value policy of
+            :mod:`lso.data.value_range` (GT and RGB through :class:`~lso.data.readers.H5Dataset`).
 
     Raises:
-        InputError: ``with_lr`` and the file has no ``LRHSI``, or it has the wrong shape.
+        InputError: ``with_lr`` and the file has no ``LRHSI``, or it has the wrong shape; values the policy
+            refuses.
     """
     if data == "synthetic":
         from lso.data.synthetic import split_seeds, synthetic_scene
@@ -157,7 +162,7 @@ def iter_items(data: str, n: Optional[int] = None, size: int = 512, *, with_lr: 
     from lso.data.readers import H5Dataset
 
     with ExitStack() as stack:
-        ds = stack.enter_context(H5Dataset(data))
+        ds = stack.enter_context(H5Dataset(data, input_scale=input_scale))
         lr_ds = None
         if with_lr:
             from lso._deps import require
@@ -177,7 +182,10 @@ def iter_items(data: str, n: Optional[int] = None, size: int = 512, *, with_lr: 
             item = ds[i]
             lr = None
             if lr_ds is not None:
+                from lso.data.value_range import apply_input_scale
+
                 lr = np.asarray(lr_ds[()] if lr_ds.ndim == 3 else lr_ds[i], dtype=np.float32)
+                lr = apply_input_scale(lr, f"{data}: '{lr_ds.name.lstrip('/')}'[{i}]", input_scale)
             yield Scene(f"{Path(data).stem}_{i}", item["gt"], item["rgb"], lr)
 
 
@@ -373,6 +381,13 @@ _OUTPUT_NAMES = (r"eval_x[0-9]+(?:\.json|\.md|_bandwise\.png)|cross_scale(?:\.js
                  r"|[^/]*_x[0-9]+(?:\.png|_lso\.npz(?:\.json)?)|\.[^/]*\.tmp")
 
 
+def _scale_record(cfg: EvalConfig) -> str:
+    """What the report says about ``cfg.input_scale`` (:meth:`lso.data.value_range.InputScale.record`)."""
+    from lso.data.value_range import InputScale
+
+    return InputScale.parse(cfg.input_scale).record()
+
+
 def check_eval_clash(cfg: EvalConfig) -> None:
     """InputError when the checkpoint or the data file (or their sidecars) lies in ``cfg.out`` under a name
     ``lso eval`` writes there (see :mod:`lso._clash`)."""
@@ -399,6 +414,7 @@ def evaluate_set(cfg: EvalConfig, *, progress: bool = True) -> dict[str, Any]:
         ArtifactError: unreadable checkpoint or data.
     """
     check_eval_clash(cfg)  # before anything runs
+    _scale_record(cfg)  # InputError for a bad --input-scale, before anything runs
     if cfg.cross_scale:
         return cross_scale(cfg, progress=progress)
     import torch
@@ -421,7 +437,7 @@ def evaluate_set(cfg: EvalConfig, *, progress: bool = True) -> dict[str, Any]:
         model, label = _load_model(cfg.checkpoint, cfg.config)
         _close_on_exit(stack, model)
         out.mkdir(parents=True, exist_ok=True)
-        scenes = iter_items(cfg.data, cfg.n, cfg.size, with_lr=lr_from == "file")
+        scenes = iter_items(cfg.data, cfg.n, cfg.size, with_lr=lr_from == "file", input_scale=cfg.input_scale)
         total = _count(cfg.data, cfg.n)
         for scene in _progress(scenes, progress, total=total):
             gt, msi, lr = prepare_inputs(scene, ratio, msi_from=msi_from, lr_from=lr_from, crop=cfg.crop)
@@ -446,6 +462,7 @@ def evaluate_set(cfg: EvalConfig, *, progress: bool = True) -> dict[str, Any]:
         raise InputError(f"{cfg.data}: no scenes to evaluate (n={cfg.n})")
     summary = {m: summarize([r[m] for r in per_image]) for m in METHODS}
     report = {"protocol": "single-ratio", "checkpoint": label, "data": cfg.data, "ratio": ratio,
+              "input_scale": _scale_record(cfg),
               "sources": _sources(cfg.data, msi_from, lr_from), "clamped": True, "clamp_note": CLAMP_NOTE,
               "crop": _crop_note(cfg.crop, per_image), "metrics": list(REPORT_NAMES), "scenes": len(per_image),
               "summary": summary, "bandwise": bands.summary(n_bands), "per_image": per_image}
@@ -623,7 +640,7 @@ def cross_scale(cfg: EvalConfig, *, progress: bool = True) -> dict[str, Any]:
                              "pass --fixed-ratio to set it")
                 log.warning(notes[-1])
         Path(cfg.out).mkdir(parents=True, exist_ok=True)
-        scenes = iter_items(cfg.data, cfg.n, cfg.size)
+        scenes = iter_items(cfg.data, cfg.n, cfg.size, input_scale=cfg.input_scale)
         total = _count(cfg.data, cfg.n)
         bar = _progress(scenes, progress, total=total, desc="cross-scale")
         for scene in bar:
@@ -663,6 +680,7 @@ def cross_scale(cfg: EvalConfig, *, progress: bool = True) -> dict[str, Any]:
             "bandwise": bands[r].summary(n_bands),
         }
     report = {"protocol": "cross-scale", "checkpoint": label, "data": cfg.data, "ratios": ratios,
+              "input_scale": _scale_record(cfg),
               "fixed_ratio": fixed, "fixed_ratio_source": fixed_source, "methods": list(CROSS_SCALE_METHODS),
               "method_labels": labels, "sources": _sources(cfg.data, msi_from, lr_from),
               "fixed_ratio_form": (f"LR-HSI degraded at r, FFT-resampled (lso.data.fft_resize) to H/{fixed} x "
