@@ -280,6 +280,7 @@ def export_onnx(
 
     Raises:
         ArtifactError: checkpoint missing/corrupt/not fitting ``config``; ``out`` not writable.
+        InputError: ``out`` or its sidecar is the checkpoint (or its sidecar), checked before any work.
         ExportError: a size could not stay dynamic, an unsupported operator, or a parity failure.
         MissingDependencyError: onnx, onnxscript, onnxslim or onnxruntime missing.
     """
