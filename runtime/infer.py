@@ -606,7 +606,7 @@ def declared_scene(opts: InferOptions, *, n_msi_bands: int = 3, n_bands: int = 3
         big = 0 if not all(sizes) or sizes[0][1] * sizes[0][2] >= sizes[1][1] * sizes[1][2] else 1
         arrays.update({"hr_msi": singles[big], "lr_hsi": singles[1 - big]})
     where = " + ".join(str(p) for p in paths)
-    gt_key, rgb_key = _pick(arrays, GT_KEYS), _pick(arrays, HR_KEYS)
+    gt_key = _pick(arrays, GT_KEYS)
     ours = _pick(arrays, HR_KEYS[:1]) and _pick(arrays, LR_KEYS[:1])
     if len(paths) == 1 and paths[0].suffix.lower() in (".h5", ".hdf5") and gt_key and not ours \
             and opts.lr_from != "file":  # community: items read one at a time, LR-HSI made from GT

@@ -135,7 +135,7 @@ def check_no_clash(inputs: Iterable[Labelled], outputs: Iterable[Labelled] = (),
             if out_id is not None and out_id == in_id:
                 _refuse(out_label, out, in_label, inp, "the same file through a hard link or another name")
             if _inside(in_real, out_real) is not None:  # an output that is a folder (a resume folder)
-                _refuse(out_label, out, in_label, inp, f"it lies inside that folder, which the command replaces")
+                _refuse(out_label, out, in_label, inp, "it lies inside that folder, which the command replaces")
     in_ids = {in_id: (label, inp) for label, inp, _, in_id in ins if in_id is not None}
     for folder in folders:
         if folder is None:
