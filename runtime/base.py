@@ -28,7 +28,8 @@ from lso.config import LSOConfig
 from lso.errors import ArtifactError, InputError, LSOError
 from lso.io_spec import EXTENT, HR_MSI, LR_HSI, ShapeProfile, TensorSpec, tensor_specs
 from lso.runtime.cuda_arrays import DeviceUnavailableError
-from lso.runtime.validation import FuseInputs, check_out, normalize_extent, restore_output, validate_inputs
+from lso.runtime.validation import (FuseInputs, check_out, normalize_extent, restore_output, settle_on_current_stream,
+                                   validate_inputs)
 
 __all__ = ["Runner", "load", "backend_for", "RunnerStateError", "DeviceUnavailableError", "TORCH_SUFFIXES",
            "ONNX_SUFFIXES", "TRT_SUFFIXES"]
@@ -64,6 +65,15 @@ class Runner(abc.ABC):
     #: True if :meth:`fuse` may run on several threads at once on one active runner; False if the runner
     #: serialises calls itself (one at a time, behind its lock). Either way calling it from many threads is safe.
     concurrent: bool = False
+
+    #: True for runners that order themselves against the caller's CUDA stream (:mod:`lso.runtime.streams`):
+    #: they wait for the inputs' producer streams and check device values on their own stream. Other runners
+    #: run on torch's current stream, where :meth:`fuse` does both (:func:`settle_on_current_stream`).
+    orders_streams: bool = False
+
+    #: The value check of the last call's device inputs (:class:`~lso.runtime.validation.DeviceValueCheck`;
+    #: ``last_value_check.result()`` raises for NaN/Inf), or None when that call had none to check.
+    last_value_check: Any = None
 
     def __init__(self) -> None:
         self._active = False
@@ -222,7 +232,9 @@ class Runner(abc.ABC):
                 (tiled fusion; needs a tileable model). Default: the input is the whole image.
             out: optional float32 C-contiguous buffer of the output's shape; the result is written into
                 it (in place where the backend binds outputs) and ``out`` is returned.
-            check_finite: read the inputs' values (NaN/Inf rejected, out-of-range warned about).
+            check_finite: read the inputs' values (NaN/Inf rejected, out-of-range warned about). Device
+                inputs are checked on the device without a host synchronisation: call
+                ``runner.last_value_check.result()`` to raise (see :mod:`lso.runtime.validation`).
             **options: backend-specific (e.g. ``stream=`` for :class:`TrtRunner`).
 
         Returns:
@@ -236,6 +248,8 @@ class Runner(abc.ABC):
             return fuse_tiled(self, hr_msi, lr_hsi, tile=tile, out=out, check_finite=check_finite)
         with self._call():
             inputs, ext, out4 = self._prepare(hr_msi, lr_hsi, extent, out, check_finite)
+            if not self.orders_streams:
+                self.last_value_check = settle_on_current_stream(inputs)
             result = self._fuse(inputs, ext, out4, **options)
             return restore_output(result, inputs, out)
 

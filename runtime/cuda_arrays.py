@@ -11,8 +11,10 @@ copied to the host. Supported producers:
 
 The parser (:func:`parse_cuda_array_interface`) is pure Python so it is tested without a GPU.
 Streams: :func:`stream_handle` reads a ``cudaStream_t`` from a torch, CuPy or pycuda stream or an
-int. A version-3 interface that names a producer ``stream`` is waited on before our work
-(:func:`wait_for_producer`), as the interface's specification asks of consumers.
+int. A version-3 interface that names a producer ``stream`` is waited on before our work, as the
+interface's specification asks of consumers: by the runner's own stream for runners that order
+themselves (:func:`producer_streams`, :mod:`lso.runtime.streams`), else by torch's current stream
+(:func:`wait_for_producer`).
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ import torch
 from lso.errors import InputError, MissingDependencyError
 
 __all__ = ["DeviceArray", "DeviceUnavailableError", "parse_cuda_array_interface", "device_pointer", "as_torch",
-           "stream_handle", "wait_for_producer", "require_cuda", "is_device_array"]
+           "stream_handle", "wait_for_producer", "require_cuda", "is_device_array", "producer_streams"]
 
 
 class DeviceUnavailableError(MissingDependencyError):
@@ -156,20 +158,39 @@ def device_pointer(obj: Any, *, contiguous: bool = True) -> int:
     return info.ptr
 
 
-def as_torch(obj: Any, device: Any = None) -> torch.Tensor:
-    """A torch CUDA tensor sharing memory with ``obj`` (interface or DLPack object; no copy)."""
+def as_torch(obj: Any, device: Any = None, *, wait: bool = True) -> torch.Tensor:
+    """A torch CUDA tensor sharing memory with ``obj`` (interface or DLPack object; no copy).
+
+    Args:
+        obj: the array.
+        device: the CUDA device (default: the current one).
+        wait: make torch's current stream wait for the producer stream the interface names. Runners that
+            order themselves against the caller pass False and wait on their own stream
+            (:func:`producer_streams`, :class:`lso.runtime.streams.RunnerStream`).
+    """
     if isinstance(obj, torch.Tensor):
         return obj
     if hasattr(obj, "__cuda_array_interface__"):
         info = parse_cuda_array_interface(obj)
         dev = require_cuda(device)
         tensor = torch.as_tensor(obj, device=dev)
-        if info.stream is not None:
+        if wait and info.stream is not None:
             wait_for_producer(info.stream, dev)
         return tensor
     if hasattr(obj, "__dlpack__"):
         return torch.from_dlpack(obj)
     raise InputError(f"{type(obj).__qualname__} is not a device array (no __cuda_array_interface__ or __dlpack__)")
+
+
+def producer_streams(*objs: Any) -> tuple[int, ...]:
+    """The producer streams (CUDA Array Interface v3 ``stream``) of the interface objects among ``objs``."""
+    found: list[int] = []
+    for obj in objs:
+        if not isinstance(obj, torch.Tensor) and hasattr(obj, "__cuda_array_interface__"):
+            stream = parse_cuda_array_interface(obj).stream
+            if stream is not None and stream not in found:
+                found.append(stream)
+    return tuple(found)
 
 
 def stream_handle(stream: Any) -> int:

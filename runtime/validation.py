@@ -26,6 +26,14 @@ and how to fix it:
 
 Validation never copies a numpy array or tensor that is already 4-D (or 3-D: a view adds the
 batch axis); dtype conversion is left to the runner.
+
+Device inputs (CUDA tensors, CuPy and other ``__cuda_array_interface__`` arrays) are checked on the
+host only for what the host knows (type, shape, dtype, device); validation never reads their values
+and never synchronises the host with the device. Their values are checked on the device
+(:func:`check_device_values`) after the runner's stream has waited for the producer, and the result
+is read only when asked: ``runner.last_value_check.result()`` raises the same :class:`InputError`
+(or warns the same :class:`InputRangeWarning`) as for host inputs. A call that waits on the host
+anyway (device inputs with a host ``out=``) reads it before returning.
 """
 from __future__ import annotations
 
@@ -43,7 +51,8 @@ from lso.io_spec import HR_MSI, LR_HSI, infer_ratio
 
 __all__ = ["FuseInputs", "InputRangeWarning", "RANGE_LOW", "RANGE_HIGH", "ACCEPTED_DTYPES", "validate_inputs",
            "check_shapes", "check_dtype", "check_values", "scan_values", "normalize_extent", "as_tensor",
-           "restore_output", "check_out", "check_memory"]
+           "restore_output", "check_out", "check_memory", "DeviceValueCheck", "check_device_values",
+           "settle_on_current_stream"]
 
 ACCEPTED_DTYPES = (torch.float16, torch.float32, torch.float64)
 _NUMPY_FLOATS = (np.float16, np.float32, np.float64)
@@ -60,6 +69,9 @@ class FuseInputs:
         batched: False if the caller gave ``[C, H, W]`` arrays (the output drops the batch axis).
         kind: ``"numpy"``, ``"torch"`` or ``"device"`` (a ``__cuda_array_interface__``/DLPack object).
         template: the caller's ``hr_msi`` object (decides the type of the output).
+        producer_streams: ``cudaStream_t`` handles that ``__cuda_array_interface__`` inputs name (v3
+            ``stream``): work on them must be waited for before the values are read. Nothing has waited yet.
+        values_pending: device values still to be checked (:func:`check_device_values`).
     """
 
     hr_msi: torch.Tensor
@@ -68,6 +80,8 @@ class FuseInputs:
     batched: bool
     kind: str
     template: Any
+    producer_streams: tuple[int, ...] = ()
+    values_pending: bool = False
 
     @property
     def output_shape(self) -> tuple[int, int, int, int]:
@@ -97,7 +111,7 @@ def as_tensor(x: Any, name: str) -> tuple[torch.Tensor, str]:
     if hasattr(x, "__cuda_array_interface__"):
         from lso.runtime.cuda_arrays import as_torch
 
-        return as_torch(x), "device"
+        return as_torch(x, wait=False), "device"  # the runner waits for its producer stream
     if not isinstance(x, np.ndarray) and hasattr(x, "__dlpack__") and hasattr(x, "__dlpack_device__"):
         try:
             return torch.from_dlpack(x), "device"
@@ -329,10 +343,101 @@ def validate_inputs(hr_msi: Any, lr_hsi: Any, *, n_msi_bands: int, n_bands: int,
     if hr.device != lr.device:
         raise InputError(f"hr_msi is on {hr.device} but lr_hsi is on {lr.device}: put both on the same device")
     hr, lr = hr.reshape(hr4), lr.reshape(lr4)
-    if check_finite:
+    from lso.runtime.cuda_arrays import producer_streams
+
+    on_device = hr.is_cuda or lr.is_cuda
+    if check_finite and not on_device:
         check_values(hr, HR_MSI, stacklevel=4)
         check_values(lr, LR_HSI, stacklevel=4)
-    return FuseInputs(hr, lr, ratio, batched, kind, hr_msi)
+    return FuseInputs(hr, lr, ratio, batched, kind, hr_msi, producer_streams(hr_msi, lr_hsi),
+                      values_pending=check_finite and on_device)
+
+
+# ------------------------------------------------------------------------------------------ device values
+class DeviceValueCheck:
+    """NaN/Inf counts and the value range of device inputs, computed on the device, read when asked.
+
+    Made by :func:`check_device_values`; nothing is read from the device until :meth:`result` (or
+    :attr:`ready`). Runners keep the last one as ``runner.last_value_check``.
+    """
+
+    def __init__(self, stats: torch.Tensor, names: tuple[str, ...], numels: tuple[int, ...], event: Any = None,
+                 ops: Any = None) -> None:
+        self._stats = stats  # [n_inputs, 5]: n_nan, n_inf, n_out_of_range, min, max (float64, on the device)
+        self._names, self._numels = names, numels
+        self._event, self._ops = event, ops
+        self._checked = False
+
+    @property
+    def ready(self) -> bool:
+        """True once the device has computed the statistics (never blocks)."""
+        return self._event is None or bool(self._event.query())
+
+    def result(self, *, stacklevel: int = 2) -> None:
+        """Wait for the statistics (a host synchronisation on this check alone) and report them.
+
+        Raises:
+            InputError: an input had NaN/Inf values (the same message as for host inputs).
+
+        Warns:
+            InputRangeWarning: values far outside ``[RANGE_LOW, RANGE_HIGH]``.
+        """
+        if self._event is not None and self._ops is not None:
+            self._ops.synchronize_event(self._event)
+        rows = self._stats.tolist()
+        for name, total, (n_nan, n_inf, n_out, lo, hi) in zip(self._names, self._numels, rows, strict=True):
+            _raise_non_finite(name, int(n_nan), int(n_inf), total)
+            if n_out and not self._checked:
+                _warn_range(name, int(n_out), total, lo, hi, stacklevel + 1)
+        self._checked = True
+
+
+def check_device_values(tensors: tuple[tuple[str, torch.Tensor], ...], *, ops: Any = None,
+                        stream: Any = None) -> DeviceValueCheck:
+    """Enqueue the value checks of device ``tensors`` on torch's current stream; no host synchronisation.
+
+    Args:
+        tensors: ``(name, tensor)`` pairs.
+        ops: the CUDA calls (:class:`lso.runtime.streams.CudaOps`); with ``stream``, an event recorded
+            there after the statistics lets :meth:`DeviceValueCheck.result` wait for them alone.
+        stream: the stream the statistics are computed on (the current one).
+    """
+    rows = []
+    for _, t in tensors:
+        x = t if t.dtype != torch.float16 else t.float()
+        if x.numel() == 0:
+            rows.append(torch.zeros(5, dtype=torch.float64, device=x.device))
+            continue
+        finite = torch.isfinite(x)
+        n_nan, n_inf = torch.isnan(x).sum(), (~finite).sum() - torch.isnan(x).sum()
+        safe = torch.where(finite, x, torch.zeros((), dtype=x.dtype, device=x.device))
+        lo, hi = torch.aminmax(safe)
+        n_out = ((safe < RANGE_LOW) | (safe > RANGE_HIGH)).sum()
+        rows.append(torch.stack([n_nan.double(), n_inf.double(), n_out.double(), lo.double(), hi.double()]))
+    stats = torch.stack(rows)
+    event = None
+    if ops is not None and stream is not None:
+        event = ops.new_event()
+        ops.record(event, stream)
+    return DeviceValueCheck(stats, tuple(n for n, _ in tensors), tuple(int(t.numel()) for _, t in tensors), event,
+                            ops)
+
+
+def settle_on_current_stream(inputs: FuseInputs) -> Optional[DeviceValueCheck]:
+    """For runners that run on torch's current stream: wait there for the producers, enqueue the value checks.
+
+    Returns the pending :class:`DeviceValueCheck` (None when no device values were to be checked).
+    """
+    if inputs.producer_streams:
+        from lso.runtime.cuda_arrays import wait_for_producer
+
+        for handle in inputs.producer_streams:
+            wait_for_producer(handle, inputs.device)
+        inputs.producer_streams = ()
+    if not inputs.values_pending:
+        return None
+    inputs.values_pending = False
+    return check_device_values(((HR_MSI, inputs.hr_msi), (LR_HSI, inputs.lr_hsi)))
 
 
 def normalize_extent(extent: Any, inputs: FuseInputs) -> Optional[tuple[int, int, int, int]]:

@@ -134,3 +134,34 @@ def test_cupy_arrays_are_wrapped_without_copy():
     x[0, 0] = 42
     torch.cuda.synchronize()
     assert float(t[0, 0]) == 42.0
+
+
+def test_producer_streams_are_read_without_a_gpu():
+    from lso.runtime.cuda_arrays import producer_streams
+
+    arrays = (FakeCupy((1,), stream=5), FakeCupy((1,), stream=5), FakeCupy((1,), stream=2), FakeGPUArray((2,)),
+              torch.zeros(1))
+    assert producer_streams(*arrays) == (5, 2)  # v3 'stream' entries, once each; None and tensors name none
+
+
+@pytest.mark.gpu
+def test_runner_stream_waits_for_a_slow_caller_stream_and_the_caller_for_it():
+    from lso.runtime.streams import RunnerStream
+
+    dev = torch.device("cuda", torch.cuda.current_device())
+    rs = RunnerStream(dev)
+    caller = torch.cuda.Stream(dev)
+    x = torch.zeros(1 << 20, device=dev)
+    torch.cuda.synchronize()
+    with torch.cuda.stream(caller):
+        torch.cuda._sleep(100_000_000)  # the caller's stream is busy for a while before it writes x
+        x.fill_(1.0)
+    rs.begin(caller)
+    with rs.use():
+        y = x * 2
+    rs.end(caller)
+    y.record_stream(caller)
+    with torch.cuda.stream(caller):
+        total = y.sum()
+    caller.synchronize()
+    assert float(total) == 2 * x.numel()
