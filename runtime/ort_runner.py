@@ -10,8 +10,11 @@ Inputs and outputs go through an ``IOBinding`` bound to the caller's memory by p
 - Inputs of another float dtype are converted once (a copy) to what the graph takes.
 
 The CUDA path (``device="cuda"``, needs ``onnxruntime-gpu``) binds torch CUDA tensors and
-``__cuda_array_interface__`` arrays by device pointer the same way. It cannot be installed on the
-machines this was written on and is **unverified**; it is kept small on purpose.
+``__cuda_array_interface__`` arrays by device pointer the same way. ONNX Runtime runs on the runner's
+own non-blocking stream (the CUDA and TensorRT providers' ``user_compute_stream`` option), ordered
+against the caller's stream with events (:mod:`lso.runtime.streams`) instead of a device-wide
+synchronize. It cannot be installed on the machines this was written on and is **unverified**; it is
+kept small on purpose.
 
 ONNX Runtime's TensorRT execution provider is an option (``tensorrt=True`` or ``providers="tensorrt"``,
 needs ``onnxruntime-gpu`` built with it, TensorRT and a GPU; **unverified** here): the provider options
@@ -39,7 +42,8 @@ from lso.config import LSOConfig
 from lso.errors import ArtifactError, InputError, MissingDependencyError
 from lso.io_spec import EXTENT, HR_HSI, HR_MSI, INPUT_NAMES, LR_HSI, TensorSpec
 from lso.runtime.base import Runner, RunnerStateError
-from lso.runtime.validation import FuseInputs, restore_output
+from lso.runtime.streams import RunnerStream
+from lso.runtime.validation import FuseInputs, check_device_values, restore_output, settle_on_current_stream
 
 __all__ = ["OrtRunner", "OrtBinding", "apply_memory_arena", "tensorrt_provider_options", "TENSORRT_PROVIDER"]
 
@@ -199,15 +203,32 @@ class OrtBinding:
             return self._execute_active()
 
     def _execute_active(self) -> Any:
-        if self._sync_cuda:  # torch work that produced device inputs must finish before ORT's stream reads them
-            torch.cuda.synchronize(self._inputs.device)
-        self._runner._session.run_with_iobinding(self._binding)
+        rs = self._runner._rs
+        if self._sync_cuda and rs is not None:
+            self._run_on_stream(rs)
+        else:
+            if self._sync_cuda:  # the caller's own providers: ORT's stream is unknown, so the whole device
+                torch.cuda.synchronize(self._inputs.device)
+            self._runner._session.run_with_iobinding(self._binding)
         result = self._result
         if isinstance(result, np.ndarray) and result.dtype != np.float32:
             result = result.astype(np.float32)
         elif isinstance(result, torch.Tensor) and result.dtype != torch.float32:
             result = result.float()
         return result
+
+    def _run_on_stream(self, rs: RunnerStream) -> None:
+        """Run on the runner's stream: after the caller's (and producers') streams, before the caller's next work."""
+        inputs = self._inputs
+        with rs.ops.device(inputs.device):
+            caller = rs.caller(None, inputs.template)
+            rs.begin(caller, inputs.producer_streams)
+            if inputs.values_pending:
+                with rs.use():
+                    self._runner.last_value_check = check_device_values(
+                        ((HR_MSI, inputs.hr_msi), (LR_HSI, inputs.lr_hsi)), ops=rs.ops, stream=rs.stream)
+            self._runner._session.run_with_iobinding(self._binding)  # on rs: the providers' user_compute_stream
+            rs.end(caller)
 
 
 class OrtRunner(Runner):
@@ -283,6 +304,7 @@ class OrtRunner(Runner):
         self._specs: tuple[TensorSpec, ...] = ()
         self._types: dict[str, type] = {}
         self._out_type: type = np.float32
+        self._rs: Optional[RunnerStream] = None
 
     # ----------------------------------------------------------------------------- lifecycle
     def _tensorrt_providers(self, ort: Any) -> list:
@@ -340,7 +362,7 @@ class OrtRunner(Runner):
             options.inter_op_num_threads = int(self._inter_op_threads)
         if self._session_options is None and self._device.type == "cpu":
             apply_memory_arena(options, self._memory_arena)
-        providers = self._resolve_providers(ort)
+        providers = self._on_own_stream(self._resolve_providers(ort))
         try:
             session = ort.InferenceSession(str(self._path), sess_options=options, providers=providers)
         except Exception as exc:  # ORT raises its own Fail/InvalidProtobuf/InvalidGraph types
@@ -368,6 +390,9 @@ class OrtRunner(Runner):
         self._out_type = _ORT_TYPES.get(outputs[0].type, np.float32)
         self._session, self._specs, self._types = session, tuple(specs), types
         self._cuda = bool({"CUDAExecutionProvider", TENSORRT_PROVIDER} & set(session.get_providers()))
+        if not self._cuda:
+            self._rs = None
+        self.orders_streams = self._rs is not None
         self._weights_sha256 = self._recorded_fingerprint(session, sidecar)
         log.info("ONNX Runtime %s: %s on %s", ort.__version__, self._path.name, session.get_providers())
 
@@ -387,7 +412,30 @@ class OrtRunner(Runner):
                                 f"fingerprints ({found}); one of them was edited: re-export it")
         return next(iter(found.values()), None)
 
+    def _on_own_stream(self, providers: list) -> list:
+        """Our CUDA/TensorRT providers run on the runner's own stream (``user_compute_stream``, ORT >= 1.17).
+
+        Providers the caller passed are left as given (their stream is unknown: runs then synchronize the device).
+        """
+        self._rs = None
+        if self._providers is not None:
+            return providers
+        out = []
+        for provider in providers:
+            if isinstance(provider, tuple) and provider[0] in ("CUDAExecutionProvider", "TensorrtExecutionProvider"):
+                if self._rs is None:
+                    from lso.runtime.cuda_arrays import require_cuda
+
+                    self._rs = RunnerStream(require_cuda(self._device))
+                provider = (provider[0], {**provider[1], "user_compute_stream": str(self._rs.handle)})
+            out.append(provider)
+        return out
+
     def _deactivate(self) -> None:
+        if self._rs is not None:
+            self._rs.synchronize()
+        self._rs = None
+        self.orders_streams = False
         self._session = None
 
     # ----------------------------------------------------------------------------- description
@@ -419,6 +467,8 @@ class OrtRunner(Runner):
         written into them after binding and before :meth:`OrtBinding.run` are what the graph reads.
         """
         inputs, ext, out4 = self._prepare(hr_msi, lr_hsi, extent, out, check_finite)
+        if not self.orders_streams:  # fuse() does this itself
+            self.last_value_check = settle_on_current_stream(inputs)
         return self._bind(inputs, ext, out4, out)
 
     def _fuse(self, inputs: FuseInputs, extent: Optional[tuple[int, int, int, int]], out: Any, **options: Any) -> Any:

@@ -1,23 +1,29 @@
-"""TensorRT runner: zero-copy execution of a plan on the caller's CUDA stream, optional CUDA graphs.
+"""TensorRT runner: zero-copy execution of a plan on its own CUDA stream, ordered against the caller's.
 
 - Loads a plan built by :func:`lso.export.build_engine` or by plain ``trtexec``. With a sidecar
   (``model.plan.json``) it checks the plan's sha256, TensorRT version and GPU compute capability
   before TensorRT sees the bytes, and refuses a mismatch saying how to rebuild; a plan without one
   is loaded with a warning and TensorRT's own checks.
 - Name-based API of TensorRT 10/11: ``set_input_shape``, ``set_tensor_address``,
-  ``execute_async_v3`` on the caller's stream (the current torch stream by default, or
-  ``fuse(..., stream=...)``: a torch/CuPy/pycuda stream or a raw handle).
+  ``execute_async_v3`` on the runner's own non-blocking stream, ordered against the caller's stream
+  with events (:mod:`lso.runtime.streams`): the caller's stream is ``fuse(..., stream=...)`` (a
+  torch/CuPy/pycuda stream or a raw handle), else CuPy's current stream for CuPy inputs, else torch's
+  current stream. Producer streams named by ``__cuda_array_interface__`` inputs are waited on too.
 - Inputs and outputs: torch CUDA tensors, CuPy arrays, pycuda ``GPUArray``s, anything with
   ``__cuda_array_interface__`` or DLPack, bound by pointer where dtype and layout already match
   the engine (otherwise converted once on the device). numpy inputs are copied to the device and the
-  output back. Output buffers are allocated once per shape and reused: the tensor returned without
-  ``out=`` belongs to the runner and is overwritten by the next call with the same shape (pass
-  ``out=`` or clone it to keep it).
-- ``cuda_graph=True``: one CUDA graph per input shape (captured with ``torch.cuda.CUDAGraph`` on a
-  dedicated execution context after one warm-up run; up to ``max_graphs`` kept, least recently
-  used dropped). A graph bakes in buffer addresses, so inputs are copied device-to-device into the
-  graph's static buffers before each replay (a few hundred microseconds at 512x512) and each graph's
-  context holds its own activation memory (the engine's ``device_memory_size`` each).
+  output back. Output tensors returned without ``out=`` come from a bounded per-shape pool: a buffer is
+  reused only after the caller has dropped every tensor over it, so a result is never overwritten
+  while it is held.
+- Device memory: one activation buffer per runner, sized for the profile's max shapes and shared by
+  one execution context per cached input shape (each created without memory of its own); NVIDIA's
+  advice for CUDA graphs with changing shapes (NVIDIA/TensorRT#3798).
+- ``cuda_graph=True``: one CUDA graph per cached input shape (captured on the runner's stream after
+  one warm-up run; up to ``max_graphs`` kept, least recently used dropped, counted in
+  :attr:`TrtRunner.cache_stats`). A graph bakes in buffer addresses, so inputs are copied
+  device-to-device into the graph's static buffers before each replay and the output out of it.
+- Device inputs' values (NaN/Inf, range) are checked on the device without a host synchronisation
+  and read on request (``runner.last_value_check.result()``); see :mod:`lso.runtime.validation`.
 - Streams and graphs go through ``torch.cuda``; no cuda-python or pycuda dependency.
 - Every TensorRT call sits behind :func:`lso.runtime.cuda_arrays.require_cuda`.
 - TensorRT types that must be subclassed (the logger) are built by factory functions, and
@@ -25,7 +31,9 @@
   output allocator is needed: output shapes follow from input shapes.
 
 The GPU paths of this module have not been run on a GPU by its author; the sidecar checks, the
-profile logic, the logger adapter and the names used against the TensorRT 11 bindings are tested.
+profile logic, the logger adapter and the names used against the TensorRT 11 bindings are tested, and
+the run path (contexts, activation buffer, graph cache, stream/event order, output pool, tiling) is
+tested on a CPU with a fake TensorRT module and fake CUDA calls (``tests/runtime/test_trt_runner.py``).
 """
 from __future__ import annotations
 
@@ -45,12 +53,14 @@ from lso._io import read_sidecar, sidecar_path
 from lso.config import LSOConfig
 from lso.errors import ArtifactError, InputError, LSOError
 from lso.io_spec import EXTENT, HR_MSI, INPUT_NAMES, LR_HSI, ShapeProfile, TensorSpec
-from lso.runtime._trt_compat import import_tensorrt, is_lean, version_tuple
+from lso.runtime._trt_compat import (activation_bytes, create_context_without_memory, import_tensorrt, is_lean,
+                                     memory_for_shapes, set_context_memory, version_tuple)
 from lso.runtime.base import Runner, RunnerStateError
-from lso.runtime.cuda_arrays import require_cuda, stream_handle
-from lso.runtime.validation import FuseInputs
+from lso.runtime.cuda_arrays import require_cuda
+from lso.runtime.streams import CudaOps, OutputPool, PoolStats, RunnerStream
+from lso.runtime.validation import FuseInputs, check_device_values
 
-__all__ = ["TrtRunner", "make_logger", "check_plan_sidecar", "read_plan", "IOTensor", "engine_io", "profile_from_io",
+__all__ = ["TrtRunner", "CacheStats", "make_logger", "check_plan_sidecar", "read_plan", "IOTensor", "engine_io", "profile_from_io",
            "TORCH_DTYPES", "SIDECAR_KEYS"]
 
 log = logging.getLogger(__name__)
@@ -271,11 +281,42 @@ def check_engine_io(tensors: list[IOTensor], path: Any) -> None:
 
 # --------------------------------------------------------------------------------------- runner
 @dataclass
-class _Graph:
+class _ShapeEntry:
+    """One cached input shape: its execution context (no activation memory of its own), and with CUDA
+    graphs its graph, the graph's static inputs and output, and the event after its last run."""
+
     context: Any
-    graph: Any
-    feeds: dict[str, torch.Tensor]
-    out: torch.Tensor
+    graph: Any = None
+    feeds: Optional[dict[str, torch.Tensor]] = None
+    out: Optional[torch.Tensor] = None
+    done: Any = None
+
+
+@dataclass(frozen=True)
+class CacheStats:
+    """The runner's per-shape cache (:attr:`TrtRunner.cache_stats`).
+
+    Attributes:
+        hits: calls whose input shapes had a context (and graph) already.
+        misses: calls that created one.
+        evictions: contexts (and graphs) dropped, least recently used first, to stay within ``capacity``.
+        contexts: contexts held now (one per cached input shape, none with memory of its own).
+        graphs: CUDA graphs held now.
+        capacity: ``max_graphs``: the most input shapes cached at once.
+        activation_bytes: the one activation buffer, shared by every context.
+        buffer_grows: times that buffer had to grow (every graph was dropped each time).
+        outputs: output buffers of the pool (``allocated``, ``reused``, ``unpooled``).
+    """
+
+    hits: int
+    misses: int
+    evictions: int
+    contexts: int
+    graphs: int
+    capacity: int
+    activation_bytes: int
+    buffer_grows: int
+    outputs: PoolStats
 
 
 class TrtRunner(Runner):
@@ -284,25 +325,41 @@ class TrtRunner(Runner):
     Args:
         path: the plan.
         device: CUDA device (index, ``"cuda:N"``; default: the current one).
-        stream: default CUDA stream for :meth:`fuse` (default: torch's current stream at each call).
+        stream: the caller's stream for :meth:`fuse` when a call names none (default: CuPy's current
+            stream for CuPy inputs, else torch's current stream at each call).
         cuda_graph: capture and replay one CUDA graph per input shape.
-        max_graphs: graphs (and their execution contexts) kept at once.
+        max_graphs: input shapes cached at once, each with its execution context (and graph); the least
+            recently used is dropped beyond it. The default, 4, holds the at most 2 x 2 window shapes of
+            a tiled run (:func:`lso.runtime.tiling.plan_tiles`).
         verify: check the plan's sha256 against its sidecar.
         allow_host_code: let TensorRT load code embedded in the plan (version-compatible plans need it;
             default: True when the sidecar, whose sha256 matched, says the plan is version-compatible).
         profile_index: optimization profile to use.
         config: the model's architecture when the sidecar does not record it (tiling uses it).
 
-    Threads: one execution context, reused output buffers and CUDA graphs are shared by all calls, so
+    Memory: one activation buffer per runner, allocated by the runner at the profile's max size
+    (``get_device_memory_size_for_profile_v2``), shared by one execution context per cached input shape,
+    each created without memory of its own (``ExecutionContextAllocationStrategy.USER_MANAGED``). Runs on
+    that buffer are serialised: one call at a time, all on the runner's stream. Should a shape ever need
+    more than the buffer (``update_device_memory_size_for_shapes``), the buffer grows and every CUDA graph
+    is dropped (they bake its address in). :attr:`cache_stats` counts hits, misses and evictions.
+
+    Streams: the runner enqueues on its own non-blocking stream, ordered against the caller's stream
+    with events (:mod:`lso.runtime.streams`): the inputs are complete before the enqueue, and the
+    caller's stream waits for the output. Output tensors it returns come from a bounded per-shape pool
+    and are never overwritten while the caller holds them.
+
+    Threads: the execution contexts, the activation buffer and CUDA graphs are shared by all calls, so
     calls run one at a time (:attr:`concurrent` is False; the runner's lock enforces it). For parallel
     streams, use one runner per thread.
     """
 
     backend = "tensorrt"
     concurrent = False
+    orders_streams = True
 
     def __init__(self, path: str | os.PathLike, *, device: Any = None, stream: Any = None, cuda_graph: bool = False,
-                 max_graphs: int = 2, verify: bool = True, allow_host_code: Optional[bool] = None,
+                 max_graphs: int = 4, verify: bool = True, allow_host_code: Optional[bool] = None,
                  profile_index: int = 0, config: Optional[LSOConfig] = None) -> None:
         super().__init__()
         self._path = Path(path)
@@ -319,12 +376,17 @@ class TrtRunner(Runner):
 
     def _reset(self) -> None:
         self._dev: Optional[torch.device] = None
-        self._logger = self._trt_runtime = self._engine = self._context = None
-        self._shapes: dict[str, tuple[int, ...]] = {}
-        self._outputs: dict[tuple[int, ...], torch.Tensor] = {}
+        self._trt: Optional[ModuleType] = None
+        self._logger = self._trt_runtime = self._engine = None
+        self._rs: Optional[RunnerStream] = None
+        self._pool: Optional[OutputPool] = None
+        self._activation: Optional[torch.Tensor] = None
+        self._activation_size = 0
+        self._entries: "collections.OrderedDict[tuple, _ShapeEntry]" = collections.OrderedDict()
+        self._hits = self._misses = self._evictions = self._grows = 0
         self._extent_buf: Optional[torch.Tensor] = None
-        self._graphs: "collections.OrderedDict[tuple, _Graph]" = collections.OrderedDict()
         self._keep: tuple = ()
+        self.last_value_check = None
 
     # ----------------------------------------------------------------------------- lifecycle
     def _memory_device(self) -> str:
@@ -361,35 +423,36 @@ class TrtRunner(Runner):
                     f"'{TRT_LOGGER_NAME}'; run with -v): a plan runs only on the TensorRT version and GPU that built "
                     f"it — rebuild it here (lso build / trtexec --saveEngine); a version-compatible plan also needs "
                     f"allow_host_code=True")
-            if not 0 <= self._profile_index < engine.num_optimization_profiles:
-                raise InputError(f"profile_index {self._profile_index} does not exist: {self._path.name} has "
-                                 f"{engine.num_optimization_profiles} optimization profile(s)")
-            context = self._new_context(engine, dev)
-        self._io = engine_io(engine, self._profile_index)
-        check_engine_io(self._io, self._path)
-        self._dev, self._logger, self._trt_runtime = dev, logger, trt_runtime
-        self._engine, self._context = engine, context
-        log.info("TensorRT %s: %s on %s (%s)", trt.__version__, self._path.name, torch.cuda.get_device_name(dev),
-                 "CUDA graphs" if self._cuda_graph else "direct")
+            self._logger, self._trt_runtime = logger, trt_runtime
+            self._setup_engine(trt, engine, dev)
+        log.info("TensorRT %s: %s on %s (%s, %s of activation memory)", trt.__version__, self._path.name,
+                 torch.cuda.get_device_name(dev), "CUDA graphs" if self._cuda_graph else "direct",
+                 f"{self._activation_size / 2**20:.1f} MiB")
 
-    def _new_context(self, engine: Any, dev: torch.device) -> Any:
-        context = engine.create_execution_context()
-        if context is None:
-            raise LSOError(f"TensorRT could not create an execution context for {self._path.name} (out of GPU memory? "
-                           f"the engine needs its profile's maximum activations)")
-        if self._profile_index:
-            stream = torch.cuda.current_stream(dev)
-            context.set_optimization_profile_async(self._profile_index, stream.cuda_stream)
-            stream.synchronize()
-        return context
+    def _setup_engine(self, trt: ModuleType, engine: Any, dev: torch.device, ops: Optional[CudaOps] = None) -> None:
+        """Everything after deserialisation: I/O, the runner's stream, the one activation buffer, the pools."""
+        if not 0 <= self._profile_index < engine.num_optimization_profiles:
+            raise InputError(f"profile_index {self._profile_index} does not exist: {self._path.name} has "
+                             f"{engine.num_optimization_profiles} optimization profile(s)")
+        io = engine_io(engine, self._profile_index)
+        check_engine_io(io, self._path)
+        rs = RunnerStream(dev, ops)
+        size = max(activation_bytes(engine, self._profile_index), 256)
+        with rs.use():  # allocated on the runner's stream: freeing it is ordered after the runner's work
+            activation = torch.empty(size, dtype=torch.uint8, device=dev)
+        self._io, self._dev, self._trt, self._engine, self._rs = io, dev, trt, engine, rs
+        self._activation, self._activation_size = activation, size
+        self._pool = OutputPool(rs.ops, per_shape=2, max_shapes=2 * self._max_graphs)
 
     def _deactivate(self) -> None:
-        if self._dev is not None:
-            torch.cuda.synchronize(self._dev)
-        # release in reverse order of creation: graphs and contexts, engine, runtime, logger last
-        self._graphs.clear()
+        if self._rs is not None:
+            self._rs.synchronize()  # the runner's own stream, not the whole device
+        # release in reverse order of creation: graphs and contexts, buffers, engine, runtime, logger last
+        self._entries.clear()
         self._keep = ()
-        self._context = None
+        if self._pool is not None:
+            self._pool.clear()
+        self._activation = None
         self._engine = None
         self._trt_runtime = None
         self._reset()
@@ -421,18 +484,18 @@ class TrtRunner(Runner):
         self._require_active()
         return self._engine
 
+    @property
+    def cache_stats(self) -> CacheStats:
+        """Hits, misses and evictions of the per-shape contexts and graphs, the activation buffer, the output pool."""
+        return CacheStats(self._hits, self._misses, self._evictions, len(self._entries),
+                          sum(e.graph is not None for e in self._entries.values()), self._max_graphs,
+                          self._activation_size if self._activation is not None else 0, self._grows,
+                          self._pool.stats if self._pool is not None else PoolStats(0, 0, 0, 0))
+
     def _describe(self) -> str:
         return f"{self._path.name}, device={self._dev or self._device_arg or 'cuda'}"
 
     # ----------------------------------------------------------------------------- running
-    def _stream(self, stream: Any) -> torch.cuda.Stream:
-        stream = stream if stream is not None else self._stream_arg
-        if stream is None:
-            return torch.cuda.current_stream(self._dev)
-        if isinstance(stream, torch.cuda.Stream):
-            return stream
-        return torch.cuda.ExternalStream(stream_handle(stream), device=self._dev)
-
     def _io_tensor(self, name: str) -> IOTensor:
         return next(t for t in self._io if t.name == name)
 
@@ -451,14 +514,21 @@ class TrtRunner(Runner):
             return host
         if self._extent_buf is None:
             self._extent_buf = torch.empty(4, dtype=spec.torch_dtype, device=self._dev)
-        self._extent_buf.copy_(host)
+        self._extent_buf.copy_(host)  # on the runner's stream, after the previous call's reads of it
         return self._extent_buf
 
     def _fuse(self, inputs: FuseInputs, extent: Optional[tuple[int, int, int, int]], out: Any,
               stream: Any = None) -> Any:
-        with torch.cuda.device(self._dev):
-            cuda_stream = self._stream(stream)
-            with torch.cuda.stream(cuda_stream):  # allocations and copies below are ordered on the caller's stream
+        rs = self._rs
+        ops = rs.ops
+        with ops.device(self._dev):
+            caller = rs.caller(stream if stream is not None else self._stream_arg, inputs.template)
+            rs.begin(caller, inputs.producer_streams)  # inputs made on the caller's (and producers') streams
+            check = None
+            with rs.use():  # everything below is enqueued on the runner's stream
+                if inputs.values_pending:
+                    check = check_device_values(((HR_MSI, inputs.hr_msi), (LR_HSI, inputs.lr_hsi)), ops=ops,
+                                                stream=rs.stream)
                 feeds = {HR_MSI: self._feed(inputs.hr_msi, HR_MSI), LR_HSI: self._feed(inputs.lr_hsi, LR_HSI)}
                 if any(t.name == EXTENT for t in self._io):
                     _, _, height, width = inputs.output_shape
@@ -467,85 +537,130 @@ class TrtRunner(Runner):
                 out_dtype = self._io_tensor(out_name).torch_dtype
                 target = out if (isinstance(out, torch.Tensor) and out.is_cuda and out.device == self._dev
                                  and out_dtype == torch.float32) else None
+                entry = self._entry(feeds)
                 if self._cuda_graph:
-                    result = self._run_graph(feeds, out_name, out_dtype, target, cuda_stream)
+                    result = self._run_graph(entry, feeds, out_name, out_dtype, target, caller)
                 else:
-                    result = self._run_direct(feeds, out_name, out_dtype, target, cuda_stream)
+                    result = self._run_direct(entry, feeds, out_name, out_dtype, target, caller)
                 if result.dtype != torch.float32:
                     result = result.float()
+            done = rs.end(caller)  # the caller's stream waits for the output
+            entry.done = done
+            self.last_value_check = check
+            if result is not target:
+                result = self._pool.hand_out(result, caller, rs.stream)
             if inputs.kind == "numpy" or (out is not None and target is None):
-                cuda_stream.synchronize()
+                ops.synchronize_event(done)  # the host reads the result next: wait for this call alone
+                if check is not None:
+                    check.result(stacklevel=5)
             return result
 
-    def _bind(self, context: Any, feeds: dict[str, torch.Tensor], shapes: dict[str, tuple[int, ...]]) -> None:
+    def _entry(self, feeds: dict[str, torch.Tensor]) -> _ShapeEntry:
+        """The context (and graph) for these input shapes: cached, else made (dropping the least recently used)."""
+        key = tuple((name, tuple(t.shape), t.dtype) for name, t in feeds.items())
+        entry = self._entries.get(key)
+        if entry is not None:
+            self._hits += 1
+            self._entries.move_to_end(key)
+            return entry
+        self._misses += 1
+        while len(self._entries) >= self._max_graphs:
+            self._evict()
+        context = self._new_context()
+        self._set_shapes(context, feeds)
+        need = memory_for_shapes(context)
+        entry = _ShapeEntry(context)
+        self._entries[key] = entry
+        if need is not None and need > self._activation_size:
+            self._grow(need)
+        return entry
+
+    def _evict(self) -> None:
+        _, old = self._entries.popitem(last=False)
+        if old.done is not None:  # TensorRT contexts and CUDA graphs must not be destroyed while in flight
+            self._rs.ops.synchronize_event(old.done)
+        self._evictions += 1
+        log.debug("dropped the least recently used input shape (%d cached at most)", self._max_graphs)
+
+    def _new_context(self) -> Any:
+        context = create_context_without_memory(self._trt, self._engine)
+        if context is None:
+            raise LSOError(f"TensorRT could not create an execution context for {self._path.name} (see the "
+                           f"'{TRT_LOGGER_NAME}' log)")
+        set_context_memory(context, self._activation.data_ptr(), self._activation_size)
+        # enqueued on the runner's stream, before any run of this context
+        if self._profile_index and not context.set_optimization_profile_async(self._profile_index, self._rs.handle):
+            raise LSOError(f"TensorRT could not select optimization profile {self._profile_index} of "
+                               f"{self._path.name}")
+        return context
+
+    def _grow(self, need: int) -> None:
+        """A bigger activation buffer for every context; CUDA graphs baked the old address in, so they go."""
+        log.warning("TensorRT asks for %d bytes of activation memory, more than the profile's %d: growing the "
+                    "shared buffer and dropping every CUDA graph", need, self._activation_size)
+        self._rs.synchronize()  # nothing in flight uses the old buffer or a graph any more
+        for entry in self._entries.values():
+            entry.graph = entry.feeds = entry.out = None
+        self._activation = None
+        with self._rs.use():
+            self._activation = torch.empty(need, dtype=torch.uint8, device=self._dev)
+        self._activation_size = need
+        self._grows += 1
+        for entry in self._entries.values():
+            set_context_memory(entry.context, self._activation.data_ptr(), need)
+
+    def _set_shapes(self, context: Any, feeds: dict[str, torch.Tensor]) -> None:
         for name, tensor in feeds.items():
             shape = tuple(tensor.shape)
-            dynamic = any(d < 0 for d in self._io_tensor(name).shape)
-            if dynamic and shapes.get(name) != shape:
-                if not context.set_input_shape(name, shape):
-                    prof = self.profile
-                    where = f" ({prof.describe(name)})" if prof is not None and name in prof.min else ""
-                    raise InputError(f"TensorRT rejected {name} shape {'x'.join(map(str, shape))}{where}")
-                shapes[name] = shape
-            context.set_tensor_address(name, tensor.data_ptr())
+            if any(d < 0 for d in self._io_tensor(name).shape) and not context.set_input_shape(name, shape):
+                prof = self.profile
+                where = f" ({prof.describe(name)})" if prof is not None and name in prof.min else ""
+                raise InputError(f"TensorRT rejected {name} shape {'x'.join(map(str, shape))}{where}")
 
     def _output_shape(self, feeds: dict[str, torch.Tensor]) -> tuple[int, int, int, int]:
         b, _, h, w = feeds[HR_MSI].shape
         return (int(b), int(feeds[LR_HSI].shape[1]), int(h), int(w))
 
-    def _run_direct(self, feeds: dict[str, torch.Tensor], out_name: str, out_dtype: torch.dtype,
-                    target: Optional[torch.Tensor], cuda_stream: torch.cuda.Stream) -> torch.Tensor:
-        context = self._context
-        self._bind(context, feeds, self._shapes)
-        shape = self._output_shape(feeds)
+    def _execute(self, context: Any, what: str) -> None:
+        if not context.execute_async_v3(self._rs.handle):
+            raise LSOError(f"TensorRT {what} of {self._path.name} failed (see the '{TRT_LOGGER_NAME}' log)")
+
+    def _run_direct(self, entry: _ShapeEntry, feeds: dict[str, torch.Tensor], out_name: str, out_dtype: torch.dtype,
+                    target: Optional[torch.Tensor], caller: Any) -> torch.Tensor:
+        context = entry.context
+        for name, tensor in feeds.items():
+            context.set_tensor_address(name, tensor.data_ptr())
         if target is None:
-            target = self._outputs.get(shape)
-            if target is None or target.dtype != out_dtype:
-                target = torch.empty(shape, dtype=out_dtype, device=self._dev)  # allocated once per shape, reused
-                self._outputs[shape] = target
+            target = self._pool.take(self._output_shape(feeds), out_dtype, self._dev, self._rs.stream, (caller,))
         context.set_tensor_address(out_name, target.data_ptr())
-        if not context.execute_async_v3(cuda_stream.cuda_stream):
-            raise LSOError(f"TensorRT execution of {self._path.name} failed (see the '{TRT_LOGGER_NAME}' log)")
+        self._execute(context, "execution")
         self._keep = tuple(feeds.values())  # converted inputs stay alive until the next call
         return target
 
-    def _run_graph(self, feeds: dict[str, torch.Tensor], out_name: str, out_dtype: torch.dtype,
-                   target: Optional[torch.Tensor], cuda_stream: torch.cuda.Stream) -> torch.Tensor:
-        key = tuple((name, tuple(t.shape), t.dtype) for name, t in feeds.items())
-        entry = self._graphs.get(key)
-        if entry is None:
-            entry = self._capture(feeds, out_name, out_dtype, cuda_stream)
-            self._graphs[key] = entry
-            while len(self._graphs) > self._max_graphs:
-                self._graphs.popitem(last=False)
-        else:
-            self._graphs.move_to_end(key)
+    def _run_graph(self, entry: _ShapeEntry, feeds: dict[str, torch.Tensor], out_name: str, out_dtype: torch.dtype,
+                   target: Optional[torch.Tensor], caller: Any) -> torch.Tensor:
+        if entry.graph is None:
+            self._capture(entry, feeds, out_name, out_dtype)
         for name, tensor in feeds.items():
             entry.feeds[name].copy_(tensor, non_blocking=True)
-        entry.graph.replay()  # on the current (caller's) stream
-        if target is not None:
-            target.copy_(entry.out, non_blocking=True)
-            return target
-        return entry.out
+        self._rs.ops.replay(entry.graph)  # on the runner's stream (the current one)
+        result = target if target is not None else self._pool.take(tuple(entry.out.shape), out_dtype, self._dev,
+                                                                    self._rs.stream, (caller,))
+        result.copy_(entry.out, non_blocking=True)  # the graph's output is overwritten by its next replay
+        return result
 
-    def _capture(self, feeds: dict[str, torch.Tensor], out_name: str, out_dtype: torch.dtype,
-                 cuda_stream: torch.cuda.Stream) -> _Graph:
-        context = self._new_context(self._engine, self._dev)
-        static = {name: torch.empty_like(t) for name, t in feeds.items()}
+    def _capture(self, entry: _ShapeEntry, feeds: dict[str, torch.Tensor], out_name: str,
+                 out_dtype: torch.dtype) -> None:
+        ops, context = self._rs.ops, entry.context
+        static = {name: torch.empty_like(t).copy_(t) for name, t in feeds.items()}
         out = torch.empty(self._output_shape(feeds), dtype=out_dtype, device=self._dev)
-        self._bind(context, static, {})
+        for name, tensor in static.items():
+            context.set_tensor_address(name, tensor.data_ptr())
         context.set_tensor_address(out_name, out.data_ptr())
-        side = torch.cuda.Stream(self._dev)
-        side.wait_stream(cuda_stream)
-        with torch.cuda.stream(side):
-            # one run before capture lets TensorRT finish its shape-dependent setup outside the graph
-            if not context.execute_async_v3(side.cuda_stream):
-                raise LSOError(f"TensorRT warm-up run of {self._path.name} failed before CUDA graph capture")
-        side.synchronize()
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, stream=side, capture_error_mode="thread_local"):
-            if not context.execute_async_v3(side.cuda_stream):
-                raise LSOError(f"TensorRT run of {self._path.name} failed during CUDA graph capture")
-        cuda_stream.wait_stream(side)
+        # one run before capture lets TensorRT finish its shape-dependent setup outside the graph
+        self._execute(context, "warm-up run before CUDA graph capture")
+        graph = ops.new_graph()
+        with ops.capture(graph, self._rs.stream):
+            self._execute(context, "run during CUDA graph capture")
+        entry.graph, entry.feeds, entry.out = graph, static, out
         log.debug("captured a CUDA graph for %s", {n: tuple(t.shape) for n, t in feeds.items()})
-        return _Graph(context, graph, static, out)

@@ -18,7 +18,8 @@ from rt_fixtures import reference, rt_model, scene, tiny_onnx_tileable, tiny_pla
 from lso._io import write_sidecar
 from lso.errors import ArtifactError, InputError
 from lso.runtime import trt_runner
-from lso.runtime._trt_compat import API_USED, version_tuple
+from lso.runtime import _trt_compat
+from lso.runtime._trt_compat import API_FALLBACKS, API_USED, version_tuple
 from lso.runtime.trt_runner import (IOTensor, TrtRunner, check_engine_io, check_plan_sidecar, engine_io, make_logger,
                                     profile_from_io)
 
@@ -46,15 +47,57 @@ def test_every_tensorrt_name_used_exists_in_the_lean_bindings():
 
 
 def test_runner_source_uses_only_listed_names():
-    source = Path(trt_runner.__file__).read_text()
+    source = Path(trt_runner.__file__).read_text() + Path(_trt_compat.__file__).read_text()
     listed = {n for names in API_USED.values() for n in names}
+    fallbacks = {n for names in API_FALLBACKS.values() for n in names}
     used = set()
-    for obj in ("trt", "engine", "context", "trt_runtime", "self._engine", "self._context"):
+    for obj in ("trt", "engine", "context", "trt_runtime", "self._engine", "entry.context",
+                "trt.ExecutionContextAllocationStrategy"):
         used |= set(re.findall(rf"(?<![\w.]){re.escape(obj)}\.(\w+)", source))
-    assert used and used <= listed, sorted(used - listed)
+    used = {n for n in used if not n.startswith("__") or n in listed}  # module dunders (trt.__name__)
+    assert used and used <= listed | fallbacks, sorted(used - listed - fallbacks)
     for needed in ("set_input_shape", "set_tensor_address", "execute_async_v3", "deserialize_cuda_engine",
-                   "get_tensor_profile_shape", "get_tensor_mode", "get_tensor_dtype", "num_io_tensors"):
-        assert needed in used
+                   "get_tensor_profile_shape", "get_tensor_mode", "get_tensor_dtype", "num_io_tensors",
+                   "create_execution_context", "USER_MANAGED", "get_device_memory_size_for_profile_v2",
+                   "set_device_memory", "update_device_memory_size_for_shapes"):
+        assert needed in used, needed
+
+
+def test_device_memory_names_of_tensorrt_11_and_the_10_0_fallbacks():
+    """TensorRT 11 has the 10.1+ names and the strategy enum; the 10.0 spellings are used only where those are
+    missing: device_memory_size is gone from 11, device_memory stays a write-only property."""
+    trt = _lean()
+    assert trt.ExecutionContextAllocationStrategy.USER_MANAGED.name == "USER_MANAGED"
+    assert not hasattr(trt.ICudaEngine, "device_memory_size")
+    assert not hasattr(trt.ICudaEngine, "create_execution_context_without_device_memory")
+    assert not hasattr(trt.ICudaEngine, "get_device_memory_size_for_profile")
+    assert "strategy" in trt.ICudaEngine.create_execution_context.__doc__
+    assert "memory" in trt.IExecutionContext.set_device_memory.__doc__
+    prop = trt.IExecutionContext.device_memory
+    assert prop.fset is not None and prop.fget is None
+
+
+class _Ctx10:
+    """A TensorRT 10.0 context: no set_device_memory, no update_device_memory_size_for_shapes."""
+
+    device_memory = None
+
+
+def test_compat_helpers_pick_the_spelling_of_each_version():
+    class Engine11:
+        def get_device_memory_size_for_profile_v2(self, i):
+            return 1000 + i
+
+    engine10 = types.SimpleNamespace(device_memory_size=777)
+    assert _trt_compat.activation_bytes(Engine11(), 1) == 1001 and _trt_compat.activation_bytes(engine10, 0) == 777
+    calls = []
+    ctx11 = types.SimpleNamespace(set_device_memory=lambda p, n: calls.append((p, n)),
+                                  update_device_memory_size_for_shapes=lambda: 5)
+    _trt_compat.set_context_memory(ctx11, 0x1000, 64)
+    assert calls == [(0x1000, 64)] and _trt_compat.memory_for_shapes(ctx11) == 5
+    ctx10 = _Ctx10()
+    _trt_compat.set_context_memory(ctx10, 0x2000, 64)
+    assert ctx10.device_memory == 0x2000 and _trt_compat.memory_for_shapes(ctx10) is None
 
 
 def test_importing_the_runner_does_not_import_tensorrt():
@@ -222,7 +265,10 @@ def test_trt_matches_pytorch_and_keeps_device_tensors(rt_model, tiny_plan):
         out = r.fuse(hr_d, lr_d)
         assert out.is_cuda
         first_ptr = out.data_ptr()
-        assert r.fuse(hr_d, lr_d).data_ptr() == first_ptr  # output buffer allocated once, reused
+        held = r.fuse(hr_d, lr_d)
+        assert held.data_ptr() != first_ptr  # a held output is never overwritten
+        del out
+        assert r.fuse(hr_d, lr_d).data_ptr() == first_ptr  # reused once dropped
         mine = torch.empty(2, 31, 32, 48, device="cuda")
         assert r.fuse(hr_d, lr_d, out=mine) is mine  # written in place into the caller's buffer
         stream = torch.cuda.Stream()
@@ -240,7 +286,9 @@ def test_trt_cuda_graphs_per_shape(rt_model, tiny_plan):
         for h, w in ((32, 48), (64, 32), (32, 48)):
             hr, lr = scene(h, w, 4, seed=h + w)
             np.testing.assert_allclose(r.fuse(hr, lr), reference(rt_model, hr, lr), atol=1e-3)
-        assert len(r._graphs) == 2
+        stats = r.cache_stats
+        assert (stats.graphs, stats.contexts, stats.hits, stats.misses) == (2, 2, 1, 2)
+        assert stats.activation_bytes > 0 and stats.buffer_grows == 0
 
 
 @pytest.mark.trt
@@ -262,3 +310,53 @@ def test_trt_sidecar_mismatch_refused(tiny_plan, tmp_path):
         TrtRunner(plan).activate()
     side = json.loads((tmp_path / "m.plan.json").read_text())
     assert side["sha256"]
+
+
+@pytest.mark.trt
+def test_trt_orders_itself_after_a_slow_producer_stream(rt_model, tiny_plan):
+    """The producer writes the inputs on its own stream after a long sleep; the runner must wait for it."""
+    hr, lr = scene(64, 64, 4, seed=3)
+    want = reference(rt_model, hr, lr)
+    with TrtRunner(tiny_plan) as r:
+        producer = torch.cuda.Stream()
+        hr_d = torch.zeros(hr.shape, device="cuda")
+        lr_d = torch.zeros(lr.shape, device="cuda")
+        torch.cuda.synchronize()
+        with torch.cuda.stream(producer):
+            torch.cuda._sleep(200_000_000)  # ~0.1 s of GPU time before the inputs are written
+            hr_d.copy_(torch.from_numpy(hr), non_blocking=False)
+            lr_d.copy_(torch.from_numpy(lr), non_blocking=False)
+            got = r.fuse(hr_d, lr_d, stream=producer, check_finite=True)
+            r.last_value_check.result()  # finite inputs: no error
+        producer.synchronize()
+        np.testing.assert_allclose(got.cpu().numpy(), want, atol=1e-3)
+        assert r.cache_stats.contexts == 1
+
+
+@pytest.mark.trt
+def test_trt_device_nan_is_reported_on_request(tiny_plan):
+    hr, lr = scene(32, 32, 4)
+    hr[0, 0, 0, 0] = np.nan
+    with TrtRunner(tiny_plan) as r:
+        r.fuse(torch.from_numpy(hr).cuda(), torch.from_numpy(lr).cuda())  # no host synchronisation, no error
+        with pytest.raises(InputError, match="1 NaN"):
+            r.last_value_check.result()
+
+
+@pytest.mark.trt
+def test_trt_cupy_inputs_on_a_cupy_stream(rt_model, tiny_plan):
+    """CuPy's current stream is the caller's: inputs written there are complete before the run, and the
+    output is complete for that stream."""
+    cupy = pytest.importorskip("cupy")
+    hr, lr = scene(64, 64, 4, seed=5)
+    with TrtRunner(tiny_plan) as r:
+        stream = cupy.cuda.Stream(non_blocking=True)
+        with stream:
+            hr_c, lr_c = cupy.empty(hr.shape, cupy.float32), cupy.empty(lr.shape, cupy.float32)
+            hr_c.set(hr, stream=stream)
+            lr_c.set(lr, stream=stream)
+            out = r.fuse(hr_c, lr_c)
+            got = cupy.asnumpy(out, stream=stream)
+        stream.synchronize()
+        assert isinstance(out, cupy.ndarray)
+        np.testing.assert_allclose(got, reference(rt_model, hr, lr), atol=1e-3)
