@@ -49,7 +49,7 @@ from lso.io_spec import EXTENT, HR_MSI, LR_HSI
 from lso.memory import array_bytes, check_bytes, format_bytes, fusion_bytes, resolve_budget
 from lso.model import LSO
 from lso.runtime.base import Runner, load
-from lso.runtime.validation import check_dtype, check_shapes, check_values, scan_values
+from lso.runtime.validation import check_device_values, check_dtype, check_shapes, check_values, scan_values
 
 __all__ = ["fuse_tiled", "plan_tiles", "Tile", "tile_alignment", "receptive_margin", "exact_overlap", "tile_bytes",
            "choose_tile"]
@@ -250,7 +250,9 @@ def fuse_tiled(model: Union[Runner, LSO, str, os.PathLike], hr_msi: Any, lr_hsi:
             torch tensor). Default: a new numpy array (a torch tensor on the input's device for torch
             input).
         progress: show a progress bar (tqdm if installed, else one log line per tile).
-        check_finite: scan the inputs once for NaN/Inf and out-of-range values (chunked).
+        check_finite: scan the inputs once for NaN/Inf and out-of-range values (chunked). CUDA tensors are
+            checked on the device without a host synchronisation; ``runner.last_value_check.result()``
+            reports them (see :mod:`lso.runtime.validation`).
         memory_budget: bytes (or ``"4G"``) this call may use: the output it allocates (none with ``out=``)
             plus one tile; default :func:`lso.memory.default_memory_budget`. See the module docstring.
         done: indices (in :func:`plan_tiles` order) of tiles already in ``out``, skipped (resuming).
@@ -324,8 +326,13 @@ def _fuse_tiled(runner: Runner, hr_msi: Any, lr_hsi: Any, *, tile: Optional[int]
                     format_bytes(budget), format_bytes(out_bytes), core,
                     format_bytes(tile_bytes(config, batch, height, width, core=core, overlap=overlap)))
     if check_finite:
+        on_device = [(name, x) for name, x in ((HR_MSI, hr_msi), (LR_HSI, lr_hsi))
+                     if isinstance(x, torch.Tensor) and x.is_cuda]
         for name, x in ((HR_MSI, hr_msi), (LR_HSI, lr_hsi)):
-            check_values(x, name) if isinstance(x, torch.Tensor) else scan_values(x, name)
+            if not any(x is d for _, d in on_device):
+                check_values(x, name) if isinstance(x, torch.Tensor) else scan_values(x, name)
+        if on_device:  # checked on the device, no host synchronisation: runner.last_value_check.result() reports
+            check = check_device_values(tuple(on_device))
     tiles = plan_tiles(height, width, tile=core, overlap=overlap, align=align)
     if len(tiles) > 1 and not runner.tileable:
         raise InputError(f"{runner!r} takes no '{EXTENT}' input, so its tiles cannot get global coordinates; "
@@ -350,4 +357,6 @@ def _fuse_tiled(runner: Runner, hr_msi: Any, lr_hsi: Any, *, tile: Optional[int]
         _store(out, t, result)
         if on_tile is not None:
             on_tile(i, t)
+    if check_finite and on_device:
+        runner.last_value_check = check
     return out

@@ -490,3 +490,19 @@ def test_ort_cuda_runs_on_its_own_stream_ordered_by_events(monkeypatch):
     assert _order(ops.log) == [("record", 1, "caller"), ("wait", "runner", 1), ("record", 2, "ext0x300"),
                                ("wait", "runner", 2), ("enqueue", "ort"), ("record", 3, "runner"),
                                ("wait", "caller", 3)]
+
+
+def test_tiled_fusion_of_device_inputs_never_syncs_and_reports_on_request(rt_model):
+    from lso.runtime.tiling import fuse_tiled
+
+    runner, engine, ops = _runner(rt_model)
+    hr, lr = scene(64, 48, 4)
+    lr[0, 2, 3, 4] = np.nan
+    out = fuse_tiled(runner, _device_like(hr), _device_like(lr), tile=32)  # no AssertionError: no host read
+    assert len(engine.runs) > 1 and out.shape == (1, 31, 64, 48)
+    assert not [e for e in ops.log if e[0] in ("sync_event", "sync_stream")]
+    with pytest.raises(AssertionError, match="tolist"):
+        runner.last_value_check.result()
+    hr_t, lr_t = torch.from_numpy(hr), torch.from_numpy(lr)
+    with pytest.raises(InputError, match="lr_hsi has 1 NaN"):  # host tensors: checked before any tile, as before
+        fuse_tiled(runner, hr_t, lr_t, tile=32)
