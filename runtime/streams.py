@@ -240,7 +240,7 @@ class OutputPool:
         self._slots.move_to_end(key)
         for slot in slots:
             if not slot.held_outside():
-                if slot.consumer is not None and not any(slot.consumer is s for s in ordered_after):
+                if slot.consumer is not None and not self._same(slot.consumer, ordered_after):
                     # its last reader: the runner's writes start after it
                     event = self._ops.new_event()
                     self._ops.record(event, slot.consumer)
@@ -265,14 +265,20 @@ class OutputPool:
         A pooled buffer is handed out as a view (a tensor of its own over the same memory, so that the
         pool sees whether the caller still holds it); any other tensor as it is.
         """
-        if consumer is not runner_stream:
+        own = self._same(consumer, (runner_stream,))
+        if not own:
             self._ops.record_stream(tensor, consumer)
         for slots in self._slots.values():
             for slot in slots:
                 if slot.tensor is tensor:
-                    slot.consumer = None if consumer is runner_stream else consumer
+                    slot.consumer = None if own else consumer
                     return tensor.view(tensor.shape)
         return tensor
+
+    def _same(self, stream: Any, streams: tuple) -> bool:
+        """``stream`` is one of ``streams`` (by handle: torch makes a new object per current_stream() call)."""
+        handle = self._ops.handle(stream)
+        return any(self._ops.handle(s) == handle for s in streams)
 
     def clear(self) -> None:
         self._slots.clear()

@@ -568,11 +568,13 @@ class TrtRunner(Runner):
             self._evict()
         context = self._new_context()
         self._set_shapes(context, feeds)
-        need = memory_for_shapes(context)
+        need = memory_for_shapes(context)  # after the profile and every input shape, as TensorRT asks
         entry = _ShapeEntry(context)
         self._entries[key] = entry
         if need is not None and need > self._activation_size:
             self._grow(need)
+        else:  # set again once the shapes are known (trtexec's order: shapes, size for shapes, memory)
+            set_context_memory(context, self._activation.data_ptr(), self._activation_size)
         return entry
 
     def _evict(self) -> None:
