@@ -323,7 +323,7 @@ def step_tensorrt(ctx: Context) -> dict:
         with TrtRunner(plan) as runner:
             out = runner.fuse(hr, lr, check_finite=False).float().cpu()
             ms, peak = _time_cuda(lambda: runner.fuse(hr, lr, check_finite=False), repeats=20)
-            stats = getattr(runner, "graph_stats", None)
+            stats = getattr(runner, "cache_stats", None)
     met = ms <= TARGETS["trt_fp16_512_ms"]
     return {"status": "ok" if met else "target missed", "build_s": build_s, "fp16_max_abs": _max_abs(out, ref),
             "fp16_fidelity_psnr": _psnr(ref, out), "ms_512": ms, "peak_mib": peak,
