@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import math
 import os
 import platform
@@ -327,7 +328,8 @@ def step_tensorrt(ctx: Context) -> dict:
     met = ms <= TARGETS["trt_fp16_512_ms"]
     return {"status": "ok" if met else "target missed", "build_s": build_s, "fp16_max_abs": _max_abs(out, ref),
             "fp16_fidelity_psnr": _psnr(ref, out), "ms_512": ms, "peak_mib": peak,
-            "graph_cache": stats() if callable(stats) else stats, "trt_fp16_target_met": met}
+            "graph_cache": dataclasses.asdict(stats) if dataclasses.is_dataclass(stats) else stats,
+            "trt_fp16_target_met": met}
 
 
 def _feeds() -> list[dict]:
