@@ -67,6 +67,20 @@ PRECISIONS = ("fp32", "fp16", "int8")
 HARDWARE_COMPATIBILITY = ("none", "ampere_plus", "same_compute_capability")
 _TRTEXEC_HW = {"ampere_plus": "ampere+", "same_compute_capability": "sameComputeCapability"}
 _TRT_HW = {"ampere_plus": "AMPERE_PLUS", "same_compute_capability": "SAME_COMPUTE_CAPABILITY"}
+#: TensorRT names the build uses, directly or through the Polygraphy calls it makes (class -> members); the
+#: builder-only ones (Builder, NetworkDefinitionCreationFlag, OnnxParser) are not in the lean bindings.
+BUILD_API_USED: dict[str, tuple[str, ...]] = {
+    "BuilderFlag": ("TF32", "VERSION_COMPATIBLE"),  # Polygraphy: clear_flag(TF32), set_flag(VERSION_COMPATIBLE)
+    "MemoryPoolType": ("WORKSPACE",),
+    "ProfilingVerbosity": ("DETAILED",),
+    "HardwareCompatibilityLevel": tuple(_TRT_HW.values()),
+    "LayerInformationFormat": ("JSON",),
+    "Runtime": ("engine_host_code_allowed", "deserialize_cuda_engine"),
+    "ICudaEngine": ("create_engine_inspector",),
+    "NetworkDefinitionCreationFlag": ("STRONGLY_TYPED",),
+    "Builder": ("create_network", "create_builder_config", "create_optimization_profile",
+                "build_serialized_network"),
+}
 
 
 # ----------------------------------------------------------------------------------- version checks
