@@ -80,6 +80,7 @@ BUILD_API_USED: dict[str, tuple[str, ...]] = {
     "NetworkDefinitionCreationFlag": ("STRONGLY_TYPED",),
     "Builder": ("create_network", "create_builder_config", "create_optimization_profile",
                 "build_serialized_network"),
+    "ITensor": ("is_shape_tensor", "name"),
 }
 
 
@@ -430,6 +431,12 @@ def _build_with(pg: Any, trt: Any, compat: BuilderCompat, onnx_path: Path, optio
     except PolygraphyException as exc:
         raise ExportError(f"TensorRT's ONNX parser rejected {onnx_path}: {exc} (the parser's errors are logged "
                           f"above under 'Polygraphy')") from exc
+    profiled = {name for prof in options.profiles for name in prof.opt}
+    pinned = [t.name for t in (network.get_input(i) for i in range(network.num_inputs))
+              if getattr(t, "is_shape_tensor", False) and t.name not in profiled]
+    if pinned:  # Polygraphy would pin their values to its default (1): an engine that is silently wrong
+        raise ExportError(f"{onnx_path}: TensorRT takes input(s) {pinned} as shape tensors, and the profile gives "
+                          f"them no values; build this graph without them (a non-tileable export) or report it")
     try:
         config = create_config(builder, network)
         plan = pg.engine_bytes_from_network((builder, network, parser), config=config)
@@ -633,7 +640,9 @@ is the I/O spec's (batch 1/1/4, hr_msi 32²/512²/1024², lr_hsi 1²/128²/512²
 override it; a max shape whose largest tensor passes TensorRT's 2^31-element limit is refused before the
 build, with the largest shape that fits and the tile size for larger scenes. The engine is inspected after building: an FP16/INT8 graph without FP16/INT8 layers is an
 error. Writes the plan as plain bytes (loadable by trtexec and polygraphy) and <out>.json. Needs an NVIDIA
-GPU and TensorRT 10/11, except --print-trtexec, which only prints the equivalent trtexec command line."""
+GPU, TensorRT 10/11 and Polygraphy (NVIDIA's TensorRT loaders do the build: pip install 'lso-deploy[onnx]';
+TF32 is off, so FP32 layers compute in FP32), except --print-trtexec, which only prints the equivalent
+trtexec command line."""
 
 
 def add_build_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

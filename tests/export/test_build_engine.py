@@ -251,6 +251,7 @@ def test_module_is_callable_as_lso_export_build_engine(tmp_path):
 @pytest.mark.parametrize("precision", ["fp16", "int8"])
 def test_build_tiny_engine(precision, tmp_path):
     """Export the tiny model, convert it, build it with a small profile, inspect the sidecar and run it."""
+    pytest.importorskip("polygraphy", reason="the builder runs Polygraphy's TensorRT loaders")
     from lso import LSO, LSOConfig
     from lso.calibration import calibration_feeds, convert_fp16, quantize_int8
     from lso.export import export_onnx

@@ -26,7 +26,8 @@ from lso.errors import ExportError  # noqa: E402
 from lso.export import build_engine as BE  # noqa: E402
 
 
-def _fake_tensorrt(version: str, calls: list, *, parse_ok: bool = True, layer_type: str = "Half") -> types.ModuleType:
+def _fake_tensorrt(version: str, calls: list, *, parse_ok: bool = True, layer_type: str = "Half",
+                   shape_tensor_input: bool = False) -> types.ModuleType:
     """A ``tensorrt`` module with what the builder and Polygraphy touch; every call is appended to ``calls``."""
     trt = types.ModuleType("tensorrt")
     trt.__spec__ = importlib.machinery.ModuleSpec("tensorrt", None)
@@ -85,7 +86,10 @@ def _fake_tensorrt(version: str, calls: list, *, parse_ok: bool = True, layer_ty
                 self.num_errors = 1
                 return False
             self.network.inputs = [Tensor("hr_msi", (-1, 3, -1, -1)), Tensor("lr_hsi", (-1, 31, -1, -1))]
-            self.network.num_inputs = 2
+            if shape_tensor_input:
+                self.network.inputs.append(Tensor("extent", (4,)))
+                self.network.inputs[-1].is_shape_tensor = True
+            self.network.num_inputs = len(self.network.inputs)
             return True
 
         def get_error(self, i):
@@ -299,6 +303,14 @@ def test_parser_failure_is_an_export_error(fake_trt, tiny_graphs, tmp_path):
     assert not (tmp_path / "m.plan").exists()
 
 
+def test_shape_tensor_input_without_values_is_refused(fake_trt, tiny_graphs, tmp_path):
+    """Polygraphy would pin an unprofiled shape-tensor input to 1s; the builder refuses before building."""
+    calls = fake_trt("11.4.0.106", shape_tensor_input=True)
+    with pytest.raises(ExportError, match="shape tensors"):
+        BE.build_engine(tiny_graphs["fp32"], tmp_path / "m.plan", profiles=[SMALL])
+    assert "build_serialized_network" not in [c[0] for c in calls] and not (tmp_path / "m.plan").exists()
+
+
 def test_checks_before_polygraphy_still_come_first(fake_trt, tiny_graphs, tmp_path):
     """An oversized profile is refused by our tensor-limit check before TensorRT (or Polygraphy) is touched."""
     from lso.errors import InputError
@@ -334,7 +346,7 @@ def test_tensorrt_names_used_exist_in_the_tensorrt_11_bindings():
     for owner, names in BE.BUILD_API_USED.items():
         obj = getattr(trt, owner, None)
         if obj is None:
-            assert owner in ("Builder", "NetworkDefinitionCreationFlag") and "lean" in trt.__name__
+            assert owner in ("Builder", "NetworkDefinitionCreationFlag", "ITensor") and "lean" in trt.__name__
             continue
         missing = [n for n in names if not hasattr(obj, n)]
         assert not missing, f"{trt.__name__} {trt.__version__}: {owner} lacks {missing}"
