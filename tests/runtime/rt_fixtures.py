@@ -118,3 +118,38 @@ def reference(model: LSO, hr: np.ndarray, lr: np.ndarray) -> np.ndarray:
     """Whole-image PyTorch fusion (the oracle)."""
     with torch.no_grad():
         return model(torch.from_numpy(hr), torch.from_numpy(lr)).numpy()
+
+
+class TrtEnum:
+    """A TensorRT enum value as the runner reads it (``.name``)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+class FakeEngineIO:
+    """The ICudaEngine I/O methods ``engine_io`` uses, over ``{name: (mode, dtype, shape, (min, opt, max))}``."""
+
+    def __init__(self, tensors: dict, names=None) -> None:
+        self.tensors = tensors
+        self.names = list(names if names is not None else tensors)
+        self.num_io_tensors = len(self.names)
+
+    def get_tensor_name(self, i):
+        return self.names[i]
+
+    def get_tensor_mode(self, name):
+        return TrtEnum(self.tensors[name][0])
+
+    def get_tensor_dtype(self, name):
+        return TrtEnum(self.tensors[name][1])
+
+    def get_tensor_shape(self, name):
+        return self.tensors[name][2]
+
+    def get_tensor_profile_shape(self, name, index):
+        assert index == 0
+        return self.tensors[name][3]
+
+    def is_shape_inference_io(self, name):
+        return False

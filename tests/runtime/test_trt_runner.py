@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from rt_fixtures import reference, rt_model, scene, tiny_onnx_tileable, tiny_plan  # noqa: F401  (fixtures)
+from rt_fixtures import FakeEngineIO, reference, rt_model, scene, tiny_onnx_tileable, tiny_plan  # noqa: F401  (fixtures)
 
 from lso._io import write_sidecar
 from lso.errors import ArtifactError, InputError
@@ -162,43 +162,17 @@ def test_ampere_plus_refused_on_older_gpus():
 
 
 # ------------------------------------------------------------------------ engine I/O and profiles
-class _Enum:
-    def __init__(self, name):
-        self.name = name
-
-
-class FakeEngine:
+class FakeEngine(FakeEngineIO):
     """The ICudaEngine methods engine_io uses, for a tileable LSO plan."""
 
     def __init__(self, names=("hr_msi", "lr_hsi", "extent", "hr_hsi")):
-        self.tensors = {
+        super().__init__({
             "hr_msi": ("INPUT", "FLOAT", (-1, 3, -1, -1), [(1, 3, 32, 32), (1, 3, 512, 512), (4, 3, 2048, 2048)]),
             "lr_hsi": ("INPUT", "FLOAT", (-1, 31, -1, -1), [(1, 31, 1, 1), (1, 31, 128, 128), (4, 31, 512, 512)]),
             "extent": ("INPUT", "INT64", (4,), None),
             "hr_hsi": ("OUTPUT", "FLOAT", (-1, 31, -1, -1), None),
             "other": ("INPUT", "FLOAT", (1,), None),
-        }
-        self.names = list(names)
-        self.num_io_tensors = len(self.names)
-
-    def get_tensor_name(self, i):
-        return self.names[i]
-
-    def get_tensor_mode(self, name):
-        return _Enum(self.tensors[name][0])
-
-    def get_tensor_dtype(self, name):
-        return _Enum(self.tensors[name][1])
-
-    def get_tensor_shape(self, name):
-        return self.tensors[name][2]
-
-    def get_tensor_profile_shape(self, name, index):
-        assert index == 0
-        return self.tensors[name][3]
-
-    def is_shape_inference_io(self, name):
-        return False
+        }, names)
 
 
 def test_engine_io_and_profile():

@@ -13,7 +13,7 @@ import types
 import numpy as np
 import pytest
 import torch
-from rt_fixtures import reference, rt_model, scene  # noqa: F401  (fixtures)
+from rt_fixtures import FakeEngineIO, reference, rt_model, scene  # noqa: F401  (fixtures)
 
 from lso.errors import InputError
 from lso.runtime.streams import CudaOps, OutputPool, RunnerStream, caller_stream
@@ -121,11 +121,6 @@ FAKE_TRT = types.SimpleNamespace(ExecutionContextAllocationStrategy=types.Simple
                                                                                          STATIC="STATIC"))
 
 
-class _Enum:
-    def __init__(self, name):
-        self.name = name
-
-
 def _view(address: int, shape: tuple, dtype: torch.dtype) -> torch.Tensor:
     n = int(np.prod(shape))
     buf = (_CTYPES[dtype] * n).from_address(address)
@@ -178,41 +173,21 @@ class FakeContext:
         self.engine.runs.append((h, w))
 
 
-class FakeEngine:
+class FakeEngine(FakeEngineIO):
     """A tileable LSO plan: batch 1..2, hr_msi 16..192 px, lr_hsi 4..48 px (x4)."""
 
     def __init__(self, model, ops, memory_size=1 << 20):
-        self.model, self.ops, self.memory_size = model, ops, memory_size
-        self.tensors = {
+        super().__init__({
             "hr_msi": ("INPUT", "FLOAT", (-1, 3, -1, -1), [(1, 3, 16, 16), (1, 3, 64, 64), (2, 3, 192, 192)]),
             "lr_hsi": ("INPUT", "FLOAT", (-1, 31, -1, -1), [(1, 31, 4, 4), (1, 31, 16, 16), (2, 31, 48, 48)]),
             "extent": ("INPUT", "INT64", (4,), None),
             "hr_hsi": ("OUTPUT", "FLOAT", (-1, 31, -1, -1), None),
-        }
-        self.names = list(self.tensors)
-        self.num_io_tensors = len(self.names)
+        })
+        self.model, self.ops, self.memory_size = model, ops, memory_size
         self.num_optimization_profiles = 1
         self.contexts: list[FakeContext] = []
         self.need: dict = {}  # hr (h, w) -> activation bytes update_device_memory_size_for_shapes reports
         self.runs: list = []
-
-    def get_tensor_name(self, i):
-        return self.names[i]
-
-    def get_tensor_mode(self, name):
-        return _Enum(self.tensors[name][0])
-
-    def get_tensor_dtype(self, name):
-        return _Enum(self.tensors[name][1])
-
-    def get_tensor_shape(self, name):
-        return self.tensors[name][2]
-
-    def get_tensor_profile_shape(self, name, index):
-        return self.tensors[name][3]
-
-    def is_shape_inference_io(self, name):
-        return False
 
     def get_device_memory_size_for_profile_v2(self, index):
         assert index == 0

@@ -271,6 +271,26 @@ def _describe(pids: list[int]) -> list[str]:
     return out
 
 
+def _killable_batch(artifact: Path, tmp_path: Path, n: int, *, seed: int):
+    """``n`` scenes of 128x128 (tiled under a 40 MB budget, about a second each) and the ``lso batch`` command,
+    environment (its own local Ray in a short ``RAY_TMPDIR``, tagged ``LSO_TEST_RUN``), Ray folder and tag."""
+    scenes, out = tmp_path / "scenes", tmp_path / "fused"
+    scenes.mkdir()
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        np.savez(scenes / f"k{i}.npz", hr_msi=rng.random((3, 128, 128), dtype=np.float32),
+                 lr_hsi=rng.random((31, 32, 32), dtype=np.float32))
+    cmd = [sys.executable, "-m", "lso", "batch", str(artifact), str(scenes), "-o", str(out),
+           "--actors", "1", "--num-cpus", "1", "--num-cpus-per-actor", "1", "--memory-budget", "40MB",
+           "--no-progress"]
+    ray_tmp = Path(tempfile.mkdtemp(prefix="lsoray", dir="/tmp"))  # short: Ray's socket paths must stay < 108 bytes
+    tag = uuid.uuid4().hex
+    env = dict(os.environ, OMP_NUM_THREADS="1", RAY_TMPDIR=str(ray_tmp), RAY_USAGE_STATS_ENABLED="0",
+               LSO_TEST_RUN=tag)
+    env.pop("RAY_ADDRESS", None)  # its own local Ray, never this session's
+    return scenes, out, cmd, env, ray_tmp, tag
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the run's Ray processes in /proc")
 def test_killed_batch_leaves_only_complete_outputs_and_rerun_completes(tiny_onnx_tileable, tmp_path):
@@ -281,20 +301,7 @@ def test_killed_batch_leaves_only_complete_outputs_and_rerun_completes(tiny_onnx
     from lso.scaleout.batch import MANIFEST, read_record
 
     n = 8
-    scenes, out = tmp_path / "scenes", tmp_path / "fused"
-    scenes.mkdir()
-    rng = np.random.default_rng(5)
-    for i in range(n):  # 128x128 under a 40 MB budget: 64 tiles of core 16 each, about a second per scene
-        np.savez(scenes / f"k{i}.npz", hr_msi=rng.random((3, 128, 128), dtype=np.float32),
-                 lr_hsi=rng.random((31, 32, 32), dtype=np.float32))
-    cmd = [sys.executable, "-m", "lso", "batch", str(tiny_onnx_tileable), str(scenes), "-o", str(out),
-           "--actors", "1", "--num-cpus", "1", "--num-cpus-per-actor", "1", "--memory-budget", "40MB",
-           "--no-progress"]
-    ray_tmp = Path(tempfile.mkdtemp(prefix="lsoray", dir="/tmp"))  # short: Ray's socket paths must stay < 108 bytes
-    tag = uuid.uuid4().hex
-    env = dict(os.environ, OMP_NUM_THREADS="1", RAY_TMPDIR=str(ray_tmp), RAY_USAGE_STATS_ENABLED="0",
-               LSO_TEST_RUN=tag)
-    env.pop("RAY_ADDRESS", None)  # its own local Ray, never this session's
+    scenes, out, cmd, env, ray_tmp, tag = _killable_batch(tiny_onnx_tileable, tmp_path, n, seed=5)
     try:
         with open(tmp_path / "killed.log", "wb") as log:
             proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -355,20 +362,7 @@ def test_sigkill_of_the_driver_alone_leaves_no_ray_process(tiny_onnx_tileable, t
     killer does) while its actor pool runs: within 15 s no process of its local Ray is left (GCS server, raylet,
     dashboard and runtime-env agents, workers), found by this run's marks only (:func:`_tagged`)."""
     pytest.importorskip("ray.data")
-    scenes, out = tmp_path / "scenes", tmp_path / "fused"
-    scenes.mkdir()
-    rng = np.random.default_rng(6)
-    for i in range(4):  # 128x128 under a 40 MB budget: tiled, about a second per scene
-        np.savez(scenes / f"k{i}.npz", hr_msi=rng.random((3, 128, 128), dtype=np.float32),
-                 lr_hsi=rng.random((31, 32, 32), dtype=np.float32))
-    cmd = [sys.executable, "-m", "lso", "batch", str(tiny_onnx_tileable), str(scenes), "-o", str(out),
-           "--actors", "1", "--num-cpus", "1", "--num-cpus-per-actor", "1", "--memory-budget", "40MB",
-           "--no-progress"]
-    ray_tmp = Path(tempfile.mkdtemp(prefix="lsoray", dir="/tmp"))  # short: Ray's socket paths must stay < 108 bytes
-    tag = uuid.uuid4().hex
-    env = dict(os.environ, OMP_NUM_THREADS="1", RAY_TMPDIR=str(ray_tmp), RAY_USAGE_STATS_ENABLED="0",
-               LSO_TEST_RUN=tag)
-    env.pop("RAY_ADDRESS", None)
+    scenes, out, cmd, env, ray_tmp, tag = _killable_batch(tiny_onnx_tileable, tmp_path, 4, seed=6)
     try:
         with open(tmp_path / "driver.log", "wb") as log:
             proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
