@@ -77,7 +77,7 @@ from lso._io import (atomic_path, atomic_write_bytes, atomic_write_text, check_w
                      output_lock, read_sidecar, sidecar_path, write_sidecar)
 from lso.data.value_range import InputScale, apply_input_scale
 from lso.errors import ArtifactError, InputError
-from lso.memory import array_bytes, check_bytes, fusion_bytes, parse_bytes
+from lso.memory import array_bytes, check_bytes, fusion_bytes, parse_bytes, resolve_budget
 
 __all__ = ["InferOptions", "InferResult", "Scene", "infer", "load_scene", "read_scene", "write_png", "false_colour",
            "write_envi", "resume_dir"]
@@ -849,8 +849,10 @@ def _fuse_resumable(runner: Any, hr: np.ndarray, lr: np.ndarray, opts: InferOpti
         done.append(index)
         save()
 
+    # the tiles get the budget less the inputs this command already holds (the output is the memmap on disk)
+    held = sum(array_bytes(tuple(x.shape), np.dtype(getattr(x, "dtype", np.float32)).itemsize) for x in (hr, lr))
     fuse_tiled(runner, hr, lr, tile=opts.tile, overlap=opts.overlap, progress=opts.progress, out=mm,
-               memory_budget=opts.memory_budget, done=set(done), on_tile=on_tile)
+               memory_budget=max(resolve_budget(opts.memory_budget) - held, 1), done=set(done), on_tile=on_tile)
     save(force=True)
     return mm
 

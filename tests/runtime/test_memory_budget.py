@@ -169,3 +169,27 @@ def test_cli_memory_budget_flag(rt_model, tmp_path, capsys):
     assert np.abs(got - reference(rt_model, hr, lr)).max() <= 1e-5
     assert main([*args, "--memory-budget", "lots"]) == 1
     assert "not a size" in capsys.readouterr().err
+
+
+def test_infer_tiles_get_the_budget_less_the_inputs_it_holds(rt_model, tmp_path, monkeypatch):
+    """lso infer --tile: the tile size is chosen from the budget minus the inputs already read and held (the output
+    is memory-mapped on disk), so held inputs plus one tile stay within --memory-budget."""
+    import lso.runtime.tiling as tiling
+    from lso import save_checkpoint
+    from lso.cli import main
+
+    hr, lr = scene(128, 128, 4)
+    np.savez(tmp_path / "scene.npz", hr_msi=hr, lr_hsi=lr)
+    ckpt = save_checkpoint(rt_model, tmp_path / "m.safetensors")
+    seen = []
+    real = tiling.fuse_tiled
+
+    def spy(*args, memory_budget=None, **kwargs):
+        seen.append(memory_budget)
+        return real(*args, memory_budget=memory_budget, **kwargs)
+
+    monkeypatch.setattr(tiling, "fuse_tiled", spy)
+    assert main(["infer", str(ckpt), str(tmp_path / "scene.npz"), "-o", str(tmp_path / "out.npz"), "--no-preview",
+                 "--no-progress", "--memory-budget", "48MiB", "--tile", "64"]) == 0
+    assert seen == [48 * 2**20 - hr.nbytes - lr.nbytes]
+    np.testing.assert_allclose(np.load(tmp_path / "out.npz")["hr_hsi"], reference(rt_model, hr, lr), atol=1e-5)
