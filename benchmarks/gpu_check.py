@@ -305,7 +305,7 @@ def step_tensorrt(ctx: Context) -> dict:
 
     import torch
 
-    from lso.calibration import calibration_feeds, convert_fp16
+    from lso.calibration import convert_fp16
     from lso.export import export_onnx
     from lso.export.build_engine import build_engine
     from lso.runtime import TrtRunner
