@@ -10,7 +10,7 @@ from typing import Any, Sequence
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
-__all__ = ["machine_info", "write_results", "markdown_table", "RESULTS"]
+__all__ = ["machine_info", "write_results", "markdown_table", "cuda_times", "RESULTS"]
 
 
 def machine_info() -> dict[str, Any]:
@@ -75,3 +75,21 @@ def write_results(name: str, data: dict[str, Any], markdown: str, out_dir: Path 
     j = atomic_write_text(out_dir / f"{name}.json", json.dumps(data, indent=2, default=str) + "\n")
     k = atomic_write_text(out_dir / f"{name}.md", md)
     return j, k
+
+
+def cuda_times(fn: Any, repeats: int) -> tuple[list[float], float]:
+    """``(seconds per call by CUDA events, peak MiB allocated)`` of ``fn()`` after one warm-up call."""
+    import torch
+
+    fn()
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / 1e3)
+    return times, torch.cuda.max_memory_allocated() / 2**20

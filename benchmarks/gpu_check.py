@@ -206,21 +206,10 @@ def _fp16_dpsnr(ctx: Context) -> dict:
 
 def _time_cuda(fn: Callable[[], Any], repeats: int) -> tuple[float, float]:
     """(median ms by CUDA events, peak MiB allocated) of ``fn`` after one warm-up call."""
-    import torch
+    from lso.benchmarks._report import cuda_times
 
-    fn()
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    times.sort()
-    return times[len(times) // 2], torch.cuda.max_memory_allocated() / 2**20
+    times, peak = cuda_times(fn, repeats)
+    return sorted(times)[len(times) // 2] * 1e3, peak
 
 
 def step_torch_latency(ctx: Context) -> dict:

@@ -67,19 +67,10 @@ def run_cell(backend: str, artifact: Optional[str], size: int, ratio: int, repea
         runner = TrtRunner(artifact)
     with runner:
         if cuda:
+            from lso.benchmarks._report import cuda_times
+
             hr_d, lr_d = torch.from_numpy(hr).cuda(), torch.from_numpy(lr).cuda()
-            runner.fuse(hr_d, lr_d)
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            times = []
-            for _ in range(repeats):
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                runner.fuse(hr_d, lr_d)
-                end.record()
-                torch.cuda.synchronize()
-                times.append(start.elapsed_time(end) / 1e3)
-            peak = torch.cuda.max_memory_allocated() / 2**20
+            times, peak = cuda_times(lambda: runner.fuse(hr_d, lr_d), repeats)
         else:
             runner.fuse(hr, lr)  # warm-up
             times = []
