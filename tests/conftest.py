@@ -1,13 +1,25 @@
-"""Shared fixtures and the gpu/trt skip hook."""
+"""Shared fixtures, the fixture plugins of the test folders and the gpu/trt skip hook."""
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+
+# The fixtures of the test folders live in plain modules next to their tests (a second conftest.py would
+# shadow this one) and are registered here, once, as plugins: pytest loads this conftest before collecting,
+# so their fixtures are global, test modules take them as arguments without importing them, and a session
+# fixture is one instance per session. Their folders go on sys.path so that these modules and the plain
+# helpers beside them (rt_fixtures.scene, ex_helpers, cal_util) import by name under any --import-mode.
+# Fixture names are unique across the four modules and this file.
+for _folder in ("runtime", "export", "calibration", "scaleout"):
+    if str(REPO / "tests" / _folder) not in sys.path:
+        sys.path.insert(0, str(REPO / "tests" / _folder))
+pytest_plugins = ["rt_fixtures", "ex_fixtures", "cal_fixtures", "so_fixtures"]
 # data produced by the authors' implementation, carried by the repository (provenance: its README.md)
 REFERENCE_DIR = REPO / "tests" / "data" / "reference"
 REFERENCE = REFERENCE_DIR / "lso_official_reference.safetensors"

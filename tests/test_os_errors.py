@@ -23,10 +23,6 @@ from typing import Callable
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "runtime"))
-
-from rt_fixtures import rt_model, tiny_onnx  # noqa: F401  (fixtures)
-
 from lso.cli import main
 
 LONG = "n" * 300  # bytes: over the 255 a file name may have

@@ -1,4 +1,4 @@
-"""Fixtures of the calibration tests (loaded with ``pytest_plugins = ["cal_fixtures"]``; a second conftest.py
+"""Fixtures of the calibration tests (a plugin registered once by tests/conftest.py; a second conftest.py
 would shadow tests/conftest.py). The tiny model is exported once per session. Helpers are in ``cal_util``.
 """
 from __future__ import annotations

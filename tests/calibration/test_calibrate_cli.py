@@ -6,7 +6,6 @@ import shutil
 
 import pytest
 
-pytest_plugins = ["cal_fixtures"]
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxconverter_common")
 

@@ -9,7 +9,6 @@ import pytest
 
 from cal_util import feed, load
 
-pytest_plugins = ["cal_fixtures"]
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxconverter_common")

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from cal_util import feed, load
 
-pytest_plugins = ["cal_fixtures"]
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 

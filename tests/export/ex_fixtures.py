@@ -1,8 +1,7 @@
 """Fixtures of the export tests.
 
-Test modules load them with ``pytest_plugins = ["ex_fixtures"]`` (registered once, so the session
-fixtures run once; a second conftest.py would shadow tests/conftest.py). Plain helpers are in
-``ex_helpers``.
+A plugin registered once by tests/conftest.py (so the session fixtures run once; a second conftest.py
+would shadow tests/conftest.py). Plain helpers are in ``ex_helpers``.
 """
 from __future__ import annotations
 

@@ -18,8 +18,6 @@ from lso.export.parity import DEFAULT_CASES, ParityCase
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "export" / "to_onnx.py"
 
-pytest_plugins = ["ex_fixtures"]
-
 
 def _options(parser: argparse.ArgumentParser) -> dict:
     return {a.dest: (tuple(a.option_strings), a.default) for a in parser._actions if a.dest not in ("help", "verbose")}

@@ -13,8 +13,6 @@ from lso.export import onnx_export
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-pytest_plugins = ["ex_fixtures"]
-
 
 def _files(folder) -> list[str]:
     return sorted(p.name for p in folder.iterdir())

@@ -14,8 +14,6 @@ from lso._io import read_sidecar, sidecar_path
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-pytest_plugins = ["ex_fixtures"]
-
 
 def _dims(value) -> list:
     return [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]

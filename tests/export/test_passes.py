@@ -12,8 +12,6 @@ from onnx.reference import ReferenceEvaluator  # noqa: E402
 
 from lso.export import passes  # noqa: E402
 
-pytest_plugins = ["ex_fixtures"]
-
 
 def _graph_model():
     """y = (x + (c1 * c2)) with a dead branch and an unused initializer, nodes listed out of order."""

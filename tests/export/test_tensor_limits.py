@@ -13,7 +13,6 @@ from lso.errors import InputError
 from lso.export import build_engine as BE
 from lso.export import tensor_limits as TL
 
-pytest_plugins = ["ex_fixtures"]
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 

@@ -11,7 +11,6 @@ import pytest
 from lso.errors import ExportError, InputError
 from lso.export import variants as V
 
-pytest_plugins = ["ex_fixtures"]
 onnx = pytest.importorskip("onnx")
 
 

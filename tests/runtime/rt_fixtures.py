@@ -1,4 +1,9 @@
-"""Fixtures and helpers of the runtime tests (imported by name: a second conftest.py would shadow tests/conftest.py)."""
+"""Fixtures and helpers of the runtime tests.
+
+The fixtures are a plugin registered once by tests/conftest.py (a second conftest.py would shadow
+tests/conftest.py), so test modules take them as arguments without importing them; test modules import only
+the plain helpers (``scene``, ``reference``, ``FakeEngineIO``, ...) from here.
+"""
 from __future__ import annotations
 
 import importlib.util
@@ -13,18 +18,11 @@ from lso import LSO, LSOConfig
 from lso.io_spec import HR_HSI, dynamic_axes, tensor_specs
 
 
-# Test modules import these fixtures by name, so each module gets its own fixture instance; the model and
-# the exported graphs are cached here once per session instead (exporting takes ~10 s).
-_CACHE: dict = {}
-
-
 @pytest.fixture(scope="session")
 def rt_model() -> LSO:
     """Tiny LSO (seed 0), shared by the runtime tests: never modify it."""
-    if "model" not in _CACHE:
-        torch.manual_seed(0)
-        _CACHE["model"] = LSO(LSOConfig.tiny()).eval()
-    return _CACHE["model"]
+    torch.manual_seed(0)
+    return LSO(LSOConfig.tiny()).eval()
 
 
 def _export(model: LSO, out: Path, tileable: bool) -> Path:
@@ -80,30 +78,22 @@ def build_plan(onnx_path: Path, out: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_plan(tiny_onnx_tileable, tmp_path_factory) -> Path:
     """The tileable tiny graph as a TensorRT plan (GPU + TensorRT only)."""
-    if "plan" not in _CACHE:
-        _CACHE["plan"] = build_plan(tiny_onnx_tileable, tmp_path_factory.mktemp("plan") / "tiny.plan")
-    return _CACHE["plan"]
+    return build_plan(tiny_onnx_tileable, tmp_path_factory.mktemp("plan") / "tiny.plan")
 
 
-def _cached_export(model: LSO, tmp_path_factory, tileable: bool) -> Path:
-    pytest.importorskip("onnxruntime")
-    key = ("onnx", tileable)
-    if key not in _CACHE:
-        name = "tiny_tileable.onnx" if tileable else "tiny.onnx"
-        _CACHE[key] = _export(model, tmp_path_factory.mktemp("onnx") / name, tileable=tileable)
-    return _CACHE[key]
-
-
+# Session fixtures of a plugin: each graph is exported once per session (exporting takes ~10 s).
 @pytest.fixture(scope="session")
 def tiny_onnx(rt_model, tmp_path_factory) -> Path:
     """The tiny model as a 2-input ONNX graph (hr_msi, lr_hsi)."""
-    return _cached_export(rt_model, tmp_path_factory, tileable=False)
+    pytest.importorskip("onnxruntime")
+    return _export(rt_model, tmp_path_factory.mktemp("onnx") / "tiny.onnx", tileable=False)
 
 
 @pytest.fixture(scope="session")
 def tiny_onnx_tileable(rt_model, tmp_path_factory) -> Path:
     """The tiny model as a tileable 3-input ONNX graph (hr_msi, lr_hsi, extent)."""
-    return _cached_export(rt_model, tmp_path_factory, tileable=True)
+    pytest.importorskip("onnxruntime")
+    return _export(rt_model, tmp_path_factory.mktemp("onnx") / "tiny_tileable.onnx", tileable=True)
 
 
 def scene(height: int, width: int, ratio: int, *, batch: int = 1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 import pytest
-from rt_fixtures import reference, rt_model, scene, tiny_onnx, tiny_onnx_tileable  # noqa: F401  (fixtures)
+from rt_fixtures import scene
 
 from lso.runtime import OrtRunner, TorchRunner
 from lso.runtime.base import RunnerStateError

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from rt_fixtures import reference, rt_model, scene, tiny_onnx_tileable  # noqa: F401  (fixtures)
+from rt_fixtures import reference, scene
 
 from lso import save_checkpoint
 from lso.cli import main

@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 import pytest
-from rt_fixtures import reference, rt_model, scene, tiny_onnx_tileable  # noqa: F401  (fixtures)
+from rt_fixtures import reference, scene
 
 from lso._io import read_sidecar
 from lso.runtime.infer import InferOptions, infer, resume_dir

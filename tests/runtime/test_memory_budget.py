@@ -6,7 +6,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
-from rt_fixtures import reference, rt_model, scene  # noqa: F401  (fixtures)
+from rt_fixtures import reference, scene
 
 from lso import LSOConfig
 from lso.errors import InputError

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from rt_fixtures import reference, rt_model, scene, tiny_onnx, tiny_onnx_tileable  # noqa: F401  (fixtures)
+from rt_fixtures import reference, scene
 
 from lso._io import write_sidecar
 from lso.errors import ArtifactError, InputError, MissingDependencyError

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from rt_fixtures import reference, rt_model, scene, tiny_onnx, tiny_onnx_tileable  # noqa: F401  (fixtures)
+from rt_fixtures import reference, scene
 
 from lso import runtime, save_checkpoint
 from lso.errors import ArtifactError, InputError

@@ -6,7 +6,6 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from rt_fixtures import rt_model, tiny_onnx, tiny_onnx_tileable, tiny_plan  # noqa: F401  (fixtures)
 
 from lso.errors import InputError
 from lso.runtime.validation import RANGE_HIGH, RANGE_LOW, InputRangeWarning, check_shapes, scan_values

@@ -6,7 +6,7 @@ import logging
 import numpy as np
 import pytest
 import torch
-from rt_fixtures import reference, rt_model, scene, tiny_onnx, tiny_onnx_tileable  # noqa: F401  (fixtures)
+from rt_fixtures import reference, scene
 
 from lso import LSO, LSOConfig
 from lso.errors import InputError

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from rt_fixtures import reference, rt_model, scene  # noqa: F401  (fixtures)
+from rt_fixtures import reference, scene
 
 from lso.model import SpectralBlock
 from lso.runtime import TorchRunner

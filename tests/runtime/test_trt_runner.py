@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from rt_fixtures import FakeEngineIO, reference, rt_model, scene, tiny_onnx_tileable, tiny_plan  # noqa: F401  (fixtures)
+from rt_fixtures import FakeEngineIO, reference, scene
 
 from lso._io import write_sidecar
 from lso.errors import ArtifactError, InputError

@@ -13,7 +13,7 @@ import types
 import numpy as np
 import pytest
 import torch
-from rt_fixtures import FakeEngineIO, reference, rt_model, scene  # noqa: F401  (fixtures)
+from rt_fixtures import FakeEngineIO, reference, scene
 
 from lso.errors import InputError
 from lso.runtime.streams import CudaOps, OutputPool, RunnerStream, caller_stream

@@ -1,25 +1,16 @@
-"""Fixtures of the scale-out tests (loaded with ``pytest_plugins = ["so_fixtures"]``; a second conftest.py
-would shadow tests/conftest.py).
+"""Fixtures of the scale-out tests (a plugin registered once by tests/conftest.py, so its fixtures are global;
+a second conftest.py would shadow tests/conftest.py).
 
-The tiny model and its ONNX graphs are the runtime tests' own (``tests/runtime/rt_fixtures.py``, cached
-once per session), so a full run exports them once. One local Ray instance (2 CPUs) serves every test
-that needs Ray; the Serve application is started once.
+The tiny model and its ONNX graphs are the runtime tests' own (``rt_model``, ``tiny_onnx_tileable`` of
+``tests/runtime/rt_fixtures.py``, also a plugin), so a full run exports them once. One local Ray instance
+(2 CPUs) serves every test that needs Ray; the Serve application is started once.
 """
 from __future__ import annotations
 
 import os
 import socket
-import sys
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "runtime"))
-
-from rt_fixtures import reference, rt_model, scene, tiny_onnx, tiny_onnx_tileable  # noqa: E402,F401
-
-__all__ = ["reference", "rt_model", "scene", "tiny_onnx", "tiny_onnx_tileable", "ray_local", "serve_url",
-           "free_port", "serve_limits"]
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 

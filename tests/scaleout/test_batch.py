@@ -23,7 +23,6 @@ from lso.cli import main
 from lso.data import degrade
 from lso.metrics import evaluate
 
-pytest_plugins = ["so_fixtures"]
 h5py = pytest.importorskip("h5py")
 
 

@@ -12,8 +12,6 @@ import pytest
 from lso.scaleout.client import RemoteError, fuse_remote, server_info
 from lso.scaleout.wire import NPZ, RAW
 
-pytest_plugins = ["so_fixtures"]
-
 
 def _direct(artifact, hr, lr):
     from lso.runtime import load

@@ -14,7 +14,6 @@ from lso.errors import ArtifactError, InputError
 from lso.io_spec import EXTENT, INPUT_NAMES, OUTPUT_NAMES, tensor_specs
 from lso.scaleout.triton_repo import TritonRepoOptions, model_config_text, parse_model_config, write_triton_repo
 
-pytest_plugins = ["so_fixtures"]
 pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2")
 
 
