@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import numpy as np
 
@@ -36,7 +37,7 @@ def _median_time(fn: Callable[[], Any], repeats: int) -> tuple[float, list[float
 DEMO_OUTPUTS = ("model.cpu.onnx", "model.cpu.onnx.json", "demo.png", "demo.json")
 
 
-def check_demo_clash(checkpoint: Optional[str], out: Path) -> None:
+def check_demo_clash(checkpoint: str | None, out: Path) -> None:
     """InputError when the checkpoint (or its sidecar) is a file the demo writes in ``out`` (:mod:`lso._clash`)."""
     from lso._clash import check_no_clash, with_sidecars
     from lso.weights import is_demo_name
@@ -46,9 +47,9 @@ def check_demo_clash(checkpoint: Optional[str], out: Path) -> None:
     check_no_clash(with_sidecars([checkpoint], "checkpoint"), [("output", Path(out) / name) for name in DEMO_OUTPUTS])
 
 
-def run_demo(checkpoint: Optional[str] = None, *, config: Optional[dict[str, Any]] = None, size: int = 256,
-             ratio: int = 4, seed: Optional[int] = None, out: str = "demo_out", repeats: int = 3,
-             threads: Optional[int] = None, echo: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+def run_demo(checkpoint: str | None = None, *, config: dict[str, Any] | None = None, size: int = 256,
+             ratio: int = 4, seed: int | None = None, out: str = "demo_out", repeats: int = 3,
+             threads: int | None = None, echo: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
     """Run the demo; returns the report (also written to ``<out>/demo.json``).
 
     ``checkpoint``: a checkpoint path or ``@demo`` (None: the bundled demo checkpoint); ``config``: configuration

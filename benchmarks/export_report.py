@@ -15,15 +15,15 @@ import logging
 import os
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 from lso.benchmarks._report import RESULTS, markdown_table, write_results
 
 REFERENCE = Path(__file__).resolve().parents[1] / "tests" / "data" / "reference" / "lso_official_reference.safetensors"
 
 
-def _weights(checkpoint: Optional[str], tmp: Path) -> tuple[Path, str]:
+def _weights(checkpoint: str | None, tmp: Path) -> tuple[Path, str]:
     """(checkpoint path, description of the weights)."""
     from lso.weights import demo_checkpoint, has_demo_checkpoint
 
@@ -44,7 +44,7 @@ def _weights(checkpoint: Optional[str], tmp: Path) -> tuple[Path, str]:
                   "paper configuration, spectral blocks at trained-like magnitudes), via a .pth.tar")
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", help="weights to export (default: demo checkpoint, else reference weights)")
     parser.add_argument("--out-dir", type=Path, default=RESULTS, help="where to write export_report.{json,md}")

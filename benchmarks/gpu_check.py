@@ -39,9 +39,10 @@ import platform
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 PREPARED = REPO / ".gpu_check"
@@ -60,7 +61,7 @@ class Step:
     name: str
     budget_s: float
     what: str
-    run: Callable[["Context"], dict]
+    run: Callable[[Context], dict]
 
 
 class Context:
@@ -393,7 +394,7 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dry-run", action="store_true", help="list the steps and their budgets, run nothing")
     parser.add_argument("--prepare", action="store_true",

@@ -26,7 +26,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -41,7 +40,7 @@ def _inputs(size: int, ratio: int, seed: int = 0):
             rng.random((1, 31, size // ratio, size // ratio), dtype=np.float32))
 
 
-def run_cell(backend: str, artifact: Optional[str], size: int, ratio: int, repeats: int, threads: int) -> dict:
+def run_cell(backend: str, artifact: str | None, size: int, ratio: int, repeats: int, threads: int) -> dict:
     """Time one backend at one size in this process (called in a fresh subprocess)."""
     import torch
 
@@ -112,8 +111,8 @@ def matmul_rate(threads: int, n: int = 4096, repeats: int = 3) -> float:
 
 # ------------------------------------------------------------------------------------ the driver
 def _artifacts(checkpoint: str, work: Path, backends: list[str], log, chunk: int = 0,
-               align: int = 0) -> dict[str, Optional[str]]:
-    arts: dict[str, Optional[str]] = {b: checkpoint for b in backends if b.startswith("torch")}
+               align: int = 0) -> dict[str, str | None]:
+    arts: dict[str, str | None] = {b: checkpoint for b in backends if b.startswith("torch")}
     if any(b.startswith("ort") for b in backends):
         from lso.export import ParityCase, export_onnx
         from lso.export.passes import save_chunked as _chunked

@@ -34,7 +34,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -98,7 +98,7 @@ def _request(url: str, hr: np.ndarray, lr: np.ndarray, want: np.ndarray, attempt
 
 
 def _phase(url: str, hr: np.ndarray, lr: np.ndarray, want: np.ndarray, *, clients: int, seconds: float,
-           attempts: int, during: Optional[Any] = None) -> tuple[list[Outcome], float]:
+           attempts: int, during: Any | None = None) -> tuple[list[Outcome], float]:
     """Run ``clients`` closed-loop clients for ``seconds``; in-flight requests finish after the deadline."""
     outcomes: list[Outcome] = []
     lock = threading.Lock()
@@ -170,7 +170,7 @@ def _wait(predicate, timeout: float, what: str) -> float:
     raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--onnx", help="exported ONNX of the demo checkpoint (default: export it now)")
     parser.add_argument("--replicas", type=int, default=2)

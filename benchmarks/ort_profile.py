@@ -19,7 +19,7 @@ import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -88,7 +88,7 @@ def summarize(events: list[dict], runs: int, walls: list[float]) -> dict[str, An
             "top_nodes": [{"node": k, "op": op_of[k], "s": v, "share": v / total} for k, v in nodes[:25]]}
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--onnx", help="graph to profile (default: export the bundled demo checkpoint)")
     parser.add_argument("--size", type=int, default=512, help="HR size (square), default 512")

@@ -35,8 +35,9 @@ import logging
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -72,7 +73,7 @@ def _torch_runner(model, form: str) -> Callable:
     return run
 
 
-def _ort_runner(model_or_path: Any, threads: Optional[int], name: str) -> Any:
+def _ort_runner(model_or_path: Any, threads: int | None, name: str) -> Any:
     """A Polygraphy ``OnnxrtRunner`` (CPU) on a graph: a path, a ``ModelProto`` or serialized bytes.
 
     ``SessionFromOnnx`` builds the session; with ``threads`` our session loader does (``SessionFromOnnx`` takes
@@ -111,7 +112,7 @@ def _is_polygraphy_runner(run: Any) -> bool:
     return hasattr(run, "activate") and hasattr(run, "infer") and hasattr(run, "name")
 
 
-def build_variants(model, checkpoint_label: str, work: Path, names: Sequence[str], *, feeds, threads: Optional[int],
+def build_variants(model, checkpoint_label: str, work: Path, names: Sequence[str], *, feeds, threads: int | None,
                    plans: Sequence[str] = ()) -> tuple[dict[str, Callable], dict[str, str], dict[str, str]]:
     """``(runners, precision per variant, skipped variant -> reason)`` for the requested variant names."""
     runners: dict[str, Callable] = {}
@@ -202,9 +203,10 @@ def _comparator_outputs(runners: dict[str, Any], scenes) -> tuple[Any, dict[str,
 
 def _comparator_checks(results: Any, reference: list[np.ndarray], precision: dict[str, str]) -> dict[str, Any]:
     """Polygraphy's ``compare_accuracy`` of each of its runners against PyTorch FP32, at the ``max_abs`` bound."""
-    from lso import io_spec
     from polygraphy.comparator import Comparator
     from polygraphy.comparator.compare import SimpleCompareFunc
+
+    from lso import io_spec
 
     names = list(results.keys())
     first = results[names[0]][0]
@@ -305,7 +307,7 @@ def markdown(result: dict[str, Any], meta: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     from lso.checkpoint import add_config_argument
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -330,9 +332,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     from lso import load_checkpoint
     from lso.benchmarks._report import write_results
-    from lso.checkpoint import parse_config_arg
     from lso.calibration import calibration_feeds
     from lso.calibration.feeds import _scenes, held_out_scenes
+    from lso.checkpoint import parse_config_arg
     from lso.errors import InputError
 
     names = [n.strip() for n in args.variants.split(",") if n.strip()]

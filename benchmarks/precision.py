@@ -22,8 +22,9 @@ import logging
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -47,7 +48,7 @@ def _checkpoint_info(path: Path) -> dict[str, Any]:
     return info
 
 
-def _resolve_checkpoint(arg: Optional[str]) -> Path:
+def _resolve_checkpoint(arg: str | None) -> Path:
     if arg:
         return Path(arg)
     from lso.weights import demo_checkpoint
@@ -167,14 +168,14 @@ def fp16_markdown(data: dict[str, Any]) -> str:
 
 
 # ----------------------------------------------------------------------------------- INT8
-def _latency_pair(models: dict[str, Any], feed, repeats: int, threads: Optional[int]) -> dict[str, float]:
+def _latency_pair(models: dict[str, Any], feed, repeats: int, threads: int | None) -> dict[str, float]:
     from lso.calibration.int8 import ort_latency
 
     return {name: ort_latency(m, feed, repeats=repeats, threads=threads) for name, m in models.items()}
 
 
 def run_int8(fp32_path: Path, scenes, reference, feeds, val_scenes, work: Path, *, ks: Sequence[int],
-             latency_feed, repeats: int, threads: Optional[int], method: str) -> dict[str, Any]:
+             latency_feed, repeats: int, threads: int | None, method: str) -> dict[str, Any]:
     import onnx
 
     from lso.calibration import int8 as Q
@@ -290,7 +291,7 @@ def int8_markdown(data: dict[str, Any]) -> str:
 
 
 # ----------------------------------------------------------------------------------- main
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", help="checkpoint (default: the bundled demo weights)")
     parser.add_argument("--scenes", type=int, default=8, help="held-out scenes (at most 8)")

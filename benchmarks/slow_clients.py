@@ -35,7 +35,7 @@ import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -75,7 +75,7 @@ def _trickle(port: int, source: str, declared: int, limit_s: float, path: str = 
                 sock.sendall(b"P")
                 sent += 1
                 data = sock.recv(4096)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 return {"outcome": "closed", "seconds": time.monotonic() - start, "bytes_sent": sent}
@@ -155,13 +155,13 @@ def _stall_phase(name: str, url: str, port: int, body: bytes, want: np.ndarray, 
             "valid_statuses": sorted({v["status"] for v in valid}), "wall_s": round(time.monotonic() - t0, 2)}
 
 
-def _stats(values: list[float]) -> dict[str, Optional[float]]:
+def _stats(values: list[float]) -> dict[str, float | None]:
     if not values:
         return {"n": 0, "median": None, "max": None}
     return {"n": len(values), "median": round(float(np.median(values)), 3), "max": round(float(max(values)), 3)}
 
 
-def _wait_ready(base: str, proc: Optional[subprocess.Popen], timeout: float) -> float:
+def _wait_ready(base: str, proc: subprocess.Popen | None, timeout: float) -> float:
     start = time.monotonic()
     while time.monotonic() - start < timeout:
         if proc is not None and proc.poll() is not None:
@@ -207,7 +207,7 @@ def _baseline(onnx: Path, body: bytes, want: np.ndarray, args: argparse.Namespac
             ray.shutdown()
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--onnx", help="exported ONNX of the demo checkpoint (default: export it now)")
     parser.add_argument("--size", type=int, default=64, help="HR size of the valid requests")
@@ -224,8 +224,8 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
-
     from _report import machine_info
+
     from lso.runtime import load
     from lso.scaleout.frontdoor import ClientLimits
     from lso.scaleout.wire import encode_request

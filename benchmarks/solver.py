@@ -57,7 +57,7 @@ def main(argv=None) -> int:
 
     import torch
 
-    from lso.solver import solve, solve_reference, solve_folded
+    from lso.solver import solve, solve_folded, solve_reference
 
     torch.set_num_threads(args.threads)
     g = torch.Generator().manual_seed(0)

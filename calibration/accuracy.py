@@ -12,8 +12,9 @@ run by ONNX Runtime (:func:`ort_reference`; equal to PyTorch within the export's
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 

@@ -27,9 +27,10 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional, Union
+from typing import Any
 
 import numpy as np
 
@@ -62,7 +63,7 @@ def _crop_center(gt: np.ndarray, size: int) -> np.ndarray:
     return gt[:, top:top + size, left:left + size]
 
 
-def _gt_source(source: Union[str, os.PathLike], count: int, size: int, offset: int,
+def _gt_source(source: str | os.PathLike, count: int, size: int, offset: int,
                split: str) -> Iterator[tuple[str, np.ndarray]]:
     if str(source) == "synthetic":
         from lso.data.synthetic import split_seeds, synthetic_scene
@@ -86,7 +87,7 @@ def _gt_source(source: Union[str, os.PathLike], count: int, size: int, offset: i
             yield f"{path.stem}_{i}", _crop_center(ds[i]["gt"], size)
 
 
-def held_out_scenes(n: Optional[int] = None, *, size: int = 256, ratio: int = 4) -> list[Scene]:
+def held_out_scenes(n: int | None = None, *, size: int = 256, ratio: int = 4) -> list[Scene]:
     """The held-out synthetic evaluation scenes (``split_seeds("eval")``, 8 at most) degraded at ``ratio``."""
     return list(_scenes("synthetic", 8 if n is None else n, size, ratio, 0, "eval"))
 
@@ -107,7 +108,7 @@ class CalibrationFeeds:
     (5.2 MB per scene at 512²), so every pass (range analysis, ORT calibration) sees the same data.
     """
 
-    def __init__(self, source: Union[str, os.PathLike], *, count: int, size: int, ratio: int, batch: int,
+    def __init__(self, source: str | os.PathLike, *, count: int, size: int, ratio: int, batch: int,
                  offset: int, profile: io_spec.ShapeProfile) -> None:
         self.source = str(source)
         self.count = count
@@ -116,7 +117,7 @@ class CalibrationFeeds:
         self.batch = batch
         self.offset = offset
         self.profile = profile
-        self._feeds: Optional[list[dict[str, np.ndarray]]] = None
+        self._feeds: list[dict[str, np.ndarray]] | None = None
         self.names: list[str] = []
 
     # ----------------------------------------------------------------------------------- sequence
@@ -180,7 +181,7 @@ def make_ort_reader(feeds: Any) -> Any:
             self._start, self._end = 0, len(items)
             self._iter = iter(items)
 
-        def get_next(self) -> Optional[dict[str, np.ndarray]]:
+        def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self._iter, None)
 
         def rewind(self) -> None:
@@ -197,15 +198,15 @@ def make_ort_reader(feeds: Any) -> Any:
 
 
 def calibration_feeds(
-    source: Union[str, os.PathLike] = "synthetic",
+    source: str | os.PathLike = "synthetic",
     *,
     count: int = 16,
-    size: Optional[int] = None,
-    ratio: Optional[int] = None,
-    batch: Optional[int] = None,
+    size: int | None = None,
+    ratio: int | None = None,
+    batch: int | None = None,
     offset: int = 0,
     min_count: int = MIN_FEEDS,
-    profile: Optional[io_spec.ShapeProfile] = None,
+    profile: io_spec.ShapeProfile | None = None,
 ) -> CalibrationFeeds:
     """Calibration feeds at the I/O spec's shapes, checked before any scene is generated.
 

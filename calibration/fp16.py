@@ -49,8 +49,9 @@ import logging
 import os
 import warnings
 from collections import Counter
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional, Union
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 
@@ -83,7 +84,7 @@ def _default_op_block_list() -> list[str]:
     return list(float16.DEFAULT_OP_BLOCK_LIST)
 
 
-def fp32_islands(model: "onnx.ModelProto", *, absmax: Optional[Mapping[str, float]] = None,
+def fp32_islands(model: onnx.ModelProto, *, absmax: Mapping[str, float] | None = None,
                  safe_range: float = DEFAULT_SAFE_RANGE, solver: bool = True, softmax: bool = True,
                  grid: bool = True) -> dict[str, str]:
     """Nodes that stay FP32 in the mixed graph, ``{node name: reason}``.
@@ -116,14 +117,14 @@ def fp32_islands(model: "onnx.ModelProto", *, absmax: Optional[Mapping[str, floa
 
 
 # ------------------------------------------------------------------------------------------- conversion
-def _copy(model: "onnx.ModelProto") -> "onnx.ModelProto":
+def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
     onnx = require("onnx")
     out = onnx.ModelProto()
     out.CopyFrom(model)
     return out
 
 
-def _unshare_initializers(model: "onnx.ModelProto", block: set[str]) -> "onnx.ModelProto":
+def _unshare_initializers(model: onnx.ModelProto, block: set[str]) -> onnx.ModelProto:
     """Give FP32 (blocked) nodes their own copy of float initializers they share with FP16 nodes."""
     inits = {i.name: i for i in model.graph.initializer if i.data_type == G.FLOAT}
     users = G.consumers(model)
@@ -142,7 +143,7 @@ def _unshare_initializers(model: "onnx.ModelProto", block: set[str]) -> "onnx.Mo
     return model
 
 
-def _retarget_float_casts(model: "onnx.ModelProto", block: set[str], op_block: set[str]) -> int:
+def _retarget_float_casts(model: onnx.ModelProto, block: set[str], op_block: set[str]) -> int:
     """``Cast(to=FLOAT)`` nodes outside the block list whose readers are FP16 nodes -> ``Cast(to=FLOAT16)``."""
     users = G.consumers(model)
     changed = 0
@@ -161,7 +162,7 @@ def _retarget_float_casts(model: "onnx.ModelProto", block: set[str], op_block: s
     return changed
 
 
-def _remove_round_trips(model: "onnx.ModelProto") -> int:
+def _remove_round_trips(model: onnx.ModelProto) -> int:
     """Bypass ``Cast(to=FLOAT16) -> Cast(to=FLOAT)`` pairs applied to an FP32 tensor (in place).
 
     The converter puts such a pair between two FP32 (blocked) nodes and removes it only when the FP16
@@ -189,12 +190,12 @@ def _remove_round_trips(model: "onnx.ModelProto") -> int:
     return rewired
 
 
-def _strip_value_info(model: "onnx.ModelProto") -> "onnx.ModelProto":
+def _strip_value_info(model: onnx.ModelProto) -> onnx.ModelProto:
     del model.graph.value_info[:]
     return model
 
 
-def _check_types(model: "onnx.ModelProto", what: str) -> None:
+def _check_types(model: onnx.ModelProto, what: str) -> None:
     onnx = require("onnx")
     try:
         onnx.checker.check_model(model)
@@ -203,8 +204,8 @@ def _check_types(model: "onnx.ModelProto", what: str) -> None:
         raise ExportError(f"the {what} graph is not type-consistent after conversion: {exc}") from exc
 
 
-def to_mixed_fp16(model: "onnx.ModelProto", keep_fp32: Iterable[str] = (), *,
-                  op_block_list: Optional[Iterable[str]] = None) -> "onnx.ModelProto":
+def to_mixed_fp16(model: onnx.ModelProto, keep_fp32: Iterable[str] = (), *,
+                  op_block_list: Iterable[str] | None = None) -> onnx.ModelProto:
     """FP32 graph -> FP16 graph with FP32 I/O, the nodes ``keep_fp32`` (names) staying FP32. Pure pass.
 
     Uses ``onnxconverter_common.float16.convert_float_to_float16`` (``keep_io_types=True``) with
@@ -242,13 +243,13 @@ def to_mixed_fp16(model: "onnx.ModelProto", keep_fp32: Iterable[str] = (), *,
     return converted
 
 
-def to_naive_fp16(model: "onnx.ModelProto") -> "onnx.ModelProto":
+def to_naive_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     """The naive conversion for comparison: converter defaults only (solver and softmax in FP16)."""
     return to_mixed_fp16(model, ())
 
 
 # ------------------------------------------------------------------------------------------- emulation
-def emulate_fp16(model16: "onnx.ModelProto") -> "onnx.ModelProto":
+def emulate_fp16(model16: onnx.ModelProto) -> onnx.ModelProto:
     """FP16 graph -> FP32 graph that rounds every FP16-stored tensor to FP16 (see the module docstring).
 
     - FP16 initializers and Constant values become FP32 holding the same (FP16) values;
@@ -301,7 +302,7 @@ def emulate_fp16(model16: "onnx.ModelProto") -> "onnx.ModelProto":
 
 
 # ------------------------------------------------------------------------------------------- reporting
-def fp16_summary(model16: "onnx.ModelProto", macs: Mapping[str, int]) -> dict[str, Any]:
+def fp16_summary(model16: onnx.ModelProto, macs: Mapping[str, int]) -> dict[str, Any]:
     """Node counts by precision and the fraction of convolution MACs computed in FP16.
 
     ``macs``: Conv node name -> MACs (:func:`lso.calibration.graph.conv_macs` on the FP32 graph; the
@@ -333,7 +334,7 @@ def fp16_summary(model16: "onnx.ModelProto", macs: Mapping[str, int]) -> dict[st
 
 
 # ------------------------------------------------------------------------------------------- the artifact
-def _load(source: Union["onnx.ModelProto", PathLike]) -> tuple["onnx.ModelProto", dict]:
+def _load(source: onnx.ModelProto | PathLike) -> tuple[onnx.ModelProto, dict]:
     onnx = require("onnx")
     from lso._io import read_sidecar, sha256_file
     from lso.errors import ArtifactError
@@ -360,7 +361,7 @@ def _load(source: Union["onnx.ModelProto", PathLike]) -> tuple["onnx.ModelProto"
     return model, {"kind": "onnx", "path": str(path), "sha256": sha256_file(path), "sidecar": side}
 
 
-def _config_from(model: "onnx.ModelProto", source: dict) -> Optional[dict]:
+def _config_from(model: onnx.ModelProto, source: dict) -> dict | None:
     import json
 
     side = source.get("sidecar") or {}
@@ -372,7 +373,7 @@ def _config_from(model: "onnx.ModelProto", source: dict) -> Optional[dict]:
     return None
 
 
-def _default_feed(config: Optional[dict]) -> dict[str, np.ndarray]:
+def _default_feed(config: dict | None) -> dict[str, np.ndarray]:
     """A small seeded x4 feed (64x64) for MAC counting."""
     rng = np.random.default_rng(0)
     bands = int((config or {}).get("n_bands", 31))
@@ -382,10 +383,10 @@ def _default_feed(config: Optional[dict]) -> dict[str, np.ndarray]:
 
 
 def convert_fp16(
-    source: Union["onnx.ModelProto", PathLike],
+    source: onnx.ModelProto | PathLike,
     out: PathLike,
     *,
-    feeds: Optional[Iterable[Mapping[str, np.ndarray]]] = None,
+    feeds: Iterable[Mapping[str, np.ndarray]] | None = None,
     mode: str = "mixed",
     safe_range: float = DEFAULT_SAFE_RANGE,
     keep_fp32: Iterable[str] = (),
@@ -476,13 +477,13 @@ def _reason_key(reason: str) -> str:
     return reason.split(":")[0].split(" (")[0]
 
 
-def _top(absmax: Optional[Mapping[str, float]], n: int = 10) -> Optional[list]:
+def _top(absmax: Mapping[str, float] | None, n: int = 10) -> list | None:
     if not absmax:
         return None
     return [{"tensor": k, "absmax": v} for k, v in sorted(absmax.items(), key=lambda kv: -kv[1])[:n]]
 
 
-def _version(dist: str) -> Optional[str]:
+def _version(dist: str) -> str | None:
     try:
         from importlib.metadata import version
 
@@ -491,7 +492,7 @@ def _version(dist: str) -> Optional[str]:
         return None
 
 
-def _versions() -> dict[str, Optional[str]]:
+def _versions() -> dict[str, str | None]:
     import platform
 
     import lso

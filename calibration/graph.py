@@ -17,7 +17,8 @@ from __future__ import annotations
 import logging
 import re
 from collections import defaultdict, deque
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -41,7 +42,7 @@ _BLOCK_PATTERNS = (re.compile(r"^(spatial_encoder\.(?:head|body\.\d+))\."), re.c
 _STOP_OPS = {"MatMul", "Einsum", "Conv", "Gemm"}
 
 
-def block_of(param_name: str) -> Optional[str]:
+def block_of(param_name: str) -> str | None:
     """``"spatial_encoder.body.1.body.0.weight"`` -> ``"spatial_encoder.body.1"``; ``"up1.conv..."`` -> ``"up1"``."""
     for pattern in _BLOCK_PATTERNS:
         match = pattern.match(param_name)
@@ -50,12 +51,12 @@ def block_of(param_name: str) -> Optional[str]:
     return None
 
 
-def producers(model: "onnx.ModelProto") -> dict[str, Any]:
+def producers(model: onnx.ModelProto) -> dict[str, Any]:
     """Tensor name -> the node producing it (main graph)."""
     return {out: node for node in model.graph.node for out in node.output if out}
 
 
-def consumers(model: "onnx.ModelProto") -> dict[str, list]:
+def consumers(model: onnx.ModelProto) -> dict[str, list]:
     """Tensor name -> the nodes reading it (main graph)."""
     users: dict[str, list] = defaultdict(list)
     for node in model.graph.node:
@@ -65,7 +66,7 @@ def consumers(model: "onnx.ModelProto") -> dict[str, list]:
     return users
 
 
-def conv_blocks(model: "onnx.ModelProto") -> dict[str, str]:
+def conv_blocks(model: onnx.ModelProto) -> dict[str, str]:
     """Conv node name -> block name, read from the name of the Conv's weight initializer."""
     inits = {i.name for i in model.graph.initializer}
     users = None
@@ -81,7 +82,7 @@ def conv_blocks(model: "onnx.ModelProto") -> dict[str, str]:
     return out
 
 
-def _block_downstream(node: Any, users: dict[str, list], inits: set[str], depth: int = 8) -> Optional[str]:
+def _block_downstream(node: Any, users: dict[str, list], inits: set[str], depth: int = 8) -> str | None:
     """The block of the first named parameter read within ``depth`` nodes downstream of ``node``.
 
     A spectral block's fused key/value/query convolution has a computed weight (``cat_N``); the first
@@ -104,7 +105,7 @@ def _block_downstream(node: Any, users: dict[str, list], inits: set[str], depth:
     return None
 
 
-def block_order(model: "onnx.ModelProto") -> list[str]:
+def block_order(model: onnx.ModelProto) -> list[str]:
     """Blocks in the order their first Conv appears in the (topologically sorted) graph."""
     seen: dict[str, None] = {}
     for block in conv_blocks(model).values():
@@ -112,7 +113,7 @@ def block_order(model: "onnx.ModelProto") -> list[str]:
     return list(seen)
 
 
-def _forward_closure(model: "onnx.ModelProto", starts: Iterable[Any], stop_ops: set[str]) -> list[Any]:
+def _forward_closure(model: onnx.ModelProto, starts: Iterable[Any], stop_ops: set[str]) -> list[Any]:
     users = consumers(model)
     seen: dict[str, Any] = {}
     queue = deque(starts)
@@ -126,7 +127,7 @@ def _forward_closure(model: "onnx.ModelProto", starts: Iterable[Any], stop_ops: 
     return list(seen.values())
 
 
-def solver_nodes(model: "onnx.ModelProto") -> dict[str, str]:
+def solver_nodes(model: onnx.ModelProto) -> dict[str, str]:
     """Nodes of the trigonometric solver: everything downstream of each ``Sigmoid`` up to the next matrix
     product (the LatentToCoord attention), plus the constant-filled tensors only they read (``zeros_like``).
 
@@ -148,12 +149,12 @@ def solver_nodes(model: "onnx.ModelProto") -> dict[str, str]:
             for name in nodes}
 
 
-def softmax_nodes(model: "onnx.ModelProto") -> dict[str, str]:
+def softmax_nodes(model: onnx.ModelProto) -> dict[str, str]:
     """Every ``Softmax`` (the attention softmaxes of the spectral blocks)."""
     return {n.name: "attention softmax" for n in model.graph.node if n.op_type == "Softmax"}
 
 
-def coordinate_grid_nodes(model: "onnx.ModelProto") -> dict[str, str]:
+def coordinate_grid_nodes(model: onnx.ModelProto) -> dict[str, str]:
     """The coordinate grid: from each ``CumSum`` (row/column indices) up to the ``Concat`` that joins it
     to the features (exclusive): index arithmetic ``(i + row0) / (H_full - 1)``, input-independent and cheap."""
     starts = [n for n in model.graph.node if n.op_type == "CumSum"]
@@ -169,7 +170,7 @@ def coordinate_grid_nodes(model: "onnx.ModelProto") -> dict[str, str]:
     return out
 
 
-def resize_nodes(model: "onnx.ModelProto") -> dict[str, str]:
+def resize_nodes(model: onnx.ModelProto) -> dict[str, str]:
     """The bicubic resizes as exported (``A_h @ pad(x) @ A_w^T``, see ``lso.model.resize_bicubic``).
 
     Their matrices are built from ``CumSum`` indices (kept FP32 with the coordinate grid); this adds
@@ -193,7 +194,7 @@ def resize_nodes(model: "onnx.ModelProto") -> dict[str, str]:
     return out
 
 
-def tensor_types(model: "onnx.ModelProto") -> dict[str, int]:
+def tensor_types(model: onnx.ModelProto) -> dict[str, int]:
     """Element type of every typed tensor (inputs, initializers, outputs, intermediates by inference)."""
     onnx = require("onnx")
     inferred = onnx.shape_inference.infer_shapes(model)
@@ -207,7 +208,7 @@ def tensor_types(model: "onnx.ModelProto") -> dict[str, int]:
 
 
 # ------------------------------------------------------------------------------------------ running
-def ort_session(model: "onnx.ModelProto", *, threads: Optional[int] = None, optimize: bool = True) -> Any:
+def ort_session(model: onnx.ModelProto, *, threads: int | None = None, optimize: bool = True) -> Any:
     """A CPU ``onnxruntime.InferenceSession`` on an in-memory model."""
     ort = require("onnxruntime")
     options = ort.SessionOptions()
@@ -219,7 +220,7 @@ def ort_session(model: "onnx.ModelProto", *, threads: Optional[int] = None, opti
     return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
-def _with_outputs(model: "onnx.ModelProto", names: Iterable[str], elem_type: int = FLOAT) -> "onnx.ModelProto":
+def _with_outputs(model: onnx.ModelProto, names: Iterable[str], elem_type: int = FLOAT) -> onnx.ModelProto:
     onnx = require("onnx")
     extended = onnx.ModelProto()
     extended.CopyFrom(model)
@@ -230,7 +231,7 @@ def _with_outputs(model: "onnx.ModelProto", names: Iterable[str], elem_type: int
     return extended
 
 
-def conv_macs(model: "onnx.ModelProto", feed: Mapping[str, np.ndarray]) -> dict[str, int]:
+def conv_macs(model: onnx.ModelProto, feed: Mapping[str, np.ndarray]) -> dict[str, int]:
     """Multiply-accumulates of each Conv (node name -> MACs) for one feed: ``out_elems * Cin/groups * kH * kW``.
 
     Output shapes come from running the graph (ONNX Runtime, CPU) on ``feed``; give a small one.
@@ -247,8 +248,8 @@ def conv_macs(model: "onnx.ModelProto", feed: Mapping[str, np.ndarray]) -> dict[
     return macs
 
 
-def activation_absmax(model: "onnx.ModelProto", feeds: Iterable[Mapping[str, np.ndarray]],
-                      names: Optional[Iterable[str]] = None) -> dict[str, float]:
+def activation_absmax(model: onnx.ModelProto, feeds: Iterable[Mapping[str, np.ndarray]],
+                      names: Iterable[str] | None = None) -> dict[str, float]:
     """``max |x|`` over ``feeds`` of every float32 tensor a node produces (or of ``names``).
 
     Each tensor gets ``Abs -> ReduceMax`` appended inside the graph, so only one scalar per tensor leaves

@@ -51,17 +51,17 @@ import os
 import tempfile
 import time
 import warnings
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
-
-from lso.tolerances import TOLERANCES
 
 from lso._deps import require
 from lso.calibration import graph as G
 from lso.errors import ExportError, InputError
+from lso.tolerances import TOLERANCES
 
 if TYPE_CHECKING:  # pragma: no cover
     import onnx
@@ -120,7 +120,7 @@ def _quiet_quantizer():
         root.setLevel(level)
 
 
-def isolate_qdq(model: "onnx.ModelProto") -> int:
+def isolate_qdq(model: onnx.ModelProto) -> int:
     """Rewire readers of ``DequantizeLinear`` outputs that are not Conv back to the float tensor (in place).
 
     ``quantize_static`` replaces a quantized activation for *all* its readers; here only the convolutions
@@ -143,7 +143,7 @@ def isolate_qdq(model: "onnx.ModelProto") -> int:
     return rewired
 
 
-def float_nodes(model: "onnx.ModelProto", float_blocks: Iterable[str] = ()) -> dict[str, str]:
+def float_nodes(model: onnx.ModelProto, float_blocks: Iterable[str] = ()) -> dict[str, str]:
     """Nodes ``quantize_static`` must leave in float: solver, softmaxes, convs of ``float_blocks``."""
     keep = dict(G.solver_nodes(model))
     keep.update(G.softmax_nodes(model))
@@ -175,10 +175,10 @@ def calibrate_ranges(model_path: PathLike, feeds: Iterable[Mapping[str, np.ndarr
 
 
 def quantize_model(model_path: PathLike, out: PathLike, *,
-                   feeds: Optional[Iterable[Mapping[str, np.ndarray]]] = None, flavour: str = "tensorrt",
-                   float_blocks: Iterable[str] = (), calibration_cache: Optional[PathLike] = None,
+                   feeds: Iterable[Mapping[str, np.ndarray]] | None = None, flavour: str = "tensorrt",
+                   float_blocks: Iterable[str] = (), calibration_cache: PathLike | None = None,
                    method: str = "minmax", percentile: float = 99.999, per_channel: bool = True,
-                   model: Optional["onnx.ModelProto"] = None) -> Path:
+                   model: onnx.ModelProto | None = None) -> Path:
     """``quantize_static`` (QDQ) of the FP32 graph at ``model_path`` into ``out`` (no sidecar). See the module doc."""
     quant = require("onnxruntime.quantization")
     onnx = require("onnx")
@@ -215,7 +215,7 @@ def quantize_model(model_path: PathLike, out: PathLike, *,
     return Path(out)
 
 
-def int8_summary(qmodel: "onnx.ModelProto", macs: Mapping[str, int]) -> dict[str, Any]:
+def int8_summary(qmodel: onnx.ModelProto, macs: Mapping[str, int]) -> dict[str, Any]:
     """Quantized convolutions, their share of conv MACs, and the Q/DQ zero points/types found."""
     numpy_helper = require("onnx.numpy_helper")
     prod = G.producers(qmodel)
@@ -258,13 +258,13 @@ def quantize_int8(
     source: PathLike,
     out: PathLike,
     *,
-    feeds: Optional[Iterable[Mapping[str, np.ndarray]]] = None,
+    feeds: Iterable[Mapping[str, np.ndarray]] | None = None,
     flavour: str = "tensorrt",
     float_blocks: Iterable[str] = (),
-    calibration_cache: Optional[PathLike] = None,
+    calibration_cache: PathLike | None = None,
     method: str = "minmax",
     percentile: float = 99.999,
-    sweep: Optional[Mapping[str, Any]] = None,
+    sweep: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write the INT8 Q/DQ graph of an FP32 LSO graph (+ ``<out>.json`` sidecar).
 
@@ -361,7 +361,7 @@ def quantize_int8(
 
 # ------------------------------------------------------------------------------------------- sensitivity
 def ort_latency(model: Any, feed: Mapping[str, np.ndarray], *, repeats: int = 5, warmup: int = 1,
-                threads: Optional[int] = None) -> float:
+                threads: int | None = None) -> float:
     """Median wall time (s) of one ONNX Runtime CPU run of ``model`` (ModelProto or path) on ``feed``."""
     onnx = require("onnx")
     if not hasattr(model, "graph"):
@@ -377,16 +377,16 @@ def ort_latency(model: Any, feed: Mapping[str, np.ndarray], *, repeats: int = 5,
     return float(np.median(times))
 
 
-def _evaluate(qpath: Path, scenes: Sequence["Scene"], reference: Sequence[np.ndarray]) -> Any:
+def _evaluate(qpath: Path, scenes: Sequence[Scene], reference: Sequence[np.ndarray]) -> Any:
     from lso.calibration.accuracy import compare, ort_runner
 
     return compare(ort_runner(str(qpath)), scenes, reference)
 
 
-def sensitivity_sweep(source: PathLike, scenes: Sequence["Scene"], reference: Sequence[np.ndarray], *,
-                      calibration_cache: PathLike, feeds: Optional[Iterable[Mapping[str, np.ndarray]]] = None,
-                      flavour: str = "tensorrt", method: str = "minmax", blocks: Optional[Sequence[str]] = None,
-                      workdir: Optional[PathLike] = None) -> list[dict[str, Any]]:
+def sensitivity_sweep(source: PathLike, scenes: Sequence[Scene], reference: Sequence[np.ndarray], *,
+                      calibration_cache: PathLike, feeds: Iterable[Mapping[str, np.ndarray]] | None = None,
+                      flavour: str = "tensorrt", method: str = "minmax", blocks: Sequence[str] | None = None,
+                      workdir: PathLike | None = None) -> list[dict[str, Any]]:
     """Quantize each block alone (everything else float) and measure its ΔPSNR; worst first.
 
     Returns ``[{"block", "dpsnr", "dsam", "fidelity_psnr", "macs"}, ...]`` sorted by ``dpsnr`` descending.
@@ -436,12 +436,12 @@ class CurvePoint:
         return asdict(self)
 
 
-def float_block_curve(source: PathLike, ranking: Sequence[Mapping[str, Any]], scenes: Sequence["Scene"],
+def float_block_curve(source: PathLike, ranking: Sequence[Mapping[str, Any]], scenes: Sequence[Scene],
                       reference: Sequence[np.ndarray], *, calibration_cache: PathLike,
-                      ks: Optional[Iterable[int]] = None,
+                      ks: Iterable[int] | None = None,
                       method: str = "minmax", flavours: Sequence[str] = ("tensorrt",),
-                      latency_feed: Optional[Mapping[str, np.ndarray]] = None, latency_repeats: int = 3,
-                      threads: Optional[int] = None, workdir: Optional[PathLike] = None) -> list[CurvePoint]:
+                      latency_feed: Mapping[str, np.ndarray] | None = None, latency_repeats: int = 3,
+                      threads: int | None = None, workdir: PathLike | None = None) -> list[CurvePoint]:
     """Keep the ``k`` worst blocks of ``ranking`` in float for each ``k``; measure ΔPSNR (first flavour is
     the one ``dpsnr`` reports), INT8 MAC share and, with ``latency_feed``, ONNX Runtime CPU latency per flavour.
     """

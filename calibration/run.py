@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 from lso.errors import InputError
 from lso.tolerances import TOLERANCES
@@ -35,12 +36,12 @@ class CalibrateOptions:
 
     onnx: str
     precision: str = "fp16"
-    out: Optional[str] = None
+    out: str | None = None
     data: str = "synthetic"
     count: int = 16
-    size: Optional[int] = None
-    ratio: Optional[int] = None
-    batch: Optional[int] = None
+    size: int | None = None
+    ratio: int | None = None
+    batch: int | None = None
     min_count: int = 8
     # fp16
     safe_range: float = 4096.0
@@ -48,13 +49,13 @@ class CalibrateOptions:
     # int8
     flavour: str = "both"
     method: str = "minmax"
-    float_blocks: Optional[Sequence[str]] = None
+    float_blocks: Sequence[str] | None = None
     target_dpsnr: float = TOLERANCES["int8"].dpsnr
     min_int8_macs: float = 0.75
     selection_margin: float = 0.5
     val_count: int = 4
     val_size: int = 128
-    calibration_cache: Optional[str] = None
+    calibration_cache: str | None = None
     extra: dict = field(default_factory=dict)
 
 

@@ -48,9 +48,10 @@ import shlex
 import sys
 import time
 import types
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, Union
 
 from lso import io_spec
 from lso.errors import ArtifactError, ExportError, InputError, MissingDependencyError
@@ -96,7 +97,7 @@ class BuilderCompat:
     hardware_levels: tuple[str, ...] = ("none", "ampere_plus")  # 11 adds same_compute_capability
 
     @classmethod
-    def for_major(cls, major: int) -> "BuilderCompat":
+    def for_major(cls, major: int) -> BuilderCompat:
         if major < 10:
             raise MissingDependencyError(f"TensorRT {major}.x is too old: engines need TensorRT 10 or 11 (strongly "
                                          "typed networks, name-based I/O); pip install -U tensorrt-cu12")
@@ -105,7 +106,7 @@ class BuilderCompat:
         return cls(major, strongly_typed_flag=False, trtexec_strongly_typed=False, inspector_schema="split",
                    hardware_levels=HARDWARE_COMPATIBILITY)
 
-    def check(self, options: "BuildOptions") -> None:
+    def check(self, options: BuildOptions) -> None:
         """Options this TensorRT version cannot honour -> InputError."""
         if options.hardware_compatibility not in self.hardware_levels:
             raise InputError(f"hardware compatibility {options.hardware_compatibility!r} needs TensorRT 11 (TensorRT "
@@ -119,7 +120,7 @@ def builder_compat(trt_or_version: Any) -> BuilderCompat:
     return BuilderCompat.for_major(version_tuple(trt_or_version)[0])
 
 
-def detect_trt_major(default: Optional[int] = 11) -> Optional[int]:
+def detect_trt_major(default: int | None = 11) -> int | None:
     """Major version of the installed TensorRT, read from package metadata (nothing imported), else ``default``.
 
     Any flavour counts (full first; :data:`lso.runtime._trt_compat.TRT_DISTRIBUTIONS`, the one list).
@@ -188,10 +189,10 @@ def parse_shape_spec(text: str) -> dict[str, tuple[int, ...]]:
     return out
 
 
-def resolve_profiles(profiles: Optional[Sequence[io_spec.ShapeProfile]] = None, *,
-                     min_shapes: Optional[Mapping[str, Sequence[int]]] = None,
-                     opt_shapes: Optional[Mapping[str, Sequence[int]]] = None,
-                     max_shapes: Optional[Mapping[str, Sequence[int]]] = None,
+def resolve_profiles(profiles: Sequence[io_spec.ShapeProfile] | None = None, *,
+                     min_shapes: Mapping[str, Sequence[int]] | None = None,
+                     opt_shapes: Mapping[str, Sequence[int]] | None = None,
+                     max_shapes: Mapping[str, Sequence[int]] | None = None,
                      config: Any = None) -> list[io_spec.ShapeProfile]:
     """The optimization profiles to build: ``profiles``, or the I/O spec's default with overrides.
 
@@ -233,12 +234,12 @@ class BuildOptions:
 
     profiles: Sequence[io_spec.ShapeProfile]
     workspace_gib: float = 4.0
-    timing_cache: Optional[PathLike] = None
+    timing_cache: PathLike | None = None
     optimization_level: int = 3
     version_compatible: bool = False
     hardware_compatibility: str = "none"
     device: int = 0
-    precision: Optional[str] = None  # expected precision (default: read from the graph); checked after building
+    precision: str | None = None  # expected precision (default: read from the graph); checked after building
 
     def __post_init__(self) -> None:
         if not 0 <= int(self.optimization_level) <= 5:
@@ -259,7 +260,7 @@ class BuildOptions:
 
 
 def trtexec_command(onnx_path: PathLike, out: PathLike, options: BuildOptions, *,
-                    trt_major: Optional[int] = None) -> list[str]:
+                    trt_major: int | None = None) -> list[str]:
     """The ``trtexec`` argument list that builds the same engine.
 
     ``trt_major``: the TensorRT major version to write for; default: the installed one. Where none is
@@ -297,7 +298,7 @@ _FP16_TOKENS = ("half", "fp16", "float16")
 _INT8_TOKENS = ("int8",)
 
 
-def layer_precisions(engine_info: Union[str, Mapping[str, Any]]) -> dict[str, Any]:
+def layer_precisions(engine_info: str | Mapping[str, Any]) -> dict[str, Any]:
     """Count layers by the precision of their tensors in an ``IEngineInspector`` JSON (DETAILED verbosity).
 
     Reads both schemas: TensorRT 10 (``"Format/Datatype": "Row major linear FP16 format (kLINEAR)"``) and
@@ -379,7 +380,7 @@ def polygraphy_trt(trt: Any) -> Any:
     return require_polygraphy("polygraphy.backend.trt")
 
 
-def polygraphy_profiles(options: BuildOptions, inputs: Optional[Sequence[str]] = None) -> list[Any]:
+def polygraphy_profiles(options: BuildOptions, inputs: Sequence[str] | None = None) -> list[Any]:
     """Our profiles as Polygraphy ``Profile`` objects (only the names the graph takes, when ``inputs`` is given)."""
     from polygraphy.backend.trt import Profile
 
@@ -413,7 +414,7 @@ def _build(trt: Any, compat: BuilderCompat, onnx_path: Path, options: BuildOptio
 
 
 def _build_with(pg: Any, trt: Any, compat: BuilderCompat, onnx_path: Path, options: BuildOptions,
-                cache_path: Optional[Path], cache_file: Any, hardware: Any) -> tuple[bytes, dict]:
+                cache_path: Path | None, cache_file: Any, hardware: Any) -> tuple[bytes, dict]:
     from polygraphy.exception import PolygraphyException
 
     create_config = pg.CreateConfig(
@@ -458,7 +459,7 @@ def _build_with(pg: Any, trt: Any, compat: BuilderCompat, onnx_path: Path, optio
     return plan_bytes, json.loads(info)
 
 
-def _graph_weights_fingerprint(onnx_path: Path) -> Optional[str]:
+def _graph_weights_fingerprint(onnx_path: Path) -> str | None:
     """The weights' fingerprint the graph records (None: exported before fingerprints were recorded)."""
     from lso.checkpoint import weights_fingerprint
 
@@ -509,7 +510,7 @@ def plan_sidecar(onnx_path: PathLike, out: PathLike, options: BuildOptions, *, p
     }
 
 
-def check_build_clash(onnx: PathLike, out: PathLike, timing_cache: Optional[PathLike] = None) -> None:
+def check_build_clash(onnx: PathLike, out: PathLike, timing_cache: PathLike | None = None) -> None:
     """InputError when the plan, its sidecar or the timing cache (read and rewritten) would be written over the
     ONNX graph or its sidecar (see :mod:`lso._clash`)."""
     from lso._clash import check_no_clash, with_sidecars
@@ -596,7 +597,7 @@ def check_tensor_limit(onnx_path: PathLike, options: BuildOptions) -> list[Any]:
     return check_profiles(onnx_path, options.profiles)
 
 
-def trtexec_notes(onnx_path: PathLike, options: BuildOptions, *, trt_major: Optional[int] = None) -> list[str]:
+def trtexec_notes(onnx_path: PathLike, options: BuildOptions, *, trt_major: int | None = None) -> list[str]:
     """Comment lines printed above ``--print-trtexec``'s command: the largest tensor, the version assumption.
 
     Raises:
@@ -716,7 +717,7 @@ def build_parser() -> argparse.ArgumentParser:
     return add_build_arguments(parser)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = logging.DEBUG if args.verbose > 1 else logging.INFO if args.verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")

@@ -22,9 +22,10 @@ import csv
 import logging
 import os
 import sys
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import TYPE_CHECKING, Iterator, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING
 
 from lso._deps import require
 from lso.errors import ArtifactError, ExportError
@@ -65,7 +66,7 @@ class OpSupport:
 class LintIssue:
     """A node (or the model, ``node=None``) that TensorRT's ONNX parser will refuse or may refuse."""
 
-    node: Optional[str]
+    node: str | None
     op_type: str
     reason: str
 
@@ -74,7 +75,7 @@ class LintIssue:
         return f"{where}: {self.reason}"
 
 
-def load_op_table(path: Union[str, os.PathLike, None] = None) -> dict[str, OpSupport]:
+def load_op_table(path: str | os.PathLike | None = None) -> dict[str, OpSupport]:
     """Read the operator table (default: the copy shipped in ``lso.export``)."""
     try:
         if path is None:
@@ -159,7 +160,7 @@ def _text(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _input(node, index: int) -> Optional[str]:
+def _input(node, index: int) -> str | None:
     return node.input[index] if len(node.input) > index and node.input[index] else None
 
 
@@ -232,7 +233,7 @@ def _restrictions(node, scope: _Scope, opset: int) -> list[str]:
     return problems
 
 
-def _float_type_problem(node, scope: _Scope, support: OpSupport) -> Optional[str]:
+def _float_type_problem(node, scope: _Scope, support: OpSupport) -> str | None:
     if node.op_type in _TYPE_JUDGED_BY_NOTES:
         return None
     for name in node.input:
@@ -246,8 +247,8 @@ def _float_type_problem(node, scope: _Scope, support: OpSupport) -> Optional[str
     return None
 
 
-def lint_model(model: Union["onnx.ModelProto", str, os.PathLike], *,
-               table: Optional[Mapping[str, OpSupport]] = None) -> list[LintIssue]:
+def lint_model(model: onnx.ModelProto | str | os.PathLike, *,
+               table: Mapping[str, OpSupport] | None = None) -> list[LintIssue]:
     """Every reason TensorRT's ONNX parser (10.15 table) would refuse ``model``; empty if none.
 
     Args:
@@ -299,7 +300,7 @@ def lint_model(model: Union["onnx.ModelProto", str, os.PathLike], *,
 
 
 def check_trt_support(model, *, allow_unsupported: bool = False,
-                      table: Optional[Mapping[str, OpSupport]] = None) -> list[LintIssue]:
+                      table: Mapping[str, OpSupport] | None = None) -> list[LintIssue]:
     """Run :func:`lint_model`; raise :class:`ExportError` naming the nodes unless ``allow_unsupported``.
 
     Returns the issues (empty when the graph passes; with ``allow_unsupported`` they are logged as
@@ -320,7 +321,7 @@ def check_trt_support(model, *, allow_unsupported: bool = False,
     return issues
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """``python -m lso.export.lint model.onnx [...]``: print issues, exit 1 if any."""
     import argparse
 

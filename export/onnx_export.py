@@ -32,8 +32,9 @@ import os
 import platform
 import time
 import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, Union
 
 from lso import io_spec
 from lso._deps import require
@@ -61,7 +62,7 @@ PathLike = Union[str, os.PathLike]
 
 
 # ------------------------------------------------------------------------------------------ the model
-def _resolve_model(source, config: Union[LSOConfig, Mapping[str, Any], None]) -> tuple[Any, dict]:
+def _resolve_model(source, config: LSOConfig | Mapping[str, Any] | None) -> tuple[Any, dict]:
     """``(model, description of its source)`` from an LSO model, a checkpoint path (or ``@demo``), or None (demo).
 
     The description holds the checkpoint file's sha256 (a model: of its state dict) and the weights' fingerprint
@@ -225,20 +226,20 @@ def _quiet(*names: str):
 
 # --------------------------------------------------------------------------------------------- export
 def export_onnx(
-    model_or_checkpoint: Union[Any, PathLike, None],
+    model_or_checkpoint: Any | PathLike | None,
     out: PathLike = "model.onnx",
     *,
-    config: Union[LSOConfig, Mapping[str, Any], None] = None,
+    config: LSOConfig | Mapping[str, Any] | None = None,
     opset: int = DEFAULT_OPSET,
     tileable: bool = False,
     simplify: bool = True,
     check: bool = True,
-    cases: Optional[Sequence[Any]] = None,
-    atol: Optional[float] = None,
+    cases: Sequence[Any] | None = None,
+    atol: float | None = None,
     seed: int = 0,
     allow_unsupported: bool = False,
-    solver_chunk: Optional[int] = None,
-    align_channels: Optional[int] = None,
+    solver_chunk: int | None = None,
+    align_channels: int | None = None,
     target: str = "portable",
 ) -> Path:
     """Export an LSO model or checkpoint to one ONNX file (+ ``<out>.json`` sidecar) and prove parity.
@@ -379,7 +380,7 @@ def export_onnx(
 
 
 def _build(graph_model, *, opset: int, tileable: bool, simplify: bool, allow_unsupported: bool,
-           solver_chunk: Optional[int] = None, align_channels: Optional[int] = None):
+           solver_chunk: int | None = None, align_channels: int | None = None):
     """Capture, translate and pass the folded model: ``(ModelProto, simplifier record, lint issues)``."""
     onnx = require("onnx")
     import torch
@@ -431,7 +432,7 @@ def _describe(inputs, outputs) -> str:
     return ", ".join(one(s) for s in inputs) + " -> " + ", ".join(one(s) for s in outputs)
 
 
-def _version(module: str) -> Optional[str]:
+def _version(module: str) -> str | None:
     try:
         from importlib.metadata import version
 
@@ -440,7 +441,7 @@ def _version(module: str) -> Optional[str]:
         return None
 
 
-def _versions() -> dict[str, Optional[str]]:
+def _versions() -> dict[str, str | None]:
     import torch
 
     import lso

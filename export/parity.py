@@ -14,8 +14,9 @@ import logging
 import math
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Optional, Sequence, Union
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -45,7 +46,7 @@ class ParityCase:
     height: int
     width: int
     batch: int = 1
-    extent: Optional[tuple[int, int, int, int]] = None
+    extent: tuple[int, int, int, int] | None = None
 
     def __post_init__(self) -> None:
         if self.ratio < 2 or self.height % self.ratio or self.width % self.ratio or self.batch < 1:
@@ -66,7 +67,7 @@ class ParityCase:
         return self.height // self.ratio, self.width // self.ratio
 
     @classmethod
-    def parse(cls, text: str) -> "ParityCase":
+    def parse(cls, text: str) -> ParityCase:
         """``"4:64x64"``, ``"3:75x57"``, ``"4:48x80:2"`` (ratio:HxW[:batch])."""
         try:
             parts = text.strip().split(":")
@@ -133,7 +134,7 @@ class ParityReport:
                 "cases": [{**asdict(r), "psnr_db": _json_float(r.psnr_db)} for r in self.rows]}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ParityReport":
+    def from_dict(cls, data: dict) -> ParityReport:
         """Inverse of :meth:`to_dict` (e.g. the ``parity`` entry of an export sidecar)."""
         rows = [ParityRow(**{**row, "hr_msi": tuple(row["hr_msi"]), "lr_hsi": tuple(row["lr_hsi"]),
                              "psnr_db": float(row["psnr_db"])}) for row in data["cases"]]
@@ -152,7 +153,7 @@ class ParityReport:
         return "\n".join(lines)
 
 
-def _json_float(value: float) -> Union[float, str]:
+def _json_float(value: float) -> float | str:
     return "inf" if math.isinf(value) else value
 
 
@@ -169,8 +170,8 @@ def _inputs(case: ParityCase, n_msi: int, n_bands: int, rng: np.random.Generator
 
 
 def run_parity(
-    onnx_model: Union[str, os.PathLike, bytes],
-    model: "LSO",
+    onnx_model: str | os.PathLike | bytes,
+    model: LSO,
     cases: Sequence[ParityCase] = DEFAULT_CASES,
     *,
     atol: float = DEFAULT_ATOL,

@@ -15,7 +15,8 @@ from __future__ import annotations
 import heapq
 import logging
 from collections import Counter, defaultdict
-from typing import TYPE_CHECKING, Mapping
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from lso._deps import require
 from lso.errors import ExportError
@@ -43,7 +44,7 @@ def _subgraph_inputs(node) -> set[str]:
     return names
 
 
-def toposort(model: "onnx.ModelProto") -> "onnx.ModelProto":
+def toposort(model: onnx.ModelProto) -> onnx.ModelProto:
     """Sort the main graph's nodes topologically (Kahn), keeping the original order where it is one."""
     graph = model.graph
     nodes = list(graph.node)
@@ -79,7 +80,7 @@ def _all_outputs(nodes) -> set[str]:
     return {o for n in nodes for o in n.output if o}
 
 
-def cleanup(model: "onnx.ModelProto") -> "onnx.ModelProto":
+def cleanup(model: onnx.ModelProto) -> onnx.ModelProto:
     """Sort topologically; remove nodes whose outputs nothing reads, unused initializers and value infos."""
     graph = toposort(model).graph
     wanted = {o.name for o in graph.output}
@@ -107,7 +108,7 @@ def cleanup(model: "onnx.ModelProto") -> "onnx.ModelProto":
 
 
 # ---------------------------------------------------------------------------------------------- passes
-def name_dynamic_axes(model: "onnx.ModelProto", axes: Mapping[str, Mapping[int, str]]) -> "onnx.ModelProto":
+def name_dynamic_axes(model: onnx.ModelProto, axes: Mapping[str, Mapping[int, str]]) -> onnx.ModelProto:
     """Rename the symbolic dimensions of the graph's inputs/outputs to ``axes`` (``io_spec.dynamic_axes()``).
 
     Every occurrence of an old symbol (inputs, outputs, value infos) is renamed, so equal dimensions
@@ -144,7 +145,7 @@ def name_dynamic_axes(model: "onnx.ModelProto", axes: Mapping[str, Mapping[int, 
     return cleanup(model)
 
 
-def simplify(model: "onnx.ModelProto") -> "onnx.ModelProto":
+def simplify(model: onnx.ModelProto) -> onnx.ModelProto:
     """Constant folding, dead-code and common-subexpression elimination with onnxslim.
 
     Raises ExportError if onnxslim fails (the caller keeps the unsimplified graph).
@@ -160,7 +161,7 @@ def simplify(model: "onnx.ModelProto") -> "onnx.ModelProto":
     return cleanup(slim)
 
 
-def annotate(model: "onnx.ModelProto", metadata: Mapping[str, str], doc: str = "") -> "onnx.ModelProto":
+def annotate(model: onnx.ModelProto, metadata: Mapping[str, str], doc: str = "") -> onnx.ModelProto:
     """Set ``metadata_props`` entries (replacing same keys) and the model's doc string."""
     props = {p.key: p.value for p in model.metadata_props}
     props.update({k: str(v) for k, v in metadata.items()})
@@ -200,7 +201,7 @@ def _solver_closure(nodes, consumers, z: str):
     return chain, leaving
 
 
-def chunk_solver(model: "onnx.ModelProto", chunk: int = DEFAULT_SOLVER_CHUNK) -> "onnx.ModelProto":
+def chunk_solver(model: onnx.ModelProto, chunk: int = DEFAULT_SOLVER_CHUNK) -> onnx.ModelProto:
     """Run every solver chain (Sigmoid of the latent codes ``z [N, ...]`` -> solved codes) in a ``Scan``.
 
     The folded solver is ~90 element-wise nodes on ``[2, N, heads, T, d]`` tensors (at 512² and patch 4,
@@ -213,8 +214,8 @@ def chunk_solver(model: "onnx.ModelProto", chunk: int = DEFAULT_SOLVER_CHUNK) ->
     leaving it, no non-constant input from outside) is left as it is, with a log message.
     """
     onnx = require("onnx")
-    from onnx import TensorProto, helper, numpy_helper
     import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
 
     if int(chunk) < 1:
         raise ExportError(f"solver chunk must be a positive number of patches, not {chunk}")
@@ -301,7 +302,7 @@ DEFAULT_CHANNEL_MULTIPLE = 16  # ONNX Runtime's NCHWc block on AVX-512 (8 on AVX
 _ZERO_PRESERVING = frozenset({"Relu", "LeakyRelu"})  # act(0) = 0: padded output channels stay zero
 
 
-def align_conv_channels(model: "onnx.ModelProto", multiple: int = DEFAULT_CHANNEL_MULTIPLE) -> "onnx.ModelProto":
+def align_conv_channels(model: onnx.ModelProto, multiple: int = DEFAULT_CHANNEL_MULTIPLE) -> onnx.ModelProto:
     """Pad convolutions' channel counts to a multiple of ``multiple`` with zero weights (same outputs).
 
     ONNX Runtime's CPU provider runs a convolution in its blocked NCHWc layout only when the input
@@ -322,8 +323,8 @@ def align_conv_channels(model: "onnx.ModelProto", multiple: int = DEFAULT_CHANNE
     touched; TensorRT pads internally, so use this for ONNX Runtime on CPU, like :func:`chunk_solver`.
     """
     require("onnx")
-    from onnx import TensorProto, helper, numpy_helper
     import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
 
     multiple = int(multiple)
     if multiple < 1:
@@ -438,12 +439,12 @@ def save_chunked(path, chunk: int = DEFAULT_SOLVER_CHUNK) -> str:
 
 
 # --------------------------------------------------------------------------------------------- reading
-def op_counts(model: "onnx.ModelProto") -> dict[str, int]:
+def op_counts(model: onnx.ModelProto) -> dict[str, int]:
     """Nodes per operator type in the main graph, most frequent first."""
     return dict(Counter(n.op_type for n in model.graph.node).most_common())
 
 
-def tensor_dims(model: "onnx.ModelProto") -> dict[str, tuple]:
+def tensor_dims(model: onnx.ModelProto) -> dict[str, tuple]:
     """Shape of every tensor ONNX shape inference can type (ints, or strings for symbolic dims).
 
     Covers initializers, inputs, outputs and intermediate values; unknown dims are ``None``.

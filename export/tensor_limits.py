@@ -23,8 +23,9 @@ import copy
 import logging
 import math
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, Union
 
 from lso import io_spec
 from lso.errors import ArtifactError, InputError
@@ -138,8 +139,8 @@ def _shapes_at(batch: int, side: int, ratio: int, n_msi: int, n_bands: int) -> d
     return {io_spec.HR_MSI: (batch, n_msi, side, side), io_spec.LR_HSI: (batch, n_bands, side // ratio, side // ratio)}
 
 
-def largest_fitting_side(model: Any, *, batch: int = 1, ratio: int = 4, limit: Optional[int] = None,
-                         multiple: Optional[int] = None, n_msi: int = 3, n_bands: int = 31) -> int:
+def largest_fitting_side(model: Any, *, batch: int = 1, ratio: int = 4, limit: int | None = None,
+                         multiple: int | None = None, n_msi: int = 3, n_bands: int = 31) -> int:
     """The largest square HR side (a multiple of ``4·ratio`` by default) whose largest tensor is within ``limit``.
 
     This is the largest tile (window, overlap included) or max profile shape a TensorRT build can take at
@@ -161,7 +162,7 @@ def largest_fitting_side(model: Any, *, batch: int = 1, ratio: int = 4, limit: O
 
 
 def check_profiles(model: Any, profiles: Sequence[io_spec.ShapeProfile], *,
-                   limit: Optional[int] = None) -> list[TensorSize]:
+                   limit: int | None = None) -> list[TensorSize]:
     """The largest tensor at each profile's max shapes; InputError before any build if one exceeds ``limit``.
 
     A graph without the LSO inputs (``hr_msi``, ``lr_hsi``) is not checked (a warning says so; empty list).

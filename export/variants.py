@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Union
 
 from lso.errors import InputError
 
@@ -105,12 +106,12 @@ def _structure(proto: Any) -> list[str]:
     return found
 
 
-def read_variant(model: Union[Any, PathLike]) -> GraphVariant:
+def read_variant(model: Any | PathLike) -> GraphVariant:
     """The variant of an ONNX graph (a path or a ``ModelProto``): its metadata, else its sidecar, else its structure."""
     from lso._deps import require
 
     onnx = require("onnx")
-    path: Optional[Path] = None
+    path: Path | None = None
     if not isinstance(model, onnx.ModelProto):
         path = Path(model)
         model = onnx.load(str(path), load_external_data=False)
@@ -143,7 +144,7 @@ def read_variant(model: Union[Any, PathLike]) -> GraphVariant:
     return GraphVariant("cpu" if passes else "portable", tuple(passes), source)
 
 
-def require_tensorrt_graph(model: Union[Any, PathLike], *, consumer: str, allow: bool = False) -> GraphVariant:
+def require_tensorrt_graph(model: Any | PathLike, *, consumer: str, allow: bool = False) -> GraphVariant:
     """Refuse a CPU-tuned graph where TensorRT is the target (``allow`` overrides, with a log warning).
 
     Raises:

@@ -53,14 +53,15 @@ def _load_targets(instrument: bool):
         import scipy.io  # noqa: F401  (instrumented: the .mat parser)
         from PIL import Image, PngImagePlugin  # noqa: F401
 
-        import lso.checkpoint  # noqa: F401
-        import lso.cli  # noqa: F401
-        import lso.data.readers  # noqa: F401
-        import lso.runtime.infer  # noqa: F401
-        import lso.runtime.ort_runner  # noqa: F401
-        import lso.runtime.tiling  # noqa: F401
-        import lso.runtime.trt_runner  # noqa: F401
-        import lso.runtime.validation  # noqa: F401
+        import lso.checkpoint
+        import lso.cli
+        import lso.data.readers
+        import lso.runtime.infer
+        import lso.runtime.ort_runner
+        import lso.runtime.tiling
+        import lso.runtime.trt_runner
+        import lso.runtime.validation  # noqa: F401  (imported to be instrumented)
+
         import targets
     return targets
 
@@ -128,8 +129,9 @@ def run_all(seconds: int, names: list[str]) -> None:
                      log=str(log_path.relative_to(ROOT.parent)))
         summary["targets"][name] = stats
         print(f"{name}: {stats}", flush=True)
-    import atheris  # noqa: F401  (for the version)
     from importlib.metadata import version
+
+    import atheris  # noqa: F401  (for the version)
 
     summary["machine"] = {"python": platform.python_version(), "platform": platform.platform(),
                           "cpu_count": os.cpu_count(), "atheris": version("atheris"),

@@ -46,7 +46,7 @@ import importlib.util
 import re
 from dataclasses import asdict, dataclass
 from types import ModuleType
-from typing import Any, Optional
+from typing import Any
 
 from lso._deps import require
 from lso.errors import MissingDependencyError
@@ -68,8 +68,8 @@ class TrtDistribution:
 
     name: str  # pip name, e.g. "tensorrt-lean-cu13-bindings"
     flavour: str  # "full" (builder + runtime), "lean" or "dispatch" (run version-compatible plans only)
-    cuda_major: Optional[int]  # 11/12/13; None for the unsuffixed meta packages (read from their requirements)
-    module: Optional[str]  # the import name it provides; None for the -libs wheels (shared libraries only)
+    cuda_major: int | None  # 11/12/13; None for the unsuffixed meta packages (read from their requirements)
+    module: str | None  # the import name it provides; None for the -libs wheels (shared libraries only)
 
 
 def _distributions() -> tuple[TrtDistribution, ...]:
@@ -126,16 +126,16 @@ class InstalledTensorRT:
 
     flavour: str
     version: str
-    cuda_major: Optional[int]
+    cuda_major: int | None
     distribution: str
-    module: Optional[str]
+    module: str | None
     importable: bool  # the import name is found (a -libs wheel alone is not importable)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def _cuda_from_requirements(dist: str) -> Optional[int]:
+def _cuda_from_requirements(dist: str) -> int | None:
     """CUDA major of an unsuffixed meta package (``tensorrt`` requires ``tensorrt_cu12``...), else None."""
     from importlib.metadata import PackageNotFoundError, requires
 
@@ -243,7 +243,7 @@ def set_context_memory(context: Any, address: int, size: int) -> None:
         context.device_memory = int(address)
 
 
-def memory_for_shapes(context: Any) -> Optional[int]:
+def memory_for_shapes(context: Any) -> int | None:
     """Activation bytes for the input shapes set on ``context`` now; None where TensorRT cannot say (10.0)."""
     if not hasattr(context, "update_device_memory_size_for_shapes"):
         return None

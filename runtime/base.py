@@ -20,16 +20,23 @@ import importlib
 import logging
 import os
 import threading
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Iterator, Mapping, Optional, Union
+from typing import Any, ClassVar, Union
 
 from lso.checkpoint import CHECKPOINT_SUFFIXES
 from lso.config import LSOConfig
 from lso.errors import ArtifactError, InputError, LSOError
 from lso.io_spec import EXTENT, HR_MSI, LR_HSI, ShapeProfile, TensorSpec, tensor_specs
 from lso.runtime.cuda_arrays import DeviceUnavailableError
-from lso.runtime.validation import (FuseInputs, check_out, normalize_extent, restore_output, settle_on_current_stream,
-                                   validate_inputs)
+from lso.runtime.validation import (
+    FuseInputs,
+    check_out,
+    normalize_extent,
+    restore_output,
+    settle_on_current_stream,
+    validate_inputs,
+)
 
 __all__ = ["Runner", "load", "backend_for", "RunnerStateError", "DeviceUnavailableError", "TORCH_SUFFIXES",
            "ONNX_SUFFIXES", "TRT_SUFFIXES"]
@@ -82,16 +89,16 @@ class Runner(abc.ABC):
         self._inflight = 0
         self._closing = False
         self._call_lock = threading.RLock()  # held around each call by runners with concurrent = False
-        self._weights_sha256: Optional[str] = None  # set by subclasses once known (see weights_fingerprint)
+        self._weights_sha256: str | None = None  # set by subclasses once known (see weights_fingerprint)
 
     # ----------------------------------------------------------------------------- lifecycle
-    def __enter__(self) -> "Runner":
+    def __enter__(self) -> Runner:
         return self.activate()
 
     def __exit__(self, exc_type, exc, tb) -> None:
         self.deactivate()
 
-    def activate(self) -> "Runner":
+    def activate(self) -> Runner:
         """Acquire the session/engine (idempotent, thread-safe). Returns ``self``."""
         with self._state:
             if not self._active:
@@ -150,7 +157,7 @@ class Runner(abc.ABC):
 
     # ----------------------------------------------------------------------------- description
     @property
-    def config(self) -> Optional[LSOConfig]:
+    def config(self) -> LSOConfig | None:
         """The model's architecture where known (tiling reads the patch size and encoder depth from it)."""
         return None
 
@@ -173,7 +180,7 @@ class Runner(abc.ABC):
         return EXTENT in self.input_names
 
     @property
-    def weights_fingerprint(self) -> Optional[str]:
+    def weights_fingerprint(self) -> str | None:
         """The fingerprint of the weights this runner computes with (:func:`lso.checkpoint.weights_fingerprint`).
 
         Compare it with ``weights_fingerprint("model.safetensors")`` (or ``lso info --checkpoint X``) to check
@@ -185,7 +192,7 @@ class Runner(abc.ABC):
         return self._weights_sha256
 
     @property
-    def profile(self) -> Optional[ShapeProfile]:
+    def profile(self) -> ShapeProfile | None:
         """Shapes the runner accepts (a TensorRT optimization profile), or None for any shape."""
         return None
 
@@ -253,7 +260,7 @@ class Runner(abc.ABC):
             result = self._fuse(inputs, ext, out4, **options)
             return restore_output(result, inputs, out)
 
-    def _profile_tile(self, hr_msi: Any, lr_hsi: Any, extent: Any) -> Optional[int]:
+    def _profile_tile(self, hr_msi: Any, lr_hsi: Any, extent: Any) -> int | None:
         """The tile core for a whole scene larger than the profile's max spatial shape, else None.
 
         Applies to tileable runners with a profile (TensorRT engines built with an ``extent`` input) when
@@ -291,7 +298,7 @@ class Runner(abc.ABC):
         return core
 
     def _prepare(self, hr_msi: Any, lr_hsi: Any, extent: Any, out: Any,
-                 check_finite: bool) -> tuple[FuseInputs, Optional[tuple[int, int, int, int]], Any]:
+                 check_finite: bool) -> tuple[FuseInputs, tuple[int, int, int, int] | None, Any]:
         """Everything :meth:`fuse` does before running: validation, extent, profile and ``out`` checks."""
         self._require_active()
         inputs = self.validate(hr_msi, lr_hsi, check_finite=check_finite)
@@ -318,7 +325,7 @@ class Runner(abc.ABC):
                                  f"it, or fuse in tiles that fit (lso.runtime.fuse_tiled(runner, ..., tile=...))")
 
     @abc.abstractmethod
-    def _fuse(self, inputs: FuseInputs, extent: Optional[tuple[int, int, int, int]], out: Any, **options: Any) -> Any:
+    def _fuse(self, inputs: FuseInputs, extent: tuple[int, int, int, int] | None, out: Any, **options: Any) -> Any:
         """Run on validated 4-D inputs; return ``[B, C_hsi, H, W]`` (numpy or torch), written into ``out``
         when given and the backend can bind it."""
 
@@ -358,7 +365,7 @@ def backend_for(path: PathLike) -> type:
                         f"(PyTorch checkpoints, ONNX graphs, TensorRT plans)")
 
 
-def load(path: PathLike, device: Any = None, *, config: Union[LSOConfig, Mapping[str, Any], None] = None,
+def load(path: PathLike, device: Any = None, *, config: LSOConfig | Mapping[str, Any] | None = None,
          **options: Any) -> Runner:
     """The runner for an artifact, not yet active (use it in a ``with`` block).
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -78,9 +78,9 @@ class DeviceArray:
     ptr: int
     shape: tuple[int, ...]
     dtype: np.dtype
-    strides: Optional[tuple[int, ...]]
+    strides: tuple[int, ...] | None
     readonly: bool
-    stream: Optional[int]
+    stream: int | None
     version: int
 
     @property
@@ -211,7 +211,7 @@ def stream_handle(stream: Any) -> int:
                          f"torch.cuda.Stream, a CuPy/pycuda stream or an int") from None
 
 
-def wait_for_producer(producer_stream: int, device: torch.device, consumer: Optional[torch.cuda.Stream] = None) -> None:
+def wait_for_producer(producer_stream: int, device: torch.device, consumer: torch.cuda.Stream | None = None) -> None:
     """Make ``consumer`` (default: the current torch stream) wait for work queued on ``producer_stream``."""
     consumer = consumer or torch.cuda.current_stream(device)
     if producer_stream == consumer.cuda_stream:

@@ -68,13 +68,22 @@ import tokenize
 import zlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
 from lso._deps import require
-from lso._io import (atomic_path, atomic_write_bytes, atomic_write_text, check_writable_target, npy_header,
-                     output_lock, read_sidecar, sidecar_path, write_sidecar)
+from lso._io import (
+    atomic_path,
+    atomic_write_bytes,
+    atomic_write_text,
+    check_writable_target,
+    npy_header,
+    output_lock,
+    read_sidecar,
+    sidecar_path,
+    write_sidecar,
+)
 from lso.data.value_range import InputScale, apply_input_scale
 from lso.errors import ArtifactError, InputError
 from lso.memory import array_bytes, check_bytes, fusion_bytes, parse_bytes, resolve_budget
@@ -128,26 +137,26 @@ class InferOptions:
     artifact: Path
     inputs: tuple[Path, ...]
     out: Path
-    device: Optional[str] = None
-    tile: Optional[int] = None
-    overlap: Optional[int] = None
-    index: Optional[int] = None
-    ratio: Optional[int] = None
+    device: str | None = None
+    tile: int | None = None
+    overlap: int | None = None
+    index: int | None = None
+    ratio: int | None = None
     lr_from: str = "auto"
     layout: str = "auto"
     envi: bool = False
     preview: bool = True
-    threads: Optional[int] = None
+    threads: int | None = None
     progress: bool = True
-    memory_budget: Optional[str] = None
-    config: Optional[dict[str, Any]] = None
+    memory_budget: str | None = None
+    config: dict[str, Any] | None = None
     crop: bool = False
     clamp: bool = False
     input_scale: Any = None
 
-    def check(self) -> "InferOptions":
+    def check(self) -> InferOptions:
         """Refuse impossible option values (InputError naming the flag) before any file is read."""
-        def whole(name: str, value: Any, minimum: Optional[int]) -> None:
+        def whole(name: str, value: Any, minimum: int | None) -> None:
             if value is None:
                 return
             if isinstance(value, bool) or not isinstance(value, int) or (minimum is not None and value < minimum):
@@ -213,7 +222,7 @@ class Scene:
 
 
 # ------------------------------------------------------------------------------------------ reading
-def _pick(keys: Any, candidates: tuple[str, ...]) -> Optional[str]:
+def _pick(keys: Any, candidates: tuple[str, ...]) -> str | None:
     lower = {str(k).lower(): k for k in keys}
     for cand in candidates:
         if cand in lower:
@@ -231,7 +240,7 @@ def _to_chw(arr: np.ndarray, bands: int, layout: str, name: str) -> np.ndarray:
     return arr
 
 
-def _select(arr: np.ndarray, index: Optional[int], name: str) -> np.ndarray:
+def _select(arr: np.ndarray, index: int | None, name: str) -> np.ndarray:
     if index is None or arr.ndim != 4:
         return arr
     if not -arr.shape[0] <= index < arr.shape[0]:
@@ -286,7 +295,7 @@ def _check_sizes(path: Path, shapes: dict[str, tuple[Any, Any]]) -> None:
                 fix="check that the file is not corrupt, or split the scene")
 
 
-def _h5_datasets(path: Path, f: Any, keys: Optional[tuple[str, ...]] = None) -> dict[str, np.ndarray]:
+def _h5_datasets(path: Path, f: Any, keys: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
     h5py = require("h5py")
     names = [k for k in (keys or f.keys()) if isinstance(f[k], h5py.Dataset)]
     _check_sizes(path, {k: (f[k].shape, f[k].dtype) for k in names})
@@ -543,7 +552,7 @@ class DeclaredScene:
     what: str
 
 
-def _declared_arrays(path: Path) -> Optional[dict[str, tuple[tuple[int, ...], Any]]]:
+def _declared_arrays(path: Path) -> dict[str, tuple[tuple[int, ...], Any]] | None:
     """name -> (shape, dtype) as ``.npy``/``.npz``/``.h5`` headers declare them; None for other formats."""
     import zipfile
 
@@ -569,7 +578,7 @@ def _declared_arrays(path: Path) -> Optional[dict[str, tuple[tuple[int, ...], An
     return None
 
 
-def _spatial(shape: tuple[int, ...], bands: int, layout: str) -> Optional[tuple[int, int, int]]:
+def _spatial(shape: tuple[int, ...], bands: int, layout: str) -> tuple[int, int, int] | None:
     """``(batch, H, W)`` of a declared ``[.., C, H, W]`` (or channels-last) shape; None when it is not one."""
     if len(shape) < 2:
         return None
@@ -585,7 +594,7 @@ def _spatial(shape: tuple[int, ...], bands: int, layout: str) -> Optional[tuple[
     return batch, int(h), int(w)
 
 
-def declared_scene(opts: InferOptions, *, n_msi_bands: int = 3, n_bands: int = 31) -> Optional[DeclaredScene]:
+def declared_scene(opts: InferOptions, *, n_msi_bands: int = 3, n_bands: int = 31) -> DeclaredScene | None:
     """The scene ``opts.inputs`` declare, from headers only (``.npz``, ``.npy``, ``.h5`` in both layouts);
     None where a format declares nothing readable here (``.mat``, images: their readers check each read)."""
     paths = tuple(Path(p) for p in opts.inputs)
@@ -660,8 +669,8 @@ def work_bytes(scene: DeclaredScene, config: Any, *, tiled: bool, fuse_on_host: 
     return max(reading, fusing)
 
 
-def check_work_memory(opts: InferOptions, runner: Any, *, tiled: Optional[bool] = None,
-                      memory_budget: Any = None, label: str = "", fix: Optional[str] = None) -> Optional[int]:
+def check_work_memory(opts: InferOptions, runner: Any, *, tiled: bool | None = None,
+                      memory_budget: Any = None, label: str = "", fix: str | None = None) -> int | None:
     """Refuse (InputError) before anything is read when the whole work ``opts`` asks for (every item of the
     file, read, held and fused) would not fit the memory budget; returns the estimate (None: not declared).
 
@@ -699,7 +708,7 @@ def _band_indices(n_bands: int) -> tuple[int, int, int]:
     return tuple(int(round(f * (n_bands - 1))) for f in (0.83, 0.5, 0.17))  # type: ignore[return-value]
 
 
-def false_colour(hsi: np.ndarray, bands: Optional[tuple[int, int, int]] = None) -> np.ndarray:
+def false_colour(hsi: np.ndarray, bands: tuple[int, int, int] | None = None) -> np.ndarray:
     """``[C, H, W]`` -> ``[H, W, 3]`` uint8: bands near 650/550/450 nm, each stretched 1-99 %."""
     idx = bands or _band_indices(hsi.shape[0])
     rgb = np.stack([np.asarray(hsi[i], dtype=np.float32) for i in idx], axis=-1)
@@ -727,7 +736,7 @@ def write_png(path: str | os.PathLike, rgb: np.ndarray) -> Path:
     return atomic_write_bytes(path, data)
 
 
-def write_envi(stem: Path, hsi: np.ndarray, *, wavelengths: Optional[np.ndarray] = None,
+def write_envi(stem: Path, hsi: np.ndarray, *, wavelengths: np.ndarray | None = None,
                description: str = "lso-deploy fused HSI") -> list[Path]:
     """Write ``<stem>.img`` (BSQ float32, little-endian) and ``<stem>.hdr`` for ``[C, H, W]``."""
     bands, lines, samples = hsi.shape

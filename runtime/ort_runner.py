@@ -31,7 +31,7 @@ import logging
 import os
 import threading
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -62,10 +62,10 @@ def _ort_shapes(shapes: dict) -> str:
 
 
 def tensorrt_provider_options(profile: Any = None, *, device_id: int = 0,
-                              engine_cache: Optional[str | os.PathLike] = None,
-                              timing_cache: Optional[str | os.PathLike] = None,
-                              workspace_bytes: Optional[int] = None, config: Optional[LSOConfig] = None,
-                              inputs: Optional[Any] = None) -> dict[str, Any]:
+                              engine_cache: str | os.PathLike | None = None,
+                              timing_cache: str | os.PathLike | None = None,
+                              workspace_bytes: int | None = None, config: LSOConfig | None = None,
+                              inputs: Any | None = None) -> dict[str, Any]:
     """Provider options of ONNX Runtime's ``TensorrtExecutionProvider`` for an LSO graph (a pure function).
 
     Args:
@@ -162,7 +162,7 @@ def apply_memory_arena(options: Any, mode: str | bool = "shared") -> Any:
     return options
 
 
-def _graph_input_names(path: Path) -> Optional[list[str]]:
+def _graph_input_names(path: Path) -> list[str] | None:
     """The graph's input names (None if onnx is not installed: then the profile's names are all written)."""
     from lso._deps import available
 
@@ -183,7 +183,7 @@ class OrtBinding:
     ONNX Runtime ``IOBinding`` is not thread-safe); other threads make their own with :meth:`OrtRunner.bind`.
     """
 
-    def __init__(self, runner: "OrtRunner", binding: Any, keep: list, result: Any, inputs: FuseInputs,
+    def __init__(self, runner: OrtRunner, binding: Any, keep: list, result: Any, inputs: FuseInputs,
                  out: Any, sync_cuda: bool) -> None:
         self._runner = runner
         self._binding = binding
@@ -276,11 +276,11 @@ class OrtRunner(Runner):
     backend = "onnxruntime"
     concurrent = True
 
-    def __init__(self, path: str | os.PathLike, *, device: Any = "cpu", threads: Optional[int] = None,
-                 inter_op_threads: Optional[int] = None, providers: Optional[list] = None,
-                 session_options: Any = None, verify: bool = True, config: Optional[LSOConfig] = None,
+    def __init__(self, path: str | os.PathLike, *, device: Any = "cpu", threads: int | None = None,
+                 inter_op_threads: int | None = None, providers: list | None = None,
+                 session_options: Any = None, verify: bool = True, config: LSOConfig | None = None,
                  memory_arena: str | bool = "shared", tensorrt: bool = False, trt_profile: Any = None,
-                 trt_engine_cache: Optional[str | os.PathLike] = None) -> None:
+                 trt_engine_cache: str | os.PathLike | None = None) -> None:
         super().__init__()
         self._path = Path(path)
         if isinstance(providers, str):
@@ -304,7 +304,7 @@ class OrtRunner(Runner):
         self._specs: tuple[TensorSpec, ...] = ()
         self._types: dict[str, type] = {}
         self._out_type: type = np.float32
-        self._rs: Optional[RunnerStream] = None
+        self._rs: RunnerStream | None = None
 
     # ----------------------------------------------------------------------------- lifecycle
     def _tensorrt_providers(self, ort: Any) -> list:
@@ -396,7 +396,7 @@ class OrtRunner(Runner):
         self._weights_sha256 = self._recorded_fingerprint(session, sidecar)
         log.info("ONNX Runtime %s: %s on %s", ort.__version__, self._path.name, session.get_providers())
 
-    def _recorded_fingerprint(self, session: Any, sidecar: Optional[dict]) -> Optional[str]:
+    def _recorded_fingerprint(self, session: Any, sidecar: dict | None) -> str | None:
         """The weights' fingerprint the graph's metadata (else its sidecar) records; None if neither does."""
         from lso.checkpoint import WEIGHTS_FINGERPRINT_KEY
 
@@ -440,7 +440,7 @@ class OrtRunner(Runner):
 
     # ----------------------------------------------------------------------------- description
     @property
-    def config(self) -> Optional[LSOConfig]:
+    def config(self) -> LSOConfig | None:
         return self._config
 
     @property
@@ -471,13 +471,13 @@ class OrtRunner(Runner):
             self.last_value_check = settle_on_current_stream(inputs)
         return self._bind(inputs, ext, out4, out)
 
-    def _fuse(self, inputs: FuseInputs, extent: Optional[tuple[int, int, int, int]], out: Any, **options: Any) -> Any:
+    def _fuse(self, inputs: FuseInputs, extent: tuple[int, int, int, int] | None, out: Any, **options: Any) -> Any:
         if options:
             raise TypeError(f"OrtRunner.fuse got unexpected options {sorted(options)}")
         # the binding writes into `out` itself; restore_output in Runner.fuse then finds it already there
         return self._bind(inputs, extent, out, None)._execute()
 
-    def _bind(self, inputs: FuseInputs, extent: Optional[tuple[int, int, int, int]], out4: Any,
+    def _bind(self, inputs: FuseInputs, extent: tuple[int, int, int, int] | None, out4: Any,
               out_arg: Any) -> OrtBinding:
         binding = self._session.io_binding()
         keep: list = []

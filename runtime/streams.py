@@ -29,8 +29,9 @@ import collections
 import contextlib
 import logging
 import sys
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Optional
+from typing import Any
 
 import torch
 
@@ -130,7 +131,7 @@ class RunnerStream:
         ops: the CUDA calls (default :class:`CudaOps`; tests pass a fake).
     """
 
-    def __init__(self, device: torch.device, ops: Optional[CudaOps] = None) -> None:
+    def __init__(self, device: torch.device, ops: CudaOps | None = None) -> None:
         self.ops = ops or CudaOps()
         self.device = device
         self.stream = self.ops.new_stream(device)
@@ -176,7 +177,7 @@ class RunnerStream:
 
 
 # ------------------------------------------------------------------------------------------ output pool
-def _use_count(tensor: torch.Tensor) -> Optional[int]:
+def _use_count(tensor: torch.Tensor) -> int | None:
     """How many tensors (and storage objects) refer to ``tensor``'s memory; None where torch cannot say."""
     counter = getattr(torch._C, "_storage_Use_Count", None)
     if counter is None:
@@ -190,7 +191,7 @@ def _use_count(tensor: torch.Tensor) -> Optional[int]:
 @dataclass
 class _Slot:
     tensor: torch.Tensor
-    baseline: Optional[int]
+    baseline: int | None
     consumer: Any = None
 
     def held_outside(self) -> bool:
@@ -225,7 +226,7 @@ class OutputPool:
         self._ops = ops
         self._per_shape = max(1, int(per_shape))
         self._max_shapes = max(1, int(max_shapes))
-        self._slots: "collections.OrderedDict[tuple, list[_Slot]]" = collections.OrderedDict()
+        self._slots: collections.OrderedDict[tuple, list[_Slot]] = collections.OrderedDict()
         self._allocated = self._reused = self._unpooled = 0
 
     def take(self, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device, stream: Any,

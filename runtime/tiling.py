@@ -36,8 +36,9 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Collection, Iterator, Optional, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -230,10 +231,10 @@ def _as_runner(model: Any) -> tuple[Runner, bool]:
     raise InputError(f"fuse_tiled takes a Runner, an LSO model or an artifact path, got {type(model).__qualname__}")
 
 
-def fuse_tiled(model: Union[Runner, LSO, str, os.PathLike], hr_msi: Any, lr_hsi: Any, *, tile: Optional[int] = 256,
-               overlap: Optional[int] = None, out: Any = None, progress: bool = False,
-               check_finite: bool = True, memory_budget: Any = None, done: Optional[Collection[int]] = None,
-               on_tile: Optional[Callable[[int, "Tile"], None]] = None) -> Any:
+def fuse_tiled(model: Runner | LSO | str | os.PathLike, hr_msi: Any, lr_hsi: Any, *, tile: int | None = 256,
+               overlap: int | None = None, out: Any = None, progress: bool = False,
+               check_finite: bool = True, memory_budget: Any = None, done: Collection[int] | None = None,
+               on_tile: Callable[[int, Tile], None] | None = None) -> Any:
     """Fuse a scene of any size tile by tile; equal to whole-image fusion when ``overlap`` is exact.
 
     Args:
@@ -291,9 +292,9 @@ def _as_size(value: Any, name: str, minimum: int) -> int:
     return int(value)
 
 
-def _fuse_tiled(runner: Runner, hr_msi: Any, lr_hsi: Any, *, tile: Optional[int], overlap: Optional[int], out: Any,
-                progress: bool, check_finite: bool, memory_budget: Any = None, done: Optional[Collection[int]] = None,
-                on_tile: Optional[Callable[[int, Tile], None]] = None) -> Any:
+def _fuse_tiled(runner: Runner, hr_msi: Any, lr_hsi: Any, *, tile: int | None, overlap: int | None, out: Any,
+                progress: bool, check_finite: bool, memory_budget: Any = None, done: Collection[int] | None = None,
+                on_tile: Callable[[int, Tile], None] | None = None) -> Any:
     hr_msi, lr_hsi = _array_like(hr_msi, HR_MSI), _array_like(lr_hsi, LR_HSI)
     check_dtype(hr_msi, HR_MSI)
     check_dtype(lr_hsi, LR_HSI)

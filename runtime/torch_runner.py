@@ -18,8 +18,9 @@ import copy
 import logging
 import os
 import threading
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping, Optional, Union
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -132,15 +133,15 @@ class TorchRunner(Runner):
     def concurrent(self) -> bool:  # type: ignore[override]
         return not self._compile
 
-    def __init__(self, model: Union[LSO, str, os.PathLike], *, device: Any = "cpu", compile: Union[bool, dict] = False,
-                 fp16: bool = False, config: Union[LSOConfig, Mapping[str, Any], None] = None,
+    def __init__(self, model: LSO | str | os.PathLike, *, device: Any = "cpu", compile: bool | dict = False,
+                 fp16: bool = False, config: LSOConfig | Mapping[str, Any] | None = None,
                  tf32: bool = False) -> None:
         super().__init__()
-        self._fields: Union[LSOConfig, Mapping[str, Any], None] = None  # for load_checkpoint
+        self._fields: LSOConfig | Mapping[str, Any] | None = None  # for load_checkpoint
         if isinstance(model, LSO):
-            self._source: Optional[Path] = None
-            self._given: Optional[LSO] = model
-            self._config: Optional[LSOConfig] = model.config
+            self._source: Path | None = None
+            self._given: LSO | None = model
+            self._config: LSOConfig | None = model.config
         else:
             from lso.weights import resolve_checkpoint
 
@@ -152,8 +153,8 @@ class TorchRunner(Runner):
         self._compile = compile
         self._fp16 = fp16
         self._tf32 = tf32
-        self._model: Optional[nn.Module] = None
-        self._device: Optional[torch.device] = None
+        self._model: nn.Module | None = None
+        self._device: torch.device | None = None
 
     # ----------------------------------------------------------------------------- lifecycle
     def _activate(self) -> None:
@@ -187,7 +188,7 @@ class TorchRunner(Runner):
 
     # ----------------------------------------------------------------------------- description
     @property
-    def config(self) -> Optional[LSOConfig]:
+    def config(self) -> LSOConfig | None:
         return self._config
 
     @property
@@ -212,7 +213,7 @@ class TorchRunner(Runner):
         return f"{src}, device={self.device}{extras}"
 
     # ----------------------------------------------------------------------------- running
-    def _fuse(self, inputs: FuseInputs, extent: Optional[tuple[int, int, int, int]], out: Any, **options: Any) -> Any:
+    def _fuse(self, inputs: FuseInputs, extent: tuple[int, int, int, int] | None, out: Any, **options: Any) -> Any:
         if options:
             raise TypeError(f"TorchRunner.fuse got unexpected options {sorted(options)}")
         device = self._device

@@ -45,7 +45,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Optional
+from typing import Any
 
 import torch
 
@@ -53,8 +53,15 @@ from lso._io import read_sidecar, sidecar_path
 from lso.config import LSOConfig
 from lso.errors import ArtifactError, InputError, LSOError
 from lso.io_spec import EXTENT, HR_MSI, INPUT_NAMES, LR_HSI, ShapeProfile, TensorSpec
-from lso.runtime._trt_compat import (activation_bytes, create_context_without_memory, import_tensorrt, is_lean,
-                                     memory_for_shapes, set_context_memory, version_tuple)
+from lso.runtime._trt_compat import (
+    activation_bytes,
+    create_context_without_memory,
+    import_tensorrt,
+    is_lean,
+    memory_for_shapes,
+    set_context_memory,
+    version_tuple,
+)
 from lso.runtime.base import Runner, RunnerStateError
 from lso.runtime.cuda_arrays import require_cuda
 from lso.runtime.streams import CudaOps, OutputPool, PoolStats, RunnerStream
@@ -115,7 +122,7 @@ def _first(info: dict, key: str) -> Any:
     return None
 
 
-def _parse_cc(value: Any) -> Optional[tuple[int, int]]:
+def _parse_cc(value: Any) -> tuple[int, int] | None:
     if value is None:
         return None
     if isinstance(value, (list, tuple)) and len(value) >= 2:
@@ -180,7 +187,7 @@ def check_plan_sidecar(info: dict, *, trt_version: str, compute_capability: tupl
 
 
 # --------------------------------------------------------------------------------------- plan file
-def read_plan(path: Any, *, verify: bool = True) -> tuple[bytes, Optional[dict]]:
+def read_plan(path: Any, *, verify: bool = True) -> tuple[bytes, dict | None]:
     """The plan's bytes and its sidecar, checked before TensorRT (or a GPU) is touched.
 
     The file must exist and not be empty; with a sidecar and ``verify``, the sha256 of the very bytes
@@ -228,7 +235,7 @@ class IOTensor:
     is_input: bool
     dtype: str
     shape: tuple[int, ...]
-    profile: Optional[tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]] = None
+    profile: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]] | None = None
     host: bool = False
 
     @property
@@ -260,7 +267,7 @@ def engine_io(engine: Any, profile_index: int = 0) -> list[IOTensor]:
     return tensors
 
 
-def profile_from_io(tensors: list[IOTensor]) -> Optional[ShapeProfile]:
+def profile_from_io(tensors: list[IOTensor]) -> ShapeProfile | None:
     """The optimization profile of the dynamic inputs, as an :class:`~lso.io_spec.ShapeProfile`."""
     dyn = [t for t in tensors if t.profile is not None]
     if not dyn:
@@ -287,8 +294,8 @@ class _ShapeEntry:
 
     context: Any
     graph: Any = None
-    feeds: Optional[dict[str, torch.Tensor]] = None
-    out: Optional[torch.Tensor] = None
+    feeds: dict[str, torch.Tensor] | None = None
+    out: torch.Tensor | None = None
     done: Any = None
 
 
@@ -359,8 +366,8 @@ class TrtRunner(Runner):
     orders_streams = True
 
     def __init__(self, path: str | os.PathLike, *, device: Any = None, stream: Any = None, cuda_graph: bool = False,
-                 max_graphs: int = 4, verify: bool = True, allow_host_code: Optional[bool] = None,
-                 profile_index: int = 0, config: Optional[LSOConfig] = None) -> None:
+                 max_graphs: int = 4, verify: bool = True, allow_host_code: bool | None = None,
+                 profile_index: int = 0, config: LSOConfig | None = None) -> None:
         super().__init__()
         self._path = Path(path)
         self._device_arg = device
@@ -375,16 +382,16 @@ class TrtRunner(Runner):
         self._reset()
 
     def _reset(self) -> None:
-        self._dev: Optional[torch.device] = None
-        self._trt: Optional[ModuleType] = None
+        self._dev: torch.device | None = None
+        self._trt: ModuleType | None = None
         self._logger = self._trt_runtime = self._engine = None
-        self._rs: Optional[RunnerStream] = None
-        self._pool: Optional[OutputPool] = None
-        self._activation: Optional[torch.Tensor] = None
+        self._rs: RunnerStream | None = None
+        self._pool: OutputPool | None = None
+        self._activation: torch.Tensor | None = None
         self._activation_size = 0
-        self._entries: "collections.OrderedDict[tuple, _ShapeEntry]" = collections.OrderedDict()
+        self._entries: collections.OrderedDict[tuple, _ShapeEntry] = collections.OrderedDict()
         self._hits = self._misses = self._evictions = self._grows = 0
-        self._extent_buf: Optional[torch.Tensor] = None
+        self._extent_buf: torch.Tensor | None = None
         self._keep: tuple = ()
         self.last_value_check = None
 
@@ -429,7 +436,7 @@ class TrtRunner(Runner):
                  torch.cuda.get_device_name(dev), "CUDA graphs" if self._cuda_graph else "direct",
                  f"{self._activation_size / 2**20:.1f} MiB")
 
-    def _setup_engine(self, trt: ModuleType, engine: Any, dev: torch.device, ops: Optional[CudaOps] = None) -> None:
+    def _setup_engine(self, trt: ModuleType, engine: Any, dev: torch.device, ops: CudaOps | None = None) -> None:
         """Everything after deserialisation: I/O, the runner's stream, the one activation buffer, the pools."""
         if not 0 <= self._profile_index < engine.num_optimization_profiles:
             raise InputError(f"profile_index {self._profile_index} does not exist: {self._path.name} has "
@@ -459,7 +466,7 @@ class TrtRunner(Runner):
 
     # ----------------------------------------------------------------------------- description
     @property
-    def config(self) -> Optional[LSOConfig]:
+    def config(self) -> LSOConfig | None:
         return self._config
 
     @property
@@ -475,7 +482,7 @@ class TrtRunner(Runner):
                                 tuple(d if d >= 0 else "dynamic" for d in t.shape)) for t in self._io if not t.is_input)
 
     @property
-    def profile(self) -> Optional[ShapeProfile]:
+    def profile(self) -> ShapeProfile | None:
         return profile_from_io(self._io)
 
     @property
@@ -517,7 +524,7 @@ class TrtRunner(Runner):
         self._extent_buf.copy_(host)  # on the runner's stream, after the previous call's reads of it
         return self._extent_buf
 
-    def _fuse(self, inputs: FuseInputs, extent: Optional[tuple[int, int, int, int]], out: Any,
+    def _fuse(self, inputs: FuseInputs, extent: tuple[int, int, int, int] | None, out: Any,
               stream: Any = None) -> Any:
         rs = self._rs
         ops = rs.ops
@@ -628,7 +635,7 @@ class TrtRunner(Runner):
             raise LSOError(f"TensorRT {what} of {self._path.name} failed (see the '{TRT_LOGGER_NAME}' log)")
 
     def _run_direct(self, entry: _ShapeEntry, feeds: dict[str, torch.Tensor], out_name: str, out_dtype: torch.dtype,
-                    target: Optional[torch.Tensor], caller: Any) -> torch.Tensor:
+                    target: torch.Tensor | None, caller: Any) -> torch.Tensor:
         context = entry.context
         for name, tensor in feeds.items():
             context.set_tensor_address(name, tensor.data_ptr())
@@ -640,7 +647,7 @@ class TrtRunner(Runner):
         return target
 
     def _run_graph(self, entry: _ShapeEntry, feeds: dict[str, torch.Tensor], out_name: str, out_dtype: torch.dtype,
-                   target: Optional[torch.Tensor], caller: Any) -> torch.Tensor:
+                   target: torch.Tensor | None, caller: Any) -> torch.Tensor:
         if entry.graph is None:
             self._capture(entry, feeds, out_name, out_dtype)
         for name, tensor in feeds.items():

@@ -40,7 +40,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -423,7 +423,7 @@ def check_device_values(tensors: tuple[tuple[str, torch.Tensor], ...], *, ops: A
                             ops)
 
 
-def settle_on_current_stream(inputs: FuseInputs) -> Optional[DeviceValueCheck]:
+def settle_on_current_stream(inputs: FuseInputs) -> DeviceValueCheck | None:
     """For runners that run on torch's current stream: wait there for the producers, enqueue the value checks.
 
     Returns the pending :class:`DeviceValueCheck` (None when no device values were to be checked).
@@ -440,7 +440,7 @@ def settle_on_current_stream(inputs: FuseInputs) -> Optional[DeviceValueCheck]:
     return check_device_values(((HR_MSI, inputs.hr_msi), (LR_HSI, inputs.lr_hsi)))
 
 
-def normalize_extent(extent: Any, inputs: FuseInputs) -> Optional[tuple[int, int, int, int]]:
+def normalize_extent(extent: Any, inputs: FuseInputs) -> tuple[int, int, int, int] | None:
     """``(row0, col0, H_full, W_full)`` as ints, checked against the input's size (None stays None)."""
     if extent is None:
         return None

@@ -2,16 +2,17 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any
 
 from lso.errors import ArtifactError
 
 __all__ = ["check_artifact"]
 
 
-def check_artifact(artifact: str | os.PathLike, *, device: Optional[str] = None, num_gpus: float = 0.0,
-                   config: Optional[Mapping[str, Any]] = None) -> Path:
+def check_artifact(artifact: str | os.PathLike, *, device: str | None = None, num_gpus: float = 0.0,
+                   config: Mapping[str, Any] | None = None) -> Path:
     """Fail early, with the runtime's own ArtifactError, for a missing, unknown or corrupt artifact.
 
     CPU artifacts (checkpoints, ONNX graphs run on CPU) are loaded once here, so a corrupt file (or a checkpoint

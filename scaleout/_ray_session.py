@@ -17,8 +17,9 @@ import os
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any
 
 from lso._deps import require
 
@@ -27,7 +28,7 @@ __all__ = ["ray_session", "init_ray", "shutdown_ray", "MARKER_ENV"]
 log = logging.getLogger(__name__)
 
 
-def init_ray(address: Optional[str] = None, num_cpus: Optional[int] = None) -> tuple[Any, bool]:
+def init_ray(address: str | None = None, num_cpus: int | None = None) -> tuple[Any, bool]:
     """``(ray, owned)``: join ``address`` (a running cluster: ``"auto"``, ``"ray://host:10001"``, ``"host:6379"``)
     or start a local one with ``num_cpus`` CPUs (default: all of this machine's). ``owned`` is False when Ray
     was already initialised in this process (then nothing is changed and the caller must not shut it down).
@@ -66,7 +67,7 @@ def shutdown_ray(ray: Any) -> None:
 
 
 @contextlib.contextmanager
-def ray_session(address: Optional[str] = None, num_cpus: Optional[int] = None) -> Iterator[Any]:
+def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iterator[Any]:
     """:func:`init_ray` for the ``with`` block; shuts Ray down afterwards only if this call started it."""
     ray, owned = init_ray(address, num_cpus)
     try:
@@ -83,7 +84,7 @@ MARKER_ENV = "LSO_RAY_OWNER"
 _REAPER: dict[str, subprocess.Popen] = {}
 
 
-def _start_reaper() -> Optional[subprocess.Popen]:
+def _start_reaper() -> subprocess.Popen | None:
     """Start :mod:`lso.scaleout._ray_reaper` for a local Ray about to start (None where it cannot run)."""
     if not sys.platform.startswith("linux") or not os.path.isdir("/proc"):
         return None
@@ -121,7 +122,7 @@ def _tell_reaper(reaper: subprocess.Popen, ray: Any, marker: str) -> None:
         log.warning("the Ray watchdog is gone (%s)", exc)
 
 
-def _stop_reaper(reaper: Optional[subprocess.Popen]) -> None:
+def _stop_reaper(reaper: subprocess.Popen | None) -> None:
     """Close the watchdog's pipe (it kills what is left of its Ray and exits) and wait for it briefly."""
     if reaper is None:
         return

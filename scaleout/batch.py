@@ -57,10 +57,11 @@ import os
 import re
 import socket
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional
+from typing import Any
 
 import numpy as np
 
@@ -119,17 +120,17 @@ class BatchOptions:
     actors: int = 2
     num_cpus_per_actor: float = 1.0
     num_gpus_per_actor: float = 0.0
-    threads: Optional[int] = 1
-    device: Optional[str] = None
-    tile: Optional[int] = None
+    threads: int | None = 1
+    device: str | None = None
+    tile: int | None = None
     auto_tile_pixels: int = 1024 * 1024
     auto_tile: int = 256
-    memory_budget: Optional[str] = None
-    config: Optional[dict[str, Any]] = None
+    memory_budget: str | None = None
+    config: dict[str, Any] | None = None
     ratio: int = 4
     crop: bool = False
-    address: Optional[str] = None
-    num_cpus: Optional[int] = None
+    address: str | None = None
+    num_cpus: int | None = None
     resume: bool = True
     progress: bool = True
     input_scale: Any = None
@@ -141,7 +142,7 @@ class SceneRef:
 
     scene_id: str
     path: Path
-    index: Optional[int] = None
+    index: int | None = None
 
 
 @dataclass
@@ -162,7 +163,7 @@ class BatchReport:
 
 
 # ------------------------------------------------------------------------------------------ discovery
-def _h5_scene_count(path: Path) -> Optional[int]:
+def _h5_scene_count(path: Path) -> int | None:
     """Scenes in an HDF5 file: N of a 4-D ``GT``/``hr_msi`` dataset; None for a single 3-D scene."""
     from lso.runtime.infer import GT_KEYS, HR_KEYS, _h5_keys, _pick
 
@@ -176,7 +177,7 @@ def _h5_scene_count(path: Path) -> Optional[int]:
     return int(shape[0]) if len(shape) == 4 else None
 
 
-def discover_scenes(inputs: Iterable[os.PathLike | str], *, exclude: Optional[Path] = None
+def discover_scenes(inputs: Iterable[os.PathLike | str], *, exclude: Path | None = None
                     ) -> tuple[list[SceneRef], list[dict[str, Any]]]:
     """``(scenes, failures)``: every scene of ``inputs``; files that cannot even be opened become failures.
 
@@ -205,7 +206,7 @@ def discover_scenes(inputs: Iterable[os.PathLike | str], *, exclude: Optional[Pa
     failures: list[dict[str, Any]] = []
     for path in files:
         base = path.stem if stems.count(path.stem) == 1 else path.name.replace(".", "_")
-        count: Optional[int] = None
+        count: int | None = None
         if path.suffix.lower() in _H5:
             try:
                 count = _h5_scene_count(path)
@@ -221,14 +222,14 @@ def discover_scenes(inputs: Iterable[os.PathLike | str], *, exclude: Optional[Pa
 
 
 # ------------------------------------------------------------------------------------------ one scene
-def _read_gt(ref: SceneRef, crop: Any = None) -> Optional[np.ndarray]:
+def _read_gt(ref: SceneRef, crop: Any = None) -> np.ndarray | None:
     """Ground truth ``[31, H, W]`` (or ``[B, 31, H, W]``) if the file has one, cropped as the inputs were
     (``crop``: the :class:`~lso.data.readers.Crop` the scene was read with, None = none)."""
     gt = _read_gt_whole(ref)
     return gt if gt is None or crop is None else np.ascontiguousarray(crop.apply_hr(gt))
 
 
-def _read_gt_whole(ref: SceneRef) -> Optional[np.ndarray]:
+def _read_gt_whole(ref: SceneRef) -> np.ndarray | None:
     from lso.runtime.infer import GT_KEYS, _h5_keys, _pick, _select, _to_chw
 
     suffix = ref.path.suffix.lower()
@@ -293,7 +294,7 @@ def output_path(out: Path, scene_id: str, output_format: str) -> Path:
     return Path(out) / f"{scene_id}.{output_format}"
 
 
-def scene_budget(runner: Any, opts: BatchOptions, *, shared_by: int = 1) -> Optional[int]:
+def scene_budget(runner: Any, opts: BatchOptions, *, shared_by: int = 1) -> int | None:
     """The memory budget (bytes) of one scene in an actor: ``opts.memory_budget``, else the default divided by
     ``shared_by`` (the actors sharing this machine); None on a GPU without an explicit budget."""
     if opts.memory_budget is not None:
@@ -305,7 +306,7 @@ def scene_budget(runner: Any, opts: BatchOptions, *, shared_by: int = 1) -> Opti
 
 
 def _fuse(runner: Any, ref: SceneRef, hr: np.ndarray, lr: np.ndarray, opts: BatchOptions,
-          budget: Optional[int]) -> tuple[Any, Optional[int], int]:
+          budget: int | None) -> tuple[Any, int | None, int]:
     """``(hr_hsi, tile core or None, tiles)``: whole when it fits, tiled when asked, large or over the budget."""
     from lso.config import LSOConfig
     from lso.io_spec import EXTENT
@@ -313,7 +314,7 @@ def _fuse(runner: Any, ref: SceneRef, hr: np.ndarray, lr: np.ndarray, opts: Batc
 
     height, width = int(hr.shape[-2]), int(hr.shape[-1])
     batch = int(hr.shape[0]) if hr.ndim == 4 else 1
-    tile: Optional[int] = opts.tile or (opts.auto_tile if height * width > opts.auto_tile_pixels and runner.tileable
+    tile: int | None = opts.tile or (opts.auto_tile if height * width > opts.auto_tile_pixels and runner.tileable
                                         else None)
     tiled = bool(tile)
     if not tiled and budget is not None:
@@ -337,7 +338,7 @@ def _fuse(runner: Any, ref: SceneRef, hr: np.ndarray, lr: np.ndarray, opts: Batc
     return hsi, max(cores) if cores else tile, len(cores)
 
 
-def _check_scene_memory(runner: Any, ref: SceneRef, opts: BatchOptions, budget: Optional[int]) -> None:
+def _check_scene_memory(runner: Any, ref: SceneRef, opts: BatchOptions, budget: int | None) -> None:
     """InputError before a scene is read when what its files declare (every item it holds, read, held and
     fused; tiled when the artifact can be) would not fit ``budget`` (:func:`lso.runtime.infer.check_work_memory`)."""
     if budget is None:  # a GPU actor without an explicit budget: activations are not in host memory
@@ -356,7 +357,7 @@ def _check_scene_memory(runner: Any, ref: SceneRef, opts: BatchOptions, budget: 
 
 
 def fuse_scene(runner: Any, ref: SceneRef, opts: BatchOptions, *, artifact_sha256: str = "",
-               memory_budget: Optional[int] = None) -> dict[str, Any]:
+               memory_budget: int | None = None) -> dict[str, Any]:
     """Read, fuse, score and write one scene; returns its record (``status`` ``ok`` or ``failed``, never raises
     for a bad scene).
 
@@ -398,7 +399,7 @@ def fuse_scene(runner: Any, ref: SceneRef, opts: BatchOptions, *, artifact_sha25
         return _failure(ref, exc, time.perf_counter() - start)
 
 
-def read_record(path: Path) -> Optional[dict[str, Any]]:
+def read_record(path: Path) -> dict[str, Any] | None:
     """The record stored in a finished output (None if the file is missing, unreadable, damaged — its sha256 differs
     from its sidecar's — or has none)."""
     if not path.is_file():
@@ -521,7 +522,7 @@ def check_batch_clash(opts: BatchOptions) -> None:
                    folders=[OutputFolder(opts.out, _OUTPUT_NAMES, recursive=False)])
 
 
-def run_batch(opts: BatchOptions, *, on_record: Optional[Callable[[dict[str, Any]], None]] = None) -> BatchReport:
+def run_batch(opts: BatchOptions, *, on_record: Callable[[dict[str, Any]], None] | None = None) -> BatchReport:
     """Fuse every scene of ``opts.inputs`` into ``opts.out`` with a Ray Data actor pool (see the module docstring).
 
     Args:
@@ -563,7 +564,7 @@ def run_batch(opts: BatchOptions, *, on_record: Optional[Callable[[dict[str, Any
 
 
 def _run_batch_locked(opts: BatchOptions, started: float,
-                      on_record: Optional[Callable[[dict[str, Any]], None]]) -> BatchReport:
+                      on_record: Callable[[dict[str, Any]], None] | None) -> BatchReport:
     """:func:`run_batch` once the output folder exists and is locked."""
     from lso.scaleout._checks import check_artifact
     from lso.scaleout._ray_session import ray_session

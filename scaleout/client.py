@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -39,7 +39,7 @@ def _error_message(exc: urllib.error.HTTPError) -> str:
 
 
 def fuse_remote(url: str, hr_msi: np.ndarray, lr_hsi: np.ndarray, *, media: str = NPZ, timeout: float = 300.0,
-                warnings_out: Optional[list] = None, input_scale: Optional[str] = None) -> np.ndarray:
+                warnings_out: list | None = None, input_scale: str | None = None) -> np.ndarray:
     """POST one fusion request to ``url`` and return ``hr_hsi``.
 
     Args:

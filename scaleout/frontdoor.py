@@ -47,8 +47,8 @@ import asyncio
 import http
 import logging
 import threading
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Awaitable, Callable, Optional
 
 from lso.errors import InputError, LSOError
 from lso.scaleout.wire import error_body
@@ -186,9 +186,9 @@ class FrontDoor:
         self._dispatch = dispatch
         self.limits = limits
         self.max_body_bytes = int(max_body_bytes)
-        self._loop: Optional[asyncio.AbstractEventLoop] = None
-        self._server: Optional[asyncio.base_events.Server] = None
-        self._thread: Optional[threading.Thread] = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: asyncio.base_events.Server | None = None
+        self._thread: threading.Thread | None = None
         self._tasks: set = set()
         self._per_client: dict[str, int] = {}
         self._open = 0
@@ -205,7 +205,7 @@ class FrontDoor:
         return {**self._stats, "open": self._open}
 
     # ---------------------------------------------------------------------------------- lifecycle
-    def start(self, timeout: float = 30.0) -> "FrontDoor":
+    def start(self, timeout: float = 30.0) -> FrontDoor:
         """Bind and listen in a new thread; raises LSOError when the address cannot be bound."""
         ready = threading.Event()
         failure: list[BaseException] = []
@@ -417,7 +417,7 @@ class FrontDoor:
         return bytes(buf)
 
     async def _refuse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, status: int, message: str,
-                      headers: Optional[dict] = None) -> None:
+                      headers: dict | None = None) -> None:
         """Answer an error, half-close, drain what the client still sends for up to 2 s, close."""
         body = error_body(status, message)
         writer.write(_head_bytes(status, {"Content-Type": "application/json", **(headers or {})}, len(body), False))

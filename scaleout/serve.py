@@ -36,16 +36,27 @@ import signal
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 from lso.data.value_range import InputRangeWarning
 from lso.errors import InputError, LSOError
 from lso.scaleout.frontdoor import ClientLimits, FrontDoor
-from lso.scaleout.wire import INPUT_SCALE_HEADER, NPZ, RAW, WARNING_HEADER, Limits, RequestError, decode_request, \
-    encode_response, error_body, request_scale
+from lso.scaleout.wire import (
+    INPUT_SCALE_HEADER,
+    NPZ,
+    RAW,
+    WARNING_HEADER,
+    Limits,
+    RequestError,
+    decode_request,
+    encode_response,
+    error_body,
+    request_scale,
+)
 
 __all__ = ["ServeOptions", "ClientLimits", "FusionServer", "build_app", "start_serve", "stop_serve", "serve_forever",
            "DEPLOYMENT_NAME"]
@@ -87,19 +98,19 @@ class ServeOptions:
     host: str = "127.0.0.1"
     port: int = 8000
     route: str = "/fuse"
-    device: Optional[str] = None
-    threads: Optional[int] = 1
+    device: str | None = None
+    threads: int | None = 1
     num_cpus_per_replica: float = 1.0
     num_gpus_per_replica: float = 0.0
     max_ongoing_requests: int = 2
     max_queued_requests: int = 64
-    request_timeout_s: Optional[float] = None
+    request_timeout_s: float | None = None
     limits: Limits = field(default_factory=Limits)
     clients: ClientLimits = field(default_factory=ClientLimits)
-    tile: Optional[int] = None
-    config: Optional[dict[str, Any]] = None
-    address: Optional[str] = None
-    num_cpus: Optional[int] = None
+    tile: int | None = None
+    config: dict[str, Any] | None = None
+    address: str | None = None
+    num_cpus: int | None = None
     app_name: str = "lso"
 
     @property
@@ -126,9 +137,9 @@ class FusionServer:
         config: for a checkpoint, configuration fields (see :func:`lso.checkpoint.load_checkpoint`).
     """
 
-    def __init__(self, artifact: str, device: Optional[str] = None, threads: Optional[int] = 1,
-                 limits: Optional[Limits] = None, tile: Optional[int] = None,
-                 config: Optional[dict[str, Any]] = None) -> None:
+    def __init__(self, artifact: str, device: str | None = None, threads: int | None = 1,
+                 limits: Limits | None = None, tile: int | None = None,
+                 config: dict[str, Any] | None = None) -> None:
         from lso.runtime.base import backend_for, load
         from lso.runtime.ort_runner import OrtRunner
 
@@ -379,7 +390,7 @@ def stop_serve(*, shutdown_serve: bool = True) -> None:
             serve.shutdown()
 
 
-def serve_forever(opts: ServeOptions, *, on_ready: Optional[Callable[[str], None]] = None) -> None:
+def serve_forever(opts: ServeOptions, *, on_ready: Callable[[str], None] | None = None) -> None:
     """:func:`start_serve`, then block until interrupted (Ctrl-C or SIGTERM); shuts Serve (and a Ray it started)
     down."""
     from lso._deps import require

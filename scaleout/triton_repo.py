@@ -39,9 +39,10 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 from lso._deps import available, require
 from lso._io import atomic_path, atomic_write_text, read_sidecar, sidecar_path
@@ -85,8 +86,8 @@ class TritonRepoOptions:
     """
 
     out: Path
-    onnx: Optional[Path] = None
-    plan: Optional[Path] = None
+    onnx: Path | None = None
+    plan: Path | None = None
     name: str = "lso"
     version: int = 1
     max_batch_size: int = 4
@@ -95,7 +96,7 @@ class TritonRepoOptions:
     instances: int = 1
     onnx_instance_kind: str = "gpu"
     gpus: tuple[int, ...] = ()
-    tileable: Optional[bool] = None
+    tileable: bool | None = None
     overwrite: bool = False
 
 
@@ -133,7 +134,7 @@ def _tensor_block(spec: TensorSpec, batched: bool) -> str:
             f"    dims: [ {dims} ]\n  }}")
 
 
-def model_config_text(name: str, kind: str, *, config: Optional[LSOConfig] = None, tileable: bool = False,
+def model_config_text(name: str, kind: str, *, config: LSOConfig | None = None, tileable: bool = False,
                       max_batch_size: int = 4, max_queue_delay_us: int = 500,
                       preferred_batch_sizes: Sequence[int] = (), instances: int = 1, instance_kind: str = "gpu",
                       gpus: Sequence[int] = ()) -> str:
@@ -217,13 +218,13 @@ def _onnx_inputs(path: Path) -> dict[str, tuple]:
     return inputs
 
 
-def _config_of(side: Optional[dict]) -> Optional[LSOConfig]:
+def _config_of(side: dict | None) -> LSOConfig | None:
     if side and isinstance(side.get("config"), dict):
         return LSOConfig.from_dict(side["config"])
     return None
 
 
-def _check_onnx(path: Path, config: Optional[LSOConfig]) -> bool:
+def _check_onnx(path: Path, config: LSOConfig | None) -> bool:
     """Check the graph's inputs against the I/O spec; return whether it is tileable."""
     inputs = _onnx_inputs(path)
     names = list(inputs)
@@ -244,14 +245,14 @@ def _check_onnx(path: Path, config: Optional[LSOConfig]) -> bool:
     return tileable
 
 
-def _plan_batch_limit(side: Optional[dict]) -> Optional[int]:
+def _plan_batch_limit(side: dict | None) -> int | None:
     """The largest batch every optimization profile of the plan accepts (None if unknown)."""
     profiles = (side or {}).get("profiles") or []
     limits = [int(p["max"][HR_MSI][0]) for p in profiles if HR_MSI in p.get("max", {})]
     return min(limits) if limits else None
 
 
-def _check_plan_source(plan: Path, side: Optional[dict], onnx: Optional[Path]) -> None:
+def _check_plan_source(plan: Path, side: dict | None, onnx: Path | None) -> None:
     """What can be checked of a plan from the graph it was built from, before anything is written.
 
     - A plan built from a CPU-tuned graph (its sidecar records the source's variant, or the recorded source
@@ -301,7 +302,7 @@ def _validate_text(text: str, name: str) -> None:
         raise ArtifactError(f"internal error: config for {name} parsed with name {message.name!r}")
 
 
-def _write_model(opts: TritonRepoOptions, kind: str, artifact: Path, *, config: Optional[LSOConfig],
+def _write_model(opts: TritonRepoOptions, kind: str, artifact: Path, *, config: LSOConfig | None,
                  tileable: bool, instance_kind: str) -> TritonModel:
     platform, backend, filename = _BACKENDS[kind]
     name = f"{opts.name}_{kind}"
@@ -375,8 +376,8 @@ def write_triton_repo(opts: TritonRepoOptions) -> list[TritonModel]:
         _check_plan_source(Path(opts.plan), read_sidecar(Path(opts.plan)),
                                  Path(opts.onnx) if opts.onnx is not None else None)
     models = []
-    onnx_tileable: Optional[bool] = None
-    onnx_config: Optional[LSOConfig] = None
+    onnx_tileable: bool | None = None
+    onnx_config: LSOConfig | None = None
     if opts.onnx is not None:
         onnx_path = Path(opts.onnx)
         side = read_sidecar(onnx_path)

@@ -39,8 +39,8 @@ import io
 import json
 import math
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping, Optional
 
 import numpy as np
 
@@ -85,11 +85,11 @@ class RequestError(InputError):
         self.status = int(status)
 
 
-def _media_type(content_type: Optional[str]) -> str:
+def _media_type(content_type: str | None) -> str:
     return (content_type or "").split(";")[0].strip().lower()
 
 
-def _parse_shape(value: Optional[str], header: str) -> tuple[int, ...]:
+def _parse_shape(value: str | None, header: str) -> tuple[int, ...]:
     if not value:
         raise RequestError(400, f"raw request without the {header} header: give the array's shape, e.g. "
                                 f"'{header}: 3,256,256'")
@@ -168,7 +168,7 @@ def _decode_raw(body: bytes, headers: Mapping[str, str], limits: Limits) -> tupl
     return values[:n_hr].reshape(hr_shape), values[n_hr:].reshape(lr_shape)
 
 
-def decode_request(body: bytes, content_type: Optional[str], headers: Mapping[str, str],
+def decode_request(body: bytes, content_type: str | None, headers: Mapping[str, str],
                    limits: Limits = Limits()) -> tuple[np.ndarray, np.ndarray, str]:
     """``(hr_msi, lr_hsi, media_type)`` from a request (header names in lower case).
 
@@ -234,7 +234,7 @@ def encode_response(hr_hsi: np.ndarray, media: str) -> tuple[bytes, dict[str, st
     return buf.getvalue(), {"Content-Type": NPZ}
 
 
-def decode_response(body: bytes, content_type: Optional[str], headers: Mapping[str, str]) -> np.ndarray:
+def decode_response(body: bytes, content_type: str | None, headers: Mapping[str, str]) -> np.ndarray:
     """``hr_hsi`` from a successful response (header names in lower case)."""
     media = _media_type(content_type)
     if media == RAW:

@@ -12,11 +12,19 @@ import logging
 import numpy as np
 import pytest
 import torch
-
 from conftest import NONDEFAULT_CHECKPOINT, NONDEFAULT_TAGS, NONDEFAULT_VECTORS
+
 from lso import LSO, LSOConfig, load_checkpoint, save_checkpoint
-from lso.checkpoint import (OFFICIAL_CONFIG_KEY, SOURCE_CALLER, SOURCE_DEFAULT, SOURCE_SAVED, SOURCE_SHAPES,
-                            parse_config_arg, read_state_dict, resolve_config)
+from lso.checkpoint import (
+    OFFICIAL_CONFIG_KEY,
+    SOURCE_CALLER,
+    SOURCE_DEFAULT,
+    SOURCE_SAVED,
+    SOURCE_SHAPES,
+    parse_config_arg,
+    read_state_dict,
+    resolve_config,
+)
 from lso.cli import main
 from lso.errors import ArtifactError, InputError, LSOError
 

@@ -5,8 +5,8 @@ import json
 
 import pytest
 import torch
-
 from conftest import REFERENCE_KEYS, REFERENCE_TAGS
+
 from lso import LSO, LSOConfig
 from lso.model import coordinate_grid, set_solver_form
 

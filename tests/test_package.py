@@ -5,8 +5,6 @@ import subprocess
 import sys
 import textwrap
 
-import pytest
-
 HIDDEN = ["onnx", "onnxruntime", "onnxslim", "onnxconverter_common", "safetensors", "h5py", "scipy", "skimage",
           "colour", "matplotlib", "tqdm", "tensorrt", "tensorrt_lean", "cupy", "cuda", "ray", "PIL", "hypothesis"]
 

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import REFERENCE_TAGS
+
 from lso import LSO, LSOConfig
-from lso.solver import solve, solve_folded_blocked, solve_folded_graph, solve_folded, solve_reference
+from lso.solver import solve, solve_folded, solve_folded_blocked, solve_folded_graph, solve_reference
 
 
 @pytest.mark.parametrize("q", [1, 2, 6, 24])

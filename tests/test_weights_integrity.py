@@ -22,7 +22,7 @@ import torch
 
 from lso import LSO, LSOConfig, load_checkpoint, save_checkpoint
 from lso._io import read_sidecar, sidecar_path, write_sidecar
-from lso.checkpoint import FORMAT_TAG, read_state_dict, resave_checkpoint, weights_fingerprint
+from lso.checkpoint import FORMAT_TAG, resave_checkpoint, weights_fingerprint
 from lso.errors import ArtifactError
 
 

@@ -19,9 +19,10 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Optional, Union
+from typing import Union
 
 from lso.errors import InputError
 
@@ -30,7 +31,7 @@ __all__ = ["OutputFolder", "check_no_clash", "with_sidecars"]
 log = logging.getLogger(__name__)
 
 PathLike = Union[str, os.PathLike]
-Labelled = Union[PathLike, tuple[str, Optional[PathLike]], None]
+Labelled = Union[PathLike, tuple[str, PathLike | None], None]
 
 MAX_FOLDER_ENTRIES = 20000
 """Files looked at inside one output folder for hard links to an input (a bound on the work of the check)."""
@@ -49,12 +50,12 @@ class OutputFolder:
     """
 
     path: PathLike
-    pattern: Optional[str] = None
+    pattern: str | None = None
     label: str = "output folder"
     recursive: bool = True
 
 
-def with_sidecars(paths: Iterable[Optional[PathLike]], label: str = "input") -> list[tuple[str, Path]]:
+def with_sidecars(paths: Iterable[PathLike | None], label: str = "input") -> list[tuple[str, Path]]:
     """``(label, path)`` and ``(label + " sidecar", path.json)`` for each path (None skipped).
 
     The sidecar ``<file>.json`` beside an input is read with it (its sha256); beside an output it is written.
@@ -87,7 +88,7 @@ def _real(path: Path) -> Path:
     return Path(os.path.realpath(os.path.abspath(os.path.expanduser(os.fspath(path)))))
 
 
-def _identity(path: Path) -> Optional[tuple[int, int]]:
+def _identity(path: Path) -> tuple[int, int] | None:
     try:
         st = os.stat(path)
     except (OSError, ValueError):
@@ -95,7 +96,7 @@ def _identity(path: Path) -> Optional[tuple[int, int]]:
     return st.st_dev, st.st_ino
 
 
-def _inside(child: Path, folder: Path) -> Optional[str]:
+def _inside(child: Path, folder: Path) -> str | None:
     """``child`` relative to ``folder`` (``/``-separated) when it lies inside it, else None."""
     try:
         rel = child.relative_to(folder)
@@ -110,7 +111,7 @@ def _refuse(out_label: str, out: Path, in_label: str, inp: Path, how: str) -> No
 
 
 def check_no_clash(inputs: Iterable[Labelled], outputs: Iterable[Labelled] = (), *,
-                   folders: Iterable[Union[OutputFolder, PathLike, None]] = ()) -> None:
+                   folders: Iterable[OutputFolder | PathLike | None] = ()) -> None:
     """Refuse (``InputError``) when an output would be written over (or into) an input; call before any work.
 
     Args:

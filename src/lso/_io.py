@@ -12,8 +12,9 @@ import socket
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, Optional, Union
+from typing import Any, Union
 
 from lso.errors import ArtifactError, LSOError
 
@@ -340,7 +341,7 @@ _NO_LOCKS = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.
 
 
 @contextlib.contextmanager
-def output_lock(target: PathLike, *, folder: bool = False, command: Optional[str] = None) -> Iterator[Path]:
+def output_lock(target: PathLike, *, folder: bool = False, command: str | None = None) -> Iterator[Path]:
     """Hold an exclusive lock on an output (file or folder) for the ``with`` block; yield the lock file.
 
     Two runs writing the same output (and its resume state) would corrupt each other; the second one gets an

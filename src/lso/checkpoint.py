@@ -42,9 +42,10 @@ import re
 import struct
 import zipfile
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional, Union
+from typing import Any
 
 import torch
 
@@ -71,7 +72,7 @@ _WRAPPER_KEYS = ("model_state_dict", "state_dict", "model", "net", "params")
 OFFICIAL_CONFIG_KEY = "official_config"  # read_state_dict's metadata key for the authors' saved option namespace
 
 
-def _strip_prefixes(state: Mapping[str, Any], path: Union[Path, str] = "state dict") -> dict[str, Any]:
+def _strip_prefixes(state: Mapping[str, Any], path: Path | str = "state dict") -> dict[str, Any]:
     """``state`` with the wrapper prefixes (``module.``, ``model.``, ``_orig_mod.``) removed from its keys.
 
     Raises:
@@ -102,7 +103,7 @@ def _strip_prefixes(state: Mapping[str, Any], path: Union[Path, str] = "state di
     return out
 
 
-def _check_tensors(state: Mapping[str, torch.Tensor], path: Union[Path, str]) -> None:
+def _check_tensors(state: Mapping[str, torch.Tensor], path: Path | str) -> None:
     """Refuse weights that cannot be right: non-floating dtypes, NaN/Inf values, a wrong ``modes_list``.
 
     The authors' model stores every parameter and its ``modes_list`` buffers (``torch.arange(1, Q + 1,
@@ -161,7 +162,7 @@ _HASH_KEYS = (CONTENT_HASH_KEY, CONTENT_HASH_KEY + "_copy")  # twice: one flippe
 _MAX_HEADER = 100 * 2**20  # safetensors' own limit on the JSON header
 
 
-def _safetensors_digest(path: Path) -> tuple[str, Optional[str], dict[str, Any]]:
+def _safetensors_digest(path: Path) -> tuple[str, str | None, dict[str, Any]]:
     """``(computed, recorded, metadata)``: sha256 of the header without its digest keys plus the data bytes.
 
     The digest covers the whole JSON header (tensor names, dtypes, shapes, offsets and every metadata entry,
@@ -224,7 +225,7 @@ def _check_zip(path: Path) -> None:
                             f"would change the weights silently); re-download or re-save it")
 
 
-def read_state_dict(path: Union[str, os.PathLike], *, require_digest: bool = True,
+def read_state_dict(path: str | os.PathLike, *, require_digest: bool = True,
                     ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Read ``(state_dict, metadata)`` from any supported checkpoint file (no model built).
 
@@ -349,7 +350,7 @@ _INT_FIELDS = tuple(f for f in _FIELDS if f != "solver")
 _FORM_FIELDS = ("solver",)
 
 
-def _field_name(key: str) -> Optional[str]:
+def _field_name(key: str) -> str | None:
     key = str(key).strip().replace("-", "_")
     if key in _FIELDS:
         return key
@@ -427,7 +428,7 @@ def _shape_fields(state: Mapping[str, torch.Tensor]) -> dict[str, int]:
             "num_basis": int(num_basis)}
 
 
-def infer_config(state: Mapping[str, torch.Tensor], base: Optional[LSOConfig] = None) -> LSOConfig:
+def infer_config(state: Mapping[str, torch.Tensor], base: LSOConfig | None = None) -> LSOConfig:
     """Infer the architecture from tensor shapes (patch size cannot be inferred: taken from ``base``)."""
     base = base or LSOConfig()
     try:
@@ -452,7 +453,7 @@ def _saved_fields(metadata: Mapping[str, str], path: Path) -> dict[str, Any]:
     return {}
 
 
-def _caller_fields(config: Union[LSOConfig, Mapping[str, Any], None], fields: Mapping[str, Any]) -> dict[str, Any]:
+def _caller_fields(config: LSOConfig | Mapping[str, Any] | None, fields: Mapping[str, Any]) -> dict[str, Any]:
     if config is None:
         named: dict[str, Any] = {}
     elif isinstance(config, LSOConfig):
@@ -485,7 +486,7 @@ class ResolvedConfig:
     config: LSOConfig
     sources: Mapping[str, str]
     agreeing: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    path: Optional[Path] = None
+    path: Path | None = None
 
     def describe_sources(self) -> dict[str, str]:
         """field -> its source, with the sources that agree: ``{"width": "saved config (= tensor shapes)", ...}``."""
@@ -553,7 +554,7 @@ def _resolve(path: Path, state: Mapping[str, torch.Tensor], metadata: Mapping[st
     return ResolvedConfig(config=config, sources=sources, agreeing=agreeing, path=path)
 
 
-def resolve_config(path: Union[str, os.PathLike], config: Union[LSOConfig, Mapping[str, Any], None] = None, *,
+def resolve_config(path: str | os.PathLike, config: LSOConfig | Mapping[str, Any] | None = None, *,
                    strict: bool = True, **fields: Any) -> ResolvedConfig:
     """The configuration :func:`load_checkpoint` would build ``path`` with, and where each field comes from.
 
@@ -594,10 +595,10 @@ def _check_fit(model: LSO, state: Mapping[str, torch.Tensor], path: Path) -> Non
 
 
 def load_checkpoint(
-    path: Union[str, os.PathLike],
-    config: Union[LSOConfig, Mapping[str, Any], None] = None,
+    path: str | os.PathLike,
+    config: LSOConfig | Mapping[str, Any] | None = None,
     *,
-    map_location: Union[str, torch.device] = "cpu",
+    map_location: str | torch.device = "cpu",
     strict: bool = True,
     **fields: Any,
 ) -> LSO:
@@ -632,7 +633,7 @@ def load_checkpoint(
 
 
 def _build_model(path: Path, state: Mapping[str, torch.Tensor], metadata: Mapping[str, str],
-                 caller: Mapping[str, Any], *, strict: bool, map_location: Union[str, torch.device]) -> LSO:
+                 caller: Mapping[str, Any], *, strict: bool, map_location: str | torch.device) -> LSO:
     """The model :func:`load_checkpoint` builds from what :func:`read_state_dict` returned."""
     resolved = _resolve(path, state, metadata, caller, strict=strict)
     model = LSO(resolved.config)
@@ -661,7 +662,7 @@ def add_config_argument(parser: Any, *, help: str = CONFIG_HELP) -> Any:
     return parser
 
 
-def parse_config_arg(text: Optional[str]) -> Optional[dict[str, Any]]:
+def parse_config_arg(text: str | None) -> dict[str, Any] | None:
     """Parse a ``--config`` value into LSOConfig fields (None for None or an empty string).
 
     Accepted: ``key=value[,key=value...]`` (``patch_size=2,width=32``; kebab-case and the authors' names such as
@@ -711,7 +712,7 @@ def parse_config_arg(text: Optional[str]) -> Optional[dict[str, Any]]:
     return normalize_config_fields(pairs, where=where)
 
 
-def save_checkpoint(model: LSO, path: Union[str, os.PathLike], *, dtype: Optional[torch.dtype] = None,
+def save_checkpoint(model: LSO, path: str | os.PathLike, *, dtype: torch.dtype | None = None,
                     **metadata: Any) -> Path:
     """Save ``model`` as ``.safetensors`` with its config (and ``metadata``) in the file's metadata.
 
@@ -757,7 +758,7 @@ def _state_fingerprint(state: Mapping[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-def weights_fingerprint(source: Union[LSO, Mapping[str, torch.Tensor], str, os.PathLike]) -> str:
+def weights_fingerprint(source: LSO | Mapping[str, torch.Tensor] | str | os.PathLike) -> str:
     """The fingerprint of a model's weights: the same for a checkpoint file and for a graph exported from it.
 
     sha256 over the version tag :data:`FINGERPRINT_VERSION`, then, for every tensor in sorted key order (prefixes
@@ -821,8 +822,8 @@ def _recorded_fingerprint(path: Path) -> str:
     return next(iter(recorded.values()))
 
 
-def resave_checkpoint(path: Union[str, os.PathLike], out: Union[str, os.PathLike], *,
-                      config: Union[LSOConfig, Mapping[str, Any], None] = None) -> Path:
+def resave_checkpoint(path: str | os.PathLike, out: str | os.PathLike, *,
+                      config: LSOConfig | Mapping[str, Any] | None = None) -> Path:
     """Save a checkpoint you trust as one of ours, with its content digest, keeping weights, dtype and metadata.
 
     For a file of ours written before digests existed (or whose digest was lost), which :func:`load_checkpoint`

@@ -13,7 +13,7 @@ import argparse
 import logging
 import os
 import sys
-from typing import Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
 
 from lso.tolerances import TOLERANCES
 
@@ -82,10 +82,9 @@ def _run_info(args) -> int:
 
     import lso
     from lso._deps import available
+    from lso.checkpoint import SOURCE_CALLER, SOURCE_DEFAULT, ResolvedConfig, resolve_config, weights_fingerprint
     from lso.config import LSOConfig
     from lso.runtime._trt_compat import describe_tensorrt
-
-    from lso.checkpoint import SOURCE_CALLER, SOURCE_DEFAULT, ResolvedConfig, resolve_config, weights_fingerprint
 
     fields = _config_arg(args) or {}
     if args.checkpoint:
@@ -664,7 +663,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose > 1 else logging.INFO if args.verbose else logging.WARNING,

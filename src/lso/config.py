@@ -61,18 +61,18 @@ class LSOConfig:
         return self.width // self.heads
 
     @classmethod
-    def paper(cls, **overrides: Any) -> "LSOConfig":
+    def paper(cls, **overrides: Any) -> LSOConfig:
         """The paper's configuration (the defaults), with optional overrides."""
         return cls(**overrides)
 
     @classmethod
-    def tiny(cls, **overrides: Any) -> "LSOConfig":
+    def tiny(cls, **overrides: Any) -> LSOConfig:
         """A very small model for fast tests (same structure, narrow widths, few harmonics)."""
         base = dict(guide_dim=16, n_resblocks=1, width=16, num_token=4, num_basis=6, heads=2)
         base.update(overrides)
         return cls(**base)
 
-    def replace(self, **changes: Any) -> "LSOConfig":
+    def replace(self, **changes: Any) -> LSOConfig:
         """A copy with some fields changed."""
         return dataclasses.replace(self, **changes)
 
@@ -84,7 +84,7 @@ class LSOConfig:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "LSOConfig":
+    def from_dict(cls, data: dict[str, Any]) -> LSOConfig:
         """Build from a dict, ignoring unknown keys (forward compatibility)."""
         names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
         return cls(**{k: v for k, v in data.items() if k in names})

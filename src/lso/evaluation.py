@@ -41,10 +41,11 @@ import json
 import logging
 import math
 import time
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -95,24 +96,24 @@ class EvalConfig:
             agree with what it records and fill in what it does not (:func:`lso.checkpoint.load_checkpoint`).
     """
 
-    checkpoint: Optional[str] = None  # None: the bundled demo checkpoint
+    checkpoint: str | None = None  # None: the bundled demo checkpoint
     data: str = "synthetic"  # "synthetic" (held-out eval scenes) or a .h5 file
-    ratio: Optional[int] = None  # None: 4 (or the file's LRHSI ratio with lr_from="file")
+    ratio: int | None = None  # None: 4 (or the file's LRHSI ratio with lr_from="file")
     size: int = 512  # synthetic scene size
-    n: Optional[int] = None  # number of scenes (default: all)
+    n: int | None = None  # number of scenes (default: all)
     out: str = "eval"
     png: bool = True
-    tile: Optional[int] = None  # fuse in tiles of this core size (large scenes)
+    tile: int | None = None  # fuse in tiles of this core size (large scenes)
     threads: int = 0
-    msi_from: Optional[str] = None
+    msi_from: str | None = None
     lr_from: str = "gt"
     crop: bool = False
     cross_scale: bool = False
     ratios: tuple[int, ...] = DEFAULT_RATIOS
-    fixed_ratio: Optional[int] = None
+    fixed_ratio: int | None = None
     input_scale: Any = None  # scale of the file's values (lso.data.value_range): unit, 8bit, 16bit or a number
     save_fused: bool = False
-    config: Optional[dict[str, Any]] = None
+    config: dict[str, Any] | None = None
 
 
 @dataclass
@@ -121,23 +122,23 @@ class Scene:
 
     name: str
     gt: np.ndarray
-    rgb: Optional[np.ndarray] = None
-    lr: Optional[np.ndarray] = None
+    rgb: np.ndarray | None = None
+    lr: np.ndarray | None = None
 
 
 # ------------------------------------------------------------------------------------------ scenes
-def iter_scenes(data: str, n: Optional[int] = None, size: int = 512) -> Iterator[tuple[str, np.ndarray]]:
+def iter_scenes(data: str, n: int | None = None, size: int = 512) -> Iterator[tuple[str, np.ndarray]]:
     """Yield ``(name, gt [31, H, W] float32)`` from the synthetic eval split or an HDF5 file."""
     for scene in iter_items(data, n, size):
         yield scene.name, scene.gt
 
 
-def _lr_key(f: Any) -> Optional[str]:
+def _lr_key(f: Any) -> str | None:
     lower = {str(k).lower(): k for k in f.keys()}
     return next((lower[k] for k in _LR_KEYS if k in lower), None)
 
 
-def iter_items(data: str, n: Optional[int] = None, size: int = 512, *, with_lr: bool = False,
+def iter_items(data: str, n: int | None = None, size: int = 512, *, with_lr: bool = False,
                input_scale: Any = None) -> Iterator[Scene]:
     """Yield :class:`Scene` items: synthetic ones (GT only) or a community ``.h5``'s (GT, RGB, LRHSI).
 
@@ -190,7 +191,7 @@ def iter_items(data: str, n: Optional[int] = None, size: int = 512, *, with_lr: 
 
 
 def prepare_inputs(scene: Scene, ratio: int, *, msi_from: str = "file", lr_from: str = "gt",
-                   crop: bool = False, multiple: Optional[int] = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                   crop: bool = False, multiple: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(gt, hr_msi, lr_hsi)`` of one scene at ``ratio``, from the sources asked for.
 
     Args:
@@ -247,7 +248,7 @@ def prepare_inputs(scene: Scene, ratio: int, *, msi_from: str = "file", lr_from:
     return gt, np.ascontiguousarray(msi, dtype=np.float32), np.asarray(lr, dtype=np.float32)
 
 
-def fuse_with(model: Any, hr_msi: np.ndarray, lr_hsi: np.ndarray, tile: Optional[int] = None) -> np.ndarray:
+def fuse_with(model: Any, hr_msi: np.ndarray, lr_hsi: np.ndarray, tile: int | None = None) -> np.ndarray:
     """Fuse one image (``[3,H,W]``, ``[31,h,w]``) with an LSO model or a runner; returns ``[31,H,W]``."""
     import torch
 
@@ -324,7 +325,7 @@ class _BandErrors:
         return {"wavelengths_nm": wavelengths, "clamped": True, "mean_over": "scenes", "methods": methods}
 
 
-def bandwise_figure(path: Path, panels: dict[str, dict[str, Any]], labels: Optional[dict[str, str]] = None,
+def bandwise_figure(path: Path, panels: dict[str, dict[str, Any]], labels: dict[str, str] | None = None,
                     title: str = "") -> Path:
     """PNG: per-band PSNR (top) and RMSE (bottom) per method, one column per panel (e.g. per ratio).
 
@@ -474,7 +475,7 @@ def evaluate_set(cfg: EvalConfig, *, progress: bool = True) -> dict[str, Any]:
     return report
 
 
-def _count(data: str, n: Optional[int]) -> int:
+def _count(data: str, n: int | None) -> int:
     """How many scenes :func:`iter_items` yields (for the progress bar)."""
     if data == "synthetic":
         from lso.data.synthetic import split_seeds
@@ -531,7 +532,7 @@ def markdown_summary(report: dict[str, Any]) -> str:
 
 
 # ------------------------------------------------------------------------------------- cross-scale
-def training_ratio(checkpoint: Optional[str]) -> tuple[Optional[int], str]:
+def training_ratio(checkpoint: str | None) -> tuple[int | None, str]:
     """The ratio a model was trained at, as its file records it, and where that came from.
 
     Official checkpoints: the saved option ``sf`` (metadata ``official_config``); ours: metadata
@@ -729,7 +730,7 @@ def cross_scale_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _load_model(checkpoint: Optional[str], config: Optional[dict[str, Any]] = None) -> tuple[Any, str]:
+def _load_model(checkpoint: str | None, config: dict[str, Any] | None = None) -> tuple[Any, str]:
     """``(model or active runner, label)``; ``checkpoint`` None or ``@demo``: the bundled demo checkpoint."""
     from lso.checkpoint import CHECKPOINT_SUFFIXES, load_checkpoint
     from lso.weights import DEMO_NAME, is_demo_name, resolve_checkpoint
@@ -746,7 +747,7 @@ def _load_model(checkpoint: Optional[str], config: Optional[dict[str, Any]] = No
     return runner, checkpoint
 
 
-def _progress(items, enabled: bool, total: Optional[int] = None, desc: str = "eval"):
+def _progress(items, enabled: bool, total: int | None = None, desc: str = "eval"):
     if not enabled:
         return items
     try:
@@ -757,7 +758,7 @@ def _progress(items, enabled: bool, total: Optional[int] = None, desc: str = "ev
 
 
 def scene_figure(path: Path, gt: np.ndarray, msi: np.ndarray, outputs: dict[str, np.ndarray], title: str = "",
-                 pixels: Optional[list[tuple[int, int]]] = None) -> Path:
+                 pixels: list[tuple[int, int]] | None = None) -> Path:
     """PNG: RGB input, bicubic, LSO (false colour), |LSO - GT| map, spectra at three pixels."""
     from lso._deps import require
 

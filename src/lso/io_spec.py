@@ -11,7 +11,6 @@ hard-codes an input name or a profile.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 from lso.config import LSOConfig
 from lso.errors import InputError
@@ -41,7 +40,7 @@ class TensorSpec:
     doc: str = ""
 
 
-def tensor_specs(config: Optional[LSOConfig] = None, *, tileable: bool = False) -> tuple[list[TensorSpec], list[TensorSpec]]:
+def tensor_specs(config: LSOConfig | None = None, *, tileable: bool = False) -> tuple[list[TensorSpec], list[TensorSpec]]:
     """(inputs, outputs) of the model for ``config`` (paper defaults if omitted)."""
     cfg = config or LSOConfig()
     inputs = [
@@ -88,12 +87,12 @@ class ShapeProfile:
         return {k: {n: list(s) for n, s in getattr(self, k).items()} for k in ("min", "opt", "max")}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ShapeProfile":
+    def from_dict(cls, data: dict) -> ShapeProfile:
         return cls(**{k: {n: tuple(s) for n, s in data[k].items()} for k in ("min", "opt", "max")})
 
 
 def default_profile(
-    config: Optional[LSOConfig] = None,
+    config: LSOConfig | None = None,
     *,
     batch: tuple[int, int, int] = (1, 1, 4),
     hr: tuple[tuple[int, int], tuple[int, int], tuple[int, int]] = ((32, 32), (512, 512), (1024, 1024)),

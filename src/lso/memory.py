@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from typing import Any, Optional, Union
+from typing import Any
 
 from lso.errors import InputError
 
@@ -47,7 +47,7 @@ _UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "kib": 2**10, "m": 10**6, "mb"
           "g": 10**9, "gb": 10**9, "gib": 2**30, "t": 10**12, "tb": 10**12, "tib": 2**40}
 
 
-def parse_bytes(value: Union[str, int, float]) -> int:
+def parse_bytes(value: str | int | float) -> int:
     """``"8G"``, ``"512MiB"``, ``"1.5e9"``, ``4096`` -> bytes (K/M/G/T are powers of 1000, KiB/MiB/GiB of 1024)."""
     if isinstance(value, bool):
         raise InputError(f"memory budget must be a size such as 8G or 512MiB, got {value!r}")
@@ -74,7 +74,7 @@ def format_bytes(n: float) -> str:
     return f"{int(n)} B"
 
 
-def _physical_memory() -> Optional[int]:
+def _physical_memory() -> int | None:
     try:
         pages, page_size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
     except (AttributeError, ValueError, OSError):
@@ -91,7 +91,7 @@ def default_memory_budget() -> int:
     return int(physical * DEFAULT_BUDGET_FRACTION) if physical else FALLBACK_BUDGET
 
 
-def resolve_budget(memory_budget: Union[None, str, int, float] = None) -> int:
+def resolve_budget(memory_budget: None | str | int | float = None) -> int:
     """The budget in bytes: ``memory_budget`` if given, else :func:`default_memory_budget`."""
     return default_memory_budget() if memory_budget is None else parse_bytes(memory_budget)
 
@@ -119,7 +119,7 @@ def array_bytes(shape: Any, itemsize: int = 4) -> int:
     return total
 
 
-def check_bytes(nbytes: int, what: str, *, memory_budget: Union[None, str, int, float] = None,
+def check_bytes(nbytes: int, what: str, *, memory_budget: None | str | int | float = None,
                 fix: str = "") -> int:
     """Raise :class:`InputError` if ``nbytes`` exceeds the budget; returns the budget in bytes.
 

@@ -10,7 +10,6 @@ exports to ONNX with dynamic batch, height and width.
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +30,7 @@ _SPATIAL_MULTIPLE = 4  # two 2x down-samplings in the U-Net
 class DoubleConv(nn.Sequential):
     """3x3 conv, LeakyReLU(0.2), 3x3 conv, LeakyReLU(0.2) (biases, no normalisation)."""
 
-    def __init__(self, in_ch: int, out_ch: int, mid_ch: Optional[int] = None) -> None:
+    def __init__(self, in_ch: int, out_ch: int, mid_ch: int | None = None) -> None:
         super().__init__()
         mid_ch = mid_ch or out_ch
         self.double_conv = nn.Sequential(
@@ -166,7 +165,7 @@ def _crop(x: Tensor, height, width) -> Tensor:
 _CUBIC_A = -0.75  # PyTorch's (and ONNX Resize's default here) cubic convolution coefficient
 
 
-def _index_vector(ref: Tensor, dim: int, dtype: Optional[torch.dtype] = None) -> Tensor:
+def _index_vector(ref: Tensor, dim: int, dtype: torch.dtype | None = None) -> Tensor:
     """``[0, 1, ..., n-1]`` as float (``dtype``, default ``ref``'s), ``n = ref.shape[dim]``, built by a cumulative
     sum (no size guard in export)."""
     line = ref[0, 0, :, 0] if dim == 2 else ref[0, 0, 0, :]
@@ -320,8 +319,8 @@ class SpectralBlock(nn.Module):
         return _crop(out + xp, height, width)
 
 
-def coordinate_grid(ref: Tensor, extent: Optional[Tensor] = None, full_size: Optional[tuple] = None,
-                    dtype: Optional[torch.dtype] = None) -> Tensor:
+def coordinate_grid(ref: Tensor, extent: Tensor | None = None, full_size: tuple | None = None,
+                    dtype: torch.dtype | None = None) -> Tensor:
     """Two-channel coordinate grid ``[B, 2, H, W]`` shaped like ``ref`` (``[B, *, H, W]``).
 
     Channel 0 at row ``i`` is ``(row0 + i) / (H_full - 1)``, channel 1 at column ``j`` is
@@ -365,7 +364,7 @@ class LSO(nn.Module):
         config: architecture (paper defaults if omitted). The scale ratio is read from the inputs.
     """
 
-    def __init__(self, config: Optional[LSOConfig] = None) -> None:
+    def __init__(self, config: LSOConfig | None = None) -> None:
         super().__init__()
         cfg = config or LSOConfig()
         self.config = cfg
@@ -385,7 +384,7 @@ class LSO(nn.Module):
         #: nothing changes outside autocast, and an export sees no autocast region.
         self.fp32_islands: frozenset[str] = frozenset()
 
-    def forward(self, hr_msi: Tensor, lr_hsi: Tensor, extent: Optional[Tensor] = None) -> Tensor:
+    def forward(self, hr_msi: Tensor, lr_hsi: Tensor, extent: Tensor | None = None) -> Tensor:
         """Fuse.
 
         Args:

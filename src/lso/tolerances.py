@@ -16,8 +16,8 @@ Values are upper bounds; ``None`` means "not checked for this precision".
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Mapping, Optional
 
 __all__ = ["Tolerance", "TOLERANCES", "tolerance", "violations"]
 
@@ -26,9 +26,9 @@ __all__ = ["Tolerance", "TOLERANCES", "tolerance", "violations"]
 class Tolerance:
     """Upper bounds for one precision (None = not checked)."""
 
-    dpsnr: Optional[float] = None  # dB, mean over scenes
-    dsam: Optional[float] = None  # degrees, mean over scenes
-    max_abs: Optional[float] = None  # largest |variant - FP32| over all pixels and bands
+    dpsnr: float | None = None  # dB, mean over scenes
+    dsam: float | None = None  # degrees, mean over scenes
+    max_abs: float | None = None  # largest |variant - FP32| over all pixels and bands
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -38,7 +38,7 @@ import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -64,11 +64,11 @@ class TrainConfig:
 
     out: str = "runs/lso"
     data: str = "synthetic"  # "synthetic" or a path to a community-format .h5 file
-    val_data: Optional[str] = None  # .h5 validation file (default for synthetic: validation seeds)
+    val_data: str | None = None  # .h5 validation file (default for synthetic: validation seeds)
     ratio: int = 4
     # ratio mix: each batch draws one ratio from this list (a ratio listed twice is drawn twice as often);
     # None = [ratio] (the paper recipe). Training, validation and crops then cover every listed ratio.
-    ratios: Optional[list[int]] = None
+    ratios: list[int] | None = None
     # the authors' fixed-ratio form: probability that a batch (with ratio r != fixed_ratio) is degraded at r,
     # its LR-HSI FFT-resampled (lso.data.fft_resize) to size/fixed_ratio and the model run at x fixed_ratio
     fixed_ratio_form: float = 0.0
@@ -85,7 +85,7 @@ class TrainConfig:
     grad_clip: float = 0.0  # 0 = off (the paper uses none)
     seed: int = 0
     threads: int = 0  # torch threads (0 = torch default)
-    init: Optional[str] = None  # fine-tune from this checkpoint (official or ours)
+    init: str | None = None  # fine-tune from this checkpoint (official or ours)
     model: dict = field(default_factory=dict)  # LSOConfig overrides (e.g. for tests)
     # synthetic data
     scene_size: int = 256
@@ -97,8 +97,8 @@ class TrainConfig:
     val_every: int = 200
     save_every: int = 100
     log_every: int = 20
-    max_steps: Optional[int] = None  # stop after this many steps in total (None: epochs * steps_per_epoch)
-    max_minutes: Optional[float] = None  # stop (and save) after this wall time in this session
+    max_steps: int | None = None  # stop after this many steps in total (None: epochs * steps_per_epoch)
+    max_minutes: float | None = None  # stop (and save) after this wall time in this session
 
     @property
     def total_steps(self) -> int:
@@ -183,7 +183,7 @@ class SyntheticCrops:
     (so all its tensors have one size); ``last_mode`` is the latest draw.
     """
 
-    def __init__(self, cfg: TrainConfig, state: Optional[dict] = None) -> None:
+    def __init__(self, cfg: TrainConfig, state: dict | None = None) -> None:
         from lso.data import degrade
         from lso.data.synthetic import TRAIN_SEEDS
 
@@ -196,7 +196,7 @@ class SyntheticCrops:
         self.rng = np.random.default_rng(cfg.seed + 7919 * self.steps)
         seeds = state.get("pool_seeds") or [self._take_seed() for _ in range(cfg.pool)]
         self.pool_seeds = list(seeds)
-        self.last_mode: Optional[tuple[int, bool]] = None
+        self.last_mode: tuple[int, bool] | None = None
         self.scenes = [self._make(s) for s in self.pool_seeds]
 
     def _take_seed(self) -> int:
@@ -238,7 +238,7 @@ class H5Crops:
     With a ratio mix each batch draws one ``(ratio, form)`` (``last_mode``), as :class:`SyntheticCrops`.
     """
 
-    def __init__(self, cfg: TrainConfig, state: Optional[dict] = None) -> None:
+    def __init__(self, cfg: TrainConfig, state: dict | None = None) -> None:
         from lso.data import degrade
         from lso.data.readers import H5Dataset
 
@@ -247,7 +247,7 @@ class H5Crops:
         self.ds = H5Dataset(cfg.data)
         self.steps = (state or {}).get("steps", 0)
         self.rng = np.random.default_rng(cfg.seed + 7919 * self.steps)
-        self.last_mode: Optional[tuple[int, bool]] = None
+        self.last_mode: tuple[int, bool] | None = None
 
     def state(self) -> dict:
         return {"steps": self.steps}

@@ -9,9 +9,9 @@ import torch
 pytest.importorskip("polygraphy")
 pytest.importorskip("onnxruntime")
 
-from lso import LSO, LSOConfig  # noqa: E402
-from lso.benchmarks import parity  # noqa: E402
-from lso.calibration.feeds import held_out_scenes  # noqa: E402
+from lso import LSO, LSOConfig
+from lso.benchmarks import parity
+from lso.calibration.feeds import held_out_scenes
 
 
 @pytest.fixture(scope="module")

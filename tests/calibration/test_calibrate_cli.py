@@ -9,7 +9,7 @@ import pytest
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxconverter_common")
 
-from lso.cli import main  # noqa: E402
+from lso.cli import main
 
 SMALL = ["--count", "2", "--min-count", "1", "--size", "32"]
 

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+
 from cal_util import feed, load
 
 onnx = pytest.importorskip("onnx")

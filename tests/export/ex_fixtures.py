@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from ex_helpers import SMALL_CASES
 
 from lso import LSO, LSOConfig
+
+from ex_helpers import SMALL_CASES
 
 
 @pytest.fixture(scope="session")

@@ -21,9 +21,9 @@ import torch
 pytest.importorskip("polygraphy")
 pytest.importorskip("onnx")
 
-from lso import io_spec  # noqa: E402
-from lso.errors import ExportError  # noqa: E402
-from lso.export import build_engine as BE  # noqa: E402
+from lso import io_spec
+from lso.errors import ExportError
+from lso.export import build_engine as BE
 
 
 def _fake_tensorrt(version: str, calls: list, *, parse_ok: bool = True, layer_type: str = "Half",

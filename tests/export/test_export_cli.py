@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from ex_helpers import inputs, ort_run, torch_run
 
 from lso import io_spec
 from lso.export.parity import DEFAULT_CASES, ParityCase
+
+from ex_helpers import inputs, ort_run, torch_run
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "export" / "to_onnx.py"

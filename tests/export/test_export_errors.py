@@ -7,8 +7,7 @@ import torch
 
 from lso import LSOConfig
 from lso.errors import ArtifactError, ExportError
-from lso.export import ParityCase, export_onnx
-from lso.export import onnx_export
+from lso.export import ParityCase, export_onnx, onnx_export
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")

@@ -14,7 +14,6 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from lso.export.lint import TRT_OPSETS, check_trt_support, lint_model, load_op_table, main  # noqa: E402
 
-
 EXPORT_DIR = Path(__file__).resolve().parents[2] / "export"  # the repository's copy is the source of truth
 
 

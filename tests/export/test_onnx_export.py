@@ -6,10 +6,11 @@ import json
 import numpy as np
 import pytest
 import torch
-from ex_helpers import SMALL_CASES, inputs, ort_run, torch_run
 
 from lso import LSO, LSOConfig, io_spec
 from lso._io import read_sidecar, sidecar_path
+
+from ex_helpers import SMALL_CASES, inputs, ort_run, torch_run
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")

@@ -16,7 +16,7 @@ import torch
 pytest.importorskip("polygraphy")
 pytest.importorskip("onnxruntime")
 
-from lso import LSO, LSOConfig, io_spec  # noqa: E402
+from lso import LSO, LSOConfig, io_spec
 
 HR, LR = (1, 3, 64, 64), (1, 31, 16, 16)
 EXTENT = np.array([0, 0, 64, 64], dtype=np.int64)

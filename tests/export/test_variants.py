@@ -74,11 +74,10 @@ def test_tensorrt_target_refuses_cpu_passes(ex_model, tmp_path):
 
 
 def test_tensorrt_consumers_refuse_a_cpu_graph(cpu_onnx, tmp_path, monkeypatch, capsys):
+    import lso.runtime.cuda_arrays as cuda_arrays
     from lso.cli import main
     from lso.export import build_engine as BE
     from lso.export.lint import main as lint_main
-
-    import lso.runtime.cuda_arrays as cuda_arrays
 
     def forbidden(*a, **k):
         raise AssertionError("a CPU-tuned graph went on to the build")

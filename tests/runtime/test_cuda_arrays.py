@@ -6,8 +6,13 @@ import pytest
 import torch
 
 from lso.errors import InputError
-from lso.runtime.cuda_arrays import (DeviceUnavailableError, device_pointer, parse_cuda_array_interface,
-                                     require_cuda, stream_handle)
+from lso.runtime.cuda_arrays import (
+    DeviceUnavailableError,
+    device_pointer,
+    parse_cuda_array_interface,
+    require_cuda,
+    stream_handle,
+)
 
 
 class FakeCupy:

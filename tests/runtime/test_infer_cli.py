@@ -7,12 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from rt_fixtures import reference, scene
 
 from lso import save_checkpoint
 from lso.cli import main
 from lso.errors import InputError
 from lso.runtime.infer import InferOptions, false_colour, infer, write_png
+
+from rt_fixtures import reference, scene
 
 h5py = pytest.importorskip("h5py")
 

@@ -10,10 +10,11 @@ import time
 
 import numpy as np
 import pytest
-from rt_fixtures import reference, scene
 
 from lso._io import read_sidecar
 from lso.runtime.infer import InferOptions, infer, resume_dir
+
+from rt_fixtures import reference, scene
 
 
 def _lso(*args: str) -> list[str]:

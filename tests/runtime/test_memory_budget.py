@@ -6,14 +6,22 @@ import tracemalloc
 
 import numpy as np
 import pytest
-from rt_fixtures import reference, scene
 
 from lso import LSOConfig
 from lso.errors import InputError
-from lso.memory import (DEFAULT_BUDGET_FRACTION, ENV_VAR, bytes_per_pixel, default_memory_budget, format_bytes,
-                        fusion_bytes, parse_bytes)
+from lso.memory import (
+    DEFAULT_BUDGET_FRACTION,
+    ENV_VAR,
+    bytes_per_pixel,
+    default_memory_budget,
+    format_bytes,
+    fusion_bytes,
+    parse_bytes,
+)
 from lso.runtime import TorchRunner, fuse_tiled
 from lso.runtime.tiling import choose_tile, exact_overlap, tile_alignment, tile_bytes
+
+from rt_fixtures import reference, scene
 
 
 # ------------------------------------------------------------------------------------------ the budget

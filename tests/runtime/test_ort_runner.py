@@ -6,11 +6,12 @@ import json
 import numpy as np
 import pytest
 import torch
-from rt_fixtures import reference, scene
 
 from lso._io import write_sidecar
 from lso.errors import ArtifactError, InputError, MissingDependencyError
 from lso.runtime import OrtRunner
+
+from rt_fixtures import reference, scene
 
 pytest.importorskip("onnxruntime")
 

@@ -7,11 +7,12 @@ import sys
 import numpy as np
 import pytest
 import torch
-from rt_fixtures import reference, scene
 
 from lso import runtime, save_checkpoint
 from lso.errors import ArtifactError, InputError
 from lso.runtime.base import RunnerStateError, backend_for
+
+from rt_fixtures import reference, scene
 
 
 @pytest.mark.parametrize("name, backend", [

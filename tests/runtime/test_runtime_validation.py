@@ -74,7 +74,7 @@ RUNNERS = ["torch", "onnx", "onnx_tileable", pytest.param("tensorrt", marks=pyte
 
 
 @pytest.fixture(scope="module", params=RUNNERS)
-def runner(request, rt_model):  # noqa: F811
+def runner(request, rt_model):
     from lso.runtime import OrtRunner, TorchRunner, TrtRunner
 
     if request.param == "torch":

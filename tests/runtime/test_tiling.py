@@ -6,12 +6,13 @@ import logging
 import numpy as np
 import pytest
 import torch
-from rt_fixtures import reference, scene
 
 from lso import LSO, LSOConfig
 from lso.errors import InputError
 from lso.runtime import OrtRunner, TorchRunner, fuse_tiled
 from lso.runtime.tiling import exact_overlap, plan_tiles, receptive_margin, tile_alignment
+
+from rt_fixtures import reference, scene
 
 
 @pytest.mark.slow

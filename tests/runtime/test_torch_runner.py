@@ -4,10 +4,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from rt_fixtures import reference, scene
 
 from lso.model import SpectralBlock
 from lso.runtime import TorchRunner
+
+from rt_fixtures import reference, scene
 
 
 def test_matches_the_model(rt_model):

@@ -13,15 +13,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from rt_fixtures import FakeEngineIO, reference, scene
 
 from lso._io import write_sidecar
 from lso.errors import ArtifactError, InputError
-from lso.runtime import trt_runner
-from lso.runtime import _trt_compat
+from lso.runtime import _trt_compat, trt_runner
 from lso.runtime._trt_compat import API_FALLBACKS, API_USED, version_tuple
-from lso.runtime.trt_runner import (IOTensor, TrtRunner, check_engine_io, check_plan_sidecar, engine_io, make_logger,
-                                    profile_from_io)
+from lso.runtime.trt_runner import (
+    IOTensor,
+    TrtRunner,
+    check_engine_io,
+    check_plan_sidecar,
+    engine_io,
+    make_logger,
+    profile_from_io,
+)
+
+from rt_fixtures import FakeEngineIO, reference, scene
 
 LEAN_MODULES = ("tensorrt_lean_bindings", "tensorrt_lean")
 

@@ -13,12 +13,13 @@ import types
 import numpy as np
 import pytest
 import torch
-from rt_fixtures import FakeEngineIO, reference, scene
 
 from lso.errors import InputError
 from lso.runtime.streams import CudaOps, OutputPool, RunnerStream, caller_stream
 from lso.runtime.trt_runner import TrtRunner
 from lso.runtime.validation import FuseInputs, check_device_values, validate_inputs
+
+from rt_fixtures import FakeEngineIO, reference, scene
 
 CPU = torch.device("cpu")
 _CTYPES = {torch.float32: ctypes.c_float, torch.int64: ctypes.c_int64}

@@ -137,7 +137,7 @@ def _trickle(port: int, source: str, declared: int, limit_s: float) -> tuple[str
             try:
                 sock.sendall(b"P")
                 data = sock.recv(4096)
-            except socket.timeout:
+            except TimeoutError:
                 continue  # one second passed without an answer: send the next byte
             except OSError:
                 return "closed", time.monotonic() - start

@@ -7,8 +7,19 @@ import zipfile
 import numpy as np
 import pytest
 
-from lso.scaleout.wire import (HR_SHAPE_HEADER, LR_SHAPE_HEADER, NPZ, RAW, SHAPE_HEADER, Limits, RequestError,
-                               decode_request, decode_response, encode_request, encode_response)
+from lso.scaleout.wire import (
+    HR_SHAPE_HEADER,
+    LR_SHAPE_HEADER,
+    NPZ,
+    RAW,
+    SHAPE_HEADER,
+    Limits,
+    RequestError,
+    decode_request,
+    decode_response,
+    encode_request,
+    encode_response,
+)
 
 
 def _lower(headers: dict) -> dict:

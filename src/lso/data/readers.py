@@ -37,7 +37,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -103,8 +103,8 @@ class Crop:
     ratio: int
     hr_from: tuple[int, int]
     hr_to: tuple[int, int]
-    lr_from: Optional[tuple[int, int]] = None
-    lr_to: Optional[tuple[int, int]] = None
+    lr_from: tuple[int, int] | None = None
+    lr_to: tuple[int, int] | None = None
     hr_name: str = "hr_msi"
     lr_name: str = "lr_hsi"
 
@@ -138,7 +138,7 @@ class Crop:
         """``arr[..., :h', :w']``: the kept part of the LR-HSI (a view); unchanged without ``lr_to``."""
         return arr if self.lr_to is None else arr[..., : self.lr_to[0], : self.lr_to[1]]
 
-    def check(self, where: str, *, allowed: bool, option: str = "--crop") -> Optional[Crop]:
+    def check(self, where: str, *, allowed: bool, option: str = "--crop") -> Crop | None:
         """Refuse a needed crop that was not asked for; return the crop to apply (None if none is needed).
 
         Args:
@@ -168,8 +168,8 @@ class Crop:
         )
 
 
-def fit_to_ratio(hr_size: tuple[int, int], *, ratio: Optional[int] = None,
-                 lr_size: Optional[tuple[int, int]] = None, hr_name: str = "hr_msi",
+def fit_to_ratio(hr_size: tuple[int, int], *, ratio: int | None = None,
+                 lr_size: tuple[int, int] | None = None, hr_name: str = "hr_msi",
                  lr_name: str = "lr_hsi") -> Crop:
     """The top-left crop that makes ``hr_size`` (and ``lr_size``) fit an integer ratio.
 

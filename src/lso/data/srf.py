@@ -14,7 +14,8 @@ from __future__ import annotations
 import functools
 import importlib.resources
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,7 +34,7 @@ SRF_NAMES: tuple[str, ...] = ("nikon_d700",)
 """SRFs shipped with the package; ``load_srf(name)`` reads ``lso/data/<name>_srf.csv``."""
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _read_counts(name: str) -> np.ndarray:
     resource = importlib.resources.files("lso.data").joinpath(f"{name}_srf.csv")
     try:

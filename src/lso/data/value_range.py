@@ -31,7 +31,7 @@ import logging
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Any, Optional, Union
+from typing import Any
 
 import numpy as np
 
@@ -77,7 +77,7 @@ class InputScale:
     divisor: float = 1.0
 
     @classmethod
-    def parse(cls, value: Union[None, str, int, float, "InputScale"]) -> "InputScale":
+    def parse(cls, value: None | str | int | float | InputScale) -> InputScale:
         """``None``/``"unit"``, ``"8bit"``, ``"16bit"``, ``"4095"``, ``4095.0`` or an InputScale.
 
         Raises:
@@ -136,7 +136,7 @@ def _suggest(lo: float, hi: float, share_negative: float) -> str:
     return "rescale them to reflectance in [0, 1] (--input-scale divides by a number)"
 
 
-def check_value_range(arr: np.ndarray, name: str, *, scale: Optional[InputScale] = None) -> None:
+def check_value_range(arr: np.ndarray, name: str, *, scale: InputScale | None = None) -> None:
     """Apply the value policy (see the module docstring) to a host array already converted by ``scale``.
 
     Args:
@@ -185,7 +185,7 @@ def check_value_range(arr: np.ndarray, name: str, *, scale: Optional[InputScale]
                       InputRangeWarning, stacklevel=3)
 
 
-def apply_input_scale(arr: Any, name: str, scale: Union[None, str, float, InputScale] = None) -> Any:
+def apply_input_scale(arr: Any, name: str, scale: None | str | float | InputScale = None) -> Any:
     """Convert ``arr`` by ``scale`` and apply the value policy; returns the array to use (float, unchanged
     when the scale is unit and the array is float).
 

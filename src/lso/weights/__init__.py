@@ -38,12 +38,12 @@ def demo_checkpoint() -> Path:
     return Path(str(res))
 
 
-def is_demo_name(spec: Union[str, os.PathLike, None]) -> bool:
+def is_demo_name(spec: str | os.PathLike | None) -> bool:
     """True for the spelling of the bundled demo checkpoint, ``@demo`` (not for ``./@demo``)."""
     return spec is not None and os.fspath(spec) == DEMO_NAME
 
 
-def resolve_checkpoint(spec: Union[str, os.PathLike]) -> Path:
+def resolve_checkpoint(spec: str | os.PathLike) -> Path:
     """The file a checkpoint argument names: ``@demo`` -> the bundled demo checkpoint, anything else as a path.
 
     Raises:
