@@ -66,7 +66,8 @@ def main(argv=None) -> int:
 
     def run(msi: np.ndarray, lr: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            return model(torch.from_numpy(msi)[None], torch.from_numpy(np.asarray(lr, np.float32))[None]).clamp(0, 1)[0].numpy()
+            out = model(torch.from_numpy(msi)[None], torch.from_numpy(np.asarray(lr, np.float32))[None])
+            return out.clamp(0, 1)[0].numpy()
 
     t0 = time.time()
     per_scene = []
@@ -77,7 +78,8 @@ def main(argv=None) -> int:
             outs = {"gsa": np.clip(np.asarray(gsa_fusion(msi, lr, r)), 0, 1), "direct": run(msi, lr)}
             outs["fixed"] = outs["direct"] if r == f else run(msi, fft_resize(lr, (side, side)))
             per_scene.append({"seed": int(seed), "ratio": r,
-                              **{f"{m}_{k}": fn(gt, y) for m, y in outs.items() for k, fn in (("psnr", psnr), ("sam", sam))}})
+                              **{f"{m}_{k}": fn(gt, y) for m, y in outs.items()
+                                 for k, fn in (("psnr", psnr), ("sam", sam))}})
     seconds = time.time() - t0
 
     summary, rows, met = {}, [], True
@@ -92,7 +94,8 @@ def main(argv=None) -> int:
             met &= s[f"{form}_met"]
         rows.append([f"x{r}", f"{mean['gsa_psnr']:.2f} / {mean['gsa_sam']:.2f}",
                      *(f"{mean[f'{form}_psnr']:.2f} / {mean[f'{form}_sam']:.2f} ({s[f'{form}_dpsnr']:+.2f} dB, "
-                       f"{s[f'{form}_dsam']:+.2f} deg) {'ok' if s[f'{form}_met'] else 'MISS'}" for form in ("direct", "fixed")),
+                       f"{s[f'{form}_dsam']:+.2f} deg) {'ok' if s[f'{form}_met'] else 'MISS'}"
+                       for form in ("direct", "fixed")),
                      f"+{target_margin(r):.1f}"])
     md = (f"# Cross-scale check: `{ckpt}` vs GSA ({args.n} held-out scenes at {args.size}x{args.size}, mean)\n\n"
           "PSNR (dB) / SAM (deg); in brackets LSO - GSA; ok = the issue-21 target met (PSNR lead >= target, "

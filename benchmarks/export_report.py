@@ -105,8 +105,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"Largest max abs error: {report.max_abs:.2e}. Export time is torch.export + ONNX translation + passes + "
         "lint on CPU; the torch/ORT columns are single runs (not latency benchmarks). Load average when the run "
         f"started: {load_1m:.1f} on {os.cpu_count()} cores"
-        + (" (above the core count: other jobs shared the CPU and the times are inflated)." if load_1m > (os.cpu_count() or 1)
-           else "."),
+        + (" (above the core count: other jobs shared the CPU and the times are inflated)."
+           if load_1m > (os.cpu_count() or 1) else "."),
     ])
     json_path, md_path = write_results("export_report", data, md, args.out_dir)
     print(md)

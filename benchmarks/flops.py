@@ -145,9 +145,11 @@ def main(argv=None) -> int:
         ["parameters", f"{params:,}", "1.94 M (1,942,703)"],
         ["paper convention, batch 32 of 64x64 at x4 (G)", f"{paper_batch / 1e9:.3f}", "222.85"],
         ["  conv MACs w/o bias per 64x64 sample (G)", f"{s['conv']:.4f}", "6.9576"],
-        ["  thop bilinear Upsample ops per sample (M)", f"{THOP_UPSAMPLE_OPS * s['bilinear_out_elements'] * 1e3:.3f}", "4.51"],
+        ["  thop bilinear Upsample ops per sample (M)",
+         f"{THOP_UPSAMPLE_OPS * s['bilinear_out_elements'] * 1e3:.3f}", "4.51"],
         ["  thop Softmax ops per sample (M)", f"{s['softmax_thop'] * 1e3:.3f}", "2.00"],
-        ["thop conv count, same model (G, cross-check)", f"{rows.get('thop_conv_macs_64x64_G', float('nan')):.4f}", "= ours"],
+        ["thop conv count, same model (G, cross-check)",
+         f"{rows.get('thop_conv_macs_64x64_G', float('nan')):.4f}", "= ours"],
     ])
     md += "\n\nFull count per 512x512 image at x4 (GMAC; transcendental = 1):\n\n"
     md += markdown_table(["part", "512x512 (G)", "per megapixel (G)"], [

@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import functools
 import math
 import os
 import platform
@@ -196,7 +197,8 @@ def _fp16_dpsnr(ctx: Context) -> dict:
     with TorchRunner(model, device="cuda", fp16=True) as runner:
         for gt in gts:
             msi, lr = degrade(gt.astype(np.float32), 4)
-            msi_t, lr_t = torch.from_numpy(np.asarray(msi, np.float32))[None], torch.from_numpy(np.asarray(lr, np.float32))[None]
+            msi_t = torch.from_numpy(np.asarray(msi, np.float32))[None]
+            lr_t = torch.from_numpy(np.asarray(lr, np.float32))[None]
             with torch.no_grad():
                 ref = model(msi_t, lr_t).clamp(0, 1)[0].numpy()
             out = runner.fuse(msi_t.cuda(), lr_t.cuda()).float().clamp(0, 1)[0].cpu().numpy()
@@ -230,7 +232,7 @@ def step_torch_latency(ctx: Context) -> dict:
                 hr = torch.rand(batch, 3, size, size, device="cuda")
                 lr = torch.rand(batch, 31, size // 4, size // 4, device="cuda")
                 t0 = time.perf_counter()
-                ms, peak = _time_cuda(lambda: runner.fuse(hr, lr, check_finite=False), repeats=10)
+                ms, peak = _time_cuda(functools.partial(runner.fuse, hr, lr, check_finite=False), repeats=10)
                 rows.append({"path": label, "batch": batch, "size": size, "ms": ms, "peak_mib": peak,
                              "first_call_s": time.perf_counter() - t0})
     compiled = next((r["ms"] for r in rows if r["path"] == "compiled fp16" and r["size"] == 512 and r["batch"] == 1
@@ -365,9 +367,10 @@ def prepare(n_scenes: int = 2, size: int = 256) -> list[str]:
     os.replace(tmp, SCENES)
     done = [str(SCENES.relative_to(REPO))]
     WHEELS.mkdir(exist_ok=True)
-    cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "--python-version", "3.12",
-           "--implementation", "cp", "--platform", "manylinux_2_28_x86_64", "--platform", "manylinux_2_17_x86_64",
-           "--platform", "manylinux2014_x86_64", "--platform", "any", "-d", str(WHEELS), *GPU_IMAGE_WHEELS]
+    cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
+           "--python-version", "3.12", "--implementation", "cp", "--platform", "manylinux_2_28_x86_64",
+           "--platform", "manylinux_2_17_x86_64", "--platform", "manylinux2014_x86_64", "--platform", "any",
+           "-d", str(WHEELS), *GPU_IMAGE_WHEELS]
     subprocess.run(cmd, check=True)
     done += sorted(str(p.relative_to(REPO)) for p in WHEELS.glob("*.whl"))
     return done

@@ -182,7 +182,7 @@ def main(argv=None) -> int:
     ratios = [int(r) for r in args.ratios.split(",")]
     work = Path(tempfile.mkdtemp(prefix="lso_latency_"))
     arts = _artifacts(checkpoint, work, backends, log, args.solver_chunk, args.align_channels)
-    for i, plan in enumerate(args.plan):
+    for plan in args.plan:
         name = f"trt-{Path(plan).stem}"
         backends.append(name)
         arts[name] = plan
@@ -209,7 +209,8 @@ def main(argv=None) -> int:
                 if arts.get(b) is None:
                     continue
                 if b.endswith("ref") and size > args.baseline_max_size:
-                    cells.append({"backend": b, "size": size, "ratio": ratio, "skipped": "baseline above --baseline-max-size"})
+                    cells.append({"backend": b, "size": size, "ratio": ratio,
+                                  "skipped": "baseline above --baseline-max-size"})
                     continue
                 spec = {"backend": b, "artifact": arts[b], "size": size, "ratio": ratio, "repeats": args.repeats,
                         "threads": args.threads}
@@ -228,7 +229,8 @@ def main(argv=None) -> int:
                 cell["floor_s"] = floor
                 cell["x_floor"] = cell["median_s"] / floor
                 cells.append(cell)
-                log(f"x{ratio} {size}: {b}: {cell['median_s']:.3f} s, {cell['peak_mib']:.0f} MiB, {cell['x_floor']:.2f}x floor")
+                log(f"x{ratio} {size}: {b}: {cell['median_s']:.3f} s, {cell['peak_mib']:.0f} MiB, "
+                    f"{cell['x_floor']:.2f}x floor")
     if progress:
         progress.close()
     for c in cells:
@@ -249,13 +251,16 @@ def write(args, cells: list[dict], rate: float, checkpoint: str) -> None:
     for c in cells:
         if "median_s" in c:
             rows.append([c["backend"], f"x{c['ratio']}", c["size"], c["median_s"], c["p90_s"], c["mp_per_s"],
-                         c["peak_mib"], f"{c['speedup_vs_baseline']:.2f}x" if "speedup_vs_baseline" in c else "-", f"{c['x_floor']:.2f}x"])
+                         c["peak_mib"], f"{c['speedup_vs_baseline']:.2f}x" if "speedup_vs_baseline" in c else "-",
+                         f"{c['x_floor']:.2f}x"])
         else:
-            rows.append([c["backend"], f"x{c['ratio']}", c["size"], "-", "-", "-", "-", "-", c.get("skipped") or c.get("error")])
+            rows.append([c["backend"], f"x{c['ratio']}", c["size"], "-", "-", "-", "-", "-",
+                         c.get("skipped") or c.get("error")])
     md = "# Latency" + ("" if args.name == "latency" else f" ({args.name})") + "\n\n"
     md += (f"Checkpoint `{Path(checkpoint).name}`; {args.threads} threads; median/p90 of {args.repeats} runs after a "
            f"warm-up, each cell in its own process. Baseline = PyTorch eager, reference solver (the official "
-           f"computation). FLOP floor = 2 x full MACs / fp32 matmul rate ({rate / 1e9:.1f} GFLOP/s measured in this run). "
+           f"computation). FLOP floor = 2 x full MACs / fp32 matmul rate ({rate / 1e9:.1f} GFLOP/s measured in this "
+           f"run). "
            f"ONNX Runtime graphs: solver in Scan chunks of {args.solver_chunk or 'none (portable graph)'} patches, "
            f"convolution channels aligned to {args.align_channels or 'none (as exported)'}, OrtRunner's default "
            f"shared CPU arena.\n\n")
@@ -279,9 +284,10 @@ def _plot(cells: list[dict], path: Path) -> None:
 
     ratios = sorted({c["ratio"] for c in cells})
     fig, axes = plt.subplots(1, len(ratios), figsize=(6 * len(ratios), 4.5), squeeze=False)
-    for ax, ratio in zip(axes[0], ratios):
+    for ax, ratio in zip(axes[0], ratios, strict=True):
         for b in sorted({c["backend"] for c in cells}):
-            pts = sorted((c["size"], c["median_s"]) for c in cells if c["backend"] == b and c["ratio"] == ratio and "median_s" in c)
+            pts = sorted((c["size"], c["median_s"]) for c in cells
+                         if c["backend"] == b and c["ratio"] == ratio and "median_s" in c)
             if pts:
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=b)
         floor = sorted({(c["size"], c["floor_s"]) for c in cells if c["ratio"] == ratio and "floor_s" in c})

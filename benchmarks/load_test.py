@@ -306,10 +306,11 @@ def _markdown(data: dict[str, Any]) -> str:
                             "completed after retry", "req/s", "p50 (s)", "p99 (s)", "max (s)"], rows)
     lines = [f"# `lso serve` load test ({cfg['replicas']} replicas, {cfg['size']}x{cfg['size']} x{cfg['ratio']}, "
              f"{cfg['clients']} clients, {cfg['seconds_per_phase']:.0f} s per phase)", "",
-             f"{cfg['model']}{ray_version}; ONNX Runtime CPU, {cfg['ort_threads_per_replica']} intra-op thread and 1 Ray CPU per "
-             f"replica, local Ray with {cfg['ray_num_cpus']} CPUs, loopback HTTP, {cfg['encoding']}. Local fusion of "
-             f"the same scene with 1 thread: {data['local_fusion_1thread_s']:.2f} s. Clients retry no-answer/5xx "
-             f"up to {cfg['attempts']} tries; failed = gave up, wrong = answer differs from local fusion.", "",
+             f"{cfg['model']}{ray_version}; ONNX Runtime CPU, {cfg['ort_threads_per_replica']} intra-op thread and "
+             f"1 Ray CPU per replica, local Ray with {cfg['ray_num_cpus']} CPUs, loopback HTTP, {cfg['encoding']}. "
+             f"Local fusion of the same scene with 1 thread: {data['local_fusion_1thread_s']:.2f} s. Clients retry "
+             f"no-answer/5xx up to {cfg['attempts']} tries; failed = gave up, wrong = answer differs from local "
+             f"fusion.", "",
              table, ""]
     kill = data["phases"].get("replica_killed", {}).get("kill")
     if kill:

@@ -336,9 +336,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.skip_fp16:
             scenes = held_out_scenes(args.scenes, size=args.size, ratio=args.ratio)
             reference = torch_reference(model, scenes)
+            pairs = list(zip(scenes, reference, strict=True))
             data = {**common, "scenes": len(scenes), "scene_names": [s.name for s in scenes], "size": args.size,
-                    "fp32_psnr": float(np.mean([psnr(s.gt, np.clip(r, 0, 1)) for s, r in zip(scenes, reference)])),
-                    "fp32_sam": float(np.mean([sam(s.gt, np.clip(r, 0, 1)) for s, r in zip(scenes, reference)])),
+                    "fp32_psnr": float(np.mean([psnr(s.gt, np.clip(r, 0, 1)) for s, r in pairs])),
+                    "fp32_sam": float(np.mean([sam(s.gt, np.clip(r, 0, 1)) for s, r in pairs])),
                     "fp16": run_fp16(fp32_path, scenes, reference, feeds, work)}
             md = fp16_markdown(data)
             print(md)

@@ -7,7 +7,8 @@ What runs, with one replica of the demo checkpoint (ONNX FP32, 1 ORT thread; ``-
 2. Phase ``trickle_30_addresses``: ``--tricklers`` clients, each from its own loopback address
    (127.0.0.2, .3, ...), send the headers of a valid-sized npz request and then its body at 1 byte per
    second; from 2 s into the stall a valid request is sent every second (after the previous answer)
-   until the trickling clients are done (at most ``--valid`` of them). What each trickling client got (408, closed, 429, still open) and when.
+   until the trickling clients are done (at most ``--valid`` of them). What each trickling client got (408,
+   closed, 429, still open) and when.
 3. Phase ``trickle_one_address``: the same with every trickling client on 127.0.0.1 (the per-client cap
    answers most of them 429 at once); the valid requests come from 127.0.0.200.
 4. Phase ``serve_proxy_baseline`` (skip with ``--no-baseline``): the same application behind Ray Serve's

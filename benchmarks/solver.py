@@ -90,7 +90,8 @@ def main(argv=None) -> int:
     from _report import markdown_table, write_results
 
     md = "# Trigonometric solver: reference (basis) vs folded (Clenshaw)\n\n"
-    md += f"Latent {args.patches}x64x8 (a 512x512 image, level 1), Q = 24, {args.threads} threads, median of {args.repeats}.\n\n"
+    md += (f"Latent {args.patches}x64x8 (a 512x512 image, level 1), Q = 24, {args.threads} threads, "
+           f"median of {args.repeats}.\n\n")
     md += markdown_table(["form", "median time (ms)", "peak memory above baseline (MiB)"],
                          [[f, med[f] * 1e3, mem[f]["peak_above_baseline_mib"]] for f in ("reference", "folded")])
     md += (f"\n\nFolded is **{speedup:.1f}x faster** (target >= 3x) and needs **{mem_ratio:.1f}x less peak memory** "

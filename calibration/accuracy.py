@@ -99,7 +99,7 @@ def compare(run: Callable[[Scene], np.ndarray], scenes: Sequence[Scene],
     from lso.metrics import psnr, sam
 
     result = Comparison()
-    for scene, ref in zip(scenes, reference):
+    for scene, ref in zip(scenes, reference, strict=True):
         t0 = time.perf_counter()
         out = run(scene)
         seconds = time.perf_counter() - t0

@@ -51,7 +51,7 @@ import warnings
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
 
@@ -72,7 +72,7 @@ FP16_MAX = 65504.0
 DEFAULT_SAFE_RANGE = 4096.0
 """Largest ``|activation|`` on the calibration feeds allowed in FP16 (16x margin below FP16's 65504)."""
 
-PathLike = Union[str, os.PathLike]
+PathLike: TypeAlias = str | os.PathLike
 
 
 # ------------------------------------------------------------------------------------------- islands

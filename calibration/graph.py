@@ -5,8 +5,8 @@ onnxruntime for the functions that run the graph):
 
 - :func:`conv_blocks`: Conv node -> the named module it belongs to (``spatial_encoder.body.2``, ``inc``,
   ``process1``, ``outc`` ...), from the weight initializer's name the exporter kept.
-- :func:`solver_nodes`, :func:`softmax_nodes`, :func:`coordinate_grid_nodes`, :func:`resize_nodes`: the parts of the graph
-  that must stay in float (with the reason).
+- :func:`solver_nodes`, :func:`softmax_nodes`, :func:`coordinate_grid_nodes`, :func:`resize_nodes`: the parts of
+  the graph that must stay in float (with the reason).
 - :func:`conv_macs`: multiply-accumulates of every Conv at one input size (ONNX Runtime run).
 - :func:`activation_absmax`: ``max |x|`` of every float tensor over feeds, computed in the graph
   (``Abs -> ReduceMax`` appended per tensor, so only scalars leave ONNX Runtime).
@@ -240,7 +240,7 @@ def conv_macs(model: onnx.ModelProto, feed: Mapping[str, np.ndarray]) -> dict[st
     convs = [n for n in model.graph.node if n.op_type == "Conv" and n.input[1] in inits]
     session = ort_session(_with_outputs(model, [n.output[0] for n in convs]))
     names = [o.name for o in session.get_outputs()]
-    values = dict(zip(names, session.run(names, dict(feed))))
+    values = dict(zip(names, session.run(names, dict(feed)), strict=True))
     macs = {}
     for node in convs:
         w = inits[node.input[1]].dims  # [Cout, Cin/groups, kH, kW]
@@ -276,4 +276,4 @@ def activation_absmax(model: onnx.ModelProto, feeds: Iterable[Mapping[str, np.nd
         values = session.run(outs, dict(feed))
         current = np.array([float(v) if np.isfinite(v) else np.inf for v in values])
         best = np.maximum(best, current)
-    return dict(zip(names, best.tolist()))
+    return dict(zip(names, best.tolist(), strict=True))

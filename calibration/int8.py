@@ -54,7 +54,7 @@ import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
 
@@ -83,7 +83,7 @@ DEFAULT_SELECTION_MARGIN = 0.5
 few and not the deployment data, so the choice keeps a 2x margin (on the demo checkpoint the held-out
 ΔPSNR of the all-INT8 graph was 1.5x its validation ΔPSNR)."""
 
-PathLike = Union[str, os.PathLike]
+PathLike: TypeAlias = str | os.PathLike
 
 
 # ------------------------------------------------------------------------------------------- options

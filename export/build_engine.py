@@ -51,7 +51,7 @@ import types
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, TypeAlias
 
 from lso import io_spec
 from lso.errors import ArtifactError, ExportError, InputError, MissingDependencyError
@@ -63,7 +63,7 @@ __all__ = ["build_engine", "trtexec_command", "plan_sidecar", "check_layer_preci
 
 log = logging.getLogger(__name__)
 
-PathLike = Union[str, os.PathLike]
+PathLike: TypeAlias = str | os.PathLike
 PRECISIONS = ("fp32", "fp16", "int8")
 HARDWARE_COMPATIBILITY = ("none", "ampere_plus", "same_compute_capability")
 _TRTEXEC_HW = {"ampere_plus": "ampere+", "same_compute_capability": "sameComputeCapability"}
@@ -217,7 +217,7 @@ def resolve_profiles(profiles: Sequence[io_spec.ShapeProfile] | None = None, *,
             if any(len(s) != 4 for s in shapes) or len({s[1] for s in shapes}) != 1:
                 raise InputError(f"profile {i}, {name}: shapes must be [B, C, H, W] with one C, got {shapes}")
             lo, opt, hi = shapes
-            if not all(a <= b <= c for a, b, c in zip(lo, opt, hi)) or min(lo) < 1:
+            if not all(a <= b <= c for a, b, c in zip(lo, opt, hi, strict=True)) or min(lo) < 1:
                 raise InputError(f"profile {i}, {name}: need 1 <= min <= opt <= max per dimension; got "
                                  f"{prof.describe(name)}")
     return list(profiles)
@@ -639,11 +639,11 @@ FP32 islands) or model.int8.onnx (INT8 Q/DQ). Precision is read from the graph; 
 (TensorRT 11 removed them; on TensorRT 10 the network is built strongly typed). The optimization profile
 is the I/O spec's (batch 1/1/4, hr_msi 32²/512²/1024², lr_hsi 1²/128²/512²) unless --min/--opt/--max-shapes
 override it; a max shape whose largest tensor passes TensorRT's 2^31-element limit is refused before the
-build, with the largest shape that fits and the tile size for larger scenes. The engine is inspected after building: an FP16/INT8 graph without FP16/INT8 layers is an
-error. Writes the plan as plain bytes (loadable by trtexec and polygraphy) and <out>.json. Needs an NVIDIA
-GPU, TensorRT 10/11 and Polygraphy (NVIDIA's TensorRT loaders do the build: pip install 'lso-deploy[onnx]';
-TF32 is off, so FP32 layers compute in FP32), except --print-trtexec, which only prints the equivalent
-trtexec command line."""
+build, with the largest shape that fits and the tile size for larger scenes. The engine is inspected after
+building: an FP16/INT8 graph without FP16/INT8 layers is an error. Writes the plan as plain bytes (loadable
+by trtexec and polygraphy) and <out>.json. Needs an NVIDIA GPU, TensorRT 10/11 and Polygraphy (NVIDIA's
+TensorRT loaders do the build: pip install 'lso-deploy[onnx]'; TF32 is off, so FP32 layers compute in FP32),
+except --print-trtexec, which only prints the equivalent trtexec command line."""
 
 
 def add_build_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -34,7 +34,7 @@ import time
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, TypeAlias
 
 from lso import io_spec
 from lso._deps import require
@@ -58,7 +58,7 @@ _DIM_MAX = 1 << 16
 # trace sizes: x3, neither side a multiple of 4, all five dimensions different from each other
 _TRACE = {"batch": 2, "ratio": 3, "lr": (14, 18)}
 
-PathLike = Union[str, os.PathLike]
+PathLike: TypeAlias = str | os.PathLike
 
 
 # ------------------------------------------------------------------------------------------ the model
@@ -220,7 +220,7 @@ def _quiet(*names: str):
             warnings.filterwarnings("ignore", category=FutureWarning, message=".*LeafSpec.*")
             yield
     finally:
-        for lg, level in zip(loggers, levels):
+        for lg, level in zip(loggers, levels, strict=True):
             lg.setLevel(level)
 
 

@@ -261,7 +261,7 @@ def chunk_solver(model: onnx.ModelProto, chunk: int = DEFAULT_SOLVER_CHUNK) -> o
             [helper.make_tensor_value_info(z_in, types.get(z, TensorProto.FLOAT), None)],
             [helper.make_tensor_value_info(y_out, types.get(y, TensorProto.FLOAT), None)])
 
-        def name(suffix: str) -> str:
+        def name(suffix: str, pre: str = pre) -> str:  # this chunk's prefix, bound now
             return f"{pre}_{suffix}"
 
         consts = {"one_m": [chunk - 1], "chunk": [chunk], "zero": [0], "minus1": [-1]}
@@ -375,12 +375,12 @@ def align_conv_channels(model: onnx.ModelProto, multiple: int = DEFAULT_CHANNEL_
             reader_weights = [weight_of(r) for r in readers]
             if readers and conv.output[0] not in graph_outputs and all(
                     rw is not None and rw.shape[1] == out_ch and r.input[0] in (conv.output[0], users[0].output[0])
-                    for r, rw in zip(readers, reader_weights)):
+                    for r, rw in zip(readers, reader_weights, strict=True)):
                 conv.input[1] = replace(conv.input[1], pad_axis(w, 0, extra))
                 if len(conv.input) > 2 and conv.input[2] in inits:
                     bias = numpy_helper.to_array(inits[conv.input[2]])
                     conv.input[2] = replace(conv.input[2], pad_axis(bias, 0, extra))
-                for reader, rw in zip(readers, reader_weights):
+                for reader, rw in zip(readers, reader_weights, strict=True):
                     reader.input[1] = replace(reader.input[1], pad_axis(rw, 1, extra))
                 added_out += 1
                 stale.update(conv.output[:1], (u.output[0] for u in users))

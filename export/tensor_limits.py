@@ -25,7 +25,7 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any, TypeAlias
 
 from lso import io_spec
 from lso.errors import ArtifactError, InputError
@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 TRT_MAX_ELEMENTS = 2**31 - 1
 BYTES_PER_ELEMENT = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1}
 
-PathLike = Union[str, os.PathLike]
+PathLike: TypeAlias = str | os.PathLike
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,7 @@ def tensor_sizes(model: Any, shapes: Mapping[str, Sequence[int]]) -> list[Tensor
         shape = tuple(int(d) for d in shapes[inp.name])
         if len(shape) != len(dims):
             raise InputError(f"{inp.name}: shape {shape} has rank {len(shape)}, the graph's input has rank {len(dims)}")
-        for dim, value in zip(dims, shape):
+        for dim, value in zip(dims, shape, strict=True):
             dim.Clear()
             dim.dim_value = value
     try:

@@ -21,7 +21,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, TypeAlias
 
 from lso.errors import InputError
 
@@ -34,9 +34,10 @@ CPU_PASSES = ("align_conv_channels", "chunk_solver", "int8_cpu_flavour")
 META_VARIANT = "lso.variant"
 META_PASSES = "lso.passes"
 #: The command that makes a graph for TensorRT (named in every refusal).
-TRT_EXPORT_COMMAND = "lso export --checkpoint CKPT --out model.onnx --target tensorrt (no --solver-chunk/--align-channels)"
+TRT_EXPORT_COMMAND = ("lso export --checkpoint CKPT --out model.onnx --target tensorrt "
+                      "(no --solver-chunk/--align-channels)")
 
-PathLike = Union[str, os.PathLike]
+PathLike: TypeAlias = str | os.PathLike
 
 
 @dataclass(frozen=True)

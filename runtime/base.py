@@ -22,7 +22,7 @@ import os
 import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Union
+from typing import Any, ClassVar, TypeAlias
 
 from lso.checkpoint import CHECKPOINT_SUFFIXES
 from lso.config import LSOConfig
@@ -43,7 +43,7 @@ __all__ = ["Runner", "load", "backend_for", "RunnerStateError", "DeviceUnavailab
 
 log = logging.getLogger(__name__)
 
-PathLike = Union[str, os.PathLike]
+PathLike: TypeAlias = str | os.PathLike
 
 
 class RunnerStateError(LSOError, RuntimeError):

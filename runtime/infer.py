@@ -611,7 +611,8 @@ def declared_scene(opts: InferOptions, *, n_msi_bands: int = 3, n_bands: int = 3
         else:
             arrays.update(found)
     if len(singles) == 2:  # which is which: the larger image is the HR-MSI (as load_scene decides by bands)
-        sizes = [_spatial(tuple(int(d) for d in s[0]), b, opts.layout) for s, b in zip(singles, (n_msi_bands, n_bands))]
+        sizes = [_spatial(tuple(int(d) for d in s[0]), b, opts.layout)
+                 for s, b in zip(singles, (n_msi_bands, n_bands), strict=True)]
         big = 0 if not all(sizes) or sizes[0][1] * sizes[0][2] >= sizes[1][1] * sizes[1][2] else 1
         arrays.update({"hr_msi": singles[big], "lr_hsi": singles[1 - big]})
     where = " + ".join(str(p) for p in paths)

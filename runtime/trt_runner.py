@@ -67,8 +67,8 @@ from lso.runtime.cuda_arrays import require_cuda
 from lso.runtime.streams import CudaOps, OutputPool, PoolStats, RunnerStream
 from lso.runtime.validation import FuseInputs, check_device_values
 
-__all__ = ["TrtRunner", "CacheStats", "make_logger", "check_plan_sidecar", "read_plan", "IOTensor", "engine_io", "profile_from_io",
-           "TORCH_DTYPES", "SIDECAR_KEYS"]
+__all__ = ["TrtRunner", "CacheStats", "make_logger", "check_plan_sidecar", "read_plan", "IOTensor", "engine_io",
+           "profile_from_io", "TORCH_DTYPES", "SIDECAR_KEYS"]
 
 log = logging.getLogger(__name__)
 TRT_LOGGER_NAME = "lso.runtime.tensorrt"

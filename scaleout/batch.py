@@ -281,7 +281,7 @@ def _metrics(gt: np.ndarray, out: np.ndarray, ratio: int) -> dict[str, float]:
         raise InputError(f"ground truth {gt.shape} does not match the fused output {out.shape}")
     gts = gt.reshape(-1, *gt.shape[-3:])
     outs = out.reshape(-1, *out.shape[-3:])
-    per = [evaluate(g, o, ratio) for g, o in zip(gts, outs)]
+    per = [evaluate(g, o, ratio) for g, o in zip(gts, outs, strict=True)]
     return {k: float(np.mean([m[k] for m in per])) for k in per[0]}
 
 
@@ -444,7 +444,7 @@ class SceneFuser:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         records = []
-        for scene_id, path, index in zip(batch["scene_id"], batch["path"], batch["index"]):
+        for scene_id, path, index in zip(batch["scene_id"], batch["path"], batch["index"], strict=True):
             ref = SceneRef(str(scene_id), Path(str(path)), None if int(index) < 0 else int(index))
             records.append(json.dumps(fuse_scene(self._runner, ref, self._opts, artifact_sha256=self._sha,
                                                  memory_budget=self._budget)))

@@ -49,8 +49,9 @@ from lso.data.value_range import InputScale, apply_input_scale
 from lso.errors import InputError
 from lso.io_spec import HR_HSI, HR_MSI, LR_HSI
 
-__all__ = ["NPZ", "RAW", "HR_SHAPE_HEADER", "LR_SHAPE_HEADER", "SHAPE_HEADER", "WARNING_HEADER", "INPUT_SCALE_HEADER", "Limits",
-           "RequestError", "decode_request", "encode_request", "encode_response", "decode_response", "error_body"]
+__all__ = ["NPZ", "RAW", "HR_SHAPE_HEADER", "LR_SHAPE_HEADER", "SHAPE_HEADER", "WARNING_HEADER", "INPUT_SCALE_HEADER",
+           "Limits", "RequestError", "decode_request", "encode_request", "encode_response", "decode_response",
+           "error_body"]
 
 NPZ = "application/x-npz"
 RAW = "application/x-lso-raw"

@@ -48,7 +48,7 @@ def trained():
     torch.manual_seed(2026)
     model = LSO(TRAINED).eval()
     with torch.no_grad():
-        for name, module in model.named_modules():
+        for module in model.modules():
             if hasattr(module, "latent") and hasattr(module, "weights"):
                 module.latent.normal_()
                 q = torch.arange(1, TRAINED.num_basis + 1, dtype=torch.float32).repeat(2)
@@ -131,7 +131,8 @@ def test_contradicting_fields_are_refused(authors_file, asked):
 
 def test_agreeing_fields_and_the_authors_names_are_accepted(authors_file):
     assert load_checkpoint(authors_file, patch_size=2, n_bands_rgb=3).config == TRAINED
-    assert load_checkpoint(authors_file, {"width": 16}, solver="reference").config == TRAINED.replace(solver="reference")
+    assert (load_checkpoint(authors_file, {"width": 16}, solver="reference").config
+            == TRAINED.replace(solver="reference"))
     with pytest.raises(InputError, match="unknown configuration field"):
         load_checkpoint(authors_file, patch_sise=2)
 

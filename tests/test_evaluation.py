@@ -176,7 +176,8 @@ def test_no_silent_crop(tmp_path, tiny_ckpt, gt64):
 
     gt = gt64[:, :36, :36]
     path = _write_h5(tmp_path / "s36.h5", gt, _rgb_of(gt))
-    with pytest.raises(InputError, match=r"GT 36x36 is not a multiple of the ratio 8; the top-left 32x32 would fit.*--crop"):
+    with pytest.raises(InputError,
+                       match=r"GT 36x36 is not a multiple of the ratio 8; the top-left 32x32 would fit.*--crop"):
         evaluate_set(EvalConfig(checkpoint=str(tiny_ckpt), data=str(path), ratio=8, out=str(tmp_path / "o"),
                                 png=False), progress=False)
     assert main(["eval", "--checkpoint", str(tiny_ckpt), "--data", str(path), "--ratio", "8", "--out",
@@ -190,7 +191,8 @@ def test_no_silent_crop(tmp_path, tiny_ckpt, gt64):
     # the file's LRHSI: GT 34x34 and LRHSI 8x8 (x4, rounded down): the fitting pair is named
     gt34 = gt64[:, :34, :34]
     lr_path = _write_h5(tmp_path / "lr.h5", gt34, _rgb_of(gt34), np.full((31, 8, 8), 0.5, np.float32))
-    with pytest.raises(InputError, match=r"GT 34x34 is not 4 x LRHSI 8x8; the top-left 32x32 \(with LRHSI 8x8\) would fit.*--crop"):
+    with pytest.raises(InputError, match=r"GT 34x34 is not 4 x LRHSI 8x8; the top-left 32x32 \(with LRHSI 8x8\) "
+                                         r"would fit.*--crop"):
         evaluate_set(EvalConfig(checkpoint=str(tiny_ckpt), data=str(lr_path), lr_from="file", out=str(tmp_path / "o"),
                                 png=False), progress=False)
     report = evaluate_set(EvalConfig(checkpoint=str(tiny_ckpt), data=str(lr_path), lr_from="file", crop=True,

@@ -119,7 +119,7 @@ def _ssim_bruteforce(x: np.ndarray, y: np.ndarray) -> float:
     win = np.outer(g, g) / np.outer(g, g).sum()
     c1, c2 = 0.01**2, 0.03**2
     per_band = []
-    for xb, yb in zip(x, y):
+    for xb, yb in zip(x, y, strict=True):
         px = np.lib.stride_tricks.sliding_window_view(xb, (11, 11))
         py = np.lib.stride_tricks.sliding_window_view(yb, (11, 11))
         mx = np.einsum("ijkl,kl->ij", px, win)

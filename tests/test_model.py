@@ -124,7 +124,8 @@ def test_config_validation():
 
 @pytest.mark.parametrize("h, size", [(16, 64), (13, 39), (7, 35), (64, 32), (9, 9)])
 def test_graph_bicubic_equals_interpolate(monkeypatch, h, size):
-    """The exported bicubic (interpolation matrices, A_h @ pad(x) @ A_w^T) equals F.interpolate: up, down, odd ratios."""
+    """The exported bicubic (interpolation matrices, A_h @ pad(x) @ A_w^T) equals F.interpolate: up, down, odd
+    ratios."""
     import torch.nn.functional as F
 
     import lso.model as model_module

@@ -1,7 +1,7 @@
 """Every OS-level failure of a command that writes is one line naming the path, exit status 1, no traceback and no
 file left behind (issue 18): a name over 255 bytes, a missing folder, a file where a folder should be, a read-only
-file system, a full disk and a nearly full one (the write fails half-way), for ``lso infer``, ``export``, ``eval``, ``calibrate``, ``triton-repo``, ``batch`` and
-``train``.
+file system, a full disk and a nearly full one (the write fails half-way), for ``lso infer``, ``export``, ``eval``,
+``calibrate``, ``triton-repo``, ``batch`` and ``train``.
 
 Read-only and full file systems are real where this process may mount (root with CAP_SYS_ADMIN, as in the
 development VM): a tmpfs remounted read-only, and a tmpfs filled to the last byte. Elsewhere (an unprivileged CI

@@ -99,8 +99,8 @@ def test_ratio_mix_batches_have_the_right_shapes_and_alignment(tmp_path):
                 if np.array_equal(scene_gt[:, i:i + 32, j:j + 32], g)]
         assert len(hits) == 1
         i, j = hits[0]
-        np.testing.assert_array_equal(data.scenes[0][2][(r, fixed)][:, i // at:i // at + 32 // at, j // at:j // at + 32 // at],
-                                      item_lr)
+        rows, cols = slice(i // at, i // at + 32 // at), slice(j // at, j // at + 32 // at)
+        np.testing.assert_array_equal(data.scenes[0][2][(r, fixed)][:, rows, cols], item_lr)
         if len(seen) == 7:
             break
     assert seen == set(cfg.modes)

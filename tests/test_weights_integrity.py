@@ -106,7 +106,8 @@ def test_our_file_without_its_digest_keys_is_refused(tmp_path, tiny):
         load_checkpoint(path)
     # a trusted file without a digest gets one back, weights bit-for-bit
     fixed = resave_checkpoint(path, tmp_path / "fixed.safetensors")
-    assert all(torch.equal(a, b) for a, b in zip(tiny.state_dict().values(), load_checkpoint(fixed).state_dict().values()))
+    assert all(torch.equal(a, b)
+               for a, b in zip(tiny.state_dict().values(), load_checkpoint(fixed).state_dict().values(), strict=True))
 
 
 @pytest.mark.parametrize("edit", ["patch_size", "step"])
@@ -218,7 +219,8 @@ def test_the_same_fingerprint_for_a_checkpoint_its_copies_and_its_graph(tmp_path
     import onnx
 
     props = {p.key: p.value for p in onnx.load(str(graph)).metadata_props}
-    assert props["lso.weights_sha256"] == fingerprint and props["lso.source_sha256"] == read_sidecar(graph)["source"]["sha256"]
+    assert props["lso.weights_sha256"] == fingerprint
+    assert props["lso.source_sha256"] == read_sidecar(graph)["source"]["sha256"]
     for artifact in (ckpt, graph):
         with load(artifact) as runner:
             assert runner.weights_fingerprint == fingerprint

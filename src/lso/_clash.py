@@ -22,7 +22,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
+from typing import TypeAlias
 
 from lso.errors import InputError
 
@@ -30,8 +30,8 @@ __all__ = ["OutputFolder", "check_no_clash", "with_sidecars"]
 
 log = logging.getLogger(__name__)
 
-PathLike = Union[str, os.PathLike]
-Labelled = Union[PathLike, tuple[str, PathLike | None], None]
+PathLike: TypeAlias = str | os.PathLike
+Labelled: TypeAlias = PathLike | tuple[str, PathLike | None] | None
 
 MAX_FOLDER_ENTRIES = 20000
 """Files looked at inside one output folder for hard links to an input (a bound on the work of the check)."""

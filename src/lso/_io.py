@@ -14,7 +14,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, TypeAlias
 
 from lso.errors import ArtifactError, LSOError
 
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 NAME_MAX = 255
 """Longest file name (bytes) of the usual Linux/macOS file systems."""
 
-PathLike = Union[str, os.PathLike]
+PathLike: TypeAlias = str | os.PathLike
 
 MAX_SIDECAR_BYTES = 16 * 2**20
 """A sidecar is a few kB of JSON; anything larger is refused unread."""

@@ -281,7 +281,8 @@ def read_state_dict(path: str | os.PathLike, *, require_digest: bool = True,
                 metadata = dict(fh.metadata() or {})
             state = safetensors_torch.load_file(str(path))
         except Exception as exc:  # safetensors raises its own error types and OSError
-            raise ArtifactError(f"{path} is not a readable safetensors file ({exc}); re-download or re-save it") from exc
+            raise ArtifactError(f"{path} is not a readable safetensors file ({exc}); re-download or re-save it") \
+                from exc
         for key in _HASH_KEYS:
             metadata.pop(key, None)
         state = _strip_prefixes(state, path)
@@ -439,7 +440,7 @@ def infer_config(state: Mapping[str, torch.Tensor], base: LSOConfig | None = Non
 
 def _saved_fields(metadata: Mapping[str, str], path: Path) -> dict[str, Any]:
     """The architecture a file records: our ``lso_config``, else the authors' ``config`` namespace."""
-    for key, official in (("lso_config", False), (OFFICIAL_CONFIG_KEY, True)):
+    for key in ("lso_config", OFFICIAL_CONFIG_KEY):
         if key not in metadata:
             continue
         try:
@@ -723,7 +724,8 @@ def save_checkpoint(model: LSO, path: str | os.PathLike, *, dtype: torch.dtype |
     path = Path(path)
     if not path.name.endswith(".safetensors"):
         raise ArtifactError(f"our checkpoints are .safetensors files; got {path.name}")
-    state = {k: (v.detach().to("cpu", dtype if (dtype and v.is_floating_point() and not k.endswith("modes_list")) else v.dtype)).contiguous()
+    state = {k: v.detach().to("cpu", dtype if (dtype and v.is_floating_point() and not k.endswith("modes_list"))
+                              else v.dtype).contiguous()
              for k, v in model.state_dict().items()}
     meta = {"format": FORMAT_TAG, "lso_config": model.config.to_json()}
     meta.update({k: v if isinstance(v, str) else json.dumps(v, default=str) for k, v in metadata.items()})

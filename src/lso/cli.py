@@ -241,9 +241,11 @@ def _add_eval(sub) -> None:
     p.add_argument("--ratio", type=int,
                    help="scale ratio r, any integer >= 2 (default: 4; with --lr-from file: the file's LRHSI ratio)")
     p.add_argument("--msi-from", choices=("file", "gt"),
-                   help="HR-MSI source: the .h5's RGB (file) or GT x SRF (gt) (default: file for .h5, gt for synthetic)")
+                   help="HR-MSI source: the .h5's RGB (file) or GT x SRF (gt) "
+                        "(default: file for .h5, gt for synthetic)")
     p.add_argument("--lr-from", choices=("gt", "file"), default="gt",
-                   help="LR-HSI source: regenerated from GT with the paper's degradation (gt) or the .h5's LRHSI (file)")
+                   help="LR-HSI source: regenerated from GT with the paper's degradation (gt) "
+                        "or the .h5's LRHSI (file)")
     p.add_argument("--crop", action="store_true",
                    help="crop a size that is not a multiple of the ratio to the largest that is (top-left), "
                         "recorded in the report; off: such a size is an error naming that crop")
@@ -332,7 +334,8 @@ def _infer_options(args):
 
     from lso.runtime.infer import InferOptions
 
-    return InferOptions(config=_config_arg(args), artifact=Path(args.artifact), inputs=tuple(Path(p) for p in args.inputs), out=Path(args.out),
+    return InferOptions(config=_config_arg(args), artifact=Path(args.artifact),
+                        inputs=tuple(Path(p) for p in args.inputs), out=Path(args.out),
                         device=args.device, tile=args.tile, overlap=args.overlap, index=args.index, ratio=args.ratio,
                         lr_from=args.lr_from, layout=args.layout, envi=args.envi, preview=args.preview,
                         threads=args.threads, progress=not args.no_progress, memory_budget=args.memory_budget,
@@ -370,7 +373,8 @@ def _run_export(args) -> int:
 
 # ------------------------------------------------------------------------------------------- demo
 def _add_demo(sub) -> None:
-    p = _sub(sub, "demo", "The demo: bundled checkpoint, held-out synthetic scene, export, ONNX Runtime, parity and latency.",
+    p = _sub(sub, "demo",
+             "The demo: bundled checkpoint, held-out synthetic scene, export, ONNX Runtime, parity and latency.",
              "Loads the bundled demo checkpoint, makes a held-out synthetic scene, degrades it (paper protocol),\n"
              "exports ONNX, fuses with PyTorch (reference solver = baseline, folded solver) and ONNX Runtime,\n"
              "prints parity and latency tables and writes <out>/demo.png and <out>/demo.json.")
@@ -387,8 +391,8 @@ def _add_demo(sub) -> None:
 def _run_demo(args) -> int:
     from lso.benchmarks.demo import format_tables, run_demo
 
-    report = run_demo(args.checkpoint, config=_config_arg(args), size=args.size, ratio=args.ratio, seed=args.seed, out=args.out,
-                      repeats=args.repeats, threads=args.threads, echo=lambda s: print(s, flush=True))
+    report = run_demo(args.checkpoint, config=_config_arg(args), size=args.size, ratio=args.ratio, seed=args.seed,
+                      out=args.out, repeats=args.repeats, threads=args.threads, echo=lambda s: print(s, flush=True))
     print()
     print(format_tables(report))
     return 0
@@ -548,7 +552,8 @@ def _run_batch(args) -> int:
 
     from lso.scaleout.batch import BatchOptions, run_batch
 
-    opts = BatchOptions(config=_config_arg(args), artifact=Path(args.artifact), inputs=tuple(Path(p) for p in args.inputs), out=Path(args.out),
+    opts = BatchOptions(config=_config_arg(args), artifact=Path(args.artifact),
+                        inputs=tuple(Path(p) for p in args.inputs), out=Path(args.out),
                         output_format=args.output_format, actors=args.actors,
                         num_cpus_per_actor=args.num_cpus_per_actor, num_gpus_per_actor=args.num_gpus_per_actor,
                         threads=args.threads, device=args.device, tile=args.tile,
@@ -615,8 +620,8 @@ def _run_serve(args) -> int:
 
     limits = Limits(max_request_bytes=int(args.max_request_mb * 2**20), max_pixels=args.max_pixels,
                     max_batch=args.max_batch)
-    opts = ServeOptions(config=_config_arg(args), artifact=Path(args.artifact), replicas=args.replicas, host=args.host, port=args.port,
-                        route=args.route, device=args.device, threads=args.threads,
+    opts = ServeOptions(config=_config_arg(args), artifact=Path(args.artifact), replicas=args.replicas, host=args.host,
+                        port=args.port, route=args.route, device=args.device, threads=args.threads,
                         num_cpus_per_replica=args.num_cpus_per_replica, num_gpus_per_replica=args.num_gpus_per_replica,
                         max_ongoing_requests=args.max_ongoing_requests, max_queued_requests=args.max_queued_requests,
                         request_timeout_s=args.request_timeout_s, limits=limits, tile=args.tile,

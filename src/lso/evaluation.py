@@ -781,7 +781,7 @@ def scene_figure(path: Path, gt: np.ndarray, msi: np.ndarray, outputs: dict[str,
     err = np.abs(outputs["lso"] - gt).mean(0)
     fig, axes = plt.subplots(1, 5, figsize=(20, 4.2))
     panels = [("HR-MSI (input)", rgb(msi)), ("bicubic", rgb(outputs["bicubic"])), ("LSO", rgb(outputs["lso"]))]
-    for ax, (name, img) in zip(axes, panels):
+    for ax, (name, img) in zip(axes[:3], panels, strict=True):
         ax.imshow(img)
         ax.set_title(name)
         ax.axis("off")
@@ -790,7 +790,7 @@ def scene_figure(path: Path, gt: np.ndarray, msi: np.ndarray, outputs: dict[str,
     axes[3].axis("off")
     fig.colorbar(im, ax=axes[3], fraction=0.046)
     colors = ["tab:red", "tab:green", "tab:blue"]
-    for (i, j), c in zip(pixels, colors):
+    for (i, j), c in zip(pixels, colors, strict=False):  # the first three pixels, one colour each
         for ax in axes[:3]:
             ax.plot(j, i, "o", mfc="none", mec=c, ms=10)
         axes[4].plot(WAVELENGTHS_NM, gt[:, i, j], "-", color=c, label=f"GT ({i},{j})")

@@ -40,7 +40,8 @@ class TensorSpec:
     doc: str = ""
 
 
-def tensor_specs(config: LSOConfig | None = None, *, tileable: bool = False) -> tuple[list[TensorSpec], list[TensorSpec]]:
+def tensor_specs(config: LSOConfig | None = None, *,
+                 tileable: bool = False) -> tuple[list[TensorSpec], list[TensorSpec]]:
     """(inputs, outputs) of the model for ``config`` (paper defaults if omitted)."""
     cfg = config or LSOConfig()
     inputs = [
@@ -76,7 +77,7 @@ class ShapeProfile:
 
     def contains(self, name: str, shape: tuple[int, ...]) -> bool:
         lo, hi = self.min[name], self.max[name]
-        return len(shape) == len(lo) and all(a <= s <= b for a, s, b in zip(lo, shape, hi))
+        return len(shape) == len(lo) and all(a <= s <= b for a, s, b in zip(lo, shape, hi, strict=True))
 
     def describe(self, name: str) -> str:
         def fmt(s: tuple[int, ...]) -> str:
@@ -128,5 +129,6 @@ def infer_ratio(hr_shape: tuple[int, ...], lr_shape: tuple[int, ...]) -> int:
         )
     ratio = H // h
     if ratio < MIN_RATIO:
-        raise InputError(f"ratio H/h = {ratio} < {MIN_RATIO}: lr_hsi must be smaller than hr_msi by an integer factor >= 2")
+        raise InputError(f"ratio H/h = {ratio} < {MIN_RATIO}: lr_hsi must be smaller than hr_msi by an integer "
+                         f"factor >= 2")
     return ratio

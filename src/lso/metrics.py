@@ -433,7 +433,7 @@ def labelled(metrics: Mapping[str, float]) -> dict[str, float]:
     missing = [k for k in METRIC_NAMES if k not in metrics]
     if missing:
         raise InputError(f"labelled: expected the keys {list(METRIC_NAMES)} (from evaluate()), missing {missing}")
-    return {new: float(metrics[old]) for old, new in zip(METRIC_NAMES, REPORT_NAMES)}
+    return {new: float(metrics[old]) for old, new in zip(METRIC_NAMES, REPORT_NAMES, strict=True)}
 
 
 def band_errors(

@@ -97,7 +97,8 @@ class ResBlock(nn.Module):
 
     def __init__(self, ch: int) -> None:
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(ch, ch, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(ch, ch, 3, padding=1))
+        self.body = nn.Sequential(nn.Conv2d(ch, ch, 3, padding=1), nn.ReLU(inplace=True),
+                                  nn.Conv2d(ch, ch, 3, padding=1))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.body(x) + x

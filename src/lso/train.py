@@ -226,9 +226,9 @@ class SyntheticCrops:
             self.scenes[k] = self._make(self.pool_seeds[k])
         r, fixed = self.last_mode = _draw_mode(self.rng, cfg)
         at = cfg.fixed_ratio if fixed else r
-        items = [_aligned_crop(self.rng, gt, msi, lrs[(r, fixed)], cfg.crop, at)
-                 for gt, msi, lrs in (self.scenes[int(self.rng.integers(0, len(self.scenes)))] for _ in range(cfg.batch))]
-        gt, msi, lr = (torch.from_numpy(np.stack(x)) for x in zip(*items))
+        picks = (self.scenes[int(self.rng.integers(0, len(self.scenes)))] for _ in range(cfg.batch))
+        items = [_aligned_crop(self.rng, gt, msi, lrs[(r, fixed)], cfg.crop, at) for gt, msi, lrs in picks]
+        gt, msi, lr = (torch.from_numpy(np.stack(x)) for x in zip(*items, strict=True))
         return gt, msi, lr
 
 
@@ -342,7 +342,8 @@ def _lr_factor(cfg: TrainConfig, step: int) -> float:
 
 
 def _model_config(cfg: TrainConfig) -> LSOConfig:
-    """The architecture of a new model: ``cfg.model`` (LSOConfig fields or the authors' option names) over the paper's."""
+    """The architecture of a new model: ``cfg.model`` (LSOConfig fields or the authors' option names) over the
+    paper's."""
     from lso.checkpoint import normalize_config_fields
 
     try:
@@ -470,7 +471,8 @@ def _train_locked(cfg: TrainConfig, *, resume: bool, progress: bool) -> Path:
     import signal
     import threading
 
-    old_handler = signal.signal(signal.SIGTERM, _on_term) if threading.current_thread() is threading.main_thread() else None
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    old_handler = signal.signal(signal.SIGTERM, _on_term) if in_main_thread else None
     try:
         while step < total and stop["signal"] is None:
             for group in opt.param_groups:
@@ -524,7 +526,8 @@ def _train_locked(cfg: TrainConfig, *, resume: bool, progress: bool) -> Path:
         if old_handler is not None:
             signal.signal(signal.SIGTERM, old_handler)
     if stop["signal"] is not None:
-        log.warning("stopped by signal %s at step %d; state saved in %s (continue with --resume)", stop["signal"], step, last)
+        log.warning("stopped by signal %s at step %d; state saved in %s (continue with --resume)", stop["signal"], step,
+                    last)
     if not (out / "best.safetensors").exists():
         save_checkpoint(model, out / "best.safetensors", step=step, **_ratio_metadata(cfg))
     return out / "best.safetensors"

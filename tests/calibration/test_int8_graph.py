@@ -146,7 +146,7 @@ def test_sensitivity_ranks_the_damaged_block_first(cal_onnx, cal_feeds, tmp_path
     reference = ort_reference(path, scenes)
     # ground truth close to the FP32 output, so ΔPSNR measures what quantization costs
     scenes = [Scene(s.name, np.clip(r + rng.normal(0, 0.01, r.shape), 0, 1).astype(np.float32), s.hr_msi, s.lr_hsi)
-              for s, r in zip(scenes, reference)]
+              for s, r in zip(scenes, reference, strict=True)]
     ranking = Q.sensitivity_sweep(path, scenes, reference, calibration_cache=tmp_path / "cal.json", feeds=cal_feeds)
     assert [r["block"] for r in ranking][0] == "up1"
     assert ranking[0]["dpsnr"] > 10 * max(abs(r["dpsnr"]) for r in ranking[1:])

@@ -189,7 +189,7 @@ def test_noise_is_reproducible_with_seed():
     b = degrade(gt, 4, snr_db=30, seed=7)
     c = degrade(gt, 4, snr_db=30, seed=8)
     clean = degrade(gt, 4)
-    for u, v, w, z in zip(a, b, c, clean):
+    for u, v, w, z in zip(a, b, c, clean, strict=True):
         np.testing.assert_array_equal(u, v)
         assert not np.array_equal(u, w)
         assert not np.array_equal(u, z)

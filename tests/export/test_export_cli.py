@@ -40,8 +40,9 @@ def test_script_and_subcommand_share_one_option_set():
 
 def test_help_works_without_onnx_and_explains_the_options():
     code = ("import sys, runpy; sys.argv = ['to_onnx.py', '--help']\n"
-            "try:\n    runpy.run_path(%r, run_name='__main__')\nexcept SystemExit as e:\n    assert e.code == 0\n"
-            "assert 'onnx' not in sys.modules and 'onnxruntime' not in sys.modules, 'heavy import'\n" % str(SCRIPT))
+            f"try:\n    runpy.run_path({str(SCRIPT)!r}, run_name='__main__')\nexcept SystemExit as e:\n"
+            "    assert e.code == 0\n"
+            "assert 'onnx' not in sys.modules and 'onnxruntime' not in sys.modules, 'heavy import'\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
     assert proc.returncode == 0, proc.stderr
     for text in ("--checkpoint", "--tileable", "--skip-check", "--allow-unsupported", "every image size",
@@ -123,7 +124,8 @@ def test_options_map_to_export_onnx_arguments(tmp_path):
     (tmp_path / "cfg.json").write_text(json.dumps(LSOConfig.tiny(width=8, heads=1).to_dict()))
     kwargs = export_kwargs(parser.parse_args(["--config", str(tmp_path / "cfg.json"), "--no-simplify", "--skip-check",
                                               "--case", "4:32x32", "--tileable", "--opset", "20"]))
-    assert kwargs["config"] == LSOConfig.tiny(width=8, heads=1).to_dict() and kwargs["cases"] == (ParityCase(4, 32, 32),)
+    assert kwargs["config"] == LSOConfig.tiny(width=8, heads=1).to_dict()
+    assert kwargs["cases"] == (ParityCase(4, 32, 32),)
     assert (kwargs["simplify"], kwargs["check"], kwargs["tileable"], kwargs["opset"]) == (False, False, True, 20)
     assert export_kwargs(parser.parse_args(["--config", "tiny"]))["config"] == LSOConfig.tiny().to_dict()
     assert export_kwargs(parser.parse_args(["--config", "patch_size=2"]))["config"] == {"patch_size": 2}

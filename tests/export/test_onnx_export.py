@@ -162,7 +162,8 @@ def test_paper_config_exports_and_matches_at_64(tmp_path):
     side = read_sidecar(out)
     assert side["parity"]["cases"][0]["max_abs"] <= 1e-4
     counts = side["graph"]["op_counts"]
-    assert counts["Sin"] == 3 and counts["Cos"] == 3 and counts["Conv"] == 25  # 28 module convs; each spectral block runs its two 1x1 as one
+    # 28 module convs; each spectral block runs its two 1x1 as one
+    assert counts["Sin"] == 3 and counts["Cos"] == 3 and counts["Conv"] == 25
     assert 7e6 < out.stat().st_size < 9e6  # 1.94 M float32 parameters, all inside the file
     assert sidecar_path(out).exists() and sorted(p.name for p in tmp_path.iterdir()) == ["paper.onnx",
                                                                                           "paper.onnx.json"]

@@ -129,7 +129,7 @@ def test_align_conv_channels_pads_with_zeros_and_keeps_outputs(ex_onnx, tmp_path
     after = conv_channels(aligned)
     assert len(after) == len(before)
     assert any(i % 16 for _, i in before)  # the tiny model has unaligned convolutions (34, 18, 35 inputs; 17 mid)
-    changed = [(b, a) for b, a in zip(before, after) if b != a]
+    changed = [(b, a) for b, a in zip(before, after, strict=True) if b != a]
     assert changed and all(a[0] >= b[0] and a[1] >= b[1] and a[1] % 16 == 0 for b, a in changed)
     assert passes.op_counts(aligned)["ConstantOfShape"] >= 3  # head, inc and decoder concats padded
     path = tmp_path / "aligned.onnx"

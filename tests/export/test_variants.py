@@ -52,7 +52,8 @@ def test_int8_cpu_flavour_is_recognised_by_its_uint8_zero_points(tmp_path):
     from onnx import TensorProto, helper, numpy_helper
 
     def graph(zp_dtype):
-        inits = [numpy_helper.from_array(np.array(0.1, np.float32), "s"), numpy_helper.from_array(np.array(0, zp_dtype), "z")]
+        inits = [numpy_helper.from_array(np.array(0.1, np.float32), "s"),
+                 numpy_helper.from_array(np.array(0, zp_dtype), "z")]
         nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
                  helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"])]
         g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
@@ -86,7 +87,8 @@ def test_tensorrt_consumers_refuse_a_cpu_graph(cpu_onnx, tmp_path, monkeypatch, 
     with pytest.raises(InputError, match="--target tensorrt"):
         BE.build_engine(cpu_onnx, tmp_path / "m.plan")
     small = "hr_msi:1x3x64x64,lr_hsi:1x31x16x16"
-    args = ["build", str(cpu_onnx), "--print-trtexec", "--trt-version", "10", "--opt-shapes", small, "--max-shapes", small]
+    args = ["build", str(cpu_onnx), "--print-trtexec", "--trt-version", "10", "--opt-shapes", small,
+            "--max-shapes", small]
     assert main(args) == 1
     assert "CPU-tuned graph" in capsys.readouterr().err
     assert main(args + ["--allow-cpu-graph"]) == 0  # the explicit override

@@ -307,7 +307,8 @@ def test_killed_batch_leaves_only_complete_outputs_and_rerun_completes(tiny_onnx
             deadline = time.monotonic() + 90
             while time.monotonic() < deadline and proc.poll() is None and not list(out.glob("k*.npz")):
                 time.sleep(0.05)
-            assert proc.poll() is None, f"the run ended before it could be killed: {(tmp_path / 'killed.log').read_text()}"
+            assert proc.poll() is None, \
+                f"the run ended before it could be killed: {(tmp_path / 'killed.log').read_text()}"
             assert list(out.glob("k*.npz")), "no scene finished within 90 s"
             os.killpg(proc.pid, signal.SIGKILL)  # the driver and Ray's daemons; no cleanup handler runs
             proc.wait(30)
@@ -368,7 +369,8 @@ def test_sigkill_of_the_driver_alone_leaves_no_ray_process(tiny_onnx_tileable, t
             deadline = time.monotonic() + 90
             while time.monotonic() < deadline and proc.poll() is None and not list(out.glob("k*.npz")):
                 time.sleep(0.05)
-            assert proc.poll() is None, f"the run ended before it could be killed: {(tmp_path / 'driver.log').read_text()}"
+            assert proc.poll() is None, \
+                f"the run ended before it could be killed: {(tmp_path / 'driver.log').read_text()}"
             running = _describe(_tagged(tag, ray_tmp))
             assert any("raylet" in p for p in running) and any("ray::" in p for p in running), running
             os.kill(proc.pid, signal.SIGKILL)  # the driver alone: its Ray's processes are left to themselves

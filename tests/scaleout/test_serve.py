@@ -95,7 +95,7 @@ def test_concurrent_clients_all_succeed(serve_url, tiny_onnx_tileable):
     scenes = [_scene(32, 32, seed=10 + i) for i in range(6)]
     with ThreadPoolExecutor(max_workers=4) as pool:
         results = list(pool.map(lambda s: fuse_remote(serve_url, *s, media=RAW), scenes))
-    for (hr, lr), got in zip(scenes, results):
+    for (hr, lr), got in zip(scenes, results, strict=True):
         np.testing.assert_allclose(got, _direct(tiny_onnx_tileable, hr, lr), atol=1e-6)
 
 

@@ -31,7 +31,7 @@ def _check_against_spec(cfg, config: LSOConfig, *, tileable: bool) -> None:
     batched = cfg.max_batch_size > 0
     assert [i.name for i in cfg.input] == [s.name for s in inputs]
     assert [o.name for o in cfg.output] == [s.name for s in outputs] == list(OUTPUT_NAMES)
-    for got, spec in zip(list(cfg.input) + list(cfg.output), inputs + outputs):
+    for got, spec in zip(list(cfg.input) + list(cfg.output), inputs + outputs, strict=True):
         want_type = pb2.TYPE_INT64 if spec.dtype == "int64" else pb2.TYPE_FP32
         assert got.data_type == want_type, spec.name
         assert list(got.dims) == _spec_dims(spec, batched), spec.name

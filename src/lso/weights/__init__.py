@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 from importlib import resources
 from pathlib import Path
-from typing import Union
 
 from lso.errors import ArtifactError
 
