@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -46,25 +47,19 @@ def run_cell(backend: str, artifact: str | None, size: int, ratio: int, repeats:
 
     torch.set_num_threads(threads)
     hr, lr = _inputs(size, ratio)
+    from lso.runtime import load
+
     cuda = backend.startswith("torch-cuda") or backend.startswith("trt")
+    target: Any = artifact
+    options: dict[str, Any] = {"threads": threads}  # a hint: backends without intra-op threads ignore it
     if backend.startswith("torch"):
         from lso.checkpoint import load_checkpoint
         from lso.model import set_solver_form
-        from lso.runtime import TorchRunner
 
-        model = load_checkpoint(artifact)
-        set_solver_form(model, "reference" if backend.endswith("ref") else "folded")
-        runner = TorchRunner(model, device="cuda" if cuda else "cpu", fp16=backend.endswith("fp16"),
-                             compile=backend.endswith("compile"))
-    elif backend.startswith("ort"):
-        from lso.runtime import OrtRunner
-
-        runner = OrtRunner(artifact, threads=threads)
-    else:
-        from lso.runtime import TrtRunner
-
-        runner = TrtRunner(artifact)
-    with runner:
+        target = set_solver_form(load_checkpoint(artifact), "reference" if backend.endswith("ref") else "folded")
+        options.update(device="cuda" if cuda else "cpu", fp16=backend.endswith("fp16"),
+                       compile=backend.endswith("compile"))
+    with load(target, **options) as runner:  # the backend from the artifact: checkpoint, graph or plan
         if cuda:
             from lso.benchmarks._report import cuda_times
 

@@ -10,7 +10,10 @@ A runner has a lifecycle (after Polygraphy's ``activate``/``deactivate``)::
 ``fuse`` checks its inputs at the boundary (:mod:`lso.runtime.validation`), accepts numpy arrays,
 torch tensors and device arrays, and gives the result back in the caller's terms: numpy in, numpy
 out; device tensors stay on the device. One backend per module: ``torch_runner``, ``ort_runner``,
-``trt_runner``; this module only knows their names.
+``trt_runner``; this module only knows their names, in the backend registry (:data:`BACKENDS`,
+:func:`register_backend`): which module and class run which artifact suffixes, and which options each takes.
+:func:`load` is the one way to make a runner from an artifact or a model; callers never test for a runner
+class (the options rule of :func:`backend_options` decides what each backend gets).
 """
 from __future__ import annotations
 
@@ -20,7 +23,8 @@ import importlib
 import logging
 import os
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, TypeAlias
 
@@ -28,6 +32,7 @@ from lso.checkpoint import CHECKPOINT_SUFFIXES
 from lso.config import LSOConfig
 from lso.errors import ArtifactError, InputError, LSOError
 from lso.io_spec import EXTENT, HR_MSI, LR_HSI, ShapeProfile, TensorSpec, tensor_specs
+from lso.model import LSO
 from lso.runtime.cuda_arrays import DeviceUnavailableError
 from lso.runtime.validation import (
     FuseInputs,
@@ -38,8 +43,9 @@ from lso.runtime.validation import (
     validate_inputs,
 )
 
-__all__ = ["Runner", "load", "backend_for", "RunnerStateError", "DeviceUnavailableError", "TORCH_SUFFIXES",
-           "ONNX_SUFFIXES", "TRT_SUFFIXES"]
+__all__ = ["Runner", "load", "Backend", "BACKENDS", "register_backend", "backend_of", "backend_for",
+           "backend_options", "RunnerStateError", "DeviceUnavailableError", "TORCH_SUFFIXES", "ONNX_SUFFIXES",
+           "TRT_SUFFIXES", "COMMON_OPTIONS"]
 
 log = logging.getLogger(__name__)
 
@@ -343,65 +349,193 @@ TORCH_SUFFIXES = CHECKPOINT_SUFFIXES  # .pth.tar, .pth, .pt, .tar, .ckpt, .safet
 ONNX_SUFFIXES = (".onnx",)
 TRT_SUFFIXES = (".plan", ".engine", ".trt")
 
-# suffixes -> "module:Class"; modules are imported only when their artifact is loaded
-_BACKENDS: tuple[tuple[tuple[str, ...], str], ...] = (
-    (TORCH_SUFFIXES, "lso.runtime.torch_runner:TorchRunner"),
-    (ONNX_SUFFIXES, "lso.runtime.ort_runner:OrtRunner"),
-    (TRT_SUFFIXES, "lso.runtime.trt_runner:TrtRunner"),
-)
+#: Options every backend takes (handled by :func:`load` itself, or by every runner's constructor).
+COMMON_OPTIONS = frozenset({"device", "memory_budget"})
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One entry of the backend registry: where its runner lives, what it runs, which options it takes.
+
+    Attributes:
+        name: the name ``load(..., backend=name)`` takes, and the runner's :attr:`Runner.backend`.
+        target: ``"module:Class"`` of the runner; the module is imported only when an artifact of this
+            backend is loaded (``import lso.runtime`` imports no backend library).
+        suffixes: the artifact file name endings it runs (lower case), checked in registration order.
+        options: the keyword options its runner takes besides :data:`COMMON_OPTIONS`.
+        hints: those of ``options`` that are tuning hints (``threads``): another backend given one ignores
+            it (logged at debug level) instead of refusing it. Every other option a backend does not take is
+            an :class:`~lso.errors.InputError` naming the backends that take it.
+        gpu_only: its runner needs a CUDA device whatever the options (a machine without one cannot even
+            open the artifact: the scale-out driver then checks only that the file exists).
+    """
+
+    name: str
+    target: str
+    suffixes: tuple[str, ...]
+    options: frozenset[str] = frozenset()
+    hints: frozenset[str] = frozenset()
+    gpu_only: bool = False
+
+    def runner_class(self) -> type[Any]:
+        """The :class:`Runner` subclass (imports its module); called as ``cls(artifact, **options)``."""
+        module, cls = self.target.split(":")
+        return getattr(importlib.import_module(module), cls)
+
+    def runs(self, name: str) -> bool:
+        """Whether a file named ``name`` (lower case) is this backend's artifact."""
+        return name.endswith(self.suffixes)
+
+
+BACKENDS: dict[str, Backend] = {}
+"""The backend registry, name -> :class:`Backend`, in registration order (the order suffixes are tried in)."""
+
+
+def register_backend(name: str, target: str, *, suffixes: tuple[str, ...], options: Iterable[str] = (),
+                     hints: Iterable[str] = (), gpu_only: bool = False) -> Backend:
+    """Add a backend to the registry (a second registration of ``name`` replaces the first); returns it.
+
+    A new backend is one runner module (a :class:`Runner` subclass whose ``__init__(artifact, *, device=...,
+    **options)`` takes the options listed here) plus one registration line below the three shipped ones,
+    e.g. for an OpenVINO runner in ``runtime/openvino_runner.py``::
+
+        register_backend("openvino", "lso.runtime.openvino_runner:OpenVinoRunner", suffixes=(".xml",),
+                         options={"threads", "verify"}, hints={"threads"})
+
+    :func:`load`, ``lso infer``, ``lso batch``, ``lso serve`` and the scale-out checks then pick it by suffix
+    or by ``backend="openvino"``, and pass it only the options it takes.
+    """
+    opts, hint_set = frozenset(options), frozenset(hints)
+    if not hint_set <= opts:
+        raise ValueError(f"backend {name!r}: hints {sorted(hint_set - opts)} are not among its options")
+    backend = Backend(name, target, tuple(s.lower() for s in suffixes), opts, hint_set, gpu_only)
+    BACKENDS[name] = backend
+    return backend
+
+
+register_backend("torch", "lso.runtime.torch_runner:TorchRunner", suffixes=TORCH_SUFFIXES,
+                 options={"compile", "fp16", "tf32", "config"})
+register_backend("onnxruntime", "lso.runtime.ort_runner:OrtRunner", suffixes=ONNX_SUFFIXES,
+                 options={"threads", "inter_op_threads", "providers", "session_options", "verify", "memory_arena",
+                          "tensorrt", "trt_profile", "trt_engine_cache"},
+                 hints={"threads", "inter_op_threads"})
+register_backend("tensorrt", "lso.runtime.trt_runner:TrtRunner", suffixes=TRT_SUFFIXES,
+                 options={"stream", "cuda_graph", "max_graphs", "verify", "allow_host_code", "profile_index"},
+                 gpu_only=True)
+
+
+def backend_named(name: str) -> Backend:
+    """The registered backend ``name`` (InputError naming the registered ones otherwise)."""
+    try:
+        return BACKENDS[name]
+    except KeyError:
+        raise InputError(f"unknown backend {name!r}: choose one of {sorted(BACKENDS)}") from None
+
+
+def backend_of(artifact: PathLike | LSO, backend: str | None = None) -> Backend:
+    """The backend that runs ``artifact``: ``backend`` when given, else the one whose suffix its name ends with.
+
+    An :class:`~lso.model.LSO` module runs on ``"torch"``; ``@demo`` is a checkpoint. No file is read.
+
+    Raises:
+        InputError: ``backend`` is not registered.
+        ArtifactError: no registered suffix matches the file name.
+    """
+    if backend is not None:
+        return backend_named(backend)
+    if isinstance(artifact, LSO):
+        return BACKENDS["torch"]
+    from lso.weights import DEMO_CHECKPOINT, is_demo_name
+
+    name = DEMO_CHECKPOINT if is_demo_name(artifact) else Path(artifact).name.lower()
+    for entry in BACKENDS.values():
+        if entry.runs(name):
+            return entry
+    known = ", ".join(s for entry in BACKENDS.values() for s in entry.suffixes)
+    raise ArtifactError(f"cannot tell which runtime runs {Path(artifact).name!r}: expected one of {known} "
+                        f"(PyTorch checkpoints, ONNX graphs, TensorRT plans)")
 
 
 def backend_for(path: PathLike) -> type:
     """The Runner class for an artifact, from its file name (no file is read); ``@demo`` is a checkpoint."""
-    from lso.weights import DEMO_CHECKPOINT, is_demo_name
-
-    name = DEMO_CHECKPOINT if is_demo_name(path) else Path(path).name.lower()
-    for suffixes, target in _BACKENDS:
-        if name.endswith(suffixes):
-            module, cls = target.split(":")
-            return getattr(importlib.import_module(module), cls)
-    known = ", ".join(s for suffixes, _ in _BACKENDS for s in suffixes)
-    raise ArtifactError(f"cannot tell which runtime runs {Path(path).name!r}: expected one of {known} "
-                        f"(PyTorch checkpoints, ONNX graphs, TensorRT plans)")
+    return backend_of(path).runner_class()
 
 
-def load(path: PathLike, device: Any = None, *, config: LSOConfig | Mapping[str, Any] | None = None,
-         **options: Any) -> Runner:
-    """The runner for an artifact, not yet active (use it in a ``with`` block).
+def backend_options(backend: Backend, options: Mapping[str, Any]) -> dict[str, Any]:
+    """``options`` as ``backend``'s runner takes them: hints of other backends dropped, anything else refused.
 
-    ``.pth``, ``.pth.tar``, ``.pt``, ``.safetensors`` and ``@demo`` (the bundled demo checkpoint) ->
-    :class:`TorchRunner`; ``.onnx`` -> :class:`OrtRunner`; ``.plan``, ``.engine``, ``.trt`` -> :class:`TrtRunner`.
+    The one rule of :func:`load`: an option ``backend`` takes (or one of :data:`COMMON_OPTIONS`) is passed on; an
+    option that is a hint of another backend (``threads`` for a TensorRT plan) is ignored; any other option is an
+    :class:`~lso.errors.InputError` naming the backends that take it.
+    """
+    taken: dict[str, Any] = {}
+    for key, value in options.items():
+        if key in backend.options or key in COMMON_OPTIONS:
+            taken[key] = value
+            continue
+        others = sorted(b.name for b in BACKENDS.values() if key in b.options)
+        if any(key in BACKENDS[b].hints for b in others):
+            log.debug("%s ignores the option %s=%r (a hint for %s)", backend.name, key, value, ", ".join(others))
+            continue
+        where = f"only {', '.join(others)} take(s) it" if others else "no backend takes it"
+        raise InputError(f"the {backend.name} backend takes no option {key!r} ({where}); the options it takes: "
+                         f"{', '.join(sorted(backend.options | COMMON_OPTIONS))}")
+    return taken
+
+
+def load(artifact_or_model: PathLike | LSO, device: Any = None, *, backend: str | None = None,
+         config: LSOConfig | Mapping[str, Any] | None = None, **options: Any) -> Runner:
+    """The runner for an artifact (or an :class:`~lso.model.LSO` module), not yet active (use it in a ``with`` block).
+
+    The one way to make a runner. The backend comes from ``backend=`` or else from the file name (the registry,
+    :data:`BACKENDS`): ``.pth``, ``.pth.tar``, ``.pt``, ``.safetensors`` and ``@demo`` (the bundled demo
+    checkpoint) -> :class:`TorchRunner`; ``.onnx`` -> :class:`OrtRunner`; ``.plan``, ``.engine``, ``.trt`` ->
+    :class:`TrtRunner`; an ``LSO`` module -> :class:`TorchRunner` on the module's device.
 
     Args:
-        path: the artifact.
+        artifact_or_model: the artifact, or an ``LSO`` module.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` ... (default: the backend's own — CPU for PyTorch and
-            ONNX Runtime, the current CUDA device for TensorRT).
+            ONNX Runtime, the current CUDA device for TensorRT, a module's own device).
+        backend: a registered backend name (``"torch"``, ``"onnxruntime"``, ``"tensorrt"``) instead of the suffix.
         config: for checkpoints, configuration fields (an :class:`LSOConfig` or a dict such as
             ``{"patch_size": 2}``, see :func:`lso.checkpoint.load_checkpoint`): they must agree with what the
             checkpoint records and fill in what it does not. ONNX graphs and plans carry their architecture;
             a config given with one is ignored, with a warning.
         **options: passed to the runner (e.g. ``threads=`` for ONNX Runtime, ``fp16=`` for PyTorch,
-            ``cuda_graph=`` for TensorRT); ``memory_budget=`` sets :attr:`Runner.memory_budget`.
+            ``cuda_graph=`` for TensorRT); ``memory_budget=`` sets :attr:`Runner.memory_budget`. The rule
+            (:func:`backend_options`): ``threads`` and ``inter_op_threads`` are hints, ignored by backends that
+            do not take them; any other option the backend does not take is an ``InputError`` naming the
+            backends that do.
 
     Raises:
         ArtifactError: the file is missing or its kind is unknown.
+        InputError: an unknown ``backend``, or an option the backend does not take.
     """
-    from lso.weights import resolve_checkpoint
+    entry = backend_of(artifact_or_model, backend)
+    if isinstance(artifact_or_model, LSO):
+        if entry.name != "torch":
+            raise InputError(f"an LSO module runs on the torch backend, not {entry.name!r}; export it first "
+                             f"(lso.export.export_onnx) to run it elsewhere")
+        target: Any = artifact_or_model
+        if device is None:
+            device = next(artifact_or_model.parameters()).device
+    else:
+        from lso.weights import resolve_checkpoint
 
-    path = resolve_checkpoint(path)
-    if not path.is_file():
-        raise ArtifactError(f"{path} does not exist (or is not a file)")
-    cls = backend_for(path)
-    if config is not None:
-        if path.name.lower().endswith(TORCH_SUFFIXES):
-            options["config"] = config
-        else:
+        target = path = resolve_checkpoint(artifact_or_model)
+        if not path.is_file():
+            raise ArtifactError(f"{path} does not exist (or is not a file)")
+        if config is not None and "config" not in entry.options:
             log.warning("a configuration applies to checkpoints only; %s carries its own architecture, so the "
                         "one given is ignored", path.name)
+            config = None
+    if config is not None:
+        options["config"] = config
     if device is not None:
         options["device"] = device
+    options = backend_options(entry, options)
     budget = options.pop("memory_budget", None)
-    runner = cls(path, **options)
+    runner = entry.runner_class()(target, **options)
     if budget is not None:
         runner.memory_budget = budget
     return runner

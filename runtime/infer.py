@@ -912,15 +912,13 @@ def infer(opts: InferOptions) -> InferResult:
 
 def _infer_locked(opts: InferOptions, out: Path) -> InferResult:
     """:func:`infer` once ``out`` is locked (options checked, the artifact resolved)."""
-    from lso.runtime.base import backend_for, load
-    from lso.runtime.ort_runner import OrtRunner
+    from lso.runtime.base import load
 
     if out.suffix.lower() == ".mat":
         require("scipy.io")  # before the model is loaded and the scene fused
-    options: dict[str, Any] = {}
-    if opts.threads is not None and backend_for(opts.artifact) is OrtRunner:
-        options["threads"] = opts.threads
-    runner = load(opts.artifact, device=opts.device, memory_budget=opts.memory_budget, config=opts.config, **options)
+    # threads: a hint, ignored by backends without intra-op threads (lso.runtime.base.backend_options)
+    runner = load(opts.artifact, device=opts.device, memory_budget=opts.memory_budget, config=opts.config,
+                  threads=opts.threads)
     start = time.perf_counter()
     with runner:  # active: its configuration is known
         check_work_memory(opts, runner)  # every item of the file, from declared sizes, before any is read

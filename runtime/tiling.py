@@ -222,12 +222,8 @@ def _as_runner(model: Any) -> tuple[Runner, bool]:
     """``(runner, owned)``; owned runners are activated and released here."""
     if isinstance(model, Runner):
         return model, not model.is_active
-    if isinstance(model, LSO):
-        from lso.runtime.torch_runner import TorchRunner
-
-        return TorchRunner(model, device=next(model.parameters()).device), True
-    if isinstance(model, (str, os.PathLike)):
-        return load(model), True
+    if isinstance(model, (LSO, str, os.PathLike)):
+        return load(model), True  # an LSO module: a TorchRunner on its own device
     raise InputError(f"fuse_tiled takes a Runner, an LSO model or an artifact path, got {type(model).__qualname__}")
 
 

@@ -23,17 +23,14 @@ def check_artifact(artifact: str | os.PathLike, *, device: str | None = None, nu
     Returns:
         the artifact's absolute path (``@demo``: the bundled demo checkpoint's).
     """
-    from lso.runtime.base import backend_for, load
-    from lso.runtime.trt_runner import TrtRunner
+    from lso.runtime.base import backend_of, load
     from lso.weights import resolve_checkpoint
 
     path = resolve_checkpoint(artifact).resolve()
     if not path.is_file():
         raise ArtifactError(f"{artifact} does not exist (or is not a file)")
-    backend = backend_for(path)
-    if backend is TrtRunner or num_gpus > 0 or (device or "cpu") != "cpu":
+    if backend_of(path).gpu_only or num_gpus > 0 or (device or "cpu") != "cpu":
         return path
-    options = {"threads": 1} if path.suffix.lower() == ".onnx" else {}
-    with load(path, config=config, **options):
+    with load(path, config=config, threads=1):  # threads: a hint, ignored where a backend has none
         pass
     return path

@@ -428,14 +428,12 @@ class SceneFuser:
     """
 
     def __init__(self, opts: BatchOptions, artifact_sha256: str, shared_by: int = 1) -> None:
-        from lso.runtime.base import backend_for, load
-        from lso.runtime.ort_runner import OrtRunner
+        from lso.runtime.base import load
 
-        options: dict[str, Any] = {}
-        if opts.threads and backend_for(opts.artifact) is OrtRunner:
-            options["threads"] = int(opts.threads)
         device = opts.device or ("cuda" if opts.num_gpus_per_actor > 0 else None)
-        self._runner = load(opts.artifact, device=device, config=opts.config, **options).activate()
+        # threads: a hint, ignored by backends without intra-op threads (lso.runtime.base.backend_options)
+        self._runner = load(opts.artifact, device=device, config=opts.config,
+                            threads=int(opts.threads) if opts.threads else None).activate()
         self._budget = scene_budget(self._runner, opts, shared_by=shared_by)  # active: its device is known
         if self._budget is not None:
             self._runner.memory_budget = self._budget  # each fuse (whole scene or tile) is checked against it

@@ -140,13 +140,10 @@ class FusionServer:
     def __init__(self, artifact: str, device: str | None = None, threads: int | None = 1,
                  limits: Limits | None = None, tile: int | None = None,
                  config: dict[str, Any] | None = None) -> None:
-        from lso.runtime.base import backend_for, load
-        from lso.runtime.ort_runner import OrtRunner
+        from lso.runtime.base import load
 
-        options: dict[str, Any] = {}
-        if threads and backend_for(artifact) is OrtRunner:
-            options["threads"] = int(threads)
-        self._runner = load(artifact, device=device, config=config, **options)
+        # threads: a hint, ignored by backends without intra-op threads (lso.runtime.base.backend_options)
+        self._runner = load(artifact, device=device, config=config, threads=int(threads) if threads else None)
         self._runner.activate()
         self._limits = limits or Limits()
         self._tile = tile

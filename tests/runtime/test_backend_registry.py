@@ -1,0 +1,80 @@
+"""The backend registry behind ``lso.runtime.load``: suffix or ``backend=``, and one rule for options."""
+from __future__ import annotations
+
+import sys
+import types
+
+import numpy as np
+import pytest
+
+from lso import runtime
+from lso.errors import InputError
+from lso.runtime import base
+from lso.runtime.base import BACKENDS, backend_of, backend_options, register_backend
+
+from rt_fixtures import reference, scene
+
+
+def test_shipped_backends_and_their_suffixes():
+    assert list(BACKENDS) == ["torch", "onnxruntime", "tensorrt"]
+    assert backend_of("m.onnx").name == "onnxruntime" and backend_of("m.plan").gpu_only
+    assert backend_of("@demo").name == "torch"
+    assert backend_of("m.onnx", backend="torch").name == "torch"  # explicit wins over the suffix
+    with pytest.raises(InputError, match="unknown backend 'openvino'.*onnxruntime"):
+        backend_of("m.onnx", backend="openvino")
+
+
+def test_options_rule_hints_ignored_others_refused():
+    torch_backend = BACKENDS["torch"]
+    assert backend_options(torch_backend, {"threads": 4, "fp16": True}) == {"fp16": True}  # threads: a hint
+    with pytest.raises(InputError, match="takes no option 'cuda_graph'.*tensorrt"):
+        backend_options(torch_backend, {"cuda_graph": True})
+    with pytest.raises(InputError, match="no backend takes it"):
+        backend_options(BACKENDS["onnxruntime"], {"colour": "red"})
+    assert backend_options(BACKENDS["tensorrt"], {"threads": 2, "memory_budget": "1G"}) == {"memory_budget": "1G"}
+
+
+def test_load_a_model_and_a_checkpoint_with_threads(rt_model, tmp_path):
+    from lso import save_checkpoint
+
+    hr, lr = scene(32, 32, 4)
+    with runtime.load(rt_model, threads=3) as runner:  # an LSO module: torch, threads ignored
+        assert type(runner).__name__ == "TorchRunner"
+        np.testing.assert_allclose(runner.fuse(hr, lr), reference(rt_model, hr, lr), atol=1e-6)
+    ckpt = save_checkpoint(rt_model, tmp_path / "tiny.safetensors")
+    with pytest.raises(InputError, match="takes no option 'providers'"):
+        runtime.load(ckpt, providers=["CPUExecutionProvider"])
+
+
+def test_a_new_backend_is_a_module_and_one_registration(rt_model, tiny_onnx, monkeypatch):
+    module = types.ModuleType("lso_test_fake_runner")
+
+    class FakeRunner(base.Runner):
+        backend = "fake"
+
+        def __init__(self, path, *, device=None, threads=None):
+            super().__init__()
+            self.path, self.threads = path, threads
+
+        def _activate(self):
+            pass
+
+        def _deactivate(self):
+            pass
+
+        @property
+        def input_specs(self):
+            return ()
+
+        def _fuse(self, inputs, extent, out, **options):
+            return None
+
+    module.FakeRunner = FakeRunner
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    monkeypatch.setattr(base, "BACKENDS", dict(BACKENDS))
+    register_backend("fake", f"{module.__name__}:FakeRunner", suffixes=(".fake",), options={"threads"},
+                     hints={"threads"})
+    assert type(runtime.load(tiny_onnx, backend="fake", threads=2)).__name__ == "FakeRunner"
+    assert runtime.load(tiny_onnx, backend="fake", threads=2).threads == 2
+    with pytest.raises(InputError, match="takes no option 'fp16'.*torch"):
+        runtime.load(tiny_onnx, backend="fake", fp16=True)
