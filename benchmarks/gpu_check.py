@@ -298,8 +298,7 @@ def step_tensorrt(ctx: Context) -> dict:
     import torch
 
     from lso.calibration import convert_fp16
-    from lso.export import export_onnx
-    from lso.export.build_engine import build_engine
+    from lso.export import build_engine, export_onnx
     from lso.runtime import TrtRunner
 
     model = copy.deepcopy(ctx.demo()).cpu()

@@ -99,12 +99,10 @@ def _ort_runner(model_or_path: Any, threads: int | None, name: str) -> Any:
 
 def _trt_runner(plan: str, name: str) -> Any:
     """A Polygraphy ``TrtRunner`` on a plan (GPU only: the CUDA check comes first, then TensorRT)."""
-    from lso.export.build_engine import polygraphy_trt
-    from lso.runtime._trt_compat import import_tensorrt
-    from lso.runtime.cuda_arrays import require_cuda
+    from lso.runtime.trt_support import polygraphy_trt, tensorrt_on_device
 
-    require_cuda()
-    pg = polygraphy_trt(import_tensorrt())
+    _, trt = tensorrt_on_device()
+    pg = polygraphy_trt(trt)
     return pg.TrtRunner(pg.EngineFromBytes(lambda: Path(plan).read_bytes()), name=name)
 
 

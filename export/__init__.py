@@ -13,7 +13,7 @@ from __future__ import annotations
 from lso._lazy import lazy_attributes
 
 __all__ = ["export_onnx", "lint_model", "check_trt_support", "LintIssue", "run_parity", "ParityCase",
-           "ParityReport", "DEFAULT_CASES"]
+           "ParityReport", "DEFAULT_CASES", "build_engine"]
 
 _LAZY = {
     "export_onnx": "lso.export.onnx_export",
@@ -24,6 +24,7 @@ _LAZY = {
     "ParityCase": "lso.export.parity",
     "ParityReport": "lso.export.parity",
     "DEFAULT_CASES": "lso.export.parity",
+    "build_engine": "lso.export.engine_builder",
 }
 
 

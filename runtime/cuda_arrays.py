@@ -28,7 +28,7 @@ import torch
 from lso.errors import InputError, MissingDependencyError
 
 __all__ = ["DeviceArray", "DeviceUnavailableError", "parse_cuda_array_interface", "device_pointer", "as_torch",
-           "stream_handle", "wait_for_producer", "require_cuda", "is_device_array", "producer_streams"]
+           "stream_handle", "wait_for_producer", "require_cuda", "producer_streams"]
 
 
 class DeviceUnavailableError(MissingDependencyError):
@@ -129,13 +129,6 @@ def parse_cuda_array_interface(obj: Any) -> DeviceArray:
                        strides=tuple(int(s) for s in strides) if strides is not None else None,
                        readonly=bool(readonly), stream=int(stream) if stream is not None else None,
                        version=int(cai.get("version", 0)))
-
-
-def is_device_array(obj: Any) -> bool:
-    """True for CUDA tensors and objects exposing ``__cuda_array_interface__``."""
-    if isinstance(obj, torch.Tensor):
-        return obj.is_cuda
-    return hasattr(obj, "__cuda_array_interface__")
 
 
 def device_pointer(obj: Any, *, contiguous: bool = True) -> int:

@@ -53,7 +53,10 @@ from lso._io import read_sidecar, sidecar_path
 from lso.config import LSOConfig
 from lso.errors import ArtifactError, InputError, LSOError
 from lso.io_spec import EXTENT, HR_MSI, INPUT_NAMES, LR_HSI, ShapeProfile, TensorSpec
-from lso.runtime._trt_compat import (
+from lso.runtime.base import Runner, RunnerStateError
+from lso.runtime.cuda_arrays import require_cuda
+from lso.runtime.streams import CudaOps, OutputPool, PoolStats, RunnerStream
+from lso.runtime.trt_support import (
     activation_bytes,
     create_context_without_memory,
     import_tensorrt,
@@ -62,9 +65,6 @@ from lso.runtime._trt_compat import (
     set_context_memory,
     version_tuple,
 )
-from lso.runtime.base import Runner, RunnerStateError
-from lso.runtime.cuda_arrays import require_cuda
-from lso.runtime.streams import CudaOps, OutputPool, PoolStats, RunnerStream
 from lso.runtime.validation import FuseInputs, check_device_values
 
 __all__ = ["TrtRunner", "CacheStats", "make_logger", "check_plan_sidecar", "read_plan", "IOTensor", "engine_io",

@@ -1,4 +1,13 @@
-"""TensorRT imports and version checks, in one place (no inline version-string compares elsewhere).
+"""TensorRT support: imports, the TensorRT 10/11 differences and the CUDA gate, in one place.
+
+The one module that both the engine builder (:mod:`lso.export.engine_builder`, :mod:`lso.export.trtexec`)
+and the TensorRT runner (:mod:`lso.runtime.trt_runner`) read for what depends on the TensorRT version
+(no inline version-string compares elsewhere): which package provides TensorRT, whether it is new
+enough, the runner's activation-memory calls (table below), and the builder's per-version decisions
+(:class:`BuilderCompat`: strongly typed network flag, trtexec flags, inspector schema, hardware
+compatibility levels). :func:`tensorrt_on_device` is the gate in front of every TensorRT call: a CUDA
+device first (:func:`lso.runtime.cuda_arrays.require_cuda`), then TensorRT, so that without a GPU or
+without TensorRT the error comes before any TensorRT object exists.
 
 TensorRT comes as several Python packages; the first importable one is used:
 
@@ -18,8 +27,8 @@ bindings wheel, its ``-libs`` wheel, or the meta package that pulls both. :data:
 the one list of them (read by ``lso info`` and by ``lso build --print-trtexec`` to know the version);
 :func:`installed_tensorrt` reads the installed ones from package metadata, importing nothing.
 
-:data:`API_USED` lists every TensorRT class, method, attribute and enum member the runner touches;
-a test checks each against the real TensorRT 11 lean bindings (by ``hasattr`` only: TensorRT is
+:data:`API_USED` lists every TensorRT class, method, attribute and enum member the runner and this
+module touch; a test checks each against the real TensorRT 11 lean bindings (by ``hasattr`` only: TensorRT is
 never called without a GPU). :data:`API_FALLBACKS` lists the TensorRT 10.0 spellings used only where
 the newer name is missing. Importing this module never imports TensorRT.
 
@@ -43,18 +52,23 @@ TensorRT 10 and gone from 11 (checked against the 11.4 lean bindings and NVIDIA/
 from __future__ import annotations
 
 import importlib.util
+import logging
 import re
 from dataclasses import asdict, dataclass
 from types import ModuleType
-from typing import Any
+from typing import Any, Protocol
 
 from lso._deps import require
-from lso.errors import MissingDependencyError
+from lso.errors import InputError, MissingDependencyError
+
+log = logging.getLogger(__name__)
 
 __all__ = ["MODULE_CANDIDATES", "MIN_VERSION", "API_USED", "import_tensorrt", "version_tuple", "is_lean",
            "check_supported", "find_tensorrt", "TRT_DISTRIBUTIONS", "TrtDistribution", "InstalledTensorRT",
            "installed_tensorrt", "FLAVOURS", "describe_tensorrt", "API_FALLBACKS", "create_context_without_memory",
-           "activation_bytes", "set_context_memory", "memory_for_shapes"]
+           "activation_bytes", "set_context_memory", "memory_for_shapes", "BuilderCompat", "builder_compat",
+           "detect_trt_major", "HARDWARE_COMPATIBILITY", "HARDWARE_LEVELS", "require_builder", "tensorrt_on_device",
+           "gpu_info", "polygraphy_trt"]
 
 MODULE_CANDIDATES = ("tensorrt", "tensorrt_bindings", "tensorrt_lean", "tensorrt_lean_bindings", "tensorrt_dispatch",
                      "tensorrt_dispatch_bindings")
@@ -87,7 +101,7 @@ def _distributions() -> tuple[TrtDistribution, ...]:
 #: Every TensorRT distribution lso-deploy knows, full first, newest CUDA first (the one list; see above).
 TRT_DISTRIBUTIONS: tuple[TrtDistribution, ...] = _distributions()
 
-# class (or "" for the module itself) -> names used on it by trt_runner.py
+# class (or "" for the module itself) -> names used on it by trt_runner.py and this module
 API_USED: dict[str, tuple[str, ...]] = {
     "": ("Runtime", "ICudaEngine", "IExecutionContext", "ILogger", "TensorIOMode", "DataType",
          "ExecutionContextAllocationStrategy", "__version__"),
@@ -214,6 +228,110 @@ def check_supported(trt: ModuleType) -> None:
         raise MissingDependencyError(
             f"TensorRT {trt.__version__} is too old: lso-deploy needs TensorRT >= "
             f"{'.'.join(map(str, MIN_VERSION))} (name-based tensor API); pip install -U tensorrt-cu12")
+
+
+def require_builder(trt: ModuleType) -> None:
+    """MissingDependencyError unless ``trt`` can build engines (the lean and dispatch runtimes cannot)."""
+    if not hasattr(trt, "Builder"):
+        raise MissingDependencyError(f"the installed TensorRT ({trt.__name__} {trt.__version__}) is a runtime-only "
+                                     f"(lean/dispatch) package and cannot build engines: pip install tensorrt-cu12")
+
+
+# --------------------------------------------------------------------------------------- the CUDA gate
+def tensorrt_on_device(device: Any = None, *, build: bool = False) -> tuple[Any, ModuleType]:
+    """``(torch.device, tensorrt module)``: the CUDA device checked first, then TensorRT imported and checked.
+
+    Raises:
+        DeviceUnavailableError: no usable CUDA device (before TensorRT is imported).
+        MissingDependencyError: no TensorRT, one older than :data:`MIN_VERSION`, or (``build=True``) a
+            runtime-only TensorRT.
+    """
+    from lso.runtime import cuda_arrays
+
+    dev = cuda_arrays.require_cuda(device)  # TensorRT called without a CUDA device may crash the process
+    trt = import_tensorrt()
+    if build:
+        require_builder(trt)
+    return dev, trt
+
+
+def gpu_info(device: Any) -> dict[str, Any]:
+    """``{"gpu": name, "compute_capability": "9.0", "device": index}`` of a CUDA device (as plan sidecars record)."""
+    import torch
+
+    index = device.index if isinstance(device, torch.device) else int(device)
+    major, minor = torch.cuda.get_device_capability(index)
+    return {"gpu": torch.cuda.get_device_name(index), "compute_capability": f"{major}.{minor}", "device": index}
+
+
+def polygraphy_trt(trt: ModuleType) -> ModuleType:
+    """``polygraphy.backend.trt`` (NVIDIA's TensorRT loaders), made to use ``trt`` and to log through Python logging.
+
+    Polygraphy imports TensorRT lazily under the name ``tensorrt``; a TensorRT installed as the bindings wheel
+    alone (``tensorrt_bindings``) is registered under that name so Polygraphy finds the module in use.
+    """
+    import sys
+
+    from lso._deps import require_polygraphy
+
+    if trt.__name__ != "tensorrt" and importlib.util.find_spec("tensorrt") is None:
+        log.info("registering %s as 'tensorrt' for Polygraphy", trt.__name__)
+        sys.modules["tensorrt"] = trt
+    return require_polygraphy("polygraphy.backend.trt")
+
+
+# --------------------------------------------------------------------------------------- the builder
+HARDWARE_COMPATIBILITY = ("none", "ampere_plus", "same_compute_capability")
+#: hardware compatibility level -> the member of TensorRT's ``HardwareCompatibilityLevel``
+HARDWARE_LEVELS = {"ampere_plus": "AMPERE_PLUS", "same_compute_capability": "SAME_COMPUTE_CAPABILITY"}
+
+
+class _HasHardwareCompatibility(Protocol):
+    hardware_compatibility: str
+
+
+@dataclass(frozen=True)
+class BuilderCompat:
+    """What the builder does differently per TensorRT major version (the one place that decides it)."""
+
+    major: int
+    strongly_typed_flag: bool  # set NetworkDefinitionCreationFlag.STRONGLY_TYPED (10: yes; 11: always on, ignored)
+    trtexec_strongly_typed: bool  # emit --stronglyTyped (10: yes; 11: deprecated no-op)
+    inspector_schema: str  # "format_datatype" (10: "Format/Datatype" strings) or "split" (11: "DataType" field)
+    hardware_levels: tuple[str, ...] = ("none", "ampere_plus")  # 11 adds same_compute_capability
+
+    @classmethod
+    def for_major(cls, major: int) -> BuilderCompat:
+        if major < 10:
+            raise MissingDependencyError(f"TensorRT {major}.x is too old: engines need TensorRT 10 or 11 (strongly "
+                                         "typed networks, name-based I/O); pip install -U tensorrt-cu12")
+        if major == 10:
+            return cls(10, strongly_typed_flag=True, trtexec_strongly_typed=True, inspector_schema="format_datatype")
+        return cls(major, strongly_typed_flag=False, trtexec_strongly_typed=False, inspector_schema="split",
+                   hardware_levels=HARDWARE_COMPATIBILITY)
+
+    def check(self, options: _HasHardwareCompatibility) -> None:
+        """Options (a :class:`lso.export.profiles.BuildOptions`) this TensorRT version cannot honour -> InputError."""
+        if options.hardware_compatibility not in self.hardware_levels:
+            raise InputError(f"hardware compatibility {options.hardware_compatibility!r} needs TensorRT 11 (TensorRT "
+                             f"{self.major} knows {', '.join(self.hardware_levels)})")
+
+
+def builder_compat(trt_or_version: ModuleType | str) -> BuilderCompat:
+    """:class:`BuilderCompat` for a TensorRT module or version string."""
+    return BuilderCompat.for_major(version_tuple(trt_or_version)[0])
+
+
+def detect_trt_major(default: int | None = 11) -> int | None:
+    """Major version of the installed TensorRT, read from package metadata (nothing imported), else ``default``.
+
+    Any flavour counts (full first; :data:`TRT_DISTRIBUTIONS`, the one list).
+    """
+    for found in installed_tensorrt():
+        major = version_tuple(found.version)[:1]
+        if major:
+            return major[0]
+    return default
 
 
 # --------------------------------------------------------------------------------------- activation memory

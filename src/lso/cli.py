@@ -10,16 +10,21 @@ Adding a subcommand: write ``_add_<name>(sub)`` (argparse only, no heavy imports
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
 
 from lso.tolerances import TOLERANCES
 
-__all__ = ["main", "build_parser", "HelpFormatter"]
+__all__ = ["main", "build_parser", "HelpFormatter", "COMMANDS", "command_parser", "script_main", "run_command",
+           "option_fields", "options_from_args"]
 
 log = logging.getLogger("lso")
+_T = TypeVar("_T")
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -44,6 +49,106 @@ _Formatter = HelpFormatter
 
 def _sub(sub, name: str, help: str, description: str = "") -> argparse.ArgumentParser:
     return sub.add_parser(name, help=help, description=description or help, formatter_class=_Formatter)
+
+
+# ------------------------------------------------------------------------------- the one convention
+def option_fields(cls: type, args: argparse.Namespace, *, skip_none: bool = False, **values: Any) -> dict[str, Any]:
+    """The fields of the options dataclass ``cls`` that the parsed ``args`` carry (same names: each flag's ``dest``
+    is the field it sets), then ``values`` (converted or derived fields) on top. ``skip_none``: leave out what is
+    None so that the dataclass's own default applies."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    out = {k: v for k, v in vars(args).items() if k in names and not (skip_none and v is None)}
+    out.update(values)
+    return out
+
+
+def options_from_args(cls: type[_T], args: argparse.Namespace, *, skip_none: bool = False, **values: Any) -> _T:
+    """``cls(**option_fields(cls, args, ...))``: a command's options object from its parsed arguments."""
+    return cls(**option_fields(cls, args, skip_none=skip_none, **values))
+
+
+def _paths(values: Sequence[str] | None) -> tuple[Path, ...]:
+    return tuple(Path(v) for v in values or ())
+
+
+def _path(value: str | None) -> Path | None:
+    return Path(value) if value else None
+
+
+def _show_steps(logger: str) -> None:
+    """Log ``logger``'s INFO steps (commands that take minutes), unless -v asked for more already."""
+    step_log = logging.getLogger(logger)
+    if step_log.getEffectiveLevel() > logging.INFO:
+        step_log.setLevel(logging.INFO)
+
+
+def run_command(prog: str, run: Callable[[argparse.Namespace], int | None], args: argparse.Namespace) -> int:
+    """Run a parsed command: its exit status; an LSOError or an OS error is one line on stderr and status 1 (the
+    traceback only with -v), Ctrl-C status 130. The one error wrapper of ``lso`` and the ``python */*.py`` scripts."""
+    from lso.errors import LSOError
+
+    verbose = getattr(args, "verbose", 0)
+    try:
+        return int(run(args) or 0)
+    except LSOError as exc:
+        if verbose:
+            raise
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # what no library call turned into an LSOError: one line naming the file, no traceback
+        if verbose:
+            raise
+        from lso._io import os_error_message
+
+        where = f"{os.fsdecode(exc.filename)}: " if exc.filename is not None else ""
+        print(f"{prog}: error: {where}{os_error_message(exc, *(() if not where else (exc.filename,)))}",
+              file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _add_verbose(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging; -v also shows tracebacks")
+
+
+def _set_logging(verbose: int) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+class _OneCommand:
+    """Stands in for argparse's subparsers: ``add_parser`` makes a stand-alone parser named ``prog``."""
+
+    def __init__(self, prog: str) -> None:
+        self.prog = prog
+        self.parser: argparse.ArgumentParser | None = None
+
+    def add_parser(self, name: str, *, help: str = "", description: str = "", **kwargs: Any) -> argparse.ArgumentParser:
+        self.parser = argparse.ArgumentParser(prog=self.prog, description=description or help, **kwargs)
+        _add_verbose(self.parser)
+        return self.parser
+
+
+def command_parser(command: str, prog: str) -> argparse.ArgumentParser:
+    """A stand-alone parser of one command (``export``, ``build``, ``latency``, ...) named ``prog``: the same
+    arguments, help and defaults as ``lso <command>``, plus ``-v``. What the ``python */*.py`` scripts parse with."""
+    add, _ = COMMANDS[command]
+    one = _OneCommand(prog)
+    add(one)
+    assert one.parser is not None
+    return one.parser
+
+
+def script_main(command: str, prog: str, argv: Sequence[str] | None = None) -> int:
+    """``main`` of a script that runs one command (``python export/to_onnx.py`` = ``lso export``): parse with
+    :func:`command_parser`, log as ``lso`` does, run with :func:`run_command`. Errors are prefixed with the
+    script's file name (``to_onnx: error: ...``)."""
+    args = command_parser(command, prog).parse_args(argv)
+    _set_logging(args.verbose)
+    _, run = COMMANDS[command]
+    return run_command(Path(prog.split()[-1]).stem, run, args)
 
 
 #: how every command names a checkpoint argument (the bundled demo checkpoint is spelled @demo everywhere)
@@ -84,7 +189,7 @@ def _run_info(args) -> int:
     from lso._deps import available
     from lso.checkpoint import SOURCE_CALLER, SOURCE_DEFAULT, ResolvedConfig, resolve_config, weights_fingerprint
     from lso.config import LSOConfig
-    from lso.runtime._trt_compat import describe_tensorrt
+    from lso.runtime.trt_support import describe_tensorrt
 
     fields = _config_arg(args) or {}
     if args.checkpoint:
@@ -452,17 +557,85 @@ def _run_calibrate(args) -> int:
 
 
 # ------------------------------------------------------------------------------------------ build
-def _add_build(sub) -> None:
-    from lso.export.build_engine import DESCRIPTION, add_build_arguments
+BUILD_DESCRIPTION = """\
+Build a TensorRT engine (plan) from an LSO ONNX graph: model.onnx (FP32), model.fp16.onnx (FP16 with
+FP32 islands) or model.int8.onnx (INT8 Q/DQ). Precision is read from the graph; no precision flag exists
+(TensorRT 11 removed them; on TensorRT 10 the network is built strongly typed). The optimization profile
+is the I/O spec's ({profile}) unless --min/--opt/--max-shapes
+override it; a max shape whose largest tensor passes TensorRT's 2^31-element limit is refused before the
+build, with the largest shape that fits and the tile size for larger scenes. The engine is inspected after
+building: an FP16/INT8 graph without FP16/INT8 layers is an error. Writes the plan as plain bytes (loadable
+by trtexec and polygraphy) and <out>.json. Needs an NVIDIA GPU, TensorRT 10/11 and Polygraphy (NVIDIA's
+TensorRT loaders do the build: pip install 'lso-deploy[onnx]'; TF32 is off, so FP32 layers compute in FP32),
+except --print-trtexec, which only prints the equivalent trtexec command line."""
 
-    p = _sub(sub, "build", "Build a TensorRT engine from model.onnx / model.fp16.onnx / model.int8.onnx.", DESCRIPTION)
-    add_build_arguments(p)
+
+def _add_build(sub) -> None:
+    from lso.runtime.trt_support import HARDWARE_COMPATIBILITY
+
+    p = _sub(sub, "build", "Build a TensorRT engine from model.onnx / model.fp16.onnx / model.int8.onnx.",
+             BUILD_DESCRIPTION)
+    p.add_argument("onnx", help="ONNX graph: model.onnx, model.fp16.onnx or model.int8.onnx")
+    p.add_argument("--out", help="plan to write (default: the ONNX path with .plan)")
+    p.add_argument("--min-shapes", metavar="SPEC", help="override min shapes, e.g. hr_msi:1x3x64x64,lr_hsi:1x31x16x16")
+    p.add_argument("--opt-shapes", metavar="SPEC", help="override opt shapes (default: the I/O spec's)")
+    p.add_argument("--max-shapes", metavar="SPEC", help="override max shapes (default: the I/O spec's)")
+    p.add_argument("--workspace-gib", type=float, default=4.0, help="workspace memory pool limit in GiB")
+    p.add_argument("--timing-cache", metavar="PATH", help="timing cache file, loaded if present and saved after")
+    p.add_argument("--optimization-level", type=int, default=3, choices=range(6), metavar="0-5",
+                   help="builder optimization level (TensorRT's default 3)")
+    p.add_argument("--version-compatible", action="store_true",
+                   help="build a version-compatible plan (runs on later TensorRT and the lean runtime)")
+    p.add_argument("--hardware-compatibility", default="none", choices=HARDWARE_COMPATIBILITY,
+                   help="hardware compatibility level")
+    p.add_argument("--device", type=int, default=0, help="CUDA device index")
+    p.add_argument("--allow-cpu-graph", action="store_true",
+                   help="build a CPU-tuned graph (exported with --solver-chunk/--align-channels, or the cpu INT8 "
+                        "flavour) anyway; without it such a graph is refused")
+    p.add_argument("--print-trtexec", action="store_true",
+                   help="print the equivalent trtexec command line and exit (builds nothing, needs no GPU)")
+    p.add_argument("--trt-version", type=int, choices=(10, 11),
+                   help="TensorRT major version for --print-trtexec (default: the installed one; if none is "
+                        "installed, the line also carries --stronglyTyped, needed on 10 and a no-op on 11)")
 
 
 def _run_build(args) -> int:
-    from lso.export.build_engine import run_build
+    from pathlib import Path
 
-    return run_build(args)
+    from lso.export.profiles import BuildOptions, parse_shape_spec
+
+    overrides = {key: parse_shape_spec(getattr(args, key)) for key in ("min_shapes", "opt_shapes", "max_shapes")
+                 if getattr(args, key, None)}
+    kwargs = option_fields(BuildOptions, args, **overrides)  # profiles: the overrides of the default profile
+    onnx_path = Path(args.onnx)
+    out = Path(args.out) if args.out else onnx_path.with_suffix(".plan")
+    if args.print_trtexec:
+        import shlex
+
+        from lso.errors import ArtifactError
+        from lso.export.profiles import build_options
+        from lso.export.trtexec import trtexec_command, trtexec_notes
+        from lso.export.variants import require_tensorrt_graph
+
+        if not onnx_path.is_file():
+            raise ArtifactError(f"{onnx_path} does not exist: export it first (lso export / lso calibrate)")
+        require_tensorrt_graph(onnx_path, consumer="lso build --print-trtexec", allow=args.allow_cpu_graph)
+        opts = build_options(onnx_path, kwargs)
+        for note in trtexec_notes(onnx_path, opts, trt_major=args.trt_version):
+            print(note)
+        print(shlex.join(trtexec_command(onnx_path, out, opts, trt_major=args.trt_version)))
+        return 0
+    from lso._io import read_sidecar
+    from lso.export import build_engine
+
+    _show_steps("lso.export")
+    plan = build_engine(onnx_path, out, allow_cpu_graph=args.allow_cpu_graph, **kwargs)
+    side = read_sidecar(plan, verify=False) or {}
+    layers = side.get("layers", {})
+    print(f"wrote {plan} ({side.get('precision')}, TensorRT {side.get('tensorrt_version')}, {side.get('gpu')} "
+          f"sm_{str(side.get('compute_capability', '')).replace('.', '')}; {layers.get('layers')} layers: "
+          f"{layers.get('fp16')} FP16, {layers.get('int8')} INT8) and {plan.name}.json")
+    return 0
 
 
 # ----------------------------------------------------------------------------------- triton-repo
@@ -636,19 +809,23 @@ def _run_serve(args) -> int:
 
 
 # ------------------------------------------------------------------------------ subcommand table
-_SUBCOMMANDS: list[tuple[Callable, Callable]] = [
-    (_add_info, _run_info),
-    (_add_train, _run_train),
-    (_add_eval, _run_eval),
-    (_add_demo, _run_demo),
-    (_add_export, _run_export),
-    (_add_infer, _run_infer),
-    (_add_calibrate, _run_calibrate),
-    (_add_build, _run_build),
-    (_add_triton_repo, _run_triton_repo),
-    (_add_batch, _run_batch),
-    (_add_serve, _run_serve),
-]
+#: every command: name -> (adds its parser to a subparsers object, runs it). ``lso <name>`` for each in
+#: :data:`LSO_COMMANDS`; the others run only as scripts (``python benchmarks/latency.py``, :func:`script_main`).
+COMMANDS: dict[str, tuple[Callable[[Any], None], Callable[[argparse.Namespace], int]]] = {
+    "info": (_add_info, _run_info),
+    "train": (_add_train, _run_train),
+    "eval": (_add_eval, _run_eval),
+    "demo": (_add_demo, _run_demo),
+    "export": (_add_export, _run_export),
+    "infer": (_add_infer, _run_infer),
+    "calibrate": (_add_calibrate, _run_calibrate),
+    "build": (_add_build, _run_build),
+    "triton-repo": (_add_triton_repo, _run_triton_repo),
+    "batch": (_add_batch, _run_batch),
+    "serve": (_add_serve, _run_serve),
+}
+LSO_COMMANDS = ("info", "train", "eval", "demo", "export", "infer", "calibrate", "build", "triton-repo", "batch",
+                "serve")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -658,45 +835,23 @@ def build_parser() -> argparse.ArgumentParser:
                     "(export, precision, engines, runtimes, benchmarks).",
         formatter_class=_Formatter,
     )
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging; -v also shows tracebacks")
+    _add_verbose(parser)
     sub = parser.add_subparsers(dest="command", metavar="<command>")
-    for add, run in _SUBCOMMANDS:
-        before = set(sub.choices)
+    for name in LSO_COMMANDS:
+        add, run = COMMANDS[name]
         add(sub)
-        for name in set(sub.choices) - before:
-            sub.choices[name].set_defaults(_run=run)
+        sub.choices[name].set_defaults(_run=run)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose > 1 else logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    _set_logging(args.verbose)
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
-    from lso.errors import LSOError
-
-    try:
-        return int(args._run(args) or 0)
-    except LSOError as exc:
-        if args.verbose:
-            raise
-        print(f"lso {args.command}: error: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:  # what no library call turned into an LSOError: one line naming the file, no traceback
-        if args.verbose:
-            raise
-        from lso._io import os_error_message
-
-        where = f"{os.fsdecode(exc.filename)}: " if exc.filename is not None else ""
-        print(f"lso {args.command}: error: {where}{os_error_message(exc, *(() if not where else (exc.filename,)))}",
-              file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"lso {args.command}: interrupted", file=sys.stderr)
-        return 130
+    return run_command(f"lso {args.command}", args._run, args)
 
 
 if __name__ == "__main__":

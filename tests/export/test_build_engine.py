@@ -14,7 +14,11 @@ import torch
 
 from lso import io_spec
 from lso.errors import ArtifactError, ExportError, InputError, MissingDependencyError
-from lso.export import build_engine as BE
+from lso.export import engine_builder as BE
+from lso.export import plan_io as PL
+from lso.export import profiles as PR
+from lso.export import trtexec as TX
+from lso.runtime import trt_support as TS
 
 REPO = Path(__file__).resolve().parents[2]
 FLAGS = json.loads((Path(__file__).parent / "data" / "trtexec_flags.json").read_text())
@@ -26,10 +30,10 @@ OPTION_SETS = [
 ]
 
 
-def _opts(**kwargs) -> BE.BuildOptions:
+def _opts(**kwargs) -> PR.BuildOptions:
     overrides = {k: kwargs.pop(k) for k in ("min_shapes", "opt_shapes", "max_shapes") if k in kwargs}
     profiles = kwargs.pop("profiles", None)
-    return BE.BuildOptions(profiles=BE.resolve_profiles(profiles, **overrides), **kwargs)
+    return PR.BuildOptions(profiles=PR.resolve_profiles(profiles, **overrides), **kwargs)
 
 
 def _flag_names(cmd: list[str]) -> list[str]:
@@ -47,7 +51,7 @@ def test_flag_lists_name_their_sources():
 @pytest.mark.parametrize("major", [10, 11])
 @pytest.mark.parametrize("kwargs", OPTION_SETS)
 def test_trtexec_flags_exist_in_that_version(major, kwargs):
-    cmd = BE.trtexec_command("model.fp16.onnx", "model.plan", _opts(**kwargs), trt_major=major)
+    cmd = TX.trtexec_command("model.fp16.onnx", "model.plan", _opts(**kwargs), trt_major=major)
     known, deprecated = set(FLAGS[str(major)]["flags"]), set(FLAGS[str(major)]["deprecated"])
     for name in _flag_names(cmd):
         assert name in known, f"{name} is not a TensorRT {major} trtexec flag"
@@ -60,7 +64,7 @@ def test_trtexec_flags_exist_in_that_version(major, kwargs):
 def test_trtexec_line_carries_the_profile_and_options():
     opts = _opts(timing_cache="t.cache", optimization_level=4, workspace_gib=2, version_compatible=True,
                  hardware_compatibility="ampere+")
-    cmd = BE.trtexec_command("m.onnx", "m.plan", opts, trt_major=11)
+    cmd = TX.trtexec_command("m.onnx", "m.plan", opts, trt_major=11)
     prof = io_spec.default_profile()
     assert f"--optShapes=hr_msi:{'x'.join(map(str, prof.opt['hr_msi']))},lr_hsi:1x31x128x128" in cmd
     assert "--maxShapes=hr_msi:4x3x1024x1024,lr_hsi:4x31x512x512" in cmd
@@ -71,7 +75,7 @@ def test_trtexec_line_carries_the_profile_and_options():
 def test_two_profiles_are_numbered():
     base = io_spec.default_profile()
     small = io_spec.default_profile(hr=((32, 32), (64, 64), (128, 128)), lr=((8, 8), (16, 16), (32, 32)))
-    cmd = BE.trtexec_command("m.onnx", "m.plan", _opts(profiles=[base, small]), trt_major=10)
+    cmd = TX.trtexec_command("m.onnx", "m.plan", _opts(profiles=[base, small]), trt_major=10)
     names = _flag_names(cmd)
     assert [a for a in cmd if a.startswith("--profile=")] == ["--profile=0", "--profile=1"]
     assert names.count("--minShapes") == 2 and set(names) <= set(FLAGS["10"]["flags"])
@@ -79,15 +83,15 @@ def test_two_profiles_are_numbered():
 
 def test_same_compute_capability_needs_tensorrt_11():
     opts = _opts(hardware_compatibility="same_compute_capability")
-    assert "--hardwareCompatibilityLevel=sameComputeCapability" in BE.trtexec_command("m", "p", opts, trt_major=11)
+    assert "--hardwareCompatibilityLevel=sameComputeCapability" in TX.trtexec_command("m", "p", opts, trt_major=11)
     with pytest.raises(InputError, match="TensorRT 11"):
-        BE.trtexec_command("m", "p", opts, trt_major=10)
+        TX.trtexec_command("m", "p", opts, trt_major=10)
     with pytest.raises(MissingDependencyError):
-        BE.BuilderCompat.for_major(8)
+        TS.BuilderCompat.for_major(8)
 
 
 def test_compat_decisions_live_in_one_place():
-    ten, eleven = BE.builder_compat("10.13.0.35"), BE.builder_compat("11.4.0.106")
+    ten, eleven = TS.builder_compat("10.13.0.35"), TS.builder_compat("11.4.0.106")
     assert ten.strongly_typed_flag and not eleven.strongly_typed_flag
     assert ten.trtexec_strongly_typed and not eleven.trtexec_strongly_typed
 
@@ -99,16 +103,16 @@ def test_compat_decisions_live_in_one_place():
 ])
 def test_bad_profiles_are_input_errors(kwargs, match):
     with pytest.raises(InputError, match=match):
-        BE.resolve_profiles(**kwargs)
+        PR.resolve_profiles(**kwargs)
 
 
 def test_shape_spec_parsing():
-    assert BE.parse_shape_spec("hr_msi:1x3x64x64, lr_hsi:1x31x16x16") == {"hr_msi": (1, 3, 64, 64),
+    assert PR.parse_shape_spec("hr_msi:1x3x64x64, lr_hsi:1x31x16x16") == {"hr_msi": (1, 3, 64, 64),
                                                                           "lr_hsi": (1, 31, 16, 16)}
     with pytest.raises(InputError):
-        BE.parse_shape_spec("hr_msi=1x3")
+        PR.parse_shape_spec("hr_msi=1x3")
     with pytest.raises(InputError):
-        BE.BuildOptions(profiles=BE.resolve_profiles(), optimization_level=7)
+        PR.BuildOptions(profiles=PR.resolve_profiles(), optimization_level=7)
 
 
 # ----------------------------------------------------------------------------------- inspection
@@ -183,7 +187,7 @@ def test_plan_sidecar_contents_fit_the_runtime_checks(tmp_path):
 
     onnx_path = _graph(tmp_path / "m.fp16.onnx", "fp16")
     opts = _opts(timing_cache=str(tmp_path / "t.cache"), version_compatible=True)
-    info = BE.plan_sidecar(onnx_path, tmp_path / "m.plan", opts, precision="fp16", tensorrt_version="11.4.0.106",
+    info = PL.plan_sidecar(onnx_path, tmp_path / "m.plan", opts, precision="fp16", tensorrt_version="11.4.0.106",
                            gpu={"gpu": "NVIDIA H100", "compute_capability": "9.0", "device": 0},
                            layers=BE.layer_precisions(TRT10_FP16), build_seconds=12.3)
     assert info["precision"] == "fp16" and info["tensorrt_version"] == "11.4.0.106"
@@ -203,7 +207,7 @@ def test_plan_sidecar_contents_fit_the_runtime_checks(tmp_path):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU path")
 def test_no_gpu_fails_before_any_tensorrt_object(tmp_path, monkeypatch):
-    import lso.runtime._trt_compat as compat
+    import lso.runtime.trt_support as compat
 
     def forbidden():
         raise AssertionError("TensorRT was imported although no GPU is present")
@@ -233,9 +237,17 @@ def test_cli_prints_trtexec_without_a_gpu(tmp_path, capsys):
 
 
 def test_script_runs_as_a_file():
+    """The script is a thin wrapper over ``lso build``: the same options, help and defaults."""
     out = subprocess.run([sys.executable, str(REPO / "export" / "build_engine.py"), "--help"], capture_output=True,
                          text=True, check=True).stdout
     assert "--print-trtexec" in out and "strongly typed" in out
+    assert out.startswith("usage: python export/build_engine.py")
+    from lso.cli import build_parser, command_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command").choices["build"]
+    script = command_parser("build", "python export/build_engine.py")
+    assert ({a.dest: (a.option_strings, a.default) for a in script._actions if a.dest not in ("help", "verbose")}
+            == {a.dest: (a.option_strings, a.default) for a in sub._actions if a.dest != "help"})
 
 
 def test_module_is_callable_as_lso_export_build_engine(tmp_path):

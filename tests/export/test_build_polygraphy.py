@@ -23,7 +23,8 @@ pytest.importorskip("onnx")
 
 from lso import io_spec
 from lso.errors import ExportError
-from lso.export import build_engine as BE
+from lso.export import engine_builder as BE
+from lso.export import profiles as PR
 
 
 def _fake_tensorrt(version: str, calls: list, *, parse_ok: bool = True, layer_type: str = "Half",
@@ -323,7 +324,7 @@ def test_checks_before_polygraphy_still_come_first(fake_trt, tiny_graphs, tmp_pa
 
 
 def test_polygraphy_profiles_keep_only_graph_inputs():
-    opts = BE.BuildOptions(profiles=[SMALL])
+    opts = PR.BuildOptions(profiles=[SMALL])
     (profile,) = BE.polygraphy_profiles(opts, inputs=["hr_msi"])
     assert list(profile) == ["hr_msi"] and tuple(profile["hr_msi"].max) == (4, 3, 128, 128)
 

@@ -10,8 +10,10 @@ import torch
 
 from lso import LSO, LSOConfig, io_spec
 from lso.errors import InputError
-from lso.export import build_engine as BE
+from lso.export import engine_builder as BE
+from lso.export import profiles as PR
 from lso.export import tensor_limits as TL
+from lso.export import trtexec as TX
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -86,11 +88,11 @@ def test_sizes_agree_with_onnx_shape_inference_and_the_eager_model(ex_onnx, ex_m
 
 @pytest.mark.slow
 def test_default_profile_builds_and_the_old_one_would_not(paper_width_onnx):
-    big = BE.check_tensor_limit(paper_width_onnx, BE.BuildOptions(profiles=[io_spec.default_profile()]))[0]
+    big = PR.check_tensor_limit(paper_width_onnx, PR.BuildOptions(profiles=[io_spec.default_profile()]))[0]
     assert big.elements == 4 * 192 * 1024 * 1024 < TL.TRT_MAX_ELEMENTS  # about 0.8e9
     old = io_spec.default_profile(hr=((32, 32), (512, 512), (2048, 2048)))
     with pytest.raises(InputError) as err:
-        BE.check_tensor_limit(paper_width_onnx, BE.BuildOptions(profiles=[old]))
+        PR.check_tensor_limit(paper_width_onnx, PR.BuildOptions(profiles=[old]))
     text = str(err.value)
     assert "[4, 192, 2048, 2048]" in text and "3,221,225,472" in text and "2,147,483,647 elements" in text
     assert "--max-shapes hr_msi:4x3x" in text and "windows of at most" in text
@@ -112,8 +114,8 @@ def test_oversized_profile_is_refused_before_any_build(ex_onnx, tmp_path, monkey
     big = "hr_msi:1x3x128x128,lr_hsi:1x31x32x32"
     spec = "--max-shapes", big, "--opt-shapes", big
     with pytest.raises(InputError, match="over TensorRT's limit"):
-        BE.build_engine(ex_onnx, tmp_path / "m.plan", max_shapes=BE.parse_shape_spec(big),
-                        opt_shapes=BE.parse_shape_spec(big))
+        BE.build_engine(ex_onnx, tmp_path / "m.plan", max_shapes=PR.parse_shape_spec(big),
+                        opt_shapes=PR.parse_shape_spec(big))
     assert not (tmp_path / "m.plan").exists()
     assert main(["build", str(ex_onnx), "--print-trtexec", "--trt-version", "11", *spec]) == 1
     assert "over TensorRT's limit" in capsys.readouterr().err
@@ -129,15 +131,15 @@ def test_oversized_profile_is_refused_before_any_build(ex_onnx, tmp_path, monkey
 def test_strongly_typed_when_the_version_is_unknown(ex_onnx, monkeypatch, capsys, precision_graph):
     from lso.cli import main
 
-    monkeypatch.setattr(BE, "detect_trt_major", lambda default=11: default)  # nothing installed
-    opts = BE.BuildOptions(profiles=BE.resolve_profiles())
-    assert "--stronglyTyped" in BE.trtexec_command("m.fp16.onnx", "m.plan", opts)
-    assert "--stronglyTyped" in BE.trtexec_command("m.int8.onnx", "m.plan", opts)
-    assert "--stronglyTyped" not in BE.trtexec_command("m.onnx", "m.plan", opts, trt_major=11)
+    monkeypatch.setattr(TX, "detect_trt_major", lambda default=11: default)  # nothing installed
+    opts = PR.BuildOptions(profiles=PR.resolve_profiles())
+    assert "--stronglyTyped" in TX.trtexec_command("m.fp16.onnx", "m.plan", opts)
+    assert "--stronglyTyped" in TX.trtexec_command("m.int8.onnx", "m.plan", opts)
+    assert "--stronglyTyped" not in TX.trtexec_command("m.onnx", "m.plan", opts, trt_major=11)
     small = "hr_msi:1x3x64x64,lr_hsi:1x31x16x16"
     assert main(["build", str(ex_onnx), "--print-trtexec", "--max-shapes", small, "--opt-shapes", small]) == 0
     out = capsys.readouterr().out
-    assert BE.UNKNOWN_TRT_NOTE in out and "--stronglyTyped" in out.strip().splitlines()[-1]
-    monkeypatch.setattr(BE, "detect_trt_major", lambda default=11: 10)  # TensorRT 10 installed: no assumption
-    assert BE.UNKNOWN_TRT_NOTE not in BE.trtexec_notes(ex_onnx, BE.BuildOptions(
-        profiles=BE.resolve_profiles(max_shapes=BE.parse_shape_spec(small), opt_shapes=BE.parse_shape_spec(small))))
+    assert TX.UNKNOWN_TRT_NOTE in out and "--stronglyTyped" in out.strip().splitlines()[-1]
+    monkeypatch.setattr(TX, "detect_trt_major", lambda default=11: 10)  # TensorRT 10 installed: no assumption
+    assert TX.UNKNOWN_TRT_NOTE not in TX.trtexec_notes(ex_onnx, PR.BuildOptions(
+        profiles=PR.resolve_profiles(max_shapes=PR.parse_shape_spec(small), opt_shapes=PR.parse_shape_spec(small))))

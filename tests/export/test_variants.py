@@ -77,7 +77,7 @@ def test_tensorrt_target_refuses_cpu_passes(ex_model, tmp_path):
 def test_tensorrt_consumers_refuse_a_cpu_graph(cpu_onnx, tmp_path, monkeypatch, capsys):
     import lso.runtime.cuda_arrays as cuda_arrays
     from lso.cli import main
-    from lso.export import build_engine as BE
+    from lso.export import engine_builder as BE
     from lso.export.lint import main as lint_main
 
     def forbidden(*a, **k):

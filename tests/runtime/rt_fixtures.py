@@ -50,8 +50,8 @@ def build_plan(onnx_path: Path, out: Path) -> Path:
     shapes = {"min": {"hr_msi": (1, 3, 16, 16), "lr_hsi": (1, 31, 4, 4)},
               "opt": {"hr_msi": (1, 3, 64, 64), "lr_hsi": (1, 31, 16, 16)},
               "max": {"hr_msi": (2, 3, 256, 256), "lr_hsi": (2, 31, 64, 64)}}
-    if importlib.util.find_spec("lso.export.build_engine") is not None:
-        from lso.export.build_engine import build_engine
+    if importlib.util.find_spec("lso.export.engine_builder") is not None:
+        from lso.export.engine_builder import build_engine
         from lso.io_spec import ShapeProfile
 
         return Path(build_engine(onnx_path, out, profiles=[ShapeProfile(**shapes)]))

@@ -10,7 +10,7 @@ import torch
 
 from lso import io_spec
 from lso.errors import InputError, MissingDependencyError
-from lso.runtime import _trt_compat as C
+from lso.runtime import trt_support as C
 
 
 def test_one_list_covers_every_flavour_and_cuda_major():
@@ -58,7 +58,7 @@ def test_describe_tensorrt_names_flavour_version_and_cuda(monkeypatch, installed
 
 
 def test_nothing_installed_and_the_builder_reads_the_same_list(monkeypatch):
-    from lso.export.build_engine import detect_trt_major
+    from lso.runtime.trt_support import detect_trt_major
 
     _fake_metadata(monkeypatch, {})
     assert C.describe_tensorrt() == {"installed": False, "module": None, "distributions": []}

@@ -16,8 +16,8 @@ import torch
 
 from lso._io import write_sidecar
 from lso.errors import ArtifactError, InputError
-from lso.runtime import _trt_compat, trt_runner
-from lso.runtime._trt_compat import API_FALLBACKS, API_USED, version_tuple
+from lso.runtime import trt_runner
+from lso.runtime import trt_support as _trt_compat
 from lso.runtime.trt_runner import (
     IOTensor,
     TrtRunner,
@@ -27,6 +27,7 @@ from lso.runtime.trt_runner import (
     make_logger,
     profile_from_io,
 )
+from lso.runtime.trt_support import API_FALLBACKS, API_USED, version_tuple
 
 from rt_fixtures import FakeEngineIO, reference, scene
 
