@@ -27,16 +27,13 @@ import numpy as np
 def profile_graph(onnx_path: str, size: int, ratio: int, *, threads: int, runs: int,
                   session_options: Any = None) -> dict[str, Any]:
     """Profile ``runs`` runs (after one warm-up) of the graph at ``size``² and ``ratio``."""
-    import onnxruntime as ort
+    from lso.runtime.ort_runner import ort_session
 
-    from lso.runtime.ort_runner import apply_memory_arena
-
-    opts = session_options or apply_memory_arena(ort.SessionOptions())  # OrtRunner's default arena
-    opts.intra_op_num_threads = threads
-    opts.enable_profiling = True
     with tempfile.TemporaryDirectory() as tmp:
-        opts.profile_file_prefix = os.path.join(tmp, "ort")
-        session = ort.InferenceSession(onnx_path, sess_options=opts, providers=["CPUExecutionProvider"])
+        # OrtRunner's default arena unless the caller brings its own options
+        session = ort_session(onnx_path, threads=threads, profile_prefix=os.path.join(tmp, "ort"),
+                              memory_arena="shared" if session_options is None else None,
+                              session_options=session_options)
         rng = np.random.default_rng(0)
         feeds = {"hr_msi": rng.random((1, 3, size, size), dtype=np.float32),
                  "lr_hsi": rng.random((1, 31, size // ratio, size // ratio), dtype=np.float32)}

@@ -76,25 +76,20 @@ def _torch_runner(model, form: str) -> Callable:
 def _ort_runner(model_or_path: Any, threads: int | None, name: str) -> Any:
     """A Polygraphy ``OnnxrtRunner`` (CPU) on a graph: a path, a ``ModelProto`` or serialized bytes.
 
-    ``SessionFromOnnx`` builds the session; with ``threads`` our session loader does (``SessionFromOnnx`` takes
-    no session options), still run by ``OnnxrtRunner``.
+    The session comes from the package's one session factory (:func:`lso.runtime.ort_session`: CPU; with
+    ``threads``, that many intra-op threads and errors only in ONNX Runtime's log, as calibration's sessions),
+    run by ``OnnxrtRunner``, which activates and releases it inside ``Comparator.run``.
     """
     from lso._deps import require_polygraphy
+    from lso.runtime.ort_runner import ort_session
 
     onnxrt = require_polygraphy("polygraphy.backend.onnxrt")
     if hasattr(model_or_path, "SerializeToString"):
         model_or_path = model_or_path.SerializeToString()
     elif not isinstance(model_or_path, bytes):
         model_or_path = str(model_or_path)
-    if threads:
-        from lso._deps import require
-        from lso.calibration import graph as G
-
-        model = model_or_path if isinstance(model_or_path, bytes) else Path(model_or_path).read_bytes()
-        session = lambda: G.ort_session(require("onnx").load_from_string(model), threads=threads)  # noqa: E731
-    else:
-        session = onnxrt.SessionFromOnnx(model_or_path, providers=["cpu"])
-    return onnxrt.OnnxrtRunner(session, name=name)
+    options: dict[str, Any] = {"threads": threads, "log_severity": 3} if threads else {}
+    return onnxrt.OnnxrtRunner(lambda: ort_session(model_or_path, **options), name=name)
 
 
 def _trt_runner(plan: str, name: str) -> Any:

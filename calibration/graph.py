@@ -209,15 +209,11 @@ def tensor_types(model: onnx.ModelProto) -> dict[str, int]:
 
 # ------------------------------------------------------------------------------------------ running
 def ort_session(model: onnx.ModelProto, *, threads: int | None = None, optimize: bool = True) -> Any:
-    """A CPU ``onnxruntime.InferenceSession`` on an in-memory model."""
-    ort = require("onnxruntime")
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = int(threads)
-    if not optimize:
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_BASIC
-    options.log_severity_level = 3
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    """A CPU ``onnxruntime.InferenceSession`` on an in-memory model (:func:`lso.runtime.ort_session`), errors only
+    in its log; ``optimize=False`` turns ONNX Runtime's graph optimisations off."""
+    from lso.runtime.ort_runner import ort_session
+
+    return ort_session(model, threads=threads or None, optimization=None if optimize else "disable", log_severity=3)
 
 
 def _with_outputs(model: onnx.ModelProto, names: Iterable[str], elem_type: int = FLOAT) -> onnx.ModelProto:

@@ -191,14 +191,15 @@ def run_parity(
     Returns:
         The table; check ``report.passed``.
     """
-    ort = require("onnxruntime")
+    require("onnxruntime")
     import torch
 
     from lso import io_spec
+    from lso.runtime.ort_runner import ort_session
 
     cfg = model.config
     source = onnx_model if isinstance(onnx_model, bytes) else os.fspath(onnx_model)
-    session = ort.InferenceSession(source, providers=["CPUExecutionProvider"])
+    session = ort_session(source)  # CPU, ONNX Runtime's defaults
     model = model.eval()
     report = ParityReport(atol=atol, seed=seed, reference=f"PyTorch eager ({cfg.solver} solver), CPU, float32")
     for index, case in enumerate(cases):

@@ -45,7 +45,8 @@ from lso.runtime.base import Runner, RunnerStateError
 from lso.runtime.streams import RunnerStream
 from lso.runtime.validation import FuseInputs, check_device_values, restore_output, settle_on_current_stream
 
-__all__ = ["OrtRunner", "OrtBinding", "apply_memory_arena", "tensorrt_provider_options", "TENSORRT_PROVIDER"]
+__all__ = ["OrtRunner", "OrtBinding", "ort_session", "apply_memory_arena", "tensorrt_provider_options",
+           "TENSORRT_PROVIDER", "OPTIMIZATION_LEVELS"]
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +161,61 @@ def apply_memory_arena(options: Any, mode: str | bool = "shared") -> Any:
     if mode == "shared" and _shared_cpu_arena(require("onnxruntime")):
         options.add_session_config_entry("session.use_env_allocators", "1")
     return options
+
+
+OPTIMIZATION_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
+                       "all": "ORT_ENABLE_ALL"}
+"""``optimization=`` of :func:`ort_session` -> ONNX Runtime's ``GraphOptimizationLevel`` member."""
+
+
+def ort_session(model: Any, *, providers: Any = None, threads: int | None = None, inter_op_threads: int | None = None,
+                memory_arena: str | bool | None = None, optimization: str | None = None,
+                profile_prefix: str | os.PathLike | None = None, log_severity: int | None = None,
+                session_options: Any = None) -> Any:
+    """An ``onnxruntime.InferenceSession``: the one place this package makes one (runner, export parity check,
+    calibration, profiling).
+
+    Every argument left at None keeps ONNX Runtime's own default, so each caller states only what it sets.
+
+    Args:
+        model: a path, the serialized bytes, or an ``onnx.ModelProto``.
+        providers: ONNX Runtime's providers list (default: ``["CPUExecutionProvider"]``).
+        threads: intra-op threads (``intra_op_num_threads``).
+        inter_op_threads: inter-op threads.
+        memory_arena: ``"shared"``, ``"session"`` or ``"off"`` (see :class:`OrtRunner`; CPU sessions only).
+        optimization: graph optimisation level, a key of :data:`OPTIMIZATION_LEVELS` (``"disable"``, ``"basic"``,
+            ``"extended"``, ``"all"``).
+        profile_prefix: turn ONNX Runtime's profiler on, writing ``<prefix>_<date>.json`` (``end_profiling()``).
+        log_severity: ``log_severity_level`` (3: errors only).
+        session_options: an ``onnxruntime.SessionOptions`` to start from (the settings above are applied to it).
+
+    Raises:
+        InputError: an unknown ``optimization`` or ``memory_arena``.
+        MissingDependencyError: onnxruntime is not installed.
+    """
+    ort = require("onnxruntime")
+    options = session_options if session_options is not None else ort.SessionOptions()
+    if threads is not None:
+        options.intra_op_num_threads = int(threads)
+    if inter_op_threads is not None:
+        options.inter_op_num_threads = int(inter_op_threads)
+    if memory_arena is not None:
+        apply_memory_arena(options, memory_arena)
+    if optimization is not None:
+        if optimization not in OPTIMIZATION_LEVELS:
+            raise InputError(f"optimization must be one of {list(OPTIMIZATION_LEVELS)}, not {optimization!r}")
+        options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, OPTIMIZATION_LEVELS[optimization])
+    if profile_prefix is not None:
+        options.enable_profiling = True
+        options.profile_file_prefix = os.fspath(profile_prefix)
+    if log_severity is not None:
+        options.log_severity_level = int(log_severity)
+    if hasattr(model, "SerializeToString"):
+        model = model.SerializeToString()
+    elif not isinstance(model, bytes):
+        model = os.fspath(model)
+    return ort.InferenceSession(model, sess_options=options,
+                                providers=list(providers) if providers is not None else ["CPUExecutionProvider"])
 
 
 def _graph_input_names(path: Path) -> list[str] | None:
@@ -355,16 +411,12 @@ class OrtRunner(Runner):
         sidecar = read_sidecar(self._path, verify=self._verify)
         if self._config is None and sidecar and isinstance(sidecar.get("config"), dict):
             self._config = LSOConfig.from_dict(sidecar["config"])
-        options = self._session_options or ort.SessionOptions()
-        if self._threads is not None:
-            options.intra_op_num_threads = int(self._threads)
-        if self._inter_op_threads is not None:
-            options.inter_op_num_threads = int(self._inter_op_threads)
-        if self._session_options is None and self._device.type == "cpu":
-            apply_memory_arena(options, self._memory_arena)
+        arena = self._memory_arena if self._session_options is None and self._device.type == "cpu" else None
         providers = self._on_own_stream(self._resolve_providers(ort))
         try:
-            session = ort.InferenceSession(str(self._path), sess_options=options, providers=providers)
+            session = ort_session(self._path, providers=providers, threads=self._threads,
+                                  inter_op_threads=self._inter_op_threads, memory_arena=arena,
+                                  session_options=self._session_options)
         except Exception as exc:  # ORT raises its own Fail/InvalidProtobuf/InvalidGraph types
             raise ArtifactError(f"ONNX Runtime cannot load {self._path}: {exc}; re-export it "
                                 f"(lso export / lso.export.export_onnx)") from exc
