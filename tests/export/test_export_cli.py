@@ -51,7 +51,7 @@ def test_help_works_without_onnx_and_explains_the_options():
 
 
 def test_import_is_light():
-    code = ("import sys, lso.export, lso.export.options\n"
+    code = ("import sys, lso.export, lso.cli\n"
             "assert not {'onnx', 'onnxruntime', 'onnxslim', 'onnxscript'} & set(sys.modules), sorted(sys.modules)\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
@@ -113,8 +113,8 @@ def test_tileable_export_from_a_checkpoint(tmp_path, ex_model):
 
 def test_options_map_to_export_onnx_arguments(tmp_path):
     from lso import LSOConfig
+    from lso.cli import add_export_arguments, export_kwargs
     from lso.errors import InputError
-    from lso.export.options import add_export_arguments, export_kwargs
 
     parser = add_export_arguments(argparse.ArgumentParser())
     assert export_kwargs(parser.parse_args([])) == {
