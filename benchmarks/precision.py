@@ -67,10 +67,11 @@ def run_fp16(fp32_path: Path, scenes, reference, feeds, work: Path) -> dict[str,
     from lso.calibration import fp16 as F
     from lso.calibration import graph as G
     from lso.calibration.accuracy import compare, ort_runner
+    from lso.calibration.source import graph_config, mac_feed
 
     model = onnx.load(str(fp32_path))
     absmax = G.activation_absmax(model, feeds)
-    macs = G.conv_macs(model, F._default_feed(F._config_from(model, {})))
+    macs = G.conv_macs(model, mac_feed(graph_config(model, {}), model))
     full = F.fp32_islands(model, absmax=absmax)
     solver, softmax = G.solver_nodes(model), G.softmax_nodes(model)
     variants = {

@@ -20,6 +20,7 @@ import numpy as np
 
 from lso import io_spec
 from lso.calibration.feeds import Scene
+from lso.calibration.source import with_extent
 
 __all__ = ["Comparison", "compare", "torch_reference", "ort_reference", "ort_runner"]
 
@@ -80,8 +81,10 @@ def ort_runner(model_or_session: Any, threads: int | None = None) -> Callable[[S
         else:
             session = G.ort_session(session, threads=threads)
 
+    inputs = {i.name for i in session.get_inputs()}  # a tileable graph also takes extent: the whole image's
+
     def run(scene: Scene) -> np.ndarray:
-        feed = {io_spec.HR_MSI: scene.hr_msi[None], io_spec.LR_HSI: scene.lr_hsi[None]}
+        feed = with_extent({io_spec.HR_MSI: scene.hr_msi[None], io_spec.LR_HSI: scene.lr_hsi[None]}, inputs)
         return session.run(None, feed)[0][0]
 
     return run

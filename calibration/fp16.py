@@ -57,8 +57,18 @@ import numpy as np
 
 from lso._deps import require
 from lso.calibration import graph as G
+from lso.calibration.source import (
+    graph_config,
+    input_names,
+    load_fp32_graph,
+    mac_feed,
+    tool_version,
+    tool_versions,
+    with_extent,
+)
 from lso.errors import ExportError, InputError
-from lso.islands import ISLAND_NAMES
+from lso.export.graph_query import island_nodes
+from lso.islands import islands_for
 
 if TYPE_CHECKING:  # pragma: no cover
     import onnx
@@ -76,9 +86,6 @@ PathLike: TypeAlias = str | os.PathLike
 
 
 # ------------------------------------------------------------------------------------------- islands
-# how each island of lso.islands is found in a graph
-_ISLAND_QUERIES = {"solver": G.solver_nodes, "softmax": G.softmax_nodes, "coordinate_grid": G.coordinate_grid_nodes,
-                   "bicubic": G.resize_nodes}
 def _default_op_block_list() -> list[str]:
     float16 = require("onnxconverter_common.float16")
     return list(float16.DEFAULT_OP_BLOCK_LIST)
@@ -102,9 +109,8 @@ def fp32_islands(model: onnx.ModelProto, *, absmax: Mapping[str, float] | None =
         if node.op_type in default_ops:
             islands[node.name] = f"converter default op block list ({node.op_type})"
     keep = {"solver": solver, "softmax": softmax, "coordinate_grid": grid, "bicubic": grid}
-    for name in ISLAND_NAMES:  # the one table of FP32 islands (lso.islands), each found by its graph query
-        if keep[name]:
-            islands.update(_ISLAND_QUERIES[name](model))
+    # the one table of FP32 islands (lso.islands), each found by its graph query (lso.export.graph_query)
+    islands.update(island_nodes(model, [i.name for i in islands_for("fp16") if keep.get(i.name, True)]))
     if absmax:
         for node in model.graph.node:
             seen = [(name, absmax[name]) for name in list(node.output) + list(node.input)
@@ -334,54 +340,6 @@ def fp16_summary(model16: onnx.ModelProto, macs: Mapping[str, int]) -> dict[str,
 
 
 # ------------------------------------------------------------------------------------------- the artifact
-def _load(source: onnx.ModelProto | PathLike) -> tuple[onnx.ModelProto, dict]:
-    onnx = require("onnx")
-    from lso._io import read_sidecar, sha256_file
-    from lso.errors import ArtifactError
-
-    if isinstance(source, onnx.ModelProto):
-        return source, {"kind": "model"}
-    path = Path(source)
-    if not path.is_file():
-        raise ArtifactError(f"{path} does not exist: export the FP32 graph first (lso export --out {path.name})")
-    try:
-        model = onnx.load(str(path))
-    except Exception as exc:  # protobuf DecodeError etc.
-        raise ArtifactError(f"cannot read {path} as ONNX ({exc}); re-export it") from exc
-    side = read_sidecar(path) or {}
-    if side.get("precision") not in (None, "fp32"):
-        raise InputError(f"{path} is a {side.get('precision')} graph; convert the FP32 export (model.onnx)")
-    if any(i.data_type == G.FLOAT16 for i in model.graph.initializer):
-        raise InputError(f"{path} already holds FP16 weights; convert the FP32 export")
-    if side.get("solver_chunk") or any(n.op_type == "Scan" and n.name.startswith("lso_solver_chunk")
-                                       for n in model.graph.node):
-        raise InputError(f"{path} runs its solver in Scan chunks (exported with --solver-chunk), where the precision "
-                         "passes cannot see it: calibrate a graph exported without --solver-chunk, then chunk the "
-                         "result with lso.export.passes.chunk_solver if it is for ONNX Runtime on CPU")
-    return model, {"kind": "onnx", "path": str(path), "sha256": sha256_file(path), "sidecar": side}
-
-
-def _config_from(model: onnx.ModelProto, source: dict) -> dict | None:
-    import json
-
-    side = source.get("sidecar") or {}
-    if isinstance(side.get("config"), dict):
-        return side["config"]
-    for prop in model.metadata_props:
-        if prop.key == "lso.config":
-            return json.loads(prop.value)
-    return None
-
-
-def _default_feed(config: dict | None) -> dict[str, np.ndarray]:
-    """A small seeded x4 feed (64x64) for MAC counting."""
-    rng = np.random.default_rng(0)
-    bands = int((config or {}).get("n_bands", 31))
-    msi = int((config or {}).get("n_msi_bands", 3))
-    return {"hr_msi": rng.random((1, msi, 64, 64), dtype=np.float32),
-            "lr_hsi": rng.random((1, bands, 16, 16), dtype=np.float32)}
-
-
 def convert_fp16(
     source: onnx.ModelProto | PathLike,
     out: PathLike,
@@ -415,13 +373,14 @@ def convert_fp16(
     check_writable_target(out)
     if mode not in ("mixed", "naive"):
         raise InputError(f"mode must be 'mixed' or 'naive', got {mode!r}")
-    model, source_info = _load(source)
-    config = _config_from(model, source_info)
+    model, source_info = load_fp32_graph(source)
+    config = graph_config(model, source_info)
     absmax, feed_info = None, None
     if feeds is not None and mode == "mixed":
         feeds = list(feeds) if not hasattr(feeds, "describe") else feeds
         log.info("activation ranges on %d calibration feed(s)", len(feeds))
-        absmax = G.activation_absmax(model, feeds)
+        inputs = input_names(model)  # a tileable graph also takes extent: the whole image's is added
+        absmax = G.activation_absmax(model, (with_extent(feed, inputs) for feed in feeds))
         feed_info = feeds.describe() if hasattr(feeds, "describe") else {"count": len(feeds)}
     if mode == "mixed":
         islands = fp32_islands(model, absmax=absmax, safe_range=safe_range)
@@ -433,7 +392,7 @@ def convert_fp16(
         islands.setdefault(name, "user request")
     log.info("converting to FP16 (%s): %d node(s) stay FP32", mode, len(islands))
     model16 = to_mixed_fp16(model, islands)
-    macs = G.conv_macs(model, _default_feed(config))
+    macs = G.conv_macs(model, mac_feed(config, model))
     summary = fp16_summary(model16, macs)
     model16.doc_string = (f"LSO fusion, FP16 {mode} precision (FP32 I/O), converted by lso-deploy from "
                           f"{source_info.get('path', 'a model')}")
@@ -452,7 +411,7 @@ def convert_fp16(
         "config": config,
         "opset": next((o.version for o in model16.opset_import if o.domain in ("", "ai.onnx")), None),
         "source": {k: v for k, v in source_info.items() if k != "sidecar"},
-        "converter": {"tool": "onnxconverter-common", "version": _version("onnxconverter-common"),
+        "converter": {"tool": "onnxconverter-common", "version": tool_version("onnxconverter-common"),
                       "function": "float16.convert_float_to_float16", "keep_io_types": True},
         "safe_range": safe_range,
         "calibration": feed_info if feed_info is not None else {"skipped": True},
@@ -460,7 +419,7 @@ def convert_fp16(
         "fp32_reasons": dict(Counter(_reason_key(v) for v in islands.values()).most_common()),
         "summary": summary,
         "activation_absmax_top": _top(absmax),
-        "versions": _versions(),
+        "versions": tool_versions(),
         "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     try:
@@ -481,23 +440,3 @@ def _top(absmax: Mapping[str, float] | None, n: int = 10) -> list | None:
     if not absmax:
         return None
     return [{"tensor": k, "absmax": v} for k, v in sorted(absmax.items(), key=lambda kv: -kv[1])[:n]]
-
-
-def _version(dist: str) -> str | None:
-    try:
-        from importlib.metadata import version
-
-        return version(dist)
-    except Exception:  # not installed / no metadata
-        return None
-
-
-def _versions() -> dict[str, str | None]:
-    import platform
-
-    import lso
-
-    out = {"lso-deploy": lso.__version__, "python": platform.python_version()}
-    for dist in ("onnx", "onnxruntime", "onnxconverter-common", "torch"):
-        out[dist] = _version(dist)
-    return out

@@ -60,7 +60,18 @@ import numpy as np
 
 from lso._deps import require
 from lso.calibration import graph as G
+from lso.calibration.source import (
+    graph_config,
+    input_names,
+    load_fp32_graph,
+    mac_feed,
+    tool_version,
+    tool_versions,
+    with_extent,
+)
 from lso.errors import ExportError, InputError
+from lso.export.graph_query import island_nodes, quantized_convs
+from lso.islands import islands_for
 from lso.tolerances import TOLERANCES
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -144,9 +155,9 @@ def isolate_qdq(model: onnx.ModelProto) -> int:
 
 
 def float_nodes(model: onnx.ModelProto, float_blocks: Iterable[str] = ()) -> dict[str, str]:
-    """Nodes ``quantize_static`` must leave in float: solver, softmaxes, convs of ``float_blocks``."""
-    keep = dict(G.solver_nodes(model))
-    keep.update(G.softmax_nodes(model))
+    """Nodes ``quantize_static`` must leave in float: the FP32 islands of the INT8 path (``lso.islands``: solver,
+    softmaxes), convs of ``float_blocks``."""
+    keep = island_nodes(model, [i.name for i in islands_for("int8")])
     wanted = set(float_blocks)
     blocks = G.conv_blocks(model)
     unknown = wanted - set(blocks.values())
@@ -193,7 +204,8 @@ def quantize_model(model_path: PathLike, out: PathLike, *,
     cache_ok = calibration_cache is not None and Path(calibration_cache).is_file()
     if feeds is None and not cache_ok:
         raise InputError("INT8 quantization needs calibration feeds (or an existing calibration cache)")
-    reader = None if cache_ok else make_ort_reader(feeds)
+    inputs = input_names(model)  # a tileable graph also takes extent: the whole image's is added
+    reader = None if cache_ok else make_ort_reader([with_extent(feed, inputs) for feed in feeds or ()])
     with _quiet_quantizer():
         try:
             quant.quantize_static(str(model_path), str(out), reader, quant_format=quant.QuantFormat.QDQ,
@@ -218,15 +230,8 @@ def quantize_model(model_path: PathLike, out: PathLike, *,
 def int8_summary(qmodel: onnx.ModelProto, macs: Mapping[str, int]) -> dict[str, Any]:
     """Quantized convolutions, their share of conv MACs, and the Q/DQ zero points/types found."""
     numpy_helper = require("onnx.numpy_helper")
-    prod = G.producers(qmodel)
     inits = {i.name: i for i in qmodel.graph.initializer}
-    quantized = set()
-    for node in qmodel.graph.node:
-        if node.op_type != "Conv":
-            continue
-        srcs = [prod.get(node.input[0]), prod.get(node.input[1])]
-        if all(s is not None and s.op_type == "DequantizeLinear" for s in srcs):
-            quantized.add(node.name)
+    quantized = quantized_convs(qmodel)
     zero_points: dict[str, list] = {"QuantizeLinear": [], "DequantizeLinear": []}
     zp_types = set()
     per_channel = 0
@@ -285,7 +290,6 @@ def quantize_int8(
     """
     onnx = require("onnx")
     from lso._io import atomic_path, check_writable_target, sha256_file, write_sidecar
-    from lso.calibration.fp16 import _config_from, _default_feed, _load, _versions
 
     out = Path(out)
     if out.suffix != ".onnx":
@@ -293,10 +297,10 @@ def quantize_int8(
     check_writable_target(out)
     if flavour not in FLAVOURS:
         raise InputError(f"INT8 flavour must be one of {FLAVOURS}, got {flavour!r}")
-    model, source_info = _load(source)
+    model, source_info = load_fp32_graph(source)
     if source_info.get("kind") != "onnx":
         raise InputError("quantize_int8 takes the path of the FP32 .onnx (quantize_static reads the file)")
-    config = _config_from(model, source_info)
+    config = graph_config(model, source_info)
     float_blocks = list(dict.fromkeys(float_blocks))
     keep = float_nodes(model, float_blocks)
     with contextlib.ExitStack() as stack:
@@ -319,7 +323,7 @@ def quantize_int8(
             G.ort_session(qmodel)  # ONNX Runtime must load what we ship
         seconds = time.perf_counter() - t0
         calib_sha = sha256_file(calibration_cache)
-    summary = int8_summary(qmodel, G.conv_macs(model, _default_feed(config)))
+    summary = int8_summary(qmodel, G.conv_macs(model, mac_feed(config, model)))
     if flavour == "tensorrt" and not summary["zero_points_all_zero"]:
         out.unlink(missing_ok=True)
         raise ExportError("the tensorrt INT8 graph has non-zero zero points, which TensorRT rejects")
@@ -335,7 +339,7 @@ def quantize_int8(
         "io_dtype": "float32",
         "config": config,
         "source": {k: v for k, v in source_info.items() if k != "sidecar"},
-        "quantizer": {"tool": "onnxruntime.quantization.quantize_static", "version": _versions().get("onnxruntime"),
+        "quantizer": {"tool": "onnxruntime.quantization.quantize_static", "version": tool_version("onnxruntime"),
                       "format": "QDQ", "op_types": ["Conv"], "per_channel_weights": True,
                       "activation_type": str(opts["activation_type"]), "weight_type": str(opts["weight_type"]),
                       "extra_options": opts["extra_options"], "method": method,
@@ -347,7 +351,7 @@ def quantize_int8(
         "summary": summary,
         "sweep": dict(sweep) if sweep else None,
         "timing_s": round(seconds, 2),
-        "versions": _versions(),
+        "versions": tool_versions(),
         "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     try:
@@ -395,9 +399,7 @@ def sensitivity_sweep(source: PathLike, scenes: Sequence[Scene], reference: Sequ
     model = onnx.load(str(source))
     all_blocks = G.block_order(model)
     blocks = list(blocks) if blocks is not None else all_blocks
-    from lso.calibration.fp16 import _config_from, _default_feed
-
-    macs = G.conv_macs(model, _default_feed(_config_from(model, {})))
+    macs = G.conv_macs(model, mac_feed(graph_config(model, {}), model))
     block_macs = {b: sum(v for k, v in macs.items() if G.conv_blocks(model).get(k) == b) for b in all_blocks}
     if not Path(calibration_cache).is_file():
         calibrate_ranges(source, feeds, calibration_cache, method=method)
@@ -446,10 +448,8 @@ def float_block_curve(source: PathLike, ranking: Sequence[Mapping[str, Any]], sc
     the one ``dpsnr`` reports), INT8 MAC share and, with ``latency_feed``, ONNX Runtime CPU latency per flavour.
     """
     onnx = require("onnx")
-    from lso.calibration.fp16 import _config_from, _default_feed
-
     model = onnx.load(str(source))
-    macs = G.conv_macs(model, _default_feed(_config_from(model, {})))
+    macs = G.conv_macs(model, mac_feed(graph_config(model, {}), model))
     order = [r["block"] for r in ranking]
     ks = list(ks) if ks is not None else list(range(len(order) + 1))
     points = []

@@ -25,10 +25,11 @@ import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lso._deps import require
 from lso.errors import ArtifactError, ExportError
+from lso.export import graph_query
 
 if TYPE_CHECKING:  # pragma: no cover
     import onnx
@@ -42,8 +43,6 @@ TABLE_SOURCE = "onnx-tensorrt docs/operators.md (TensorRT 10.15, ONNX opsets 9-2
 TRT_OPSETS = range(9, 25)
 _DEFAULT_DOMAINS = ("", "ai.onnx")
 
-# ONNX TensorProto element types the float columns speak about
-_FLOAT, _FLOAT16 = 1, 10
 _RESIZE_MODES = {"nearest", "linear", "cubic"}
 _RESIZE_COORDS = {"half_pixel", "pytorch_half_pixel", "tf_half_pixel_for_nn", "asymmetric", "align_corners"}
 _TYPE_JUDGED_BY_NOTES = {"QuantizeLinear", "DequantizeLinear", "Cast", "CastLike", "Shape", "Size", "Constant",
@@ -105,47 +104,20 @@ class _Scope:
     types: Mapping[str, int]
 
 
-def _graph_scope(graph, types: Mapping[str, int], numpy_helper) -> _Scope:
-    constants: dict = {}
-    for init in graph.initializer:
-        constants[init.name] = numpy_helper.to_array(init)
-    for node in graph.node:
-        if node.op_type == "Constant" and node.domain in _DEFAULT_DOMAINS:
-            value = None
-            for attr in node.attribute:
-                if attr.name == "value":
-                    value = numpy_helper.to_array(attr.t)
-            constants[node.output[0]] = value
-    return _Scope(constants, types)
+def _graph_scope(graph, types: Mapping[str, int]) -> _Scope:
+    return _Scope(graph_query.constants(graph, values=True), types)
 
 
-def _walk(graph, types, numpy_helper, onnx_mod) -> Iterator[tuple[object, _Scope]]:
-    scope = _graph_scope(graph, types, numpy_helper)
+def _walk(graph, types, onnx_mod) -> Iterator[tuple[Any, _Scope]]:
+    scope = _graph_scope(graph, types)
     for node in graph.node:
         yield node, scope
         for attr in node.attribute:
             if attr.type == onnx_mod.AttributeProto.GRAPH:
-                yield from _walk(attr.g, types, numpy_helper, onnx_mod)
+                yield from _walk(attr.g, types, onnx_mod)
             elif attr.type == onnx_mod.AttributeProto.GRAPHS:
                 for sub in attr.graphs:
-                    yield from _walk(sub, types, numpy_helper, onnx_mod)
-
-
-def _elem_types(model, onnx_mod) -> dict[str, int]:
-    """Element type of every named tensor that shape inference can type (best effort)."""
-    try:
-        inferred = onnx_mod.shape_inference.infer_shapes(model)
-    except Exception as exc:  # inference is an aid here, not a requirement
-        log.debug("shape inference failed (%s); float-type checks use declared types only", exc)
-        inferred = model
-    types: dict[str, int] = {}
-    graph = inferred.graph
-    for vi in list(graph.input) + list(graph.output) + list(graph.value_info):
-        if vi.type.HasField("tensor_type"):
-            types[vi.name] = vi.type.tensor_type.elem_type
-    for init in graph.initializer:
-        types[init.name] = init.data_type
-    return types
+                    yield from _walk(sub, types, onnx_mod)
 
 
 # ------------------------------------------------------------------------------------------- the rules
@@ -238,9 +210,9 @@ def _float_type_problem(node, scope: _Scope, support: OpSupport) -> str | None:
         return None
     for name in node.input:
         elem = scope.types.get(name) if name else None
-        if elem == _FLOAT and not support.fp32:
+        if elem == graph_query.FLOAT and not support.fp32:
             return f"computes in float32, which the table does not list for {node.op_type}"
-        if elem == _FLOAT16 and not support.fp16:
+        if elem == graph_query.FLOAT16 and not support.fp16:
             return f"computes in float16, which the table does not list for {node.op_type}"
         if elem is not None:
             return None  # judged by the first typed input
@@ -256,7 +228,6 @@ def lint_model(model: onnx.ModelProto | str | os.PathLike, *,
         table: operator table (default: :func:`load_op_table`).
     """
     onnx = require("onnx")
-    from onnx import numpy_helper
 
     if not isinstance(model, onnx.ModelProto):
         try:
@@ -271,11 +242,11 @@ def lint_model(model: onnx.ModelProto | str | os.PathLike, *,
                                               f"{TRT_OPSETS.start}-{TRT_OPSETS.stop - 1}"))
         opset = opset or 0
     functions = {(f.domain, f.name): f for f in model.functions}
-    types = _elem_types(model, onnx)
+    types = graph_query.tensor_types(model, strict=False)  # best effort: float-type checks use what it finds
 
     graphs = [model.graph] + [onnx.helper.make_graph(list(f.node), f.name, [], []) for f in model.functions]
     for graph in graphs:
-        for node, scope in _walk(graph, types, numpy_helper, onnx):
+        for node, scope in _walk(graph, types, onnx):
             name = node.name or (node.output[0] if node.output else "?")
             if (node.domain, node.op_type) in functions:
                 continue  # a call to a model-local function: its body is walked on its own

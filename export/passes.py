@@ -8,18 +8,22 @@
   patches (for CPU runtimes: the ~90-node element-wise chain then works on cache-sized tensors).
 - :func:`cleanup`: sort topologically, then drop nodes, initializers and value infos nothing uses.
 
-Helpers that read a graph without changing it: :func:`op_counts`, :func:`tensor_dims`.
+Which nodes form a solver chain, which convolution reads which weight: :mod:`lso.export.graph_query`, which
+also holds the helpers that read a graph without changing it (:func:`op_counts`, :func:`tensor_dims`, re-exported
+here).
 """
 from __future__ import annotations
 
 import heapq
 import logging
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from lso._deps import require
 from lso.errors import ExportError
+from lso.export import graph_query as Q
+from lso.export.graph_query import op_counts, tensor_dims
 
 if TYPE_CHECKING:  # pragma: no cover
     import onnx
@@ -174,31 +178,7 @@ def annotate(model: onnx.ModelProto, metadata: Mapping[str, str], doc: str = "")
     return cleanup(model)
 
 
-# the element-wise operators a solver chain is made of (FP32 islands of mixed graphs add Cast)
-_SOLVER_OPS = frozenset({"Sigmoid", "Sin", "Cos", "Mul", "Add", "Sub", "Div", "Neg", "Expand", "Shape", "Gather",
-                         "Slice", "Split", "Squeeze", "Unsqueeze", "Concat", "Cast", "ConstantOfShape", "Identity"})
 DEFAULT_SOLVER_CHUNK = 128  # patches per Scan iteration: 2 x 128 x 64 x 8 float32 = 512 KiB per tensor
-
-
-def _solver_closure(nodes, consumers, z: str):
-    """Element-wise nodes (``_SOLVER_OPS``) computed from ``z``, up to (not including) the first other
-    operator (the Reshape or attention MatMul the solved codes feed), and the tensors leaving them."""
-    members: dict[int, object] = {}
-    produced, front = {z}, [z]
-    while front:
-        name = front.pop()
-        for node in consumers.get(name, ()):
-            if id(node) in members or node.op_type not in _SOLVER_OPS:
-                continue
-            members[id(node)] = node
-            for out in node.output:
-                if out and out not in produced:
-                    produced.add(out)
-                    front.append(out)
-    chain = [n for n in nodes if id(n) in members]
-    leaving = sorted({o for n in chain for o in n.output
-                      if any(id(c) not in members for c in consumers.get(o, ()))})
-    return chain, leaving
 
 
 def chunk_solver(model: onnx.ModelProto, chunk: int = DEFAULT_SOLVER_CHUNK) -> onnx.ModelProto:
@@ -221,29 +201,21 @@ def chunk_solver(model: onnx.ModelProto, chunk: int = DEFAULT_SOLVER_CHUNK) -> o
         raise ExportError(f"solver chunk must be a positive number of patches, not {chunk}")
     graph = model.graph
     nodes = list(graph.node)
-    consumers: dict[str, list] = defaultdict(list)
-    for node in nodes:
-        for name in node.input:
-            consumers[name].append(node)
-    typed = onnx.shape_inference.infer_shapes(model).graph  # element types of the chains' ends
-    types = {v.name: v.type.tensor_type.elem_type for v in list(typed.value_info) + list(typed.input)
-             + list(typed.output) if v.type.HasField("tensor_type") and v.type.tensor_type.elem_type}
+    chains = Q.solver_chains(model)  # indices into nodes (the graph's order)
+    types = Q.tensor_types(model)  # element types of the chains' ends
     replaced, removed, added = 0, set(), []
-    producer = {o: n for n in nodes for o in n.output if o}
-    constants = {i.name for i in graph.initializer} | {n.output[0] for n in nodes if n.op_type == "Constant"}
-    for index, sigmoid in enumerate(n for n in nodes if n.op_type == "Sigmoid"):
-        z = sigmoid.input[0]
-        while z in producer and producer[z].op_type == "Cast":  # mixed graphs: start above the island's Cast
-            z = producer[z].input[0]
-        chain, leaving = _solver_closure(nodes, consumers, z)
+    constants = set(Q.constants(graph))
+    for index, solver in enumerate(chains):
+        z, leaving = solver.z, solver.leaving
+        chain = [nodes[i] for i in solver.members]
         inside = {z} | {o for n in chain for o in n.output}
         outside = sorted({i for n in chain for i in n.input if i and i not in inside and i not in constants})
         if len(leaving) != 1 or outside:
             log.info("solver chain at %s left unchunked (%d outputs, non-constant inputs %s)",
-                     sigmoid.name, len(leaving), outside[:3])
+                     nodes[solver.seed].name, len(leaving), outside[:3])
             continue
         y = leaving[0]
-        pre = f"lso_solver_chunk{index}"
+        pre = f"{Q.SOLVER_CHUNK_PREFIX}{index}"
         z_in, y_out = f"{pre}_z", f"{pre}_y"
         body_nodes = []
         for node in chain:
@@ -258,8 +230,8 @@ def chunk_solver(model: onnx.ModelProto, chunk: int = DEFAULT_SOLVER_CHUNK) -> o
             body_nodes.append(copy)
         body = helper.make_graph(
             body_nodes, f"{pre}_body",
-            [helper.make_tensor_value_info(z_in, types.get(z, TensorProto.FLOAT), None)],
-            [helper.make_tensor_value_info(y_out, types.get(y, TensorProto.FLOAT), None)])
+            [helper.make_tensor_value_info(z_in, types.get(z) or TensorProto.FLOAT, None)],
+            [helper.make_tensor_value_info(y_out, types.get(y) or TensorProto.FLOAT, None)])
 
         def name(suffix: str, pre: str = pre) -> str:  # this chunk's prefix, bound now
             return f"{pre}_{suffix}"
@@ -285,11 +257,11 @@ def chunk_solver(model: onnx.ModelProto, chunk: int = DEFAULT_SOLVER_CHUNK) -> o
         ]
         for i, node in enumerate(outer):
             node.name = f"{pre}_{node.op_type}_{i}"
-        removed |= {id(n) for n in chain}
+        removed |= set(solver.members)
         added += outer
         replaced += 1
     if replaced:
-        keep = [n for n in nodes if id(n) not in removed]  # ids of the original list (graph.node copies)
+        keep = [n for i, n in enumerate(nodes) if i not in removed]
         del graph.node[:]
         graph.node.extend(keep + added)
         log.info("solver: %d chain(s) run in Scan over chunks of %d patches", replaced, chunk)
@@ -339,7 +311,7 @@ def align_conv_channels(model: onnx.ModelProto, multiple: int = DEFAULT_CHANNEL_
     graph_outputs = {o.name for o in graph.output}
 
     def weight_of(node):
-        if node.op_type != "Conv" or len(node.input) < 2 or node.input[1] not in inits:
+        if Q.conv_weight(node, inits) is None:
             return None
         if any(a.name == "group" and a.i != 1 for a in node.attribute):
             return None
@@ -436,32 +408,3 @@ def save_chunked(path, chunk: int = DEFAULT_SOLVER_CHUNK) -> str:
     with atomic_path(out) as tmp:
         onnx.save(chunk_solver(onnx.load(str(path)), int(chunk)), str(tmp))
     return str(out)
-
-
-# --------------------------------------------------------------------------------------------- reading
-def op_counts(model: onnx.ModelProto) -> dict[str, int]:
-    """Nodes per operator type in the main graph, most frequent first."""
-    return dict(Counter(n.op_type for n in model.graph.node).most_common())
-
-
-def tensor_dims(model: onnx.ModelProto) -> dict[str, tuple]:
-    """Shape of every tensor ONNX shape inference can type (ints, or strings for symbolic dims).
-
-    Covers initializers, inputs, outputs and intermediate values; unknown dims are ``None``.
-    """
-    onnx = require("onnx")
-    inferred = onnx.shape_inference.infer_shapes(model)
-    dims: dict[str, tuple] = {}
-    graph = inferred.graph
-    for value in list(graph.input) + list(graph.value_info) + list(graph.output):
-        if value.type.HasField("tensor_type") and value.type.tensor_type.HasField("shape"):
-            dims[value.name] = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
-                                     for d in value.type.tensor_type.shape.dim)
-    for init in graph.initializer:
-        dims[init.name] = tuple(init.dims)
-    for node in graph.node:
-        if node.op_type == "Constant":
-            for attr in node.attribute:
-                if attr.name == "value":
-                    dims[node.output[0]] = tuple(attr.t.dims)
-    return dims

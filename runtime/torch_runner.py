@@ -59,12 +59,13 @@ _TORCH_MECHANISM = {"solver": _SPECTRAL_BLOCK, "softmax": _SPECTRAL_BLOCK, "coor
 
 def _with_fp32_islands(model: LSO) -> LSO:
     """Keep every island of :data:`lso.islands.FP32_ISLANDS` FP32 under autocast (``model`` changed in place)."""
-    from lso.islands import ISLAND_NAMES
+    from lso.islands import islands_for
 
-    missing = set(ISLAND_NAMES) - set(_TORCH_MECHANISM)
+    names = [entry.name for entry in islands_for("fp16")]  # autocast is this runner's FP16 path
+    missing = set(names) - set(_TORCH_MECHANISM)
     if missing:  # a new island in the table must get a mechanism here
         raise NotImplementedError(f"TorchRunner has no FP32 mechanism for island(s) {sorted(missing)}")
-    mechanisms = {_TORCH_MECHANISM[name] for name in ISLAND_NAMES}
+    mechanisms = {_TORCH_MECHANISM[name] for name in names}
     if _SPECTRAL_BLOCK in mechanisms:
         for name, child in list(model.named_children()):
             if isinstance(child, SpectralBlock):
