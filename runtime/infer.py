@@ -913,6 +913,7 @@ def infer(opts: InferOptions) -> InferResult:
 def _infer_locked(opts: InferOptions, out: Path) -> InferResult:
     """:func:`infer` once ``out`` is locked (options checked, the artifact resolved)."""
     from lso.runtime.base import load
+    from lso.runtime.tiling import AUTO_TILE, decide_tiling
 
     if out.suffix.lower() == ".mat":
         require("scipy.io")  # before the model is loaded and the scene fused
@@ -927,12 +928,13 @@ def _infer_locked(opts: InferOptions, out: Path) -> InferResult:
         if out.suffix.lower() == ".mat":
             _check_mat_size(out, (*hr.shape[:-3], runner.n_bands, *hr.shape[-2:]))
         log.info("fusing hr_msi %s with lr_hsi %s using %r", hr.shape, lr.shape, runner)
-        if opts.tile:
+        tiling = decide_tiling(runner, tuple(hr.shape), tile=opts.tile)  # the one policy (lso.runtime.tiling)
+        if tiling.tiled:
             hsi = _fuse_resumable(runner, hr, lr, opts, out)
         else:
-            if hr.shape[-1] * hr.shape[-2] > 1024 * 1024:
-                log.warning("fusing a %dx%d scene in one piece; --tile 256 bounds memory (and is exact)",
-                            hr.shape[-2], hr.shape[-1])
+            if tiling.large:
+                log.warning("fusing a %dx%d scene in one piece; --tile %d bounds memory (and is exact)",
+                            hr.shape[-2], hr.shape[-1], AUTO_TILE)
             hsi = runner.fuse(hr, lr)
     seconds = time.perf_counter() - start
     hsi = np.asarray(hsi, dtype=np.float32)

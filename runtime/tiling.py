@@ -53,9 +53,85 @@ from lso.runtime.base import Runner, load
 from lso.runtime.validation import check_device_values, check_dtype, check_shapes, check_values, scan_values
 
 __all__ = ["fuse_tiled", "plan_tiles", "Tile", "tile_alignment", "receptive_margin", "exact_overlap", "tile_bytes",
-           "choose_tile"]
+           "choose_tile", "decide_tiling", "TilingDecision", "AUTO_TILE_PIXELS", "AUTO_TILE", "MAX_TILE"]
 
 log = logging.getLogger(__name__)
+
+AUTO_TILE_PIXELS = 1024 * 1024
+"""A scene with more HR pixels than this is *large*: ``lso batch`` tiles it at :data:`AUTO_TILE` (tileable artifacts),
+``lso infer`` without ``--tile`` warns that ``--tile`` would bound its memory (:func:`decide_tiling`)."""
+
+AUTO_TILE = 256
+"""The core size large scenes are tiled at when nobody asked for one."""
+
+MAX_TILE = 1024
+"""The largest core :func:`fuse_tiled` picks by itself (``tile=None``: the largest that fits, at most this)."""
+
+
+@dataclass(frozen=True)
+class TilingDecision:
+    """Whether and how to tile one scene (:func:`decide_tiling`).
+
+    Attributes:
+        tiled: fuse with :func:`fuse_tiled` (else :meth:`Runner.fuse` in one piece).
+        tile: the core to ask :func:`fuse_tiled` for; None when tiled: the largest that fits the budget.
+        large: the scene has more HR pixels than the auto-tile threshold (:data:`AUTO_TILE_PIXELS`).
+        reason: ``"asked"``, ``"large"``, ``"budget"`` or ``"whole"``.
+    """
+
+    tiled: bool
+    tile: int | None
+    large: bool
+    reason: str
+
+
+def decide_tiling(runner: Any, hr_shape: tuple[int, ...], *, tile: int | None = None, auto_tile: int | None = None,
+                  auto_tile_pixels: int = AUTO_TILE_PIXELS, memory_budget: int | None = None, strict: bool = True,
+                  label: str = "") -> TilingDecision:
+    """The one tiling policy of ``lso infer``, ``lso batch``, ``lso serve`` and ``lso eval``: when to tile a scene.
+
+    In this order: a ``tile`` asked for is used (with ``strict=False`` only if the runner is tileable: a server
+    setting, else the scene is fused whole); a large scene (more than ``auto_tile_pixels`` HR pixels) is tiled at
+    ``auto_tile`` when one is given and the runner is tileable; a scene whose whole-scene fusion (working memory
+    plus the output, :func:`lso.memory.fusion_bytes`) does not fit ``memory_budget`` is tiled with the largest tile
+    that fits, or refused when the runner cannot tile; anything else is fused whole. Which tile size fits a budget
+    is :func:`fuse_tiled`'s part (:func:`choose_tile`).
+
+    Args:
+        runner: a :class:`~lso.runtime.Runner` (active: its configuration and bands are read), or an ``LSO``
+            module (always tileable).
+        hr_shape: ``hr_msi``'s shape (``[B, C, H, W]`` or ``[C, H, W]``).
+        tile: the core size asked for (``--tile``); None or 0: none.
+        auto_tile: the core for large scenes; None: large scenes are not tiled for being large.
+        auto_tile_pixels: the threshold of a large scene.
+        memory_budget: bytes whole-scene fusion must fit; None: not checked here.
+        strict: a ``tile`` asked of a runner without the ``extent`` input is still tiled (and refused by
+            :func:`fuse_tiled` when it needs more than one tile); False: such a runner fuses whole scenes.
+        label: prefix of the memory error's message (``"scene 3: "``).
+
+    Raises:
+        InputError: the scene does not fit ``memory_budget`` in one piece and the runner cannot tile.
+    """
+    height, width = int(hr_shape[-2]), int(hr_shape[-1])
+    large = height * width > auto_tile_pixels
+    tileable = bool(getattr(runner, "tileable", True))
+    if tile and (strict or tileable):
+        return TilingDecision(True, int(tile), large, "asked")
+    if auto_tile and large and tileable:
+        return TilingDecision(True, int(auto_tile), large, "large")
+    if memory_budget is not None:
+        batch = int(hr_shape[0]) if len(hr_shape) == 4 else 1
+        config = runner.config or LSOConfig(n_bands=runner.n_bands, n_msi_bands=runner.n_msi_bands)
+        n_bands = getattr(runner, "n_bands", config.n_bands)
+        whole = fusion_bytes(config, batch, height, width) + array_bytes((batch, n_bands, height, width), 4)
+        if whole > memory_budget:
+            if not tileable:
+                check_bytes(whole, f"{label}fusing hr_msi {'x'.join(map(str, hr_shape))} in one piece",
+                            memory_budget=memory_budget,
+                            fix=f"the artifact takes no '{EXTENT}' input, so it cannot be tiled: re-export it tileable "
+                                f"(lso export --tileable) or use the checkpoint")
+            return TilingDecision(True, None, large, "budget")
+    return TilingDecision(False, None, large, "whole")
 
 
 def _ceil_to(value: int, multiple: int) -> int:
@@ -240,7 +316,7 @@ def fuse_tiled(model: Runner | LSO | str | os.PathLike, hr_msi: Any, lr_hsi: Any
             window at a time), or torch tensor.
         lr_hsi: ``[B, C_hsi, h, w]`` or ``[C_hsi, h, w]``, ``H = r*h``, ``W = r*w``, same kind.
         tile: core size in HR pixels (rounded up to the alignment, ``lcm(4*patch_size, r)``); shrunk when
-            one tile would not fit ``memory_budget``. None: the largest core that fits (at most 1024 px).
+            one tile would not fit ``memory_budget``. None: the largest core that fits (at most :data:`MAX_TILE`).
         overlap: window margin around each core; default :func:`exact_overlap` (48 for the paper model
             at x4). Smaller values are faster but no longer exact (a warning says so).
         out: where to write ``[B, C_hsi, H, W]`` float32 (numpy array, ``np.memmap``, h5py dataset,
@@ -307,7 +383,7 @@ def _fuse_tiled(runner: Runner, hr_msi: Any, lr_hsi: Any, *, tile: int | None, o
         log.warning("overlap %d < %d (the receptive margin for this model at x%d): tiled fusion is not exact near tile "
                     "borders", overlap, needed, ratio)
     batch, height, width = hr4[0], hr4[2], hr4[3]
-    requested = _ceil_to(1024 if tile is None else _as_size(tile, "tile", 1), align)
+    requested = _ceil_to(MAX_TILE if tile is None else _as_size(tile, "tile", 1), align)
     # memory: the output this call allocates, then one tile in what is left; all before allocating anything
     budget = resolve_budget(memory_budget)
     out_shape = (batch, runner.n_bands, height, width) if batched else (runner.n_bands, height, width)

@@ -68,7 +68,8 @@ import numpy as np
 from lso._deps import require
 from lso._io import atomic_write_text, os_error_message, output_lock, read_sidecar, sha256_file, sidecar_path
 from lso.errors import ArtifactError, InputError, LSOError
-from lso.memory import array_bytes, check_bytes, default_memory_budget, fusion_bytes, parse_bytes
+from lso.memory import default_memory_budget, parse_bytes
+from lso.runtime.tiling import AUTO_TILE, AUTO_TILE_PIXELS
 
 __all__ = ["BatchOptions", "BatchReport", "SceneRef", "discover_scenes", "fuse_scene", "run_batch",
            "read_record", "scene_budget", "remove_stale_temporaries", "SCENE_SUFFIXES", "MANIFEST"]
@@ -123,8 +124,8 @@ class BatchOptions:
     threads: int | None = 1
     device: str | None = None
     tile: int | None = None
-    auto_tile_pixels: int = 1024 * 1024
-    auto_tile: int = 256
+    auto_tile_pixels: int = AUTO_TILE_PIXELS
+    auto_tile: int = AUTO_TILE
     memory_budget: str | None = None
     config: dict[str, Any] | None = None
     ratio: int = 4
@@ -308,27 +309,14 @@ def scene_budget(runner: Any, opts: BatchOptions, *, shared_by: int = 1) -> int 
 def _fuse(runner: Any, ref: SceneRef, hr: np.ndarray, lr: np.ndarray, opts: BatchOptions,
           budget: int | None) -> tuple[Any, int | None, int]:
     """``(hr_hsi, tile core or None, tiles)``: whole when it fits, tiled when asked, large or over the budget."""
-    from lso.config import LSOConfig
-    from lso.io_spec import EXTENT
-    from lso.runtime.tiling import fuse_tiled
+    from lso.runtime.tiling import decide_tiling, fuse_tiled
 
-    height, width = int(hr.shape[-2]), int(hr.shape[-1])
-    batch = int(hr.shape[0]) if hr.ndim == 4 else 1
-    tile: int | None = opts.tile or (opts.auto_tile if height * width > opts.auto_tile_pixels and runner.tileable
-                                        else None)
-    tiled = bool(tile)
-    if not tiled and budget is not None:
-        config = runner.config or LSOConfig(n_bands=runner.n_bands, n_msi_bands=runner.n_msi_bands)
-        whole = fusion_bytes(config, batch, height, width) + array_bytes((batch, runner.n_bands, height, width), 4)
-        if whole > budget:
-            if not runner.tileable:
-                check_bytes(whole, f"scene {ref.scene_id}: fusing hr_msi {'x'.join(map(str, hr.shape))} in one piece",
-                            memory_budget=budget,
-                            fix=f"the artifact takes no '{EXTENT}' input, so it cannot be tiled: re-export it tileable "
-                                f"(lso export --tileable) or use the checkpoint")
-            tiled = True  # tile None: the largest tile that fits the budget
-    if not tiled:
+    tiling = decide_tiling(runner, tuple(hr.shape), tile=opts.tile, auto_tile=opts.auto_tile,
+                           auto_tile_pixels=opts.auto_tile_pixels, memory_budget=budget,
+                           label=f"scene {ref.scene_id}: ")
+    if not tiling.tiled:
         return runner.fuse(hr, lr), None, 1
+    tile = tiling.tile  # None: the largest tile that fits the budget
     cores: list[int] = []
 
     def on_tile(_index: int, t: Any) -> None:

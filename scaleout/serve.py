@@ -169,12 +169,12 @@ class FusionServer:
 
     def fuse(self, hr_msi: Any, lr_hsi: Any) -> tuple[Any, list[str]]:
         """Fuse one decoded request; returns ``(hr_hsi, input warnings)``. Raises InputError on bad content."""
-        from lso.runtime.tiling import fuse_tiled
+        from lso.runtime.tiling import decide_tiling, fuse_tiled
         from lso.runtime.validation import InputRangeWarning
 
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", InputRangeWarning)
-            if self._tile and self._runner.tileable:
+            if decide_tiling(self._runner, tuple(hr_msi.shape), tile=self._tile, strict=False).tiled:
                 out = fuse_tiled(self._runner, hr_msi, lr_hsi, tile=self._tile)
             else:
                 out = self._runner.fuse(hr_msi, lr_hsi)

@@ -252,9 +252,9 @@ def fuse_with(model: Any, hr_msi: np.ndarray, lr_hsi: np.ndarray, tile: int | No
     """Fuse one image (``[3,H,W]``, ``[31,h,w]``) with an LSO model or a runner; returns ``[31,H,W]``."""
     import torch
 
-    if tile:
-        from lso.runtime import fuse_tiled
+    from lso.runtime.tiling import decide_tiling, fuse_tiled
 
+    if decide_tiling(model, hr_msi.shape, tile=tile).tiled:  # the one policy: tiled when a tile is asked for
         return np.asarray(fuse_tiled(model, hr_msi[None], lr_hsi[None], tile=tile))[0]
     if isinstance(model, torch.nn.Module):
         with torch.no_grad():
