@@ -295,7 +295,7 @@ def _plot(cells: list[dict], path: Path) -> None:
         ax.set_title(f"x{ratio}")
         ax.legend(fontsize=7)
     fig.tight_layout()
-    from lso._io import atomic_path
+    from lso.artifacts import atomic_path
 
     with atomic_path(path) as tmp:  # never a half-written PNG under the final name
         fig.savefig(tmp, dpi=90, format="png")

@@ -166,7 +166,7 @@ def build_variants(model, checkpoint_label: str, work: Path, names: Sequence[str
 
 
 def _plan_precision(plan: str) -> str:
-    from lso._io import read_sidecar
+    from lso.artifacts import read_sidecar
 
     try:
         side = read_sidecar(plan, verify=False) or {}

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from lso._deps import require
-from lso._io import read_sidecar
+from lso.artifacts import read_sidecar
 from lso.config import LSOConfig
 from lso.errors import ArtifactError, InputError, MissingDependencyError
 from lso.io_spec import EXTENT, HR_HSI, HR_MSI, INPUT_NAMES, LR_HSI, TensorSpec
