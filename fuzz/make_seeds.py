@@ -52,7 +52,7 @@ def seeds() -> dict[str, dict[str, bytes]]:
     from safetensors.torch import save as st_save
 
     from lso.config import LSOConfig
-    from lso.runtime.infer import false_colour
+    from lso.data import false_colour
 
     rng = np.random.default_rng(0)
     hr = rng.random((3, 16, 16), dtype=np.float32)

@@ -70,16 +70,16 @@ class Provider:
 
 # ---------------------------------------------------------------------------------------------- readers
 def _read_scene(path: Path) -> None:
-    from lso.runtime.infer import InferOptions, read_scene
+    from lso.data import read_scene
 
-    read_scene(InferOptions(artifact=Path("x.onnx"), inputs=(path,), out=_WORK / "o.npz"))
+    read_scene(path)
 
 
 def _read_arrays(path: Path) -> None:
     """One file of a pair (``lso infer HR LR``): every array it holds, each checked before it is read."""
-    from lso.runtime.infer import _arrays
+    from lso.data import read_arrays
 
-    _arrays(path)
+    read_arrays(path)
 
 
 def _h5_dataset(path: Path) -> None:
@@ -131,9 +131,9 @@ def _plan(path: Path) -> None:
 
 def _band_png(path: Path) -> None:
     from lso._deps import require
-    from lso.data.readers import _read_band_png
+    from lso.data.readers import read_band_png
 
-    _read_band_png(path, require("skimage.io"))
+    read_band_png(path, require("skimage.io"))
 
 
 # (suffix, reader); the first byte of the input picks one, modulo the length

@@ -13,15 +13,15 @@ Scenes (what :func:`discover_scenes` finds):
 - a folder: every ``.npz``, ``.mat``, ``.h5``/``.hdf5`` file in it (not recursive);
 - an ``.h5`` file: each scene of it — community layout (``GT``/``RGB``: the LR-HSI is regenerated from
   ``GT`` with the paper's protocol at ``ratio``) or ours (``hr_msi``/``lr_hsi``, optionally ``gt``);
-- ``.npz``/``.mat`` files: ``hr_msi``/``lr_hsi`` (the key names :mod:`lso.runtime.infer` accepts),
+- ``.npz``/``.mat`` files: ``hr_msi``/``lr_hsi`` (the key names :func:`lso.data.read_scene` accepts),
   and in ``.npz`` optionally ``gt`` ``[31, H, W]``; a 4-D ``.npz``/``.mat`` file is fused as one batch.
 
-Scenes are read as ``lso infer`` reads them, with the same rule for sizes that do not fit the ratio: such a
-scene fails with an error naming the top-left crop that would fit, unless ``crop`` (``--crop``) is set; then
-it is cropped so (its ground truth too), and its record and output say so (``crop``).
+Scenes are read as ``lso infer`` reads them (:func:`lso.data.read_scene`), with the same rule for sizes that do
+not fit the ratio: such a scene fails with an error naming the top-left crop that would fit, unless ``crop``
+(``--crop``) is set; then it is cropped so (its ground truth too), and its record and output say so (``crop``).
 
 Outputs in ``out``: ``<scene>.npz`` (or ``.h5``) per scene with ``hr_hsi`` and the scene's record (JSON,
-key ``lso_record``), written by :mod:`lso.runtime.infer`'s writer (atomic, with its ``.json`` sidecar), and
+key ``lso_record``), written by :func:`lso.data.write_output` (atomic, with its ``.json`` sidecar), and
 ``manifest.json``: every scene's status (``ok``, ``skipped`` = finished by an
 earlier run, ``failed`` with its error), output, seconds and, with ground truth, PSNR/SAM/ERGAS/SSIM,
 plus a summary. Re-running skips scenes whose output exists and was made by the same artifact (sha256),
@@ -164,20 +164,6 @@ class BatchReport:
 
 
 # ------------------------------------------------------------------------------------------ discovery
-def _h5_scene_count(path: Path) -> int | None:
-    """Scenes in an HDF5 file: N of a 4-D ``GT``/``hr_msi`` dataset; None for a single 3-D scene."""
-    from lso.runtime.infer import GT_KEYS, HR_KEYS, _h5_keys, _pick
-
-    h5py = require("h5py")
-    keys = _h5_keys(path)  # ArtifactError for unreadable files
-    key = _pick(keys, HR_KEYS[:1]) or _pick(keys, GT_KEYS) or _pick(keys, HR_KEYS)
-    if key is None:
-        raise InputError(f"{path} holds {sorted(keys)}; expected community datasets GT/RGB or ours hr_msi/lr_hsi")
-    with h5py.File(path, "r") as f:
-        shape = f[key].shape
-    return int(shape[0]) if len(shape) == 4 else None
-
-
 def discover_scenes(inputs: Iterable[os.PathLike | str], *, exclude: Path | None = None
                     ) -> tuple[list[SceneRef], list[dict[str, Any]]]:
     """``(scenes, failures)``: every scene of ``inputs``; files that cannot even be opened become failures.
@@ -186,6 +172,8 @@ def discover_scenes(inputs: Iterable[os.PathLike | str], *, exclude: Path | None
         inputs: folders and files.
         exclude: a folder whose files are skipped (the output folder, when it lies inside an input folder).
     """
+    from lso.data.scene_files import h5_scene_count
+
     files: list[Path] = []
     for item in inputs:
         path = Path(item)
@@ -210,7 +198,7 @@ def discover_scenes(inputs: Iterable[os.PathLike | str], *, exclude: Path | None
         count: int | None = None
         if path.suffix.lower() in _H5:
             try:
-                count = _h5_scene_count(path)
+                count = h5_scene_count(path)
             except Exception as exc:  # a file that cannot even be opened is one failed scene, not a failed run
                 failures.append(_failure(SceneRef(base, path), exc, 0.0))
                 continue
@@ -223,58 +211,6 @@ def discover_scenes(inputs: Iterable[os.PathLike | str], *, exclude: Path | None
 
 
 # ------------------------------------------------------------------------------------------ one scene
-def _read_gt(ref: SceneRef, crop: Any = None) -> np.ndarray | None:
-    """Ground truth ``[31, H, W]`` (or ``[B, 31, H, W]``) if the file has one, cropped as the inputs were
-    (``crop``: the :class:`~lso.data.readers.Crop` the scene was read with, None = none)."""
-    gt = _read_gt_whole(ref)
-    return gt if gt is None or crop is None else np.ascontiguousarray(crop.apply_hr(gt))
-
-
-def _read_gt_whole(ref: SceneRef) -> np.ndarray | None:
-    from lso.runtime.infer import GT_KEYS, _h5_keys, _pick, _select, _to_chw
-
-    suffix = ref.path.suffix.lower()
-    if suffix in _H5:
-        keys = _h5_keys(ref.path)
-        gt_key = _pick(keys, GT_KEYS)
-        if gt_key is None:
-            return None
-        h5py = require("h5py")
-        with h5py.File(ref.path, "r") as f:
-            return np.asarray(f[gt_key][ref.index] if ref.index is not None and f[gt_key].ndim == 4 else f[gt_key])
-    if suffix == ".npz":
-        with np.load(ref.path, allow_pickle=False) as data:
-            key = _pick(data.files, GT_KEYS)
-            return None if key is None else _select(_to_chw(np.asarray(data[key]), 31, "auto", key), ref.index, key)
-    return None
-
-
-def _read_inputs(ref: SceneRef, ratio: int, n_msi_bands: int, n_bands: int, crop: bool = False,
-                 input_scale: Any = None) -> Any:
-    """The scene as :func:`lso.runtime.infer.load_scene` reads it (a ``Scene``: arrays, the crop taken, the input
-    scale applied; the value policy of :mod:`lso.data.value_range`)."""
-    from dataclasses import replace as _replace
-
-    from lso.data.value_range import InputScale, apply_input_scale
-    from lso.runtime.infer import HR_KEYS, LR_KEYS, InferOptions, _fit_pair, _h5_keys, _pick, _to_chw, load_scene
-
-    opts = InferOptions(artifact=Path(), inputs=(ref.path,), out=Path(), index=ref.index, ratio=ratio, crop=crop,
-                        input_scale=input_scale)
-    if ref.path.suffix.lower() in _H5 and ref.index is not None:
-        keys = _h5_keys(ref.path)
-        hr_key, lr_key = _pick(keys, HR_KEYS[:1]), _pick(keys, LR_KEYS[:1])
-        if hr_key and lr_key:  # our layout: read this scene's slice only, not the whole file
-            h5py = require("h5py")
-            with h5py.File(ref.path, "r") as f:
-                hr, lr = np.asarray(f[hr_key][ref.index]), np.asarray(f[lr_key][ref.index])
-            scale = InputScale.parse(input_scale)
-            where = f"{ref.path}[{ref.index}]"
-            hr = apply_input_scale(_to_chw(hr, n_msi_bands, "auto", hr_key), f"{where}: {hr_key}", scale)
-            lr = apply_input_scale(_to_chw(lr, n_bands, "auto", lr_key), f"{where}: {lr_key}", scale)
-            return _replace(_fit_pair(hr, lr, opts, where), input_scale=scale.record())
-    return load_scene(opts, n_msi_bands=n_msi_bands, n_bands=n_bands)
-
-
 def _metrics(gt: np.ndarray, out: np.ndarray, ratio: int) -> dict[str, float]:
     from lso.metrics import evaluate
 
@@ -332,12 +268,11 @@ def _check_scene_memory(runner: Any, ref: SceneRef, opts: BatchOptions, budget: 
     if budget is None:  # a GPU actor without an explicit budget: activations are not in host memory
         return
     from lso.io_spec import EXTENT
-    from lso.runtime.infer import InferOptions, check_work_memory
+    from lso.runtime.infer import check_work_memory
 
-    read = InferOptions(artifact=Path(), inputs=(ref.path,), out=Path(), index=ref.index, ratio=opts.ratio,
-                        tile=opts.tile)
     tileable = bool(runner.tileable)
-    check_work_memory(read, runner, tiled=bool(opts.tile) or tileable, memory_budget=budget,
+    check_work_memory((ref.path,), runner, index=ref.index, ratio=opts.ratio, tiled=bool(opts.tile) or tileable,
+                      memory_budget=budget,
                       label=f"scene {ref.scene_id}: ",
                       fix=None if tileable else f"the artifact takes no '{EXTENT}' input, so it cannot be tiled: "
                                                 f"re-export it tileable (lso export --tileable) or use the checkpoint; "
@@ -353,20 +288,21 @@ def fuse_scene(runner: Any, ref: SceneRef, opts: BatchOptions, *, artifact_sha25
         memory_budget: bytes for this scene; default :func:`scene_budget` (``opts.memory_budget`` or the
             default budget; None on a GPU).
     """
+    from lso.data.scene_files import read_gt, read_scene
+    from lso.data.writers import write_output
     from lso.io_spec import infer_ratio
-    from lso.runtime.infer import _write_output
 
     start = time.perf_counter()
     try:
         budget = scene_budget(runner, opts) if memory_budget is None else int(memory_budget)
         _check_scene_memory(runner, ref, opts, budget)  # the whole scene (all its items), before it is read
-        scene = _read_inputs(ref, opts.ratio, runner.n_msi_bands, runner.n_bands, crop=opts.crop,
-                             input_scale=opts.input_scale)
+        scene = read_scene(ref.path, index=ref.index, ratio=opts.ratio, crop=opts.crop, input_scale=opts.input_scale,
+                           n_msi_bands=runner.n_msi_bands, n_bands=runner.n_bands)
         hr, lr = scene.hr_msi, scene.lr_hsi
         ratio = infer_ratio(hr.shape, lr.shape)
         hsi, tile, tiles = _fuse(runner, ref, hr, lr, opts, budget)
         hsi = np.asarray(hsi, dtype=np.float32)
-        gt = _read_gt(ref, scene.crop)
+        gt = read_gt(ref.path, ref.index, crop=scene.crop)
         metrics = _metrics(gt, hsi, ratio) if gt is not None else None
         target = output_path(opts.out, ref.scene_id, opts.output_format)
         record = {"scene_id": ref.scene_id, "source": str(ref.path), "index": ref.index, "status": "ok",
@@ -380,7 +316,7 @@ def fuse_scene(runner: Any, ref: SceneRef, opts: BatchOptions, *, artifact_sha25
                                  RECORD_KEY: json.dumps(record)}
         if hsi.shape[-3] == 31:
             attrs["wavelengths_nm"] = np.arange(400, 701, 10)
-        _write_output(target, hsi, attrs)
+        write_output(target, hsi, attrs)
         return record
     except Exception as exc:  # one bad scene is recorded, never stops the others
         log.warning("scene %s failed: %s: %s", ref.scene_id, type(exc).__name__, exc)

@@ -198,7 +198,8 @@ def test_hdf5_superblock_flip_without_sidecar(tmp_path):
 
 def test_our_h5_output_detects_a_flipped_data_bit_without_its_sidecar(tmp_path):
     """lso infer's .h5 output is chunked with Fletcher-32: a flipped value is refused even with the sidecar gone."""
-    from lso.runtime.infer import _arrays, _write_output
+    from lso.data import read_arrays as _arrays
+    from lso.data import write_output as _write_output
 
     out = tmp_path / "out.h5"
     hsi = np.linspace(0, 1, 31 * 16 * 16, dtype=np.float32).reshape(31, 16, 16)

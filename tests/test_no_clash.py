@@ -35,7 +35,7 @@ def files(tmp_path_factory) -> Path:
     lr = rng.random((31, 8, 8), dtype=np.float32)
     np.savez(root / "scene.npz", hr_msi=hr, lr_hsi=lr)
     np.save(root / "lr.npy", lr)
-    from lso.runtime.infer import write_png
+    from lso.data import write_png
 
     write_png(root / "fused.png", np.moveaxis((hr * 255).astype(np.uint8), 0, -1))
     (root / "model.onnx").write_bytes(b"not parsed before the check")

@@ -17,9 +17,10 @@ import pytest
 import torch
 
 from lso import LSO, LSOConfig, save_checkpoint
+from lso.data import write_png
 from lso.data.value_range import InputRangeWarning, InputScale
 from lso.errors import InputError
-from lso.runtime.infer import InferOptions, infer, write_png
+from lso.runtime.infer import InferOptions, infer
 from lso.scaleout.wire import NPZ, RAW, decode_request, encode_request
 
 h5py = pytest.importorskip("h5py")

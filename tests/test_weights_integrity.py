@@ -244,7 +244,8 @@ def test_the_same_fingerprint_for_a_checkpoint_its_copies_and_its_graph(tmp_path
 
 
 def test_lso_infer_records_the_fingerprint_in_its_output(tmp_path, tiny):
-    from lso.runtime.infer import InferOptions, _arrays, infer
+    from lso.data import read_arrays as _arrays
+    from lso.runtime.infer import InferOptions, infer
 
     ckpt = save_checkpoint(tiny, tmp_path / "tiny.safetensors")
     rng = np.random.default_rng(0)

@@ -10,8 +10,9 @@ import pytest
 
 from lso import save_checkpoint
 from lso.cli import main
+from lso.data import false_colour, write_png
 from lso.errors import InputError
-from lso.runtime.infer import InferOptions, false_colour, infer, write_png
+from lso.runtime.infer import InferOptions, infer
 
 from rt_fixtures import reference, scene
 
@@ -291,8 +292,8 @@ def test_mat_output_round_trips(ckpt, tmp_path):
 
 def test_mat_output_is_atomic(ckpt, tmp_path, monkeypatch):
     scipy_io = pytest.importorskip("scipy.io")
+    from lso.data import check_mat_size as _check_mat_size
     from lso.errors import ArtifactError
-    from lso.runtime.infer import _check_mat_size
 
     hr, lr = scene(32, 32, 4)
     np.savez(tmp_path / "s.npz", hr_msi=hr, lr_hsi=lr)

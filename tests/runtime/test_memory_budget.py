@@ -151,7 +151,7 @@ def test_hdf5_header_claiming_huge_images_is_refused_unread(tmp_path):
 
 
 def test_npy_header_claiming_huge_array_is_refused_unread(tmp_path):
-    from lso.runtime.infer import _arrays
+    from lso.data import read_arrays as _arrays
 
     path = tmp_path / "hr.npy"
     with open(path, "wb") as fh:

@@ -47,7 +47,7 @@ from lso.data.srf import _project, _srf_matrix
 from lso.errors import ArtifactError, InputError
 from lso.memory import array_bytes, check_bytes, resolve_budget
 
-__all__ = ["H5Dataset", "Crop", "fit_to_ratio", "read_cave_scene", "read_harvard_mat", "load_mat",
+__all__ = ["H5Dataset", "Crop", "fit_to_ratio", "read_cave_scene", "read_harvard_mat", "load_mat", "read_band_png",
            "RANGE_TOLERANCE", "MAT_TIMEOUT"]
 
 logger = logging.getLogger(__name__)
@@ -461,8 +461,9 @@ def _cave_band_files(folder: Path) -> tuple[Path, dict[int, list[Path]]]:
     return current, {}
 
 
-def _read_band_png(path: Path, io: Any) -> tuple[np.ndarray, bool]:
-    """One band as float64 in [0, 1]; the flag says a multi-channel PNG was reduced."""
+def read_band_png(path: Path, io: Any) -> tuple[np.ndarray, bool]:
+    """One band of a raw CAVE scene as float64 in [0, 1] (``io``: ``skimage.io``); the flag says a multi-channel
+    PNG was reduced."""
     try:
         img = io.imread(path)
     except Exception as exc:  # imageio/PIL raise OSError, ValueError, SyntaxError, DecompressionBombError, ...
@@ -534,10 +535,11 @@ def read_cave_scene(folder: str | os.PathLike[str], *, srf: Any = None) -> dict[
             f"duplicated {dup}, unexpected band numbers {unexpected}; point to one scene's folder "
             f"(e.g. balloons_ms)"
         )
-    planes, reduced = [], []
+    planes: list[np.ndarray] = []
+    reduced: list[str] = []
     for k in range(1, _N_BANDS + 1):
         path = bands[k][0]
-        plane, was_reduced = _read_band_png(path, io)
+        plane, was_reduced = read_band_png(path, io)
         if planes and plane.shape != planes[0].shape:
             raise InputError(
                 f"{path}: size {plane.shape} differs from band 01's {planes[0].shape}; all bands of a scene "
