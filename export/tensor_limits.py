@@ -36,7 +36,7 @@ __all__ = ["TRT_MAX_ELEMENTS", "TensorSize", "tensor_sizes", "largest_tensor", "
 log = logging.getLogger(__name__)
 
 #: Largest element count TensorRT accepts in one tensor (volumes must stay below 2³¹).
-TRT_MAX_ELEMENTS = 2**31 - 1
+TRT_MAX_ELEMENTS = io_spec.MAX_TENSOR_ELEMENTS
 BYTES_PER_ELEMENT = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1}
 
 PathLike: TypeAlias = str | os.PathLike

@@ -48,7 +48,7 @@ from lso._deps import available, require
 from lso._io import atomic_path, atomic_write_text, read_sidecar, sidecar_path
 from lso.config import LSOConfig
 from lso.errors import ArtifactError, InputError
-from lso.io_spec import EXTENT, HR_MSI, INPUT_NAMES, ShapeProfile, TensorSpec, tensor_specs
+from lso.io_spec import EXTENT, HR_MSI, INPUT_NAMES, PROFILE_BATCH, ShapeProfile, TensorSpec, tensor_specs
 
 __all__ = ["TritonRepoOptions", "TritonModel", "write_triton_repo", "model_config_text", "parse_model_config",
            "TRITON_DTYPES"]
@@ -90,7 +90,7 @@ class TritonRepoOptions:
     plan: Path | None = None
     name: str = "lso"
     version: int = 1
-    max_batch_size: int = 4
+    max_batch_size: int = PROFILE_BATCH[2]  # the default optimization profile's largest batch (lso.io_spec)
     max_queue_delay_us: int = 500
     preferred_batch_sizes: tuple[int, ...] = ()
     instances: int = 1
@@ -135,7 +135,7 @@ def _tensor_block(spec: TensorSpec, batched: bool) -> str:
 
 
 def model_config_text(name: str, kind: str, *, config: LSOConfig | None = None, tileable: bool = False,
-                      max_batch_size: int = 4, max_queue_delay_us: int = 500,
+                      max_batch_size: int = PROFILE_BATCH[2], max_queue_delay_us: int = 500,
                       preferred_batch_sizes: Sequence[int] = (), instances: int = 1, instance_kind: str = "gpu",
                       gpus: Sequence[int] = ()) -> str:
     """The ``config.pbtxt`` text of one model (protobuf text format of Triton's ``ModelConfig``).
@@ -262,7 +262,7 @@ def _check_plan_source(plan: Path, side: dict | None, onnx: Path | None) -> None
       plain trtexec) nothing can be checked, and a debug line says so.
     """
     side = side or {}
-    recorded = side.get("source") if isinstance(side.get("source"), dict) else {}
+    recorded: dict[str, Any] = side["source"] if isinstance(side.get("source"), dict) else {}
     source = Path(recorded["path"]) if recorded.get("path") and Path(recorded["path"]).is_file() else None
     variant = recorded.get("variant")
     if variant is None and source is not None:

@@ -41,13 +41,14 @@ import math
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from lso._io import npy_header
 from lso.data.value_range import InputScale, apply_input_scale
 from lso.errors import InputError
-from lso.io_spec import HR_HSI, HR_MSI, LR_HSI
+from lso.io_spec import HR_HSI, HR_MSI, LR_HSI, PROFILE_BATCH
 
 __all__ = ["NPZ", "RAW", "HR_SHAPE_HEADER", "LR_SHAPE_HEADER", "SHAPE_HEADER", "WARNING_HEADER", "INPUT_SCALE_HEADER",
            "Limits", "RequestError", "decode_request", "encode_request", "encode_response", "decode_response",
@@ -75,7 +76,7 @@ class Limits:
 
     max_request_bytes: int = 256 * 2**20
     max_pixels: int = 2048 * 2048
-    max_batch: int = 4
+    max_batch: int = PROFILE_BATCH[2]  # the default optimization profile's largest batch (lso.io_spec)
 
 
 class RequestError(InputError):
@@ -215,7 +216,8 @@ def encode_request(hr_msi: np.ndarray, lr_hsi: np.ndarray, media: str = NPZ) -> 
     """``(body, headers)`` of a request in ``media`` (:data:`NPZ` or :data:`RAW`)."""
     if media == NPZ:
         buf = io.BytesIO()
-        np.savez(buf, **{HR_MSI: np.asarray(hr_msi), LR_HSI: np.asarray(lr_hsi)})
+        arrays: dict[str, Any] = {HR_MSI: np.asarray(hr_msi), LR_HSI: np.asarray(lr_hsi)}
+        np.savez(buf, **arrays)
         return buf.getvalue(), {"Content-Type": NPZ}
     if media == RAW:
         hr = np.ascontiguousarray(hr_msi, dtype="<f4")
@@ -231,7 +233,8 @@ def encode_response(hr_hsi: np.ndarray, media: str) -> tuple[bytes, dict[str, st
     if media == RAW:
         return out.tobytes(), {"Content-Type": RAW, SHAPE_HEADER: ",".join(map(str, out.shape))}
     buf = io.BytesIO()
-    np.savez(buf, **{HR_HSI: out})
+    arrays: dict[str, Any] = {HR_HSI: out}
+    np.savez(buf, **arrays)
     return buf.getvalue(), {"Content-Type": NPZ}
 
 

@@ -16,7 +16,8 @@ from lso.config import LSOConfig
 from lso.errors import InputError
 
 __all__ = ["HR_MSI", "LR_HSI", "EXTENT", "HR_HSI", "INPUT_NAMES", "OUTPUT_NAMES", "TensorSpec", "ShapeProfile",
-           "tensor_specs", "dynamic_axes", "default_profile", "infer_ratio", "MIN_RATIO"]
+           "tensor_specs", "dynamic_axes", "default_profile", "infer_ratio", "MIN_RATIO", "PROFILE_BATCH", "PROFILE_HR",
+           "PROFILE_LR", "MAX_TENSOR_ELEMENTS", "describe_profile"]
 
 HR_MSI = "hr_msi"
 LR_HSI = "lr_hsi"
@@ -25,6 +26,14 @@ HR_HSI = "hr_hsi"
 INPUT_NAMES: tuple[str, str] = (HR_MSI, LR_HSI)
 OUTPUT_NAMES: tuple[str] = (HR_HSI,)
 MIN_RATIO = 2
+
+#: The default optimization profile (:func:`default_profile`), (min, opt, max): the batch, the HR-MSI and the
+#: LR-HSI (height, width). The one place these numbers live; help texts print them with :func:`describe_profile`.
+PROFILE_BATCH: tuple[int, int, int] = (1, 1, 4)
+PROFILE_HR: tuple[tuple[int, int], tuple[int, int], tuple[int, int]] = ((32, 32), (512, 512), (1024, 1024))
+PROFILE_LR: tuple[tuple[int, int], tuple[int, int], tuple[int, int]] = ((1, 1), (128, 128), (512, 512))
+#: TensorRT's limit on the elements of one tensor (every tensor must stay under 2**31; see :func:`default_profile`)
+MAX_TENSOR_ELEMENTS = 2**31 - 1
 
 # symbolic dimension names used in the ONNX graph
 DIM_BATCH, DIM_H, DIM_W, DIM_LR_H, DIM_LR_W = "batch", "height", "width", "lr_height", "lr_width"
@@ -95,9 +104,9 @@ class ShapeProfile:
 def default_profile(
     config: LSOConfig | None = None,
     *,
-    batch: tuple[int, int, int] = (1, 1, 4),
-    hr: tuple[tuple[int, int], tuple[int, int], tuple[int, int]] = ((32, 32), (512, 512), (1024, 1024)),
-    lr: tuple[tuple[int, int], tuple[int, int], tuple[int, int]] = ((1, 1), (128, 128), (512, 512)),
+    batch: tuple[int, int, int] = PROFILE_BATCH,
+    hr: tuple[tuple[int, int], tuple[int, int], tuple[int, int]] = PROFILE_HR,
+    lr: tuple[tuple[int, int], tuple[int, int], tuple[int, int]] = PROFILE_LR,
 ) -> ShapeProfile:
     """The default optimization profile (overridable): batch 1/1/4; hr_msi 32²/512²/1024²; lr_hsi 1²/128²/512².
 
@@ -114,6 +123,15 @@ def default_profile(
         prof[key][HR_MSI] = (batch[i], cfg.n_msi_bands, *hr[i])
         prof[key][LR_HSI] = (batch[i], cfg.n_bands, *lr[i])
     return ShapeProfile(**prof)
+
+
+def describe_profile(batch: tuple[int, int, int] = PROFILE_BATCH,
+                     hr: tuple[tuple[int, int], ...] = PROFILE_HR, lr: tuple[tuple[int, int], ...] = PROFILE_LR) -> str:
+    """``"batch 1/1/4, hr_msi 32²/512²/1024², lr_hsi 1²/128²/512²"`` (min/opt/max; the default profile's)."""
+    def sides(shapes: tuple[tuple[int, int], ...]) -> str:
+        return "/".join(f"{h}²" if h == w else f"{h}x{w}" for h, w in shapes)
+
+    return f"batch {'/'.join(map(str, batch))}, {HR_MSI} {sides(hr)}, {LR_HSI} {sides(lr)}"
 
 
 def infer_ratio(hr_shape: tuple[int, ...], lr_shape: tuple[int, ...]) -> int:
