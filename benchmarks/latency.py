@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -132,30 +132,15 @@ def _artifacts(checkpoint: str, work: Path, backends: list[str], log, chunk: int
     return arts
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", help="checkpoint (default: the bundled demo checkpoint)")
-    parser.add_argument("--backends", help=f"comma list (default: CPU {','.join(CPU_BACKENDS)}; GPU adds "
-                                           f"{','.join(GPU_BACKENDS)})")
-    parser.add_argument("--plan", action="append", default=[], help="TensorRT plan(s) to add as trt-<name>")
-    parser.add_argument("--sizes", default="64,256,512,1024", help="HR sizes (square)")
-    parser.add_argument("--ratios", default="4,8", help="scale ratios")
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs per cell (after one warm-up)")
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="CPU threads")
-    parser.add_argument("--baseline-max-size", type=int, default=512,
-                        help="largest size at which the (memory-hungry) baseline runs")
-    parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"), help="results folder")
-    parser.add_argument("--name", default="latency", help="results file stem")
-    parser.add_argument("--timeout", type=int, default=1800, help="seconds per cell")
-    parser.add_argument("--solver-chunk", type=int, default=128,
-                        help="ONNX Runtime graphs run their solver in Scan chunks of this many patches "
-                             "(lso export --solver-chunk; 0 = the portable graph as exported)")
-    parser.add_argument("--align-channels", type=int, default=16,
-                        help="ONNX Runtime graphs have their convolutions' channels padded to a multiple of this "
-                             "(lso export --align-channels; 0 = as exported)")
-    parser.add_argument("--_cell", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python benchmarks/latency.py``: the options are defined with the CLI (:func:`lso.cli.command_parser`)."""
+    from lso.cli import script_main
 
+    return script_main("latency", "python benchmarks/latency.py", argv)
+
+
+def run(args: argparse.Namespace) -> int:
+    """The benchmark, from parsed options (a cell subprocess runs one cell and prints its result)."""
     if args._cell:
         spec = json.loads(args._cell)
         print("RESULT " + json.dumps(run_cell(**spec)), flush=True)

@@ -4,8 +4,18 @@ Each subcommand is: parse -> one library call (imported inside the handler, so `
 only torch and numpy). Errors from this package exit non-zero with their message; ``-v`` shows the
 traceback and debug logging.
 
-Adding a subcommand: write ``_add_<name>(sub)`` (argparse only, no heavy imports) and ``_run_<name>(args)``
-(imports the library inside), and list it in ``_SUBCOMMANDS``.
+One convention for every command, ``lso <name>`` and the ``python */*.py`` scripts alike:
+
+- ``_add_<name>(sub)`` defines its arguments (argparse only, no heavy imports); each flag's ``dest`` is the
+  name of the field it sets in the command's options dataclass (``InferOptions``, ``BatchOptions``, ...);
+- ``_<name>_options(args)`` builds that dataclass with :func:`options_from_args` (fields taken by name; only
+  conversions and derived fields are written out), and ``_run_<name>(args)`` makes the one library call;
+- the pair is listed in :data:`COMMANDS` (and in :data:`LSO_COMMANDS` for an ``lso`` subcommand);
+- a script (``python export/to_onnx.py``, ``python export/build_engine.py``, ``python benchmarks/latency.py``)
+  is ``script_main(name, prog, argv)``: the same parser, help and defaults, the same error wrapper
+  (:func:`run_command`: an ``LSOError`` or OS error is one line and exit status 1, Ctrl-C 130).
+
+Defaults that are limits of the I/O contract are read from :mod:`lso.io_spec` (profile, batch).
 """
 from __future__ import annotations
 
@@ -18,6 +28,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from lso import io_spec
 from lso.tolerances import TOLERANCES
 
 __all__ = ["main", "build_parser", "HelpFormatter", "COMMANDS", "command_parser", "script_main", "run_command",
@@ -277,12 +288,16 @@ def _add_train(sub) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def _run_train(args) -> int:
-    from lso.train import TrainConfig, train
+def _train_options(args):
+    from lso.train import TrainConfig
 
-    fields = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__ and v is not None}
-    fields["model"] = _train_model_fields(args)
-    best = train(TrainConfig(**fields), resume=args.resume, progress=not args.no_progress)
+    return options_from_args(TrainConfig, args, skip_none=True, model=_train_model_fields(args))
+
+
+def _run_train(args) -> int:
+    from lso.train import train
+
+    best = train(_train_options(args), resume=args.resume, progress=not args.no_progress)
     print(best)
     return 0
 
@@ -374,12 +389,16 @@ def _add_eval(sub) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def _run_eval(args) -> int:
-    from lso.evaluation import EvalConfig, cross_scale_markdown, evaluate_set, markdown_summary
+def _eval_options(args):
+    from lso.evaluation import EvalConfig
 
-    fields = {k: v for k, v in vars(args).items() if k in EvalConfig.__dataclass_fields__}
-    fields["config"] = _config_arg(args)
-    report = evaluate_set(EvalConfig(**fields), progress=not args.no_progress)
+    return options_from_args(EvalConfig, args, config=_config_arg(args))
+
+
+def _run_eval(args) -> int:
+    from lso.evaluation import cross_scale_markdown, evaluate_set, markdown_summary
+
+    report = evaluate_set(_eval_options(args), progress=not args.no_progress)
     print(cross_scale_markdown(report) if report.get("protocol") == "cross-scale" else markdown_summary(report))
     return 0
 
@@ -435,16 +454,10 @@ def _add_infer(sub) -> None:
 
 
 def _infer_options(args):
-    from pathlib import Path
-
     from lso.runtime.infer import InferOptions
 
-    return InferOptions(config=_config_arg(args), artifact=Path(args.artifact),
-                        inputs=tuple(Path(p) for p in args.inputs), out=Path(args.out),
-                        device=args.device, tile=args.tile, overlap=args.overlap, index=args.index, ratio=args.ratio,
-                        lr_from=args.lr_from, layout=args.layout, envi=args.envi, preview=args.preview,
-                        threads=args.threads, progress=not args.no_progress, memory_budget=args.memory_budget,
-                        crop=args.crop, clamp=args.clamp, input_scale=args.input_scale)
+    return options_from_args(InferOptions, args, config=_config_arg(args), artifact=Path(args.artifact),
+                             inputs=_paths(args.inputs), out=Path(args.out), progress=not args.no_progress)
 
 
 def _run_infer(args) -> int:
@@ -605,6 +618,7 @@ def _run_demo(args) -> int:
 
 # -------------------------------------------------------------------------------------- calibrate
 def _add_calibrate(sub) -> None:
+    opt_side, opt_ratio = io_spec.PROFILE_HR[1][0], io_spec.PROFILE_HR[1][0] // io_spec.PROFILE_LR[1][0]
     p = _sub(sub, "calibrate", "Make the FP16 (FP32 islands) or INT8 (Q/DQ) graph of an exported FP32 graph.",
              "fp16: FP16 everywhere except the solver, the attention softmaxes, the coordinate grid and any node\n"
              "  whose activations exceed --safe-range on the calibration feeds; FP32 inputs/outputs.\n"
@@ -614,15 +628,18 @@ def _add_calibrate(sub) -> None:
              "  MODEL.int8.onnx (tensorrt flavour: symmetric, zero points 0) and MODEL.int8.cpu.onnx (cpu flavour:\n"
              "  asymmetric U8, fast in ONNX Runtime), both from one calibration (MODEL.int8.calibration.json).\n"
              "Each artifact gets a .json sidecar. Calibration scenes: synthetic training scenes (default) or a\n"
-             "community .h5 (GT key), at the I/O spec's opt shapes (512², x4) unless --size/--ratio say otherwise.")
+             f"community .h5 (GT key), at the I/O spec's opt shapes ({opt_side}², x{opt_ratio}) unless "
+             "--size/--ratio say otherwise.")
     p.add_argument("onnx", help="the FP32 graph (lso export)")
     p.add_argument("--precision", choices=("fp16", "int8"), required=True, help="target precision")
     p.add_argument("--out", help="output .onnx (default: ONNX.fp16.onnx / ONNX.int8.onnx)")
     p.add_argument("--data", default="synthetic", help="'synthetic' or a community .h5 file (GT key)")
     p.add_argument("--count", type=int, default=16, help="calibration scenes")
-    p.add_argument("--size", type=int, help="HR side of the calibration scenes (default: the profile's opt, 512)")
-    p.add_argument("--ratio", type=int, help="scale ratio (default: the profile's opt, 4)")
-    p.add_argument("--batch", type=int, help="scenes per feed (default: the profile's opt batch, 1)")
+    p.add_argument("--size", type=int,
+                   help=f"HR side of the calibration scenes (default: the profile's opt, {opt_side})")
+    p.add_argument("--ratio", type=int, help=f"scale ratio (default: the profile's opt, {opt_ratio})")
+    p.add_argument("--batch", type=int,
+                   help=f"scenes per feed (default: the profile's opt batch, {io_spec.PROFILE_BATCH[1]})")
     p.add_argument("--min-count", type=int, default=8, help="fewest calibration scenes accepted")
     g = p.add_argument_group("fp16")
     g.add_argument("--safe-range", type=float, default=4096.0, help="max |activation| allowed in FP16")
@@ -642,16 +659,19 @@ def _add_calibrate(sub) -> None:
     g.add_argument("--calibration-cache", help="range cache JSON (default: OUT with .calibration.json)")
 
 
-def _run_calibrate(args) -> int:
-    from lso.calibration.run import CalibrateOptions, calibrate
+def _calibrate_options(args):
+    from lso.calibration.run import CalibrateOptions
 
-    fields = {k: v for k, v in vars(args).items() if k in CalibrateOptions.__dataclass_fields__}
-    if args.float_blocks is not None:
-        fields["float_blocks"] = [b.strip() for b in args.float_blocks.split(",") if b.strip()]
-    cal_log = logging.getLogger("lso.calibration")
-    if cal_log.getEffectiveLevel() > logging.INFO:
-        cal_log.setLevel(logging.INFO)  # calibration takes minutes: show the steps
-    for path in calibrate(CalibrateOptions(**fields)):
+    blocks = {} if args.float_blocks is None else {
+        "float_blocks": [b.strip() for b in args.float_blocks.split(",") if b.strip()]}
+    return options_from_args(CalibrateOptions, args, **blocks)
+
+
+def _run_calibrate(args) -> int:
+    from lso.calibration.run import calibrate
+
+    _show_steps("lso.calibration")  # calibration takes minutes: show the steps
+    for path in calibrate(_calibrate_options(args)):
         print(path)
     return 0
 
@@ -674,7 +694,7 @@ def _add_build(sub) -> None:
     from lso.runtime.trt_support import HARDWARE_COMPATIBILITY
 
     p = _sub(sub, "build", "Build a TensorRT engine from model.onnx / model.fp16.onnx / model.int8.onnx.",
-             BUILD_DESCRIPTION)
+             BUILD_DESCRIPTION.format(profile=io_spec.describe_profile()))
     p.add_argument("onnx", help="ONNX graph: model.onnx, model.fp16.onnx or model.int8.onnx")
     p.add_argument("--out", help="plan to write (default: the ONNX path with .plan)")
     p.add_argument("--min-shapes", metavar="SPEC", help="override min shapes, e.g. hr_msi:1x3x64x64,lr_hsi:1x31x16x16")
@@ -700,8 +720,6 @@ def _add_build(sub) -> None:
 
 
 def _run_build(args) -> int:
-    from pathlib import Path
-
     from lso.export.profiles import BuildOptions, parse_shape_spec
 
     overrides = {key: parse_shape_spec(getattr(args, key)) for key in ("min_shapes", "opt_shapes", "max_shapes")
@@ -751,7 +769,8 @@ def _add_triton_repo(sub) -> None:
     p.add_argument("--plan", help="TensorRT plan from lso build (tensorrt backend)")
     p.add_argument("--name", default="lso", help="model name prefix: <name>_onnx, <name>_trt")
     p.add_argument("--version", type=int, default=1, help="version folder to write")
-    p.add_argument("--max-batch-size", type=int, default=4, help="largest batch Triton forms (0: no batching)")
+    p.add_argument("--max-batch-size", type=int, default=io_spec.PROFILE_BATCH[2],
+                   help="largest batch Triton forms (0: no batching)")
     p.add_argument("--max-queue-delay-us", type=int, default=500, help="dynamic batcher queue delay (microseconds)")
     p.add_argument("--preferred-batch-size", type=int, nargs="*", default=[], help="preferred batch sizes")
     p.add_argument("--instances", type=int, default=1, help="model instances per device")
@@ -763,17 +782,17 @@ def _add_triton_repo(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing version folder")
 
 
+def _triton_repo_options(args):
+    from lso.scaleout.triton_repo import TritonRepoOptions
+
+    return options_from_args(TritonRepoOptions, args, out=Path(args.out), onnx=_path(args.onnx), plan=_path(args.plan),
+                             preferred_batch_sizes=tuple(args.preferred_batch_size), gpus=tuple(args.gpus))
+
+
 def _run_triton_repo(args) -> int:
-    from pathlib import Path
+    from lso.scaleout.triton_repo import write_triton_repo
 
-    from lso.scaleout.triton_repo import TritonRepoOptions, write_triton_repo
-
-    opts = TritonRepoOptions(out=Path(args.out), onnx=Path(args.onnx) if args.onnx else None,
-                             plan=Path(args.plan) if args.plan else None, name=args.name, version=args.version,
-                             max_batch_size=args.max_batch_size, max_queue_delay_us=args.max_queue_delay_us,
-                             preferred_batch_sizes=tuple(args.preferred_batch_size), instances=args.instances,
-                             onnx_instance_kind=args.onnx_instance_kind, gpus=tuple(args.gpus),
-                             tileable=args.tileable, overwrite=args.overwrite)
+    opts = _triton_repo_options(args)
     for model in write_triton_repo(opts):
         print(f"{model.name}: {model.platform}, max_batch_size {model.max_batch_size} -> {model.config_path}, "
               f"{model.artifact_path}")
@@ -822,20 +841,17 @@ def _add_batch(sub) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def _batch_options(args):
+    from lso.scaleout.batch import BatchOptions
+
+    return options_from_args(BatchOptions, args, config=_config_arg(args), artifact=Path(args.artifact),
+                             inputs=_paths(args.inputs), out=Path(args.out), progress=not args.no_progress)
+
+
 def _run_batch(args) -> int:
-    from pathlib import Path
+    from lso.scaleout.batch import run_batch
 
-    from lso.scaleout.batch import BatchOptions, run_batch
-
-    opts = BatchOptions(config=_config_arg(args), artifact=Path(args.artifact),
-                        inputs=tuple(Path(p) for p in args.inputs), out=Path(args.out),
-                        output_format=args.output_format, actors=args.actors,
-                        num_cpus_per_actor=args.num_cpus_per_actor, num_gpus_per_actor=args.num_gpus_per_actor,
-                        threads=args.threads, device=args.device, tile=args.tile,
-                        auto_tile_pixels=args.auto_tile_pixels, memory_budget=args.memory_budget,
-                        ratio=args.ratio, crop=args.crop, address=args.address,
-                        num_cpus=args.num_cpus, resume=args.resume, progress=not args.no_progress,
-                        input_scale=args.input_scale)
+    opts = _batch_options(args)
     report = run_batch(opts)
     print(f"{report.total} scene(s): {report.ok} fused, {report.skipped} already done, {report.failed} failed "
           f"in {report.seconds:.1f} s -> {report.manifest}")
@@ -847,6 +863,8 @@ def _run_batch(args) -> int:
 
 # ------------------------------------------------------------------------------------------ serve
 def _add_serve(sub) -> None:
+    from lso.scaleout.wire import Limits
+
     p = _sub(sub, "serve", "Serve fusion over HTTP with Ray Serve (replicas, request checks, size limits).",
              "POST ROUTE with Content-Type application/x-npz (an npz with hr_msi and lr_hsi) or\n"
              "application/x-lso-raw (float32 bytes of hr_msi then lr_hsi, shapes in X-LSO-HR-Shape and\n"
@@ -869,9 +887,10 @@ def _add_serve(sub) -> None:
     p.add_argument("--max-ongoing-requests", type=int, default=2, help="requests one replica holds at once")
     p.add_argument("--max-queued-requests", type=int, default=64, help="queued requests before 503 (-1: no limit)")
     p.add_argument("--request-timeout-s", type=float, help="answer 408 after this long; None = no timeout")
-    p.add_argument("--max-request-mb", type=float, default=256.0, help="largest request body (MiB)")
-    p.add_argument("--max-pixels", type=int, default=2048 * 2048, help="largest HR image (H*W) per request")
-    p.add_argument("--max-batch", type=int, default=4, help="largest batch per request")
+    p.add_argument("--max-request-mb", type=float, default=Limits.max_request_bytes / 2**20,
+                   help="largest request body (MiB)")
+    p.add_argument("--max-pixels", type=int, default=Limits.max_pixels, help="largest HR image (H*W) per request")
+    p.add_argument("--max-batch", type=int, default=Limits.max_batch, help="largest batch per request")
     p.add_argument("--tile", type=int, help="fuse in tiles of this core size (tileable artifacts)")
     p.add_argument("--header-timeout-s", type=float, default=10.0,
                    help="seconds a client has to send the request line and headers (then 408)")
@@ -887,27 +906,56 @@ def _add_serve(sub) -> None:
     p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray; None = all")
 
 
-def _run_serve(args) -> int:
-    from pathlib import Path
-
-    from lso.scaleout.serve import ClientLimits, ServeOptions, serve_forever
+def _serve_options(args):
+    from lso.scaleout.serve import ClientLimits, ServeOptions
     from lso.scaleout.wire import Limits
 
-    limits = Limits(max_request_bytes=int(args.max_request_mb * 2**20), max_pixels=args.max_pixels,
-                    max_batch=args.max_batch)
-    opts = ServeOptions(config=_config_arg(args), artifact=Path(args.artifact), replicas=args.replicas, host=args.host,
-                        port=args.port, route=args.route, device=args.device, threads=args.threads,
-                        num_cpus_per_replica=args.num_cpus_per_replica, num_gpus_per_replica=args.num_gpus_per_replica,
-                        max_ongoing_requests=args.max_ongoing_requests, max_queued_requests=args.max_queued_requests,
-                        request_timeout_s=args.request_timeout_s, limits=limits, tile=args.tile,
-                        clients=ClientLimits(header_timeout_s=args.header_timeout_s,
-                                             body_timeout_s=args.body_timeout_s, body_rate_mb_s=args.body_rate_mb_s,
-                                             keep_alive_s=args.keep_alive_s,
-                                             max_connections_per_client=args.max_connections_per_client,
-                                             max_connections=args.max_connections),
-                        address=args.address, num_cpus=args.num_cpus)
+    limits = options_from_args(Limits, args, max_request_bytes=int(args.max_request_mb * 2**20))
+    return options_from_args(ServeOptions, args, config=_config_arg(args), artifact=Path(args.artifact),
+                             limits=limits, clients=options_from_args(ClientLimits, args))
+
+
+def _run_serve(args) -> int:
+    from lso.scaleout.serve import serve_forever
+
+    opts = _serve_options(args)
     serve_forever(opts, on_ready=lambda url: print(f"serving {opts.artifact} at {url} (Ctrl-C stops)", flush=True))
     return 0
+
+
+# ---------------------------------------------------------------------------------------- latency
+def _add_latency(sub) -> None:
+    """``python benchmarks/latency.py`` (a script only, no ``lso`` subcommand)."""
+    from lso.benchmarks import latency
+
+    cpu, gpu = ",".join(latency.CPU_BACKENDS), ",".join(latency.GPU_BACKENDS)
+    p = _sub(sub, "latency", "Latency, throughput and peak memory per backend, precision, size and ratio.",
+             latency.__doc__ or "")
+    p.add_argument("--checkpoint", help="checkpoint (default: the bundled demo checkpoint)")
+    p.add_argument("--backends", help=f"comma list (default: CPU {cpu}; GPU adds {gpu})")
+    p.add_argument("--plan", action="append", default=[], help="TensorRT plan(s) to add as trt-<name>")
+    p.add_argument("--sizes", default="64,256,512,1024", help="HR sizes (square)")
+    p.add_argument("--ratios", default="4,8", help="scale ratios")
+    p.add_argument("--repeats", type=int, default=5, help="timed runs per cell (after one warm-up)")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="CPU threads")
+    p.add_argument("--baseline-max-size", type=int, default=512,
+                   help="largest size at which the (memory-hungry) baseline runs")
+    p.add_argument("--out", default=str(Path(latency.__file__).resolve().parent / "results"), help="results folder")
+    p.add_argument("--name", default="latency", help="results file stem")
+    p.add_argument("--timeout", type=int, default=1800, help="seconds per cell")
+    p.add_argument("--solver-chunk", type=int, default=128,
+                   help="ONNX Runtime graphs run their solver in Scan chunks of this many patches "
+                        "(lso export --solver-chunk; 0 = the portable graph as exported)")
+    p.add_argument("--align-channels", type=int, default=16,
+                   help="ONNX Runtime graphs have their convolutions' channels padded to a multiple of this "
+                        "(lso export --align-channels; 0 = as exported)")
+    p.add_argument("--_cell", help=argparse.SUPPRESS)
+
+
+def _run_latency(args) -> int:
+    from lso.benchmarks.latency import run
+
+    return run(args)
 
 
 # ------------------------------------------------------------------------------ subcommand table
@@ -925,6 +973,7 @@ COMMANDS: dict[str, tuple[Callable[[Any], None], Callable[[argparse.Namespace], 
     "triton-repo": (_add_triton_repo, _run_triton_repo),
     "batch": (_add_batch, _run_batch),
     "serve": (_add_serve, _run_serve),
+    "latency": (_add_latency, _run_latency),
 }
 LSO_COMMANDS = ("info", "train", "eval", "demo", "export", "infer", "calibrate", "build", "triton-repo", "batch",
                 "serve")
