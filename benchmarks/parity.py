@@ -326,8 +326,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from lso import load_checkpoint
     from lso.benchmarks._report import write_results
     from lso.calibration import calibration_feeds
-    from lso.calibration.feeds import _scenes, held_out_scenes
+    from lso.calibration.feeds import held_out_scenes
     from lso.checkpoint import parse_config_arg
+    from lso.data.sources import SceneSource
     from lso.errors import InputError
 
     names = [n.strip() for n in args.variants.split(",") if n.strip()]
@@ -347,7 +348,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         label = Path(checkpoint).name
     model = load_checkpoint(checkpoint, parse_config_arg(args.config))
     if args.h5:
-        scenes = list(_scenes(args.h5, args.scenes, args.size, args.ratio, 0, "eval"))
+        with SceneSource(args.h5, size=args.size, centre_crop=True) as h5_scenes:
+            scenes = list(h5_scenes.degraded(args.ratio, args.scenes, exact=True))
         source = Path(args.h5).name
     else:
         if args.scenes > 8:

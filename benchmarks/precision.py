@@ -320,7 +320,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from lso.benchmarks._report import write_results
     from lso.calibration import calibration_feeds
     from lso.calibration.accuracy import torch_reference
-    from lso.calibration.feeds import _scenes, held_out_scenes
+    from lso.calibration.feeds import held_out_scenes
+    from lso.data.sources import SceneSource
     from lso.export import export_onnx
     from lso.metrics import psnr, sam
 
@@ -349,7 +350,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.skip_int8:
             scenes = held_out_scenes(args.scenes, size=args.int8_size, ratio=args.ratio)
             reference = torch_reference(model, scenes)
-            val = list(_scenes("synthetic", args.val_count, args.val_size, args.ratio, args.calib_count, "train"))
+            val = list(SceneSource(split="train", size=args.val_size).degraded(
+                args.ratio, args.val_count, offset=args.calib_count, exact=True))
             lat_scene = held_out_scenes(1, size=args.latency_size, ratio=args.ratio)[0]
             latency_feed = {"hr_msi": lat_scene.hr_msi[None], "lr_hsi": lat_scene.lr_hsi[None]}
             ks = [int(k) for k in args.ks.split(",") if k.strip()]

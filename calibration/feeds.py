@@ -9,7 +9,7 @@
         ...
     reader = feeds.ort_reader()                          # onnxruntime.quantization.CalibrationDataReader
 
-Scenes:
+Scenes (:class:`lso.data.SceneSource`):
 
 - ``"synthetic"`` (default): synthetic *training* scenes (``split_seeds("train")``, seeds 1000, 1001 ...),
   never the held-out evaluation scenes that the precision reports measure on. ``offset`` skips the
@@ -28,13 +28,13 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 
 from lso import io_spec
+from lso.data.sources import DegradedScene, SceneSource
 from lso.errors import InputError
 
 __all__ = ["CalibrationFeeds", "calibration_feeds", "held_out_scenes", "Scene", "MIN_FEEDS", "make_ort_reader"]
@@ -45,60 +45,28 @@ MIN_FEEDS = 8
 """Default minimum number of calibration feeds (each a whole image: 262 144 pixels per tensor at 512²)."""
 
 
-@dataclass(frozen=True)
-class Scene:
-    """One scene: ``gt [31, H, W]``, ``hr_msi [3, H, W]``, ``lr_hsi [31, H/r, W/r]`` (float32) and its name."""
-
-    name: str
-    gt: np.ndarray
-    hr_msi: np.ndarray
-    lr_hsi: np.ndarray
-
-
-def _crop_center(gt: np.ndarray, size: int) -> np.ndarray:
-    h, w = gt.shape[-2:]
-    if h < size or w < size:
-        raise InputError(f"scene of {h}x{w} is smaller than the feed size {size}x{size}: choose a smaller --size")
-    top, left = (h - size) // 2, (w - size) // 2
-    return gt[:, top:top + size, left:left + size]
-
-
-def _gt_source(source: str | os.PathLike, count: int, size: int, offset: int,
-               split: str) -> Iterator[tuple[str, np.ndarray]]:
-    if str(source) == "synthetic":
-        from lso.data.synthetic import split_seeds, synthetic_scene
-
-        seeds = split_seeds(split, None if split == "eval" else offset + count)[offset:offset + count]
-        if len(seeds) < count:
-            raise InputError(f"the synthetic {split!r} split has {len(seeds)} scenes after offset {offset}; "
-                             f"asked for {count}")
-        for seed in seeds:
-            yield f"synth_{seed}", synthetic_scene(int(seed), size)
-        return
-    from lso.data.readers import H5Dataset
-
-    path = Path(source)
-    with H5Dataset(path) as ds:
-        available = len(ds) - offset
-        if available < count:
-            raise InputError(f"{path} has {len(ds)} images; {count} calibration scenes were asked for after "
-                             f"offset {offset} (use fewer, e.g. --count {max(available, 0)}, or a larger file)")
-        for i in range(offset, offset + count):
-            yield f"{path.stem}_{i}", _crop_center(ds[i]["gt"], size)
+Scene: TypeAlias = DegradedScene
+"""One scene: ``gt [31, H, W]``, ``hr_msi [3, H, W]``, ``lr_hsi [31, H/r, W/r]`` (float32) and its name
+(:class:`lso.data.DegradedScene`)."""
 
 
 def held_out_scenes(n: int | None = None, *, size: int = 256, ratio: int = 4) -> list[Scene]:
-    """The held-out synthetic evaluation scenes (``split_seeds("eval")``, 8 at most) degraded at ``ratio``."""
-    return list(_scenes("synthetic", 8 if n is None else n, size, ratio, 0, "eval"))
+    """The held-out synthetic evaluation scenes (``split_seeds("eval")``, 8 at most) degraded at ``ratio``
+    (:class:`lso.data.SceneSource`)."""
+    return list(SceneSource(split="eval", size=size).degraded(ratio, 8 if n is None else n, exact=True))
 
 
-def _scenes(source, count: int, size: int, ratio: int, offset: int, split: str) -> Iterator[Scene]:
-    from lso.data import degrade
-
-    for name, gt in _gt_source(source, count, size, offset, split):
-        gt = np.ascontiguousarray(gt, dtype=np.float32)
-        hr_msi, lr_hsi = degrade(gt, ratio)
-        yield Scene(name, gt, np.asarray(hr_msi, np.float32), np.asarray(lr_hsi, np.float32))
+def _scenes(source: str | os.PathLike, count: int, size: int, ratio: int, offset: int) -> Iterator[Scene]:
+    """``count`` training scenes of ``source`` after ``offset`` (files: centre-cropped to ``size``), degraded."""
+    if str(source) == "synthetic":
+        yield from SceneSource(split="train", size=size).degraded(ratio, count, offset=offset, exact=True)
+        return
+    with SceneSource(source, size=size, centre_crop=True) as scenes:
+        available = len(scenes) - offset
+        if available < count:
+            raise InputError(f"{Path(source)} has {len(scenes)} images; {count} calibration scenes were asked for "
+                             f"after offset {offset} (use fewer, e.g. --count {max(available, 0)}, or a larger file)")
+        yield from scenes.degraded(ratio, count, offset=offset)
 
 
 class CalibrationFeeds:
@@ -123,7 +91,7 @@ class CalibrationFeeds:
     # ----------------------------------------------------------------------------------- sequence
     def _materialize(self) -> list[dict[str, np.ndarray]]:
         if self._feeds is None:
-            scenes = list(_scenes(self.source, self.count, self.size, self.ratio, self.offset, "train"))
+            scenes = list(_scenes(self.source, self.count, self.size, self.ratio, self.offset))
             feeds = []
             for i in range(self.count // self.batch):
                 group = scenes[i * self.batch:(i + 1) * self.batch]

@@ -128,7 +128,7 @@ def calibrate(opts: CalibrateOptions, *, progress: bool = True) -> list[Path]:
 def _int8(opts: CalibrateOptions, out: Path, feeds: Any) -> list[Path]:
     from lso.calibration import int8
     from lso.calibration.accuracy import ort_reference
-    from lso.calibration.feeds import _scenes
+    from lso.data.sources import SceneSource
 
     flavours = {"both": ("tensorrt", "cpu"), "tensorrt": ("tensorrt",), "cpu": ("cpu",)}.get(opts.flavour)
     if flavours is None:
@@ -141,7 +141,8 @@ def _int8(opts: CalibrateOptions, out: Path, feeds: Any) -> list[Path]:
     sweep_record = None
     float_blocks = list(opts.float_blocks or [])
     if opts.float_blocks is None:
-        val = list(_scenes(opts.data, opts.val_count, opts.val_size, feeds.ratio, opts.count, "train"))
+        with SceneSource(opts.data, split="train", size=opts.val_size, centre_crop=True) as source:
+            val = list(source.degraded(feeds.ratio, opts.val_count, offset=opts.count, exact=True))
         reference = ort_reference(opts.onnx, val)
         log.info("sensitivity sweep on %d validation scene(s) of %d² (reference: the FP32 graph)", len(val),
                  opts.val_size)

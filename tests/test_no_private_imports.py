@@ -26,14 +26,9 @@ ALLOWED_MODULES: dict[str, str] = {
     "lso._clash": "every writer's owner: import lso.artifacts (check_no_clash, OutputFolder, with_sidecars)",
 }
 
-#: Private names still imported across packages in the last commit of issue 17's scene part (``lso.data``'s one reader,
-#: writers and scene source replace them), ``(file, module, name)``; delete the entries once that part lands.
-ALLOWED_NAMES: set[tuple[str, str, str]] = {
-    ("benchmarks/parity.py", "lso.calibration.feeds", "_scenes"),
-    ("benchmarks/precision.py", "lso.calibration.feeds", "_scenes"),
-    *(("scaleout/batch.py", "lso.runtime.infer", name)
-      for name in ("_h5_keys", "_pick", "_select", "_to_chw", "_fit_pair", "_write_output")),
-}
+#: Private names still imported across packages, ``(file, module, name)``: none (issue 17's scene part replaced the
+#: last ones with ``lso.data``'s reader, writers and scene source).
+ALLOWED_NAMES: set[tuple[str, str, str]] = set()
 
 
 def _files() -> list[str]:

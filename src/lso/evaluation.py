@@ -154,16 +154,14 @@ def iter_items(data: str, n: int | None = None, size: int = 512, *, with_lr: boo
         InputError: ``with_lr`` and the file has no ``LRHSI``, or it has the wrong shape; values the policy
             refuses.
     """
-    if data == "synthetic":
-        from lso.data.synthetic import split_seeds, synthetic_scene
+    from lso.data.sources import SceneSource
 
-        for seed in split_seeds("eval", n):
-            yield Scene(f"synth_{seed}", synthetic_scene(int(seed), size))
+    if data == "synthetic":  # the held-out split
+        for scene in SceneSource(size=size).scenes(n):
+            yield Scene(scene.name, scene.gt)
         return
-    from lso.data.readers import H5Dataset
-
     with ExitStack() as stack:
-        ds = stack.enter_context(H5Dataset(data, input_scale=input_scale))
+        ds = stack.enter_context(SceneSource(data, input_scale=input_scale))
         lr_ds = None
         if with_lr:
             from lso._deps import require
@@ -178,16 +176,14 @@ def iter_items(data: str, n: int | None = None, size: int = 512, *, with_lr: boo
             if not (one or (lr_ds.ndim == 4 and lr_ds.shape[0] == len(ds))) or lr_ds.dtype.kind != "f":
                 raise InputError(f"{data}: '{key}' has shape {lr_ds.shape} and dtype {lr_ds.dtype}; expected floats "
                                  f"({len(ds)}, C, h, w) like GT")
-        count = len(ds) if n is None else min(n, len(ds))
-        for i in range(count):
-            item = ds[i]
+        for i, item in enumerate(ds.scenes(n)):
             lr = None
             if lr_ds is not None:
                 from lso.data.value_range import apply_input_scale
 
                 lr = np.asarray(lr_ds[()] if lr_ds.ndim == 3 else lr_ds[i], dtype=np.float32)
                 lr = apply_input_scale(lr, f"{data}: '{lr_ds.name.lstrip('/')}'[{i}]", input_scale)
-            yield Scene(f"{Path(data).stem}_{i}", item["gt"], item["rgb"], lr)
+            yield Scene(item.name, item.gt, item.rgb, lr)
 
 
 def prepare_inputs(scene: Scene, ratio: int, *, msi_from: str = "file", lr_from: str = "gt",
@@ -477,14 +473,10 @@ def evaluate_set(cfg: EvalConfig, *, progress: bool = True) -> dict[str, Any]:
 
 def _count(data: str, n: int | None) -> int:
     """How many scenes :func:`iter_items` yields (for the progress bar)."""
-    if data == "synthetic":
-        from lso.data.synthetic import split_seeds
+    from lso.data.sources import SceneSource
 
-        return len(split_seeds("eval", n))
-    from lso.data.readers import H5Dataset
-
-    with H5Dataset(data) as ds:
-        return len(ds) if n is None else min(n, len(ds))
+    with SceneSource(data) as source:
+        return source.count(n)
 
 
 def _save_fused(path: Path, fused: np.ndarray) -> None:

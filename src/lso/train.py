@@ -185,11 +185,14 @@ class SyntheticCrops:
 
     def __init__(self, cfg: TrainConfig, state: dict | None = None) -> None:
         from lso.data import degrade
+        from lso.data.sources import SceneSource
         from lso.data.synthetic import TRAIN_SEEDS
 
         self._degrade = degrade
         self.cfg = cfg
-        self._train_seeds = TRAIN_SEEDS[VAL_RESERVED:]
+        # the training seeds after the validation ones (validation_groups)
+        self.source = SceneSource(seeds=TRAIN_SEEDS[VAL_RESERVED:], size=cfg.scene_size)
+        self._train_seeds = self.source.seeds
         state = state or {}
         self.next_index = state.get("next_index", 0)
         self.steps = state.get("steps", 0)
@@ -205,9 +208,7 @@ class SyntheticCrops:
         return int(seed)
 
     def _make(self, seed: int) -> tuple[np.ndarray, np.ndarray, dict[tuple[int, bool], np.ndarray]]:
-        from lso.data.synthetic import synthetic_scene
-
-        gt = synthetic_scene(seed, self.cfg.scene_size)
+        gt = self.source.scene_of_seed(seed).gt
         lrs: dict[tuple[int, bool], np.ndarray] = {}
         for r, fixed in self.cfg.modes:
             msi, lr = self._degrade(gt, r)  # the HR-MSI does not depend on the ratio
@@ -240,11 +241,11 @@ class H5Crops:
 
     def __init__(self, cfg: TrainConfig, state: dict | None = None) -> None:
         from lso.data import degrade
-        from lso.data.readers import H5Dataset
+        from lso.data.sources import SceneSource
 
         self._degrade = degrade
         self.cfg = cfg
-        self.ds = H5Dataset(cfg.data)
+        self.source = SceneSource(cfg.data)
         self.steps = (state or {}).get("steps", 0)
         self.rng = np.random.default_rng(cfg.seed + 7919 * self.steps)
         self.last_mode: tuple[int, bool] | None = None
@@ -258,7 +259,7 @@ class H5Crops:
         r, fixed = self.last_mode = _draw_mode(self.rng, cfg)
         gts = []
         for _ in range(cfg.batch):
-            gt = self.ds[int(self.rng.integers(0, len(self.ds)))]["gt"]
+            gt = self.source[int(self.rng.integers(0, len(self.source)))].gt
             H, W = gt.shape[-2:]
             if H < cfg.crop or W < cfg.crop:
                 raise InputError(f"{cfg.data}: items are {H}x{W}, smaller than --crop {cfg.crop}")
@@ -284,16 +285,16 @@ def validation_groups(cfg: TrainConfig) -> dict[str, list[tuple[np.ndarray, np.n
     training ratio: the same figure as before ratio mixes existed.
     """
     from lso.data import degrade
+    from lso.data.sources import SceneSource
 
     if cfg.val_data:
-        from lso.data.readers import H5Dataset
+        source = SceneSource(cfg.val_data)
+    else:  # the first training seeds, never drawn for training (SyntheticCrops)
+        from lso.data.synthetic import TRAIN_SEEDS
 
-        ds = H5Dataset(cfg.val_data)
-        gts = [ds[i]["gt"] for i in range(len(ds))]
-    else:
-        from lso.data.synthetic import TRAIN_SEEDS, synthetic_scene
-
-        gts = [synthetic_scene(int(s), cfg.val_size) for s in TRAIN_SEEDS[: min(cfg.val_scenes, VAL_RESERVED)]]
+        source = SceneSource(seeds=TRAIN_SEEDS[: min(cfg.val_scenes, VAL_RESERVED)], size=cfg.val_size)
+    with source:
+        gts = [scene.gt for scene in source.scenes()]
     groups: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
     for r, fixed in cfg.modes:
         items = groups.setdefault(mode_label(r, fixed, cfg.fixed_ratio), [])

@@ -1,4 +1,4 @@
-"""Data: scene files (one reader, one writer per format), the paper's degradation, SRF, synthetic
+"""Data: scene files (one reader, one writer per format), the scene source, the paper's degradation, SRF, synthetic
 scenes, readers of the raw datasets.
 
 Public names::
@@ -7,9 +7,10 @@ Public names::
     from lso.data import degrade            # GT [31, H, W] → (hr_msi [3, H, W], lr_hsi [31, H/r, W/r])
     from lso.data import read_scene         # files -> Scene(hr_msi, lr_hsi, crop, input_scale)   (scene_files)
     from lso.data import write_output       # .npz/.h5/.mat by suffix, atomically, with a sidecar  (writers)
+    from lso.data import SceneSource        # "synthetic" (by seed) or a community .h5: GT scenes  (sources)
 
 Readers of the raw datasets live in :mod:`lso.data.readers`, the SRF in :mod:`lso.data.srf`. The names of
-:mod:`lso.data.scene_files` and :mod:`lso.data.writers` are imported on first use.
+:mod:`lso.data.scene_files`, :mod:`lso.data.writers` and :mod:`lso.data.sources` are imported on first use.
 """
 from __future__ import annotations
 
@@ -20,13 +21,15 @@ from lso.data.synthetic import synthetic_scene
 __all__ = ["degrade", "fft_resize", "synthetic_scene",
            "Scene", "DeclaredScene", "read_scene", "read_arrays", "read_gt", "declared_scene",
            "write_output", "write_npz", "write_h5", "write_mat", "write_envi", "write_png", "false_colour",
-           "check_mat_size", "OUTPUT_SUFFIXES"]
+           "check_mat_size", "OUTPUT_SUFFIXES",
+           "SceneSource", "SourceScene", "DegradedScene"]
 
 _LAZY = {
     **dict.fromkeys(("Scene", "DeclaredScene", "read_scene", "read_arrays", "read_gt", "declared_scene"),
                     "lso.data.scene_files"),
     **dict.fromkeys(("write_output", "write_npz", "write_h5", "write_mat", "write_envi", "write_png",
                      "false_colour", "check_mat_size", "OUTPUT_SUFFIXES"), "lso.data.writers"),
+    **dict.fromkeys(("SceneSource", "SourceScene", "DegradedScene"), "lso.data.sources"),
 }
 
 __getattr__, __dir__ = lazy_attributes("lso.data", _LAZY, globals())
