@@ -87,7 +87,7 @@ def build_engine(onnx: PathLike, out: PathLike = None, *, allow_cpu_graph: bool 
         ExportError: parse or build failure, or an FP16/INT8 graph that built without FP16/INT8 layers.
         InputError: the plan, its sidecar or the timing cache is the graph or its sidecar (before anything runs).
     """
-    from lso._io import check_writable_target
+    from lso.artifacts import check_writable_target
     from lso.export.variants import require_tensorrt_graph
 
     onnx_path = Path(onnx)
@@ -124,8 +124,8 @@ def build_engine(onnx: PathLike, out: PathLike = None, *, allow_cpu_graph: bool 
 
 def graph_precision(onnx_path: PathLike) -> str:
     """``"int8"`` (Q/DQ nodes), ``"fp16"`` (FP16 tensors) or ``"fp32"``: from the sidecar, else the graph."""
-    from lso._deps import require
-    from lso._io import read_sidecar
+    from lso.artifacts import read_sidecar
+    from lso.deps import require
 
     side = read_sidecar(onnx_path, verify=False) or {}
     precision = str(side.get("precision", ""))
@@ -279,7 +279,7 @@ def _build_with(pg: Any, trt: Any, compat: BuilderCompat, onnx_path: Path, optio
                           f"the workspace with --workspace-gib or narrow the profile)") from exc
     plan_bytes = bytes(memoryview(plan))
     if cache_path is not None:
-        from lso._io import atomic_write_bytes
+        from lso.artifacts import atomic_write_bytes
 
         atomic_write_bytes(cache_path, bytes(memoryview(config.get_timing_cache().serialize())))
     try:

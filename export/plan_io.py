@@ -42,7 +42,7 @@ def plan_sidecar(onnx_path: PathLike, out: PathLike, options: BuildOptions, *, p
     """The sidecar of a plan (``write_sidecar`` adds the plan's sha256). Keys read by
     :func:`lso.runtime.trt_runner.check_plan_sidecar`: ``tensorrt_version``, ``compute_capability``,
     ``version_compatible``, ``hardware_compatibility``."""
-    from lso._io import read_sidecar, sha256_file
+    from lso.artifacts import read_sidecar, sha256_file
     from lso.export.variants import read_variant
 
     onnx_path = Path(onnx_path)
@@ -78,9 +78,8 @@ def plan_sidecar(onnx_path: PathLike, out: PathLike, options: BuildOptions, *, p
 
 def check_build_clash(onnx: PathLike, out: PathLike, timing_cache: PathLike | None = None) -> None:
     """InputError when the plan, its sidecar or the timing cache (read and rewritten) would be written over the
-    ONNX graph or its sidecar (see :mod:`lso._clash`)."""
-    from lso._clash import check_no_clash, with_sidecars
-    from lso._io import sidecar_path
+    ONNX graph or its sidecar (see :func:`lso.artifacts.check_no_clash`)."""
+    from lso.artifacts import check_no_clash, sidecar_path, with_sidecars
 
     check_no_clash(with_sidecars([onnx], "input graph"),
                    [("plan", out), ("plan sidecar", sidecar_path(out)), ("timing cache", timing_cache)])
@@ -88,7 +87,7 @@ def check_build_clash(onnx: PathLike, out: PathLike, timing_cache: PathLike | No
 
 def write_plan(out: PathLike, plan: bytes, info: Mapping[str, Any]) -> Path:
     """Write the plan bytes atomically, then its sidecar ``info`` (plus the plan's sha256); no sidecar, no plan."""
-    from lso._io import atomic_path, write_sidecar
+    from lso.artifacts import atomic_path, write_sidecar
 
     out = Path(out)
     with atomic_path(out) as tmp:

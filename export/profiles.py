@@ -117,7 +117,7 @@ def build_options(onnx_path: PathLike, options: Mapping[str, Any]) -> BuildOptio
     overrides = {k: opts.pop(k, None) for k in ("min_shapes", "opt_shapes", "max_shapes")}
     config = opts.pop("config", None)
     if config is None:
-        from lso._io import read_sidecar
+        from lso.artifacts import read_sidecar
         from lso.config import LSOConfig
 
         side = read_sidecar(Path(onnx_path), verify=False) or {}

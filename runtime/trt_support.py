@@ -58,7 +58,7 @@ from dataclasses import asdict, dataclass
 from types import ModuleType
 from typing import Any, Protocol
 
-from lso._deps import require
+from lso.deps import require
 from lso.errors import InputError, MissingDependencyError
 
 log = logging.getLogger(__name__)
@@ -272,7 +272,7 @@ def polygraphy_trt(trt: ModuleType) -> ModuleType:
     """
     import sys
 
-    from lso._deps import require_polygraphy
+    from lso.deps import require_polygraphy
 
     if trt.__name__ != "tensorrt" and importlib.util.find_spec("tensorrt") is None:
         log.info("registering %s as 'tensorrt' for Polygraphy", trt.__name__)

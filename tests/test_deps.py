@@ -1,4 +1,4 @@
-"""Every install line of lso._deps names a real extra of pyproject.toml or an explicit pip distribution."""
+"""Every install line of lso.deps names a real extra of pyproject.toml or an explicit pip distribution."""
 from __future__ import annotations
 
 import re
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lso._deps import INSTALL, install_hint, require
+from lso.deps import INSTALL, install_hint, require
 from lso.errors import MissingDependencyError
 
 tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard library from Python 3.11")

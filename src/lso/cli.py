@@ -109,7 +109,7 @@ def run_command(prog: str, run: Callable[[argparse.Namespace], int | None], args
     except OSError as exc:  # what no library call turned into an LSOError: one line naming the file, no traceback
         if verbose:
             raise
-        from lso._io import os_error_message
+        from lso.artifacts import os_error_message
 
         where = f"{os.fsdecode(exc.filename)}: " if exc.filename is not None else ""
         print(f"{prog}: error: {where}{os_error_message(exc, *(() if not where else (exc.filename,)))}",
@@ -197,9 +197,9 @@ def _run_info(args) -> int:
     import torch
 
     import lso
-    from lso._deps import available
     from lso.checkpoint import SOURCE_CALLER, SOURCE_DEFAULT, ResolvedConfig, resolve_config, weights_fingerprint
     from lso.config import LSOConfig
+    from lso.deps import available
     from lso.runtime.trt_support import describe_tensorrt
 
     fields = _config_arg(args) or {}
@@ -564,7 +564,7 @@ def export_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 def _run_export(args: argparse.Namespace) -> int:
     """Parse -> one library call -> a short report on stdout. Errors propagate (run_command prints them)."""
-    from lso._io import read_sidecar
+    from lso.artifacts import read_sidecar
     from lso.export import export_onnx
     from lso.export.parity import ParityReport
 
@@ -743,7 +743,7 @@ def _run_build(args) -> int:
             print(note)
         print(shlex.join(trtexec_command(onnx_path, out, opts, trt_major=args.trt_version)))
         return 0
-    from lso._io import read_sidecar
+    from lso.artifacts import read_sidecar
     from lso.export import build_engine
 
     _show_steps("lso.export")
