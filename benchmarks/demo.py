@@ -62,10 +62,10 @@ def run_demo(checkpoint: str | None = None, *, config: dict[str, Any] | None = N
 
     from lso._io import atomic_write_text
     from lso.baselines import bicubic_upsample, gsa_fusion
+    from lso.benchmarks.evaluation import scene_figure
     from lso.checkpoint import load_checkpoint
     from lso.data import degrade
     from lso.data.synthetic import EVAL_SEEDS, synthetic_scene
-    from lso.evaluation import scene_figure
     from lso.export import ParityCase, export_onnx
     from lso.metrics import evaluate, psnr
     from lso.model import set_solver_form

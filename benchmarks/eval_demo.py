@@ -25,7 +25,7 @@ def main(argv=None) -> int:
     parser.add_argument("--ratios", default="4,8,16,32")
     args = parser.parse_args(argv)
 
-    from lso.evaluation import EvalConfig, cross_scale, cross_scale_markdown, evaluate_set, markdown_summary
+    from lso.benchmarks.evaluation import EvalConfig, cross_scale, cross_scale_markdown, evaluate_set, markdown_summary
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from _report import RESULTS, write_results

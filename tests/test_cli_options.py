@@ -19,7 +19,7 @@ OPTIONS = {
     "batch": ("lso.scaleout.batch:BatchOptions", ["m.onnx", "d", "-o", "o"], {"no_progress"}),
     "triton-repo": ("lso.scaleout.triton_repo:TritonRepoOptions", ["r"], {"preferred_batch_size"}),
     "calibrate": ("lso.calibration.run:CalibrateOptions", ["m.onnx", "--precision", "fp16"], set()),
-    "eval": ("lso.evaluation:EvalConfig", [], {"no_progress"}),
+    "eval": ("lso.benchmarks.evaluation:EvalConfig", [], {"no_progress"}),
     "train": ("lso.train:TrainConfig", [],
               {"config", "resume", "no_progress", *(f"model_{n}" for n, _ in cli._ARCH_OPTIONS)}),  # config -> model
     "serve": ("lso.scaleout.serve:ServeOptions", ["m.onnx"],

@@ -88,7 +88,7 @@ def _decode(fmt: str, f, scale: str | None = None):
 
 def _evaluate(ckpt: Path, folder: Path, f, scale: str | None = None) -> dict:
     """lso eval on the community file (GT and RGB read through lso.data.readers.H5Dataset)."""
-    from lso.evaluation import EvalConfig, evaluate_set
+    from lso.benchmarks.evaluation import EvalConfig, evaluate_set
 
     return evaluate_set(EvalConfig(checkpoint=str(ckpt), data=str(_write("h5-community", folder, f)[0]),
                                    out=str(folder / "eval"), png=False, input_scale=scale), progress=False)

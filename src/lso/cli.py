@@ -390,13 +390,13 @@ def _add_eval(sub) -> None:
 
 
 def _eval_options(args):
-    from lso.evaluation import EvalConfig
+    from lso.benchmarks.evaluation import EvalConfig
 
     return options_from_args(EvalConfig, args, config=_config_arg(args))
 
 
 def _run_eval(args) -> int:
-    from lso.evaluation import cross_scale_markdown, evaluate_set, markdown_summary
+    from lso.benchmarks.evaluation import cross_scale_markdown, evaluate_set, markdown_summary
 
     report = evaluate_set(_eval_options(args), progress=not args.no_progress)
     print(cross_scale_markdown(report) if report.get("protocol") == "cross-scale" else markdown_summary(report))

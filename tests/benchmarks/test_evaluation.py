@@ -67,8 +67,8 @@ def test_eval_synthetic_writes_report_and_png(tmp_path, tiny_ckpt):
 
 
 def test_bandwise_has_31_entries_per_method(tmp_path, tiny_ckpt, gt64):
+    from lso.benchmarks.evaluation import EvalConfig, evaluate_set
     from lso.data.srf import WAVELENGTHS_NM
-    from lso.evaluation import EvalConfig, evaluate_set
     from lso.metrics import band_errors
 
     path = _write_h5(tmp_path / "s.h5", gt64[:, :32, :32], _rgb_of(gt64[:, :32, :32]))
@@ -88,7 +88,7 @@ def test_bandwise_has_31_entries_per_method(tmp_path, tiny_ckpt, gt64):
 
 def test_eval_on_h5(tmp_path, tiny_ckpt):
     h5py = pytest.importorskip("h5py")
-    from lso.evaluation import EvalConfig, evaluate_set
+    from lso.benchmarks.evaluation import EvalConfig, evaluate_set
 
     rng = np.random.default_rng(0)
     path = tmp_path / "test.h5"
@@ -104,7 +104,7 @@ def test_eval_on_h5(tmp_path, tiny_ckpt):
 
 def test_h5_files_differing_only_in_rgb_give_different_metrics(tmp_path, tiny_ckpt, gt64):
     """The authors' protocol: the file's RGB is the HR-MSI (only the LR-HSI is regenerated from GT)."""
-    from lso.evaluation import EvalConfig, evaluate_set
+    from lso.benchmarks.evaluation import EvalConfig, evaluate_set
 
     gt = gt64[:, :32, :32]
     rgb = _rgb_of(gt)
@@ -155,7 +155,7 @@ def _ratio_of(options: list[str]) -> int:
 
 
 def test_lr_from_file_takes_the_files_ratio(tmp_path, tiny_ckpt, gt64):
-    from lso.evaluation import EvalConfig, evaluate_set
+    from lso.benchmarks.evaluation import EvalConfig, evaluate_set
 
     gt = gt64[:, :32, :32]
     path = _write_h5(tmp_path / "s.h5", gt, _rgb_of(gt), np.full((31, 4, 4), 0.5, np.float32))
@@ -171,8 +171,8 @@ def test_lr_from_file_takes_the_files_ratio(tmp_path, tiny_ckpt, gt64):
 
 
 def test_no_silent_crop(tmp_path, tiny_ckpt, gt64):
+    from lso.benchmarks.evaluation import EvalConfig, evaluate_set
     from lso.cli import main
-    from lso.evaluation import EvalConfig, evaluate_set
 
     gt = gt64[:, :36, :36]
     path = _write_h5(tmp_path / "s36.h5", gt, _rgb_of(gt))
@@ -241,7 +241,7 @@ def test_cross_scale_writes_one_table(tmp_path, gt64):
 
 def test_cross_scale_crops_and_says_so(tmp_path, tiny_ckpt, gt64):
     """No training ratio recorded: f = 4 with a note; 44 px is cropped to 40 for r = 8, and the table says so."""
-    from lso.evaluation import EvalConfig, evaluate_set
+    from lso.benchmarks.evaluation import EvalConfig, evaluate_set
 
     gt = gt64[:, :44, :44]
     path = _write_h5(tmp_path / "s.h5", gt, _rgb_of(gt))
@@ -259,7 +259,7 @@ def test_cross_scale_crops_and_says_so(tmp_path, tiny_ckpt, gt64):
 
 def test_training_ratio_reads_official_sf(tmp_path, tiny_ckpt, monkeypatch):
     import lso.checkpoint as checkpoint
-    from lso.evaluation import training_ratio
+    from lso.benchmarks.evaluation import training_ratio
 
     assert training_ratio(str(tiny_ckpt))[0] is None
     state, _ = checkpoint.read_state_dict(tiny_ckpt)
@@ -270,7 +270,7 @@ def test_training_ratio_reads_official_sf(tmp_path, tiny_ckpt, monkeypatch):
 
 def test_runner_is_closed_when_evaluation_ends(tmp_path, monkeypatch):
     """A runner entered by _load_model is released at the end, also when the evaluation fails."""
-    import lso.evaluation as evaluation
+    import lso.benchmarks.evaluation as evaluation
     from lso.baselines import bicubic_upsample
 
     events = []
@@ -298,7 +298,7 @@ def test_eval_without_checkpoint_or_bundle_is_clear(tmp_path, monkeypatch):
     import lso.weights as weights
 
     monkeypatch.setattr(weights, "DEMO_CHECKPOINT", "does_not_exist.safetensors")
-    from lso.evaluation import EvalConfig, evaluate_set
+    from lso.benchmarks.evaluation import EvalConfig, evaluate_set
 
     with pytest.raises(ArtifactError, match=r"demo checkpoint .* not installed.*\.pth\.tar"):
         evaluate_set(EvalConfig(out=str(tmp_path), size=32, n=1), progress=False)
