@@ -65,7 +65,7 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 def write_results(name: str, data: dict[str, Any], markdown: str, out_dir: Path = RESULTS) -> tuple[Path, Path]:
     """Write ``<name>.json`` and ``<name>.md`` (with a machine line) into ``benchmarks/results``."""
-    from lso._io import atomic_write_text
+    from lso.artifacts import atomic_write_text
 
     out_dir.mkdir(parents=True, exist_ok=True)
     data = {"machine": machine_info(), **data}

@@ -38,8 +38,8 @@ DEMO_OUTPUTS = ("model.cpu.onnx", "model.cpu.onnx.json", "demo.png", "demo.json"
 
 
 def check_demo_clash(checkpoint: str | None, out: Path) -> None:
-    """InputError when the checkpoint (or its sidecar) is a file the demo writes in ``out`` (:mod:`lso._clash`)."""
-    from lso._clash import check_no_clash, with_sidecars
+    """InputError when the checkpoint (or its sidecar) is a file the demo writes in ``out`` (:mod:`lso.artifacts`)."""
+    from lso.artifacts import check_no_clash, with_sidecars
     from lso.weights import is_demo_name
 
     if checkpoint is None or is_demo_name(checkpoint):
@@ -60,7 +60,7 @@ def run_demo(checkpoint: str | None = None, *, config: dict[str, Any] | None = N
     """
     import torch
 
-    from lso._io import atomic_write_text
+    from lso.artifacts import atomic_write_text
     from lso.baselines import bicubic_upsample, gsa_fusion
     from lso.benchmarks.evaluation import scene_figure
     from lso.checkpoint import load_checkpoint

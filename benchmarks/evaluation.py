@@ -164,7 +164,7 @@ def iter_items(data: str, n: int | None = None, size: int = 512, *, with_lr: boo
         ds = stack.enter_context(SceneSource(data, input_scale=input_scale))
         lr_ds = None
         if with_lr:
-            from lso._deps import require
+            from lso.deps import require
 
             f = stack.enter_context(require("h5py").File(data, "r"))
             key = _lr_key(f)
@@ -286,8 +286,8 @@ def _check_ratio(value: Any, flag: str) -> int:
 
 def _file_ratio(data: str) -> int:
     """The ratio of a community file's LRHSI (GT size / LRHSI size, rounded), or an error saying why there is none."""
-    from lso._deps import require
     from lso.data.readers import fit_to_ratio
+    from lso.deps import require
 
     with require("h5py").File(data, "r") as f:
         key = _lr_key(f)
@@ -331,7 +331,7 @@ def bandwise_figure(path: Path, panels: dict[str, dict[str, Any]], labels: dict[
         labels: legend label of each method key (default: the key).
         title: figure title.
     """
-    from lso._deps import require
+    from lso.deps import require
 
     require("matplotlib")
     import matplotlib
@@ -339,7 +339,7 @@ def bandwise_figure(path: Path, panels: dict[str, dict[str, Any]], labels: dict[
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from lso._io import atomic_path
+    from lso.artifacts import atomic_path
 
     labels = labels or {}
     fig, axes = plt.subplots(2, len(panels), figsize=(4.5 * len(panels) + 1, 6.5), squeeze=False, sharex=True)
@@ -387,8 +387,8 @@ def _scale_record(cfg: EvalConfig) -> str:
 
 def check_eval_clash(cfg: EvalConfig) -> None:
     """InputError when the checkpoint or the data file (or their sidecars) lies in ``cfg.out`` under a name
-    ``lso eval`` writes there (see :mod:`lso._clash`)."""
-    from lso._clash import OutputFolder, check_no_clash, with_sidecars
+    ``lso eval`` writes there (see :mod:`lso.artifacts`)."""
+    from lso.artifacts import OutputFolder, check_no_clash, with_sidecars
     from lso.weights import is_demo_name
 
     inputs = []
@@ -416,7 +416,7 @@ def evaluate_set(cfg: EvalConfig, *, progress: bool = True) -> dict[str, Any]:
         return cross_scale(cfg, progress=progress)
     import torch
 
-    from lso._io import atomic_write_text
+    from lso.artifacts import atomic_write_text
     from lso.baselines import bicubic_upsample, gsa_fusion
     from lso.metrics import REPORT_NAMES, evaluate, labelled, summarize
 
@@ -480,7 +480,7 @@ def _count(data: str, n: int | None) -> int:
 
 
 def _save_fused(path: Path, fused: np.ndarray) -> None:
-    from lso._io import atomic_path
+    from lso.artifacts import atomic_path
 
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:  # a file object: np.savez would append .npz to a path
@@ -534,7 +534,7 @@ def training_ratio(checkpoint: str | None) -> tuple[int | None, str]:
     Args:
         checkpoint: checkpoint or artifact path; None (or the demo spelling) = the bundled demo checkpoint.
     """
-    from lso._io import read_sidecar
+    from lso.artifacts import read_sidecar
     from lso.checkpoint import CHECKPOINT_SUFFIXES, read_state_dict
     from lso.weights import demo_checkpoint, resolve_checkpoint
 
@@ -598,7 +598,7 @@ def cross_scale(cfg: EvalConfig, *, progress: bool = True) -> dict[str, Any]:
     """
     import torch
 
-    from lso._io import atomic_write_text
+    from lso.artifacts import atomic_write_text
     from lso.baselines import bicubic_upsample, gsa_fusion
     from lso.data import fft_resize
     from lso.metrics import REPORT_NAMES, evaluate, labelled, summarize
@@ -752,7 +752,7 @@ def _progress(items, enabled: bool, total: int | None = None, desc: str = "eval"
 def scene_figure(path: Path, gt: np.ndarray, msi: np.ndarray, outputs: dict[str, np.ndarray], title: str = "",
                  pixels: list[tuple[int, int]] | None = None) -> Path:
     """PNG: RGB input, bicubic, LSO (false colour), |LSO - GT| map, spectra at three pixels."""
-    from lso._deps import require
+    from lso.deps import require
 
     require("matplotlib")
     import matplotlib
@@ -760,7 +760,7 @@ def scene_figure(path: Path, gt: np.ndarray, msi: np.ndarray, outputs: dict[str,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from lso._io import atomic_path
+    from lso.artifacts import atomic_path
     from lso.data.srf import WAVELENGTHS_NM, hsi_to_msi
 
     def rgb(x: np.ndarray) -> np.ndarray:

@@ -52,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("lso.export").setLevel(logging.INFO)
 
-    from lso._io import read_sidecar
+    from lso.artifacts import read_sidecar
     from lso.export import ParityReport, export_onnx
 
     load_1m = os.getloadavg()[0]  # the timings are wall-clock: record how busy the machine was

@@ -95,7 +95,7 @@ def count_macs(model: LSO, hr: tuple[int, int], ratio: int = 4, batch: int = 1) 
 
 def thop_conv_macs(model: LSO, hr: tuple[int, int], ratio: int = 4, batch: int = 1) -> float:
     """thop's count of the same forward pass (only nn.Conv2d contributes; see module doc)."""
-    from lso._deps import require
+    from lso.deps import require
 
     thop = require("thop")
     cfg = model.config

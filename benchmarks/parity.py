@@ -80,7 +80,7 @@ def _ort_runner(model_or_path: Any, threads: int | None, name: str) -> Any:
     ``threads``, that many intra-op threads and errors only in ONNX Runtime's log, as calibration's sessions),
     run by ``OnnxrtRunner``, which activates and releases it inside ``Comparator.run``.
     """
-    from lso._deps import require_polygraphy
+    from lso.deps import require_polygraphy
     from lso.runtime.ort_runner import ort_session
 
     onnxrt = require_polygraphy("polygraphy.backend.onnxrt")
@@ -116,7 +116,7 @@ def build_variants(model, checkpoint_label: str, work: Path, names: Sequence[str
     if "torch-folded" in names:
         runners["torch-folded"] = _torch_runner(model, "folded")
     if any(n.startswith("ort") for n in names):
-        from lso._deps import available
+        from lso.deps import available
 
         if not available("onnxruntime") or not available("onnx"):
             for n in names:
@@ -180,7 +180,7 @@ def _comparator_outputs(runners: dict[str, Any], scenes) -> tuple[Any, dict[str,
                                                                      dict[str, float]]:
     """Run the Polygraphy runners with ``Comparator.run`` on the scenes (one feed per scene, batch 1)."""
     from lso import io_spec
-    from lso._deps import require_polygraphy
+    from lso.deps import require_polygraphy
 
     comparator = require_polygraphy("polygraphy.comparator")
     feeds = [{io_spec.HR_MSI: np.ascontiguousarray(s.hr_msi[None], dtype=np.float32),

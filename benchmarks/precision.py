@@ -36,7 +36,7 @@ FP16_TARGET = {"dpsnr": TOLERANCES["fp16"].dpsnr, "dsam": TOLERANCES["fp16"].dsa
 
 
 def _checkpoint_info(path: Path) -> dict[str, Any]:
-    from lso._io import sha256_file
+    from lso.artifacts import sha256_file
 
     info: dict[str, Any] = {"path": str(path), "sha256": sha256_file(path)}
     if path.suffix == ".safetensors":

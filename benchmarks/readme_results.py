@@ -49,7 +49,7 @@ def main(argv=None) -> int:
     new = f"{head}{START}\n{render()}\n{END}{tail}"
     if args.check:
         return 0 if new == text else 1
-    from lso._io import atomic_write_text
+    from lso.artifacts import atomic_write_text
 
     atomic_write_text(readme, new)
     return 0

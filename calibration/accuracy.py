@@ -75,7 +75,7 @@ def ort_runner(model_or_session: Any, threads: int | None = None) -> Callable[[S
     session = model_or_session
     if not hasattr(session, "run"):
         if isinstance(session, (str, bytes)) or hasattr(session, "__fspath__"):
-            from lso._deps import require
+            from lso.deps import require
 
             session = G.ort_session(require("onnx").load(str(session)), threads=threads)
         else:

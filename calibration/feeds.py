@@ -138,7 +138,7 @@ def make_ort_reader(feeds: Any) -> Any:
 
     The subclass is defined inside this factory, so importing this module never imports onnxruntime.
     """
-    from lso._deps import require
+    from lso.deps import require
 
     quant = require("onnxruntime.quantization")
     items = list(feeds)

@@ -55,7 +55,6 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
 
-from lso._deps import require
 from lso.calibration import graph as G
 from lso.calibration.source import (
     graph_config,
@@ -66,6 +65,7 @@ from lso.calibration.source import (
     tool_versions,
     with_extent,
 )
+from lso.deps import require
 from lso.errors import ExportError, InputError
 from lso.export.graph_query import island_nodes
 from lso.islands import islands_for
@@ -365,7 +365,7 @@ def convert_fp16(
         ``out``.
     """
     onnx = require("onnx")
-    from lso._io import atomic_path, check_writable_target, sidecar_path, write_sidecar
+    from lso.artifacts import atomic_path, check_writable_target, sidecar_path, write_sidecar
 
     out = Path(out)
     if out.suffix != ".onnx":

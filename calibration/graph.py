@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lso._deps import require
+from lso.deps import require
 from lso.export.graph_query import (
     FLOAT,
     FLOAT16,

@@ -58,7 +58,6 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
 
-from lso._deps import require
 from lso.calibration import graph as G
 from lso.calibration.source import (
     graph_config,
@@ -69,6 +68,7 @@ from lso.calibration.source import (
     tool_versions,
     with_extent,
 )
+from lso.deps import require
 from lso.errors import ExportError, InputError
 from lso.export.graph_query import island_nodes, quantized_convs
 from lso.islands import islands_for
@@ -289,7 +289,7 @@ def quantize_int8(
         ``out``.
     """
     onnx = require("onnx")
-    from lso._io import atomic_path, check_writable_target, sha256_file, write_sidecar
+    from lso.artifacts import atomic_path, check_writable_target, sha256_file, write_sidecar
 
     out = Path(out)
     if out.suffix != ".onnx":

@@ -83,8 +83,7 @@ def calibration_cache_path(opts: CalibrateOptions, out: Path) -> Path:
 def check_calibrate_clash(opts: CalibrateOptions, out: Path) -> None:
     """InputError when a file ``lso calibrate`` writes (the graph(s), their sidecars, the calibration cache) is one
     of its inputs (the FP32 graph, the data file, an existing ``--calibration-cache``, their sidecars)."""
-    from lso._clash import check_no_clash, with_sidecars
-    from lso._io import sidecar_path
+    from lso.artifacts import check_no_clash, sidecar_path, with_sidecars
 
     inputs = with_sidecars([opts.onnx], "input graph")
     if opts.data != "synthetic":

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import numpy as np
 
 from lso import io_spec
-from lso._deps import require
+from lso.deps import require
 from lso.errors import InputError
 from lso.export.graph_query import FLOAT16, has_chunked_solver
 
@@ -37,7 +37,7 @@ def load_fp32_graph(source: onnx.ModelProto | PathLike) -> tuple[onnx.ModelProto
     ``Scan`` chunks (where the precision passes cannot see it).
     """
     onnx = require("onnx")
-    from lso._io import read_sidecar, sha256_file
+    from lso.artifacts import read_sidecar, sha256_file
     from lso.errors import ArtifactError
 
     if isinstance(source, onnx.ModelProto):

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from lso._deps import require
+from lso.deps import require
 from lso.islands import FP32_ISLANDS, ISLAND_NAMES
 
 if TYPE_CHECKING:  # pragma: no cover

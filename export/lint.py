@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
-from lso._deps import require
+from lso.deps import require
 from lso.errors import ArtifactError, ExportError
 from lso.export import graph_query
 

@@ -37,10 +37,10 @@ from pathlib import Path
 from typing import Any, TypeAlias
 
 from lso import io_spec
-from lso._deps import require
-from lso._io import atomic_path, check_writable_target, sha256_file, sidecar_path, write_sidecar
+from lso.artifacts import atomic_path, check_writable_target, sha256_file, sidecar_path, write_sidecar
 from lso.checkpoint import WEIGHTS_FINGERPRINT_KEY
 from lso.config import LSOConfig
+from lso.deps import require
 from lso.errors import ExportError
 
 __all__ = ["export_onnx", "DEFAULT_OPSET", "SUPPORTED_OPSETS", "trace_inputs"]
@@ -290,7 +290,7 @@ def export_onnx(
     if out.suffix != ".onnx":
         raise ExportError(f"output {out} must end in .onnx (runtimes choose the backend by the suffix)")
     if isinstance(model_or_checkpoint, (str, os.PathLike)):  # before any work: the graph never replaces its source
-        from lso._clash import check_no_clash, with_sidecars
+        from lso.artifacts import check_no_clash, with_sidecars
         from lso.weights import is_demo_name
 
         if not is_demo_name(model_or_checkpoint):

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from lso._deps import require
+from lso.deps import require
 from lso.errors import ExportError, InputError
 from lso.tolerances import TOLERANCES
 

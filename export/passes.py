@@ -20,7 +20,7 @@ from collections import defaultdict
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from lso._deps import require
+from lso.deps import require
 from lso.errors import ExportError
 from lso.export import graph_query as Q
 from lso.export.graph_query import op_counts, tensor_dims
@@ -399,7 +399,7 @@ def save_chunked(path, chunk: int = DEFAULT_SOLVER_CHUNK) -> str:
     from pathlib import Path
 
     onnx = require("onnx")
-    from lso._io import atomic_path
+    from lso.artifacts import atomic_path
 
     if not chunk:
         return str(path)

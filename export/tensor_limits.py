@@ -64,7 +64,7 @@ class TensorSize:
 
 
 def _load(model: Any) -> Any:
-    from lso._deps import require
+    from lso.deps import require
 
     onnx = require("onnx")
     if isinstance(model, onnx.ModelProto):
@@ -86,7 +86,7 @@ def tensor_sizes(model: Any, shapes: Mapping[str, Sequence[int]]) -> list[Tensor
         InputError: an input has no shape in ``shapes``, or shape inference leaves a tensor unresolved.
         MissingDependencyError: onnx/onnxruntime missing (the ``onnx`` extra).
     """
-    from lso._deps import require
+    from lso.deps import require
 
     require("onnxruntime")
     from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference

@@ -109,7 +109,7 @@ def _structure(proto: Any) -> list[str]:
 
 def read_variant(model: Any | PathLike) -> GraphVariant:
     """The variant of an ONNX graph (a path or a ``ModelProto``): its metadata, else its sidecar, else its structure."""
-    from lso._deps import require
+    from lso.deps import require
 
     onnx = require("onnx")
     path: Path | None = None
@@ -126,7 +126,7 @@ def read_variant(model: Any | PathLike) -> GraphVariant:
     passes = []
     source = "structure"
     if path is not None:
-        from lso._io import read_sidecar
+        from lso.artifacts import read_sidecar
 
         side = read_sidecar(path, verify=False) or {}
         if side.get("variant") in VARIANTS:

@@ -104,7 +104,7 @@ def _checkpoint(path: Path) -> None:
 
 
 def _sidecar(path: Path) -> None:
-    from lso._io import read_sidecar, sidecar_path
+    from lso.artifacts import read_sidecar, sidecar_path
 
     artifact = path.with_suffix("")
     artifact.write_bytes(b"artifact")
@@ -130,8 +130,8 @@ def _plan(path: Path) -> None:
 
 
 def _band_png(path: Path) -> None:
-    from lso._deps import require
     from lso.data.readers import read_band_png
+    from lso.deps import require
 
     read_band_png(path, require("skimage.io"))
 

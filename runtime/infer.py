@@ -70,10 +70,10 @@ from typing import Any
 
 import numpy as np
 
-from lso._deps import require
 from lso.artifacts import atomic_write_text, check_writable_target, output_lock, sidecar_path
 from lso.data.scene_files import DeclaredScene, declared_scene, read_scene
 from lso.data.writers import OUTPUT_SUFFIXES, check_mat_size, false_colour, write_envi, write_output, write_png
+from lso.deps import require
 from lso.errors import InputError
 from lso.memory import array_bytes, check_bytes, fusion_bytes, parse_bytes, resolve_budget
 
@@ -305,10 +305,10 @@ def _fuse_resumable(runner: Any, hr: np.ndarray, lr: np.ndarray, opts: InferOpti
 # ------------------------------------------------------------------------------------------ entry
 def check_infer_clash(opts: InferOptions) -> None:
     """InputError when anything ``lso infer`` would write (``out``, its sidecar, previews, the ENVI pair, the
-    resume folder) is one of its inputs (the artifact, the scene files and their sidecars); see :mod:`lso._clash`."""
+    resume folder) is one of its inputs (the artifact, the scene files and their sidecars); see :mod:`lso.artifacts`."""
     import re
 
-    from lso._clash import OutputFolder, check_no_clash, with_sidecars
+    from lso.artifacts import OutputFolder, check_no_clash, with_sidecars
 
     out = Path(opts.out)
     stem = out.with_name(out.stem)

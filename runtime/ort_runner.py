@@ -36,9 +36,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from lso._deps import require
 from lso.artifacts import read_sidecar
 from lso.config import LSOConfig
+from lso.deps import require
 from lso.errors import ArtifactError, InputError, MissingDependencyError
 from lso.io_spec import EXTENT, HR_HSI, HR_MSI, INPUT_NAMES, LR_HSI, TensorSpec
 from lso.runtime.base import Runner, RunnerStateError
@@ -220,7 +220,7 @@ def ort_session(model: Any, *, providers: Any = None, threads: int | None = None
 
 def _graph_input_names(path: Path) -> list[str] | None:
     """The graph's input names (None if onnx is not installed: then the profile's names are all written)."""
-    from lso._deps import available
+    from lso.deps import available
 
     if not available("onnx"):
         return None

@@ -43,8 +43,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from lso._deps import available, require
 from lso.config import LSOConfig
+from lso.deps import available, require
 from lso.errors import InputError
 from lso.io_spec import EXTENT, HR_MSI, LR_HSI
 from lso.memory import array_bytes, check_bytes, format_bytes, fusion_bytes, resolve_budget

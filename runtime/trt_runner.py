@@ -49,7 +49,7 @@ from typing import Any
 
 import torch
 
-from lso._io import read_sidecar, sidecar_path
+from lso.artifacts import read_sidecar, sidecar_path
 from lso.config import LSOConfig
 from lso.errors import ArtifactError, InputError, LSOError
 from lso.io_spec import EXTENT, HR_MSI, INPUT_NAMES, LR_HSI, ShapeProfile, TensorSpec

@@ -526,7 +526,7 @@ def restore_output(result: Any, inputs: FuseInputs, out: Any = None) -> Any:
             result = torch.from_numpy(result)
         result = result.to(inputs.device)
         if inputs.kind == "device" and type(inputs.template).__module__.split(".")[0] == "cupy":
-            from lso._deps import require
+            from lso.deps import require
 
             result = require("cupy").asarray(result)  # zero-copy through __cuda_array_interface__
     return result if inputs.batched else result[0]

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from lso._deps import require
+from lso.deps import require
 
 __all__ = ["ray_session", "init_ray", "shutdown_ray", "MARKER_ENV"]
 

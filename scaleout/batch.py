@@ -32,7 +32,7 @@ No lost work: an output appears under its final name only once it is complete (w
 ``.<name>.<random>.tmp`` and renamed), so a run killed at any moment (even ``SIGKILL``) leaves finished
 outputs and, at worst, a temporary file of the scene it was writing; the next run into the same folder
 removes such temporaries (they belong to no live run) and fuses the scenes without a finished output.
-One run per output folder at a time: ``OUT/.lso.lock`` (:func:`lso._io.output_lock`) holds it while it runs,
+One run per output folder at a time: ``OUT/.lso.lock`` (:func:`lso.artifacts.output_lock`) holds it while it runs,
 and a second run into the same folder is refused with an ``ArtifactError`` naming the first (PID, host, start
 time, command) before it touches anything in it. Ray's processes of a local run end with the driver, even
 when it is killed with ``SIGKILL`` (:mod:`lso.scaleout._ray_session`).
@@ -65,8 +65,8 @@ from typing import Any
 
 import numpy as np
 
-from lso._deps import require
-from lso._io import atomic_write_text, os_error_message, output_lock, read_sidecar, sha256_file, sidecar_path
+from lso.artifacts import atomic_write_text, os_error_message, output_lock, read_sidecar, sha256_file, sidecar_path
+from lso.deps import require
 from lso.errors import ArtifactError, InputError, LSOError
 from lso.memory import default_memory_budget, parse_bytes
 from lso.runtime.tiling import AUTO_TILE, AUTO_TILE_PIXELS
@@ -400,7 +400,7 @@ def _write_manifest(path: Path, opts: BatchOptions, sha: str, records: dict[str,
 def _progress(rows: Iterable[Any], total: int, enabled: bool) -> Iterable[Any]:
     if not enabled:
         return rows
-    from lso._deps import available
+    from lso.deps import available
 
     if not available("tqdm"):
         return rows
@@ -409,11 +409,11 @@ def _progress(rows: Iterable[Any], total: int, enabled: bool) -> Iterable[Any]:
     return tqdm(rows, total=total, desc="lso batch", unit="scene")
 
 
-_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp$")  # lso._io.atomic_path's (tempfile.mkstemp's)
+_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp$")  # lso.artifacts.atomic_path's (tempfile.mkstemp's)
 
 
 def remove_stale_temporaries(out: Path, names: Iterable[str]) -> list[Path]:
-    """Remove ``.<name>.<random>.tmp`` files (:func:`lso._io.atomic_path`'s temporaries) of ``names`` in ``out``:
+    """Remove ``.<name>.<random>.tmp`` files (:func:`lso.artifacts.atomic_path`'s temporaries) of ``names`` in ``out``:
     what a run killed while writing leaves behind. Returns the files removed."""
     wanted = set(names)
     removed: list[Path] = []
@@ -437,8 +437,8 @@ _OUTPUT_NAMES = r"[^/]*\.(?:npz|h5)(?:\.json)?|manifest\.json|\.[^/]*\.tmp|\.lso
 
 def check_batch_clash(opts: BatchOptions) -> None:
     """InputError when an input (the artifact, a scene file or folder, their sidecars) is the output folder or
-    lies in it under a name ``lso batch`` writes there (see :mod:`lso._clash`)."""
-    from lso._clash import OutputFolder, check_no_clash, with_sidecars
+    lies in it under a name ``lso batch`` writes there (see :mod:`lso.artifacts`)."""
+    from lso.artifacts import OutputFolder, check_no_clash, with_sidecars
 
     check_no_clash([*with_sidecars([opts.artifact], "artifact"), *with_sidecars(opts.inputs, "input")],
                    folders=[OutputFolder(opts.out, _OUTPUT_NAMES, recursive=False)])

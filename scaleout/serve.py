@@ -312,7 +312,7 @@ class _Dispatch:
 
 def build_app(opts: ServeOptions) -> Any:
     """The Serve application (``serve.run(build_app(opts))``), one deployment of ``opts.replicas`` replicas."""
-    from lso._deps import require
+    from lso.deps import require
     from lso.scaleout._checks import check_artifact
 
     serve = require("ray.serve")
@@ -343,7 +343,7 @@ def start_serve(opts: ServeOptions) -> str:
     503 until every replica has loaded its runner, and this returns once they have. Stop with
     :func:`stop_serve`.
     """
-    from lso._deps import require
+    from lso.deps import require
     from lso.scaleout._ray_session import init_ray
 
     app = build_app(opts)
@@ -390,7 +390,7 @@ def stop_serve(*, shutdown_serve: bool = True) -> None:
 def serve_forever(opts: ServeOptions, *, on_ready: Callable[[str], None] | None = None) -> None:
     """:func:`start_serve`, then block until interrupted (Ctrl-C or SIGTERM); shuts Serve (and a Ray it started)
     down."""
-    from lso._deps import require
+    from lso.deps import require
     from lso.scaleout._ray_session import ray_session
 
     def _terminate(signum: int, frame: Any) -> None:  # SIGTERM (docker stop, kill) stops cleanly like Ctrl-C

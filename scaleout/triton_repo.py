@@ -44,9 +44,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lso._deps import available, require
-from lso._io import atomic_path, atomic_write_text, read_sidecar, sidecar_path
+from lso.artifacts import atomic_path, atomic_write_text, read_sidecar, sidecar_path
 from lso.config import LSOConfig
+from lso.deps import available, require
 from lso.errors import ArtifactError, InputError
 from lso.io_spec import EXTENT, HR_MSI, INPUT_NAMES, PROFILE_BATCH, ShapeProfile, TensorSpec, tensor_specs
 
@@ -331,8 +331,8 @@ def _write_model(opts: TritonRepoOptions, kind: str, artifact: Path, *, config: 
 
 def check_triton_clash(opts: TritonRepoOptions) -> None:
     """InputError when the ONNX graph or plan (or its sidecar) lies in a version folder this run writes (or
-    replaces with ``--overwrite``) or is a ``config.pbtxt`` it writes (see :mod:`lso._clash`)."""
-    from lso._clash import OutputFolder, check_no_clash, with_sidecars
+    replaces with ``--overwrite``) or is a ``config.pbtxt`` it writes (see :mod:`lso.artifacts`)."""
+    from lso.artifacts import OutputFolder, check_no_clash, with_sidecars
 
     inputs = [*with_sidecars([opts.onnx], "ONNX graph"), *with_sidecars([opts.plan], "plan")]
     outputs, folders = [], []

@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from lso._io import npy_header
+from lso.artifacts import npy_header
 from lso.data.value_range import InputScale, apply_input_scale
 from lso.errors import InputError
 from lso.io_spec import HR_HSI, HR_MSI, LR_HSI, PROFILE_BATCH

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from lso import LSO, LSOConfig, load_checkpoint, save_checkpoint
-from lso._io import read_sidecar, sidecar_path, write_sidecar
+from lso.artifacts import read_sidecar, sidecar_path, write_sidecar
 from lso.checkpoint import read_state_dict
 from lso.errors import ArtifactError
 

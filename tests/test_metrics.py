@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from lso import metrics
-from lso._deps import available, require
+from lso.deps import available, require
 from lso.errors import InputError
 from lso.metrics import ergas, ergas_paper, evaluate, psnr, sam, ssim, summarize
 

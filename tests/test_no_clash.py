@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from lso import LSO, LSOConfig, save_checkpoint
-from lso._clash import OutputFolder, check_no_clash
+from lso.artifacts import OutputFolder, check_no_clash
 from lso.cli import main
 from lso.errors import InputError
 

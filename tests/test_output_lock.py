@@ -1,4 +1,4 @@
-"""Two runs writing the same output cannot corrupt each other (issue 18): :func:`lso._io.output_lock` refuses the
+"""Two runs writing the same output cannot corrupt each other (issue 18): :func:`lso.artifacts.output_lock` refuses the
 second, naming the first (PID, host, start time, command); a lock left by a dead local run is taken over with a
 warning; one left on another host is refused, saying so. ``lso train --out`` and ``lso batch -o`` are locked before
 they touch their folder (``lso infer``: tests/runtime/test_infer_resume.py)."""
@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from lso._io import lock_path, output_lock
+from lso.artifacts import lock_path, output_lock
 from lso.cli import main
 from lso.errors import ArtifactError
 
 _HOLD = textwrap.dedent("""
     import sys, time
-    from lso._io import output_lock
+    from lso.artifacts import output_lock
     with output_lock(sys.argv[1], folder=sys.argv[2] == "folder", command=sys.argv[3]):
         print("locked", flush=True)
         time.sleep(600)

@@ -55,7 +55,7 @@ def test_import_and_help_with_only_torch_and_numpy():
 def test_missing_optional_dependency_names_the_extra():
     proc = _run(
         """
-        from lso._deps import require
+        from lso.deps import require
         from lso.errors import MissingDependencyError
         try:
             require("onnxruntime")

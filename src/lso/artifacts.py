@@ -8,8 +8,7 @@
 - **No output over an input**: :func:`check_no_clash`, :class:`OutputFolder`, :func:`with_sidecars`.
 
 Readers' helpers that share the same checks (:func:`read_bytes_checked`, :func:`npy_header`) and the
-``OSError`` wording (:func:`os_error_message`) live here too. ``lso._io`` and ``lso._clash`` are the old private
-names of this module, kept as aliases for code not yet moved to this one.
+``OSError`` wording (:func:`os_error_message`) live here too.
 """
 from __future__ import annotations
 

@@ -49,9 +49,9 @@ from typing import Any
 
 import torch
 
-from lso._deps import require
-from lso._io import atomic_path, read_sidecar
+from lso.artifacts import atomic_path, read_sidecar
 from lso.config import LSOConfig
+from lso.deps import require
 from lso.errors import ArtifactError, InputError
 from lso.memory import check_bytes
 from lso.model import LSO
@@ -270,7 +270,7 @@ def read_state_dict(path: str | os.PathLike, *, require_digest: bool = True,
                     f"lso.checkpoint.resave_checkpoint({str(path)!r}, 'checked.safetensors')")
             if not _is_ours(header_meta):
                 log.info("%s: a third-party safetensors file (no %r metadata): it has no content digest of ours; "
-                         "pin it with a sidecar (lso._io.write_sidecar) if it came from a trusted source", path,
+                         "pin it with a sidecar (lso.artifacts.write_sidecar) if it came from a trusted source", path,
                          "format")
         elif computed != recorded:
             raise ArtifactError(f"{path}: content sha256 {computed[:12]}… != recorded {recorded[:12]}… in its "

@@ -1,4 +1,4 @@
-"""The one place that imports optional dependencies (``lso.deps``; ``lso._deps`` is its old name).
+"""The one place that imports optional dependencies (``lso.deps``).
 
 ``require("onnxruntime")`` returns the module or raises :class:`~lso.errors.MissingDependencyError`
 with the install line that fixes it (:func:`install_hint`). Import it inside the function that needs

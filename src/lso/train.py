@@ -25,7 +25,7 @@ per-mode training loss in ``loss_modes``.
 Resumable: ``<out>/last.pt`` (model, optimizer, scheduler, step, RNG states, data state) is written
 atomically every ``save_every`` steps and at the end; ``--resume`` continues from it. The best model
 by validation PSNR is ``<out>/best.safetensors``; ``<out>/log.jsonl`` has one line per log/validation.
-One run per folder at a time: ``<out>/.lso.lock`` (:func:`lso._io.output_lock`) holds it while it runs, and a
+One run per folder at a time: ``<out>/.lso.lock`` (:func:`lso.artifacts.output_lock`) holds it while it runs, and a
 second run into the same folder is refused with an ``ArtifactError`` naming the first (PID, host, start time,
 command) before it reads or writes ``last.pt``.
 """
@@ -44,7 +44,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lso._io import atomic_path, atomic_write_text, os_error_message, output_lock
+from lso.artifacts import atomic_path, atomic_write_text, os_error_message, output_lock
 from lso.config import LSOConfig
 from lso.errors import ArtifactError, InputError
 from lso.model import LSO
@@ -369,7 +369,7 @@ def _ratio_metadata(cfg: TrainConfig) -> dict[str, Any]:
 def check_train_clash(cfg: TrainConfig) -> None:
     """InputError when a file ``lso train`` writes in ``cfg.out`` (``last.pt``, ``best.safetensors`` and its
     sidecar, ``log.jsonl``) is one of its inputs (``--init``, ``--data``, ``--val-data``, their sidecars)."""
-    from lso._clash import check_no_clash, with_sidecars
+    from lso.artifacts import check_no_clash, with_sidecars
     from lso.weights import is_demo_name
 
     inputs = []
@@ -388,7 +388,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> P
 
     Raises:
         ArtifactError: ``resume`` without a readable ``last.pt`` in ``cfg.out``; another run is writing into
-            ``cfg.out`` (``<out>/.lso.lock``, :func:`lso._io.output_lock`: the message names that run).
+            ``cfg.out`` (``<out>/.lso.lock``, :func:`lso.artifacts.output_lock`: the message names that run).
     """
     out = Path(cfg.out)
     check_train_clash(cfg)  # before anything runs: last.pt, best.safetensors, log.jsonl never replace an input

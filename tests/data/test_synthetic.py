@@ -9,7 +9,6 @@ import textwrap
 import numpy as np
 import pytest
 
-from lso._deps import available
 from lso.data.srf import load_srf
 from lso.data.synthetic import (
     EVAL_PHOTOS,
@@ -22,6 +21,7 @@ from lso.data.synthetic import (
     synthetic_scene,
     synthetic_set,
 )
+from lso.deps import available
 from lso.errors import InputError
 
 needs_data = pytest.mark.skipif(

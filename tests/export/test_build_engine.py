@@ -182,7 +182,7 @@ def test_graph_precision_is_read_from_the_graph(tmp_path, kind):
 
 
 def test_plan_sidecar_contents_fit_the_runtime_checks(tmp_path):
-    from lso._io import write_sidecar
+    from lso.artifacts import write_sidecar
     from lso.runtime.trt_runner import check_plan_sidecar
 
     onnx_path = _graph(tmp_path / "m.fp16.onnx", "fp16")

@@ -109,14 +109,14 @@ def test_existing_file_is_replaced_only_on_success(tmp_path, ex_model, fast_buil
 
 
 def test_skip_check_records_it(tmp_path, ex_model, fast_build):
-    from lso._io import read_sidecar
+    from lso.artifacts import read_sidecar
 
     out = export_onnx(ex_model, tmp_path / "m.onnx", check=False)
     assert read_sidecar(out)["parity"] == {"skipped": True}
 
 
 def test_simplifier_failure_keeps_the_unsimplified_graph(tmp_path, ex_model, fast_build, monkeypatch):
-    from lso._io import read_sidecar
+    from lso.artifacts import read_sidecar
     from lso.export import passes
 
     def broken(model):

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from lso import LSO, LSOConfig, io_spec
-from lso._io import read_sidecar, sidecar_path
+from lso.artifacts import read_sidecar, sidecar_path
 
 from ex_helpers import SMALL_CASES, inputs, ort_run, torch_run
 

@@ -99,7 +99,7 @@ def test_tensorrt_consumers_refuse_a_cpu_graph(cpu_onnx, tmp_path, monkeypatch, 
 
 
 def test_triton_repo_refuses_a_plan_built_from_a_cpu_graph(cpu_onnx, ex_onnx, tmp_path):
-    from lso._io import write_sidecar
+    from lso.artifacts import write_sidecar
     from lso.scaleout.triton_repo import TritonRepoOptions, write_triton_repo
 
     for i, (source, recorded) in enumerate([(cpu_onnx, None), (ex_onnx, "cpu")]):

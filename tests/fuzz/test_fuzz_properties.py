@@ -213,7 +213,7 @@ def test_memory_budget_parsing(text):
                         | st.dictionaries(st.text(max_size=8), children, max_size=3), max_leaves=10),
        raw=st.binary(max_size=32), use_raw=st.booleans())
 def test_sidecar_any_content(tmp_path_factory, doc, raw, use_raw):
-    from lso._io import read_sidecar, sidecar_path
+    from lso.artifacts import read_sidecar, sidecar_path
 
     folder = tmp_path_factory.mktemp("side")
     artifact = folder / "a.onnx"

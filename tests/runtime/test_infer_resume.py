@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from lso._io import read_sidecar
+from lso.artifacts import read_sidecar
 from lso.runtime.infer import InferOptions, infer, resume_dir
 
 from rt_fixtures import reference, scene

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from lso._io import write_sidecar
+from lso.artifacts import write_sidecar
 from lso.errors import ArtifactError, InputError, MissingDependencyError
 from lso.runtime import OrtRunner
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from lso._io import write_sidecar
+from lso.artifacts import write_sidecar
 from lso.errors import ArtifactError, InputError
 from lso.runtime import trt_runner
 from lso.runtime import trt_support as _trt_compat

@@ -223,7 +223,7 @@ def test_memory_budget_tiles_instead_of_failing(ray_local, tiny_onnx, tiny_onnx_
 
 
 # ------------------------------------------------------------------------------------------ killed mid-run
-_TEMPORARY = re.compile(r"^\.(k\d\.npz|k\d\.npz\.json|manifest\.json)\.[a-z0-9_]{8}\.tmp$")  # lso._io.atomic_path
+_TEMPORARY = re.compile(r"^\.(k\d\.npz|k\d\.npz\.json|manifest\.json)\.[a-z0-9_]{8}\.tmp$")  # lso.artifacts.atomic_path
 
 
 def _tagged(tag: str, ray_tmp: Path) -> list[int]:

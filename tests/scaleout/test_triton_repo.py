@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lso._io import read_sidecar, write_sidecar
+from lso.artifacts import read_sidecar, write_sidecar
 from lso.cli import main
 from lso.config import LSOConfig
 from lso.errors import ArtifactError, InputError

@@ -8,7 +8,7 @@ Errors: a file that cannot be read (missing, not HDF5/PNG/MAT, truncated, corrup
 :class:`~lso.errors.ArtifactError` naming the file; a readable file with the wrong content (keys,
 shapes, bands, dtype, value range) raises :class:`~lso.errors.InputError`.
 
-Untrusted files: a file with a sidecar ``<file>.json`` holding its sha256 (:func:`lso._io.write_sidecar`)
+Untrusted files: a file with a sidecar ``<file>.json`` holding its sha256 (:func:`lso.artifacts.write_sidecar`)
 is checked against it before it is parsed, so any modification is an ``ArtifactError``. Sizes are
 read from the headers and checked against the memory budget (:mod:`lso.memory`) before any array is
 read: a header claiming 10^6 x 10^6 pixels is an ``InputError`` naming the estimate, not an
@@ -41,9 +41,9 @@ from typing import Any
 
 import numpy as np
 
-from lso._deps import require
-from lso._io import read_bytes_checked, read_sidecar
+from lso.artifacts import read_bytes_checked, read_sidecar
 from lso.data.srf import _project, _srf_matrix
+from lso.deps import require
 from lso.errors import ArtifactError, InputError
 from lso.memory import array_bytes, check_bytes, resolve_budget
 

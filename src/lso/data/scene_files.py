@@ -45,9 +45,9 @@ from typing import Any
 
 import numpy as np
 
-from lso._deps import require
 from lso.artifacts import npy_header, read_sidecar
 from lso.data.value_range import InputScale, apply_input_scale
+from lso.deps import require
 from lso.errors import ArtifactError, InputError
 from lso.memory import array_bytes, check_bytes
 

@@ -80,7 +80,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lso._deps import require
+from lso.deps import require
 from lso.errors import InputError
 from lso.memory import array_bytes, check_bytes
 

@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from lso._deps import require
 from lso.artifacts import atomic_path, atomic_write_bytes, atomic_write_text, sidecar_path, write_sidecar
+from lso.deps import require
 from lso.errors import ArtifactError, InputError
 from lso.memory import array_bytes
 
