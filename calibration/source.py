@@ -111,12 +111,8 @@ def tool_version(dist: str) -> str | None:
 
 
 def tool_versions() -> dict[str, str | None]:
-    """lso-deploy, Python, onnx, onnxruntime, onnxconverter-common and torch versions."""
-    import platform
+    """lso-deploy, Python, onnx, onnxruntime, onnxconverter-common and torch versions
+    (:func:`lso.artifacts.tool_versions`)."""
+    from lso import artifacts
 
-    import lso
-
-    out: dict[str, str | None] = {"lso-deploy": lso.__version__, "python": platform.python_version()}
-    for dist in ("onnx", "onnxruntime", "onnxconverter-common", "torch"):
-        out[dist] = tool_version(dist)
-    return out
+    return artifacts.tool_versions("onnx", "onnxruntime", "onnxconverter-common", "torch")

@@ -29,7 +29,6 @@ import datetime
 import hashlib
 import logging
 import os
-import platform
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -37,7 +36,7 @@ from pathlib import Path
 from typing import Any, TypeAlias
 
 from lso import io_spec
-from lso.artifacts import atomic_path, check_writable_target, sha256_file, sidecar_path, write_sidecar
+from lso.artifacts import atomic_path, check_writable_target, sha256_file, sidecar_path, tool_versions, write_sidecar
 from lso.checkpoint import WEIGHTS_FINGERPRINT_KEY
 from lso.config import LSOConfig
 from lso.deps import require
@@ -442,11 +441,9 @@ def _version(module: str) -> str | None:
 
 
 def _versions() -> dict[str, str | None]:
+    """The sidecar's ``versions`` (:func:`lso.artifacts.tool_versions`), torch's as ``torch.__version__`` says it;
+    keys in the order lso-deploy, python, torch, onnx, onnxscript, onnxslim, onnxruntime."""
     import torch
 
-    import lso
-
-    out = {"lso-deploy": lso.__version__, "python": platform.python_version(), "torch": torch.__version__}
-    for name in ("onnx", "onnxscript", "onnxslim", "onnxruntime"):
-        out[name] = _version(name)
-    return out
+    tools = tool_versions("onnx", "onnxscript", "onnxslim", "onnxruntime")
+    return {**tool_versions(), "torch": torch.__version__, **tools}
