@@ -44,8 +44,7 @@ def main(argv=None) -> int:
 
     from lso.baselines import gsa_fusion
     from lso.checkpoint import load_checkpoint
-    from lso.data import degrade, fft_resize
-    from lso.data.synthetic import split_seeds, synthetic_scene
+    from lso.data import SceneSource, degrade, fft_resize
     from lso.metrics import psnr, sam
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -71,8 +70,9 @@ def main(argv=None) -> int:
 
     t0 = time.time()
     per_scene = []
-    for seed in split_seeds("eval", args.n):
-        gt = synthetic_scene(seed, args.size).astype(np.float32)
+    held_out = SceneSource(size=args.size)  # the held-out synthetic scenes
+    for seed in held_out.seeds[:held_out.count(args.n)]:  # count: an InputError beyond the split
+        gt = held_out.scene_of_seed(seed).gt.astype(np.float32)
         for r in ratios:
             msi, lr = (np.asarray(a, np.float32) for a in degrade(gt, r))
             outs = {"gsa": np.clip(np.asarray(gsa_fusion(msi, lr, r)), 0, 1), "direct": run(msi, lr)}

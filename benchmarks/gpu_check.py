@@ -357,10 +357,10 @@ def prepare(n_scenes: int = 2, size: int = 256) -> list[str]:
     """Here (CPU, network): held-out scenes for the ΔPSNR check and the wheels the GPU image lacks."""
     import numpy as np
 
-    from lso.data.synthetic import split_seeds, synthetic_scene
+    from lso.data import SceneSource
 
     PREPARED.mkdir(exist_ok=True)
-    gts = np.stack([synthetic_scene(int(s), size) for s in split_seeds("eval", n_scenes)]).astype(np.float32)
+    gts = np.stack([scene.gt for scene in SceneSource(size=size).scenes(n_scenes)]).astype(np.float32)
     tmp = SCENES.with_suffix(".tmp.npz")
     np.savez_compressed(tmp, gt=gts)
     os.replace(tmp, SCENES)

@@ -90,8 +90,7 @@ def main(argv=None) -> int:
 
     from lso.baselines import gsa_fusion
     from lso.checkpoint import load_checkpoint
-    from lso.data import degrade
-    from lso.data.synthetic import split_seeds, synthetic_scene
+    from lso.data import SceneSource, degrade
     from lso.metrics import psnr, sam
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -102,8 +101,8 @@ def main(argv=None) -> int:
     models = {r: load_checkpoint(run / "best.safetensors").eval() for r, run in runs.items()}
     t1 = time.time()
     scores: dict[str, dict[str, list[float]]] = {}
-    for seed in split_seeds("eval", args.n):
-        gt = synthetic_scene(seed, args.size).astype(np.float32)
+    for scene in SceneSource(size=args.size).scenes(args.n):  # the held-out synthetic scenes
+        gt = scene.gt.astype(np.float32)
         for r in ratios:
             msi, lr = (np.asarray(a, np.float32) for a in degrade(gt, r))
             outs = {"gsa": np.clip(np.asarray(gsa_fusion(msi, lr, r)), 0, 1)}
