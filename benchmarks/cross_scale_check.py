@@ -17,9 +17,8 @@ Writes benchmarks/results/training/cross_scale_<name>.{json,md}.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -43,12 +42,10 @@ def main(argv=None) -> int:
     import torch
 
     from lso.baselines import gsa_fusion
+    from lso.benchmarks._report import RESULTS, markdown_table, write_results
     from lso.checkpoint import load_checkpoint
     from lso.data import SceneSource, degrade, fft_resize
     from lso.metrics import psnr, sam
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from _report import RESULTS, markdown_table, write_results
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -82,11 +79,13 @@ def main(argv=None) -> int:
                                  for k, fn in (("psnr", psnr), ("sam", sam))}})
     seconds = time.time() - t0
 
-    summary, rows, met = {}, [], True
+    summary: dict[str, dict[str, Any]] = {}
+    rows, met = [], True
     for r in ratios:
         items = [x for x in per_scene if x["ratio"] == r]
         mean = {k: float(np.mean([x[k] for x in items])) for k in items[0] if k not in ("seed", "ratio")}
-        s = summary[f"x{r}"] = dict(mean)
+        s: dict[str, Any] = dict(mean)
+        summary[f"x{r}"] = s
         for form in ("direct", "fixed"):
             s[f"{form}_dpsnr"] = mean[f"{form}_psnr"] - mean["gsa_psnr"]
             s[f"{form}_dsam"] = mean[f"{form}_sam"] - mean["gsa_sam"]

@@ -12,7 +12,6 @@ committed figures are regenerated whenever the bundled weights change). Takes ~1
 from __future__ import annotations
 
 import json
-import sys
 import tempfile
 from pathlib import Path
 
@@ -42,8 +41,7 @@ def bundled_fingerprint() -> str:
 
 
 def main(argv=None) -> int:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from _report import markdown_table, write_results
+    from lso.benchmarks._report import markdown_table, write_results
 
     with tempfile.TemporaryDirectory() as tmp:
         figures = run_case(Path(tmp))

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
@@ -25,10 +24,8 @@ def main(argv=None) -> int:
     parser.add_argument("--ratios", default="4,8,16,32")
     args = parser.parse_args(argv)
 
+    from lso.benchmarks._report import RESULTS, write_results
     from lso.benchmarks.evaluation import EvalConfig, cross_scale, cross_scale_markdown, evaluate_set, markdown_summary
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from _report import RESULTS, write_results
 
     work = Path(tempfile.mkdtemp(prefix="lso_eval_"))
     r4 = evaluate_set(EvalConfig(checkpoint=args.checkpoint, ratio=4, size=args.size, n=args.n, out=str(work / "x4")),

@@ -216,11 +216,11 @@ def prepare_inputs(scene: Scene, ratio: int, *, msi_from: str = "file", lr_from:
         raise InputError(f"--lr-from must be 'gt' or 'file', got {lr_from!r}")
     if msi_from == "file" and scene.rgb is None:
         raise InputError(f"{scene.name}: no RGB in this data set; use --msi-from gt (GT x SRF)")
-    if lr_from == "file" and scene.lr is None:
-        raise InputError(f"{scene.name}: no LRHSI in this data set; use --lr-from gt")
     # the one rule of lso.data.readers: a size that does not fit is refused, naming the top-left crop that would
     # fit, unless cropping was asked for
     if lr_from == "file":
+        if scene.lr is None:
+            raise InputError(f"{scene.name}: no LRHSI in this data set; use --lr-from gt")
         (H, W), (h, w) = gt.shape[-2:], scene.lr.shape[-2:]
         try:
             fit = fit_to_ratio((H, W), ratio=ratio, lr_size=(h, w), hr_name="GT", lr_name="LRHSI")
@@ -458,7 +458,7 @@ def evaluate_set(cfg: EvalConfig, *, progress: bool = True) -> dict[str, Any]:
     if not per_image:
         raise InputError(f"{cfg.data}: no scenes to evaluate (n={cfg.n})")
     summary = {m: summarize([r[m] for r in per_image]) for m in METHODS}
-    report = {"protocol": "single-ratio", "checkpoint": label, "data": cfg.data, "ratio": ratio,
+    report: dict[str, Any] = {"protocol": "single-ratio", "checkpoint": label, "data": cfg.data, "ratio": ratio,
               "input_scale": _scale_record(cfg),
               "sources": _sources(cfg.data, msi_from, lr_from), "clamped": True, "clamp_note": CLAMP_NOTE,
               "crop": _crop_note(cfg.crop, per_image), "metrics": list(REPORT_NAMES), "scenes": len(per_image),
@@ -622,6 +622,7 @@ def cross_scale(cfg: EvalConfig, *, progress: bool = True) -> dict[str, Any]:
     with ExitStack() as stack:
         model, label = _load_model(cfg.checkpoint, cfg.config)
         _close_on_exit(stack, model)
+        fixed: int | None
         if cfg.fixed_ratio is not None:
             fixed, fixed_source = _check_ratio(cfg.fixed_ratio, "--fixed-ratio"), "--fixed-ratio"
         else:

@@ -62,6 +62,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         out = export_onnx(ckpt, Path(tmp) / "model.onnx")
         wall = time.perf_counter() - t0
         side = read_sidecar(out)
+    if side is None:
+        raise SystemExit(f"export_onnx wrote {out} without its sidecar {out}.json")
     report = ParityReport.from_dict(side["parity"])
     graph = side["graph"]
     data = {

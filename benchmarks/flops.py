@@ -21,9 +21,7 @@ only ``nn.Conv2d`` here, because our model has no ``nn.Upsample``/``nn.Softmax``
 from __future__ import annotations
 
 import argparse
-import sys
 from collections import defaultdict
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -136,8 +134,7 @@ def main(argv=None) -> int:
     ok = params == 1_942_703 and round(paper_batch / 1e9, 2) == 222.85
     rows["reproduces_paper"] = ok
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from _report import markdown_table, write_results
+    from lso.benchmarks._report import markdown_table, write_results
 
     s, b = rows["per_sample_64x64"], rows["per_image_512x512_G"]
     md = "# Parameters and MACs\n\n"

@@ -162,7 +162,8 @@ def step_torch_parity(ctx: Context) -> dict:
     with torch.no_grad():
         for tag in REFERENCE_TAGS:
             cpu_out[tag] = model(data[f"{tag}.hr_msi"], data[f"{tag}.lr_hsi"])
-    rows = [{"case": tag, "official_vs_cpu": _max_abs(cpu_out[tag], data[f"{tag}.output"])} for tag in REFERENCE_TAGS]
+    rows: list[dict[str, Any]] = [{"case": tag, "official_vs_cpu": _max_abs(cpu_out[tag], data[f"{tag}.output"])}
+                                  for tag in REFERENCE_TAGS]
     for label, kwargs in (("fp32", {}), ("fp32_tf32", {"tf32": True}), ("fp16", {"fp16": True})):
         # a copy: an FP32 runner moves the model it is given to the GPU in place
         with TorchRunner(copy.deepcopy(model), device="cuda", **kwargs) as runner:
@@ -221,7 +222,7 @@ def step_torch_latency(ctx: Context) -> dict:
     from lso.runtime import TorchRunner
 
     shapes = [(1, 512), (1, 1024), (4, 512)]
-    rows = []
+    rows: list[dict[str, Any]] = []
     for label, kwargs in (("eager fp32", {}), ("eager fp16", {"fp16": True}),
                           ("compiled fp16", {"fp16": True, "compile": True})):  # compile=True: dynamic shapes
         with TorchRunner(copy.deepcopy(ctx.demo()), device="cuda", **kwargs) as runner:
@@ -298,7 +299,8 @@ def step_tensorrt(ctx: Context) -> dict:
     import torch
 
     from lso.calibration import convert_fp16
-    from lso.export import build_engine, export_onnx
+    from lso.export import export_onnx
+    from lso.export.engine_builder import build_engine  # lso.export.build_engine is also the script's module name
     from lso.runtime import TrtRunner
 
     model = copy.deepcopy(ctx.demo()).cpu()
@@ -319,7 +321,8 @@ def step_tensorrt(ctx: Context) -> dict:
     met = ms <= TARGETS["trt_fp16_512_ms"]
     return {"status": "ok" if met else "target missed", "build_s": build_s, "fp16_max_abs": _max_abs(out, ref),
             "fp16_fidelity_psnr": _psnr(ref, out), "ms_512": ms, "peak_mib": peak,
-            "graph_cache": dataclasses.asdict(stats) if dataclasses.is_dataclass(stats) else stats,
+            "graph_cache": (dataclasses.asdict(stats) if dataclasses.is_dataclass(stats) and not isinstance(stats, type)
+                            else stats),
             "trt_fp16_target_met": met}
 
 

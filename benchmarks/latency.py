@@ -56,6 +56,8 @@ def run_cell(backend: str, artifact: str | None, size: int, ratio: int, repeats:
         from lso.checkpoint import load_checkpoint
         from lso.model import set_solver_form
 
+        if artifact is None:
+            raise ValueError(f"{backend} needs a checkpoint")
         target = set_solver_form(load_checkpoint(artifact), "reference" if backend.endswith("ref") else "folded")
         options.update(device="cuda" if cuda else "cpu", fp16=backend.endswith("fp16"),
                        compile=backend.endswith("compile"))
@@ -174,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
     rate = matmul_rate(args.threads)
     log(f"fp32 matmul 4096^3: {rate / 1e9:.1f} GFLOP/s on {args.threads} threads")
     macs = {s: count_macs(LSO(LSOConfig()).eval(), (s, s), 4)["full_folded"] for s in sizes}
-    cells = []
+    cells: list[dict[str, Any]] = []
     try:
         from tqdm import tqdm
 
@@ -224,8 +226,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def write(args, cells: list[dict], rate: float, checkpoint: str) -> None:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from _report import markdown_table, write_results
+    from lso.benchmarks._report import markdown_table, write_results
 
     rows = []
     for c in cells:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import shutil
 import signal
@@ -152,7 +153,8 @@ def _running_replicas(app: str) -> int:
         status = serve.status().applications[app]
     except Exception:  # controller busy, or the application not there yet
         return 0
-    return sum(int(d.replica_states.get("RUNNING", 0)) for d in status.deployments.values())
+    return sum(int(n) for d in status.deployments.values() for state, n in d.replica_states.items()
+               if state == "RUNNING")  # ReplicaState is a str enum
 
 
 def _recovered(ray: Any, victim: str, replicas: int) -> bool:
@@ -204,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         local_1thread_s = time.perf_counter() - t
     print(f"local fusion, 1 ORT thread: {local_1thread_s:.2f} s", flush=True)
 
-    ray.init(num_cpus=args.num_cpus, include_dashboard=False, logging_level="WARNING")
+    ray.init(num_cpus=args.num_cpus, include_dashboard=False, logging_level=logging.WARNING)
     address = ray.get_runtime_context().gcs_address
     port = args.port or _free_port()
     url = f"http://127.0.0.1:{port}/fuse"
@@ -278,8 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     md = _markdown(data)
     print(md)
     if not args.no_write:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from _report import write_results
+        from lso.benchmarks._report import write_results
 
         for path in write_results("load_test", data, md):
             print("wrote", path)
@@ -292,8 +293,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _markdown(data: dict[str, Any]) -> str:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from _report import markdown_table
+    from lso.benchmarks._report import markdown_table
 
     cfg = data["config"]
     ray_version = f"; Ray {data['versions']['ray']}" if data.get("versions", {}).get("ray") else ""

@@ -95,8 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default="ort_profile", help="results file stem")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"), help="results folder")
     args = parser.parse_args(argv)
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from _report import markdown_table, write_results
+    from lso.benchmarks._report import markdown_table, write_results
 
     with tempfile.TemporaryDirectory() as tmp:
         path = args.onnx

@@ -28,11 +28,11 @@ from typing import Any
 
 import numpy as np
 
-from lso.tolerances import TOLERANCES
+from lso.tolerances import bound
 
 log = logging.getLogger("lso.benchmarks.precision")
 
-FP16_TARGET = {"dpsnr": TOLERANCES["fp16"].dpsnr, "dsam": TOLERANCES["fp16"].dsam}  # the one tolerance table
+FP16_TARGET = {"dpsnr": bound("fp16", "dpsnr"), "dsam": bound("fp16", "dsam")}  # the one tolerance table
 
 
 def _checkpoint_info(path: Path) -> dict[str, Any]:
@@ -81,7 +81,7 @@ def run_fp16(fp32_path: Path, scenes, reference, feeds, work: Path) -> dict[str,
         "mixed without the softmax island (softmax FP16)": {k: v for k, v in full.items() if k not in softmax},
         "mixed FP16 (lso calibrate --precision fp16)": full,
     }
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name, islands in variants.items():
         t0 = time.perf_counter()
         if islands is None:
@@ -206,7 +206,7 @@ def run_int8(fp32_path: Path, scenes, reference, feeds, val_scenes, work: Path, 
     Q.quantize_model(fp32_path, q_cpu, flavour="cpu", float_blocks=chosen.float_blocks, calibration_cache=cache,
                      method=method)
     q_model = onnx.load(str(q_cpu))
-    lat = {"fp32": [], "int8_cpu": []}
+    lat: dict[str, list[float]] = {"fp32": [], "int8_cpu": []}
     for _ in range(3):
         pair = _latency_pair({"fp32": fp32_model, "int8_cpu": q_model}, latency_feed, repeats, threads)
         for k, v in pair.items():

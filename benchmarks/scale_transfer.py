@@ -89,12 +89,10 @@ def main(argv=None) -> int:
     import torch
 
     from lso.baselines import gsa_fusion
+    from lso.benchmarks._report import RESULTS, machine_info, markdown_table, write_results
     from lso.checkpoint import load_checkpoint
     from lso.data import SceneSource, degrade
     from lso.metrics import psnr, sam
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from _report import RESULTS, machine_info, markdown_table, write_results
 
     if args.threads:
         torch.set_num_threads(args.threads)

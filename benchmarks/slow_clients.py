@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import shutil
 import signal
@@ -39,8 +40,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def _free_port() -> int:
@@ -187,7 +186,7 @@ def _baseline(onnx: Path, body: bytes, want: np.ndarray, args: argparse.Namespac
 
     port = _free_port()
     opts = ServeOptions(artifact=onnx, replicas=1, port=port, num_cpus_per_replica=1.0, app_name="baseline")
-    ray.init(num_cpus=args.num_cpus, include_dashboard=False, logging_level="WARNING")
+    ray.init(num_cpus=args.num_cpus, include_dashboard=False, logging_level=logging.WARNING)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         serve.run(build_app(opts), name="baseline", route_prefix="/fuse", blocking=False)
@@ -225,8 +224,8 @@ def main(argv: list[str] | None = None) -> int:
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
-    from _report import machine_info
 
+    from lso.benchmarks._report import machine_info
     from lso.runtime import load
     from lso.scaleout.frontdoor import ClientLimits
     from lso.scaleout.wire import encode_request
@@ -300,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     md = _markdown(data)
     print(md)
     if not args.no_write:
-        from _report import write_results
+        from lso.benchmarks._report import write_results
 
         for path in write_results("slow_clients", data, md):
             print("wrote", path)
@@ -312,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _markdown(data: dict[str, Any]) -> str:
-    from _report import markdown_table
+    from lso.benchmarks._report import markdown_table
 
     m, cfg = data["machine"], data["config"]
     lim = cfg["client_limits"]

@@ -86,8 +86,7 @@ def main(argv=None) -> int:
         "max_abs_diff": max_err, "targets": {"speedup_min": 3.0, "memory_ratio_min": 10.0},
         "pass": speedup >= 3.0 and mem_ratio >= 10.0,
     }
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from _report import markdown_table, write_results
+    from lso.benchmarks._report import markdown_table, write_results
 
     md = "# Trigonometric solver: reference (basis) vs folded (Clenshaw)\n\n"
     md += (f"Latent {args.patches}x64x8 (a 512x512 image, level 1), Q = 24, {args.threads} threads, "

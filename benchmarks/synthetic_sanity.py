@@ -20,7 +20,7 @@ import importlib
 import os
 import sys
 import time
-from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -55,13 +55,11 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from lso.baselines import bicubic_upsample, gsa_fusion
+    from lso.benchmarks._report import markdown_table, write_results
     from lso.data import degrade
     from lso.data.srf import load_srf
     from lso.data.synthetic import EVAL_PHOTOS, EVAL_SEEDS, measured_spectra, synthetic_scene
     from lso.metrics import psnr
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from _report import markdown_table, write_results
 
     torch.set_num_threads(args.threads)
     srf = load_srf()
@@ -131,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         header = ["seed", "mean value", "PCs (99.9 %)", "linear RGB→HSI PSNR",
                   f"bicubic ×{args.ratio} PSNR", f"GSA ×{args.ratio} PSNR", "generate s", "GSA s"]
         cols = ("mean", "pca_999", "linear_rgb_psnr", "bicubic_psnr", "gsa_psnr", "generate_s", "gsa_s")
-        body = [[r["seed"], *(r[c] for c in cols)] for r in rows]
+        body: list[list[Any]] = [[r["seed"], *(r[c] for c in cols)] for r in rows]
         body.append(["mean", *(float(np.mean([r[c] for r in rows])) for c in cols)])
         table = markdown_table(header, body)
         md = (

@@ -142,8 +142,9 @@ def make_ort_reader(feeds: Any) -> Any:
 
     quant = require("onnxruntime.quantization")
     items = list(feeds)
+    base: Any = quant.CalibrationDataReader  # a class of the module imported here: mypy cannot know it
 
-    class _Reader(quant.CalibrationDataReader):
+    class _Reader(base):
         def __init__(self) -> None:
             super().__init__()
             self._start, self._end = 0, len(items)

@@ -49,7 +49,7 @@ import logging
 import os
 import warnings
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sized
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -377,7 +377,7 @@ def convert_fp16(
     config = graph_config(model, source_info)
     absmax, feed_info = None, None
     if feeds is not None and mode == "mixed":
-        feeds = list(feeds) if not hasattr(feeds, "describe") else feeds
+        feeds = feeds if isinstance(feeds, Sized) else list(feeds)  # CalibrationFeeds is a sequence
         log.info("activation ranges on %d calibration feed(s)", len(feeds))
         inputs = input_names(model)  # a tileable graph also takes extent: the whole image's is added
         absmax = G.activation_absmax(model, (with_extent(feed, inputs) for feed in feeds))

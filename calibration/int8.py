@@ -51,7 +51,7 @@ import os
 import tempfile
 import time
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence, Sized
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -72,7 +72,7 @@ from lso.deps import require
 from lso.errors import ExportError, InputError
 from lso.export.graph_query import island_nodes, quantized_convs
 from lso.islands import islands_for
-from lso.tolerances import TOLERANCES
+from lso.tolerances import bound
 
 if TYPE_CHECKING:  # pragma: no cover
     import onnx
@@ -87,7 +87,7 @@ log = logging.getLogger(__name__)
 
 FLAVOURS = ("tensorrt", "cpu")
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
-DEFAULT_TARGET_DPSNR = TOLERANCES["int8"].dpsnr  # 0.5 dB, from the one tolerance table
+DEFAULT_TARGET_DPSNR = bound("int8", "dpsnr")  # 0.5 dB, from the one tolerance table
 DEFAULT_MIN_INT8_MACS = 0.75
 DEFAULT_SELECTION_MARGIN = 0.5
 """Share of the ΔPSNR budget the *validation* ΔPSNR may use when blocks are chosen: validation scenes are
@@ -301,6 +301,8 @@ def quantize_int8(
     if source_info.get("kind") != "onnx":
         raise InputError("quantize_int8 takes the path of the FP32 .onnx (quantize_static reads the file)")
     config = graph_config(model, source_info)
+    if feeds is not None and not isinstance(feeds, Sized):
+        feeds = list(feeds)  # a one-pass iterable: counted below after quantization has read it
     float_blocks = list(dict.fromkeys(float_blocks))
     keep = float_nodes(model, float_blocks)
     with contextlib.ExitStack() as stack:
@@ -327,8 +329,13 @@ def quantize_int8(
     if flavour == "tensorrt" and not summary["zero_points_all_zero"]:
         out.unlink(missing_ok=True)
         raise ExportError("the tensorrt INT8 graph has non-zero zero points, which TensorRT rejects")
-    feed_info = feeds.describe() if hasattr(feeds, "describe") else ({"count": len(feeds)} if feeds is not None
-                                                                      else {"from_cache": True})
+    feed_info: dict[str, Any]
+    if feeds is None:
+        feed_info = {"from_cache": True}
+    elif hasattr(feeds, "describe"):
+        feed_info = feeds.describe()
+    else:
+        feed_info = {"count": len(feeds)}
     quant = require("onnxruntime.quantization")
     opts = _flavour_options(flavour, quant)
     info = {
@@ -402,6 +409,8 @@ def sensitivity_sweep(source: PathLike, scenes: Sequence[Scene], reference: Sequ
     macs = G.conv_macs(model, mac_feed(graph_config(model, {}), model))
     block_macs = {b: sum(v for k, v in macs.items() if G.conv_blocks(model).get(k) == b) for b in all_blocks}
     if not Path(calibration_cache).is_file():
+        if feeds is None:
+            raise InputError("INT8 quantization needs calibration feeds (or an existing calibration cache)")
         calibrate_ranges(source, feeds, calibration_cache, method=method)
     rows = []
     with contextlib.ExitStack() as stack:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from lso.errors import InputError
-from lso.tolerances import TOLERANCES
+from lso.tolerances import bound
 
 __all__ = ["CalibrateOptions", "calibrate", "default_output", "cpu_flavour_path"]
 
@@ -50,7 +50,7 @@ class CalibrateOptions:
     flavour: str = "both"
     method: str = "minmax"
     float_blocks: Sequence[str] | None = None
-    target_dpsnr: float = TOLERANCES["int8"].dpsnr
+    target_dpsnr: float = bound("int8", "dpsnr")
     min_int8_macs: float = 0.75
     selection_margin: float = 0.5
     val_count: int = 4

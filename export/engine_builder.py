@@ -69,7 +69,8 @@ BUILD_API_USED: dict[str, tuple[str, ...]] = {
 }
 
 
-def build_engine(onnx: PathLike, out: PathLike = None, *, allow_cpu_graph: bool = False, **options: Any) -> Path:
+def build_engine(onnx: PathLike, out: PathLike | None = None, *, allow_cpu_graph: bool = False,
+                 **options: Any) -> Path:
     """Build a TensorRT plan from an LSO ONNX graph (FP32, FP16 mixed or INT8 Q/DQ) and write its sidecar.
 
     Args:

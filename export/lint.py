@@ -189,8 +189,9 @@ def _restrictions(node, scope: _Scope, opset: int) -> list[str]:
     elif op == "Dropout":
         mode_name = _input(node, 2)
         if mode_name is not None:
-            mode = scope.constants.get(mode_name)
-            if mode_name not in scope.constants or (mode is not None and bool(mode.reshape(-1)[0])):
+            training_mode = scope.constants.get(mode_name)
+            if mode_name not in scope.constants or (training_mode is not None
+                                                    and bool(training_mode.reshape(-1)[0])):
                 problems.append("training_mode must be an initializer equal to False")
     elif op == "Constant":
         if _attr(node, "sparse_value") is not None or _attr(node, "value_string") is not None \
@@ -228,23 +229,26 @@ def lint_model(model: onnx.ModelProto | str | os.PathLike, *,
         table: operator table (default: :func:`load_op_table`).
     """
     onnx = require("onnx")
+    from onnx import ModelProto
 
-    if not isinstance(model, onnx.ModelProto):
+    if isinstance(model, ModelProto):
+        proto = model
+    else:
         try:
-            model = onnx.load(str(model), load_external_data=False)
+            proto = onnx.load(str(model), load_external_data=False)
         except Exception as exc:
             raise ArtifactError(f"cannot read ONNX model {model}: {exc}") from exc
     table = table if table is not None else load_op_table()
     issues: list[LintIssue] = []
-    opset = next((o.version for o in model.opset_import if o.domain in _DEFAULT_DOMAINS), None)
+    opset = next((o.version for o in proto.opset_import if o.domain in _DEFAULT_DOMAINS), None)
     if opset is None or opset not in TRT_OPSETS:
         issues.append(LintIssue(None, "opset", f"ai.onnx opset {opset} is outside TensorRT's supported "
                                               f"{TRT_OPSETS.start}-{TRT_OPSETS.stop - 1}"))
         opset = opset or 0
-    functions = {(f.domain, f.name): f for f in model.functions}
-    types = graph_query.tensor_types(model, strict=False)  # best effort: float-type checks use what it finds
+    functions = {(f.domain, f.name): f for f in proto.functions}
+    types = graph_query.tensor_types(proto, strict=False)  # best effort: float-type checks use what it finds
 
-    graphs = [model.graph] + [onnx.helper.make_graph(list(f.node), f.name, [], []) for f in model.functions]
+    graphs = [proto.graph] + [onnx.helper.make_graph(list(f.node), f.name, [], []) for f in proto.functions]
     for graph in graphs:
         for node, scope in _walk(graph, types, onnx):
             name = node.name or (node.output[0] if node.output else "?")
@@ -264,9 +268,9 @@ def lint_model(model: onnx.ModelProto | str | os.PathLike, *,
                 continue
             for problem in _restrictions(node, scope, opset):
                 issues.append(LintIssue(name, node.op_type, problem))
-            problem = _float_type_problem(node, scope, support)
-            if problem:
-                issues.append(LintIssue(name, node.op_type, problem))
+            type_problem = _float_type_problem(node, scope, support)
+            if type_problem:
+                issues.append(LintIssue(name, node.op_type, type_problem))
     return issues
 
 

@@ -55,7 +55,7 @@ SUPPORTED_OPSETS = (18, 19, 20)
 _DIM_MIN = {io_spec.DIM_BATCH: 1, io_spec.DIM_H: 2, io_spec.DIM_W: 2, io_spec.DIM_LR_H: 1, io_spec.DIM_LR_W: 1}
 _DIM_MAX = 1 << 16
 # trace sizes: x3, neither side a multiple of 4, all five dimensions different from each other
-_TRACE = {"batch": 2, "ratio": 3, "lr": (14, 18)}
+_TRACE: dict[str, Any] = {"batch": 2, "ratio": 3, "lr": (14, 18)}
 
 PathLike: TypeAlias = str | os.PathLike
 
@@ -198,6 +198,8 @@ def _translate(exported, args: tuple, opset: int):
                                         report=False, verbose=False)
     except Exception as exc:
         raise ExportError(f"torch.onnx.export (dynamo) failed: {type(exc).__name__}: {exc}") from exc
+    if program is None:  # only when writing to a file, which this call does not ask for
+        raise ExportError("torch.onnx.export (dynamo) returned no ONNX program")
     return program.model_proto
 
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from lso.deps import require
 from lso.errors import ExportError, InputError
-from lso.tolerances import TOLERANCES
+from lso.tolerances import bound
 
 if TYPE_CHECKING:  # pragma: no cover
     from lso.model import LSO
@@ -31,7 +31,7 @@ __all__ = ["ParityCase", "ParityRow", "ParityReport", "DEFAULT_CASES", "TILE_CAS
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ATOL = TOLERANCES["fp32"].max_abs  # 1e-4, from the one tolerance table (lso.tolerances)
+DEFAULT_ATOL = bound("fp32", "max_abs")  # 1e-4, from the one tolerance table (lso.tolerances)
 
 
 @dataclass(frozen=True)

@@ -119,11 +119,11 @@ def read_variant(model: Any | PathLike) -> GraphVariant:
     props = _props(model)
     if props.get(META_VARIANT) in VARIANTS:
         try:
-            passes = tuple(json.loads(props.get(META_PASSES, "[]")))
+            recorded = tuple(json.loads(props.get(META_PASSES, "[]")))
         except ValueError:
-            passes = ()
-        return GraphVariant(props[META_VARIANT], passes, "metadata")
-    passes = []
+            recorded = ()
+        return GraphVariant(props[META_VARIANT], recorded, "metadata")
+    passes: list[str] = []
     source = "structure"
     if path is not None:
         from lso.artifacts import read_sidecar

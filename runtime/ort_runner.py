@@ -50,8 +50,9 @@ __all__ = ["OrtRunner", "OrtBinding", "ort_session", "apply_memory_arena", "tens
 
 log = logging.getLogger(__name__)
 
-_ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
-              "tensor(int64)": np.int64, "tensor(int32)": np.int32}
+_ORT_TYPES: dict[str, type[np.generic]] = {"tensor(float)": np.float32, "tensor(float16)": np.float16,
+                                           "tensor(double)": np.float64, "tensor(int64)": np.int64,
+                                           "tensor(int32)": np.int32}
 
 
 TENSORRT_PROVIDER = "TensorrtExecutionProvider"
@@ -356,9 +357,9 @@ class OrtRunner(Runner):
         self._verify = verify
         self._config = config
         self._memory_arena = _arena_mode(memory_arena)
-        self._session = None
+        self._session: Any = None  # an onnxruntime.InferenceSession while active
         self._specs: tuple[TensorSpec, ...] = ()
-        self._types: dict[str, type] = {}
+        self._types: dict[str, type[np.generic] | None] = {}
         self._out_type: type = np.float32
         self._rs: RunnerStream | None = None
 
@@ -420,7 +421,8 @@ class OrtRunner(Runner):
         except Exception as exc:  # ORT raises its own Fail/InvalidProtobuf/InvalidGraph types
             raise ArtifactError(f"ONNX Runtime cannot load {self._path}: {exc}; re-export it "
                                 f"(lso export / lso.export.export_onnx)") from exc
-        specs, types = [], {}
+        specs: list[TensorSpec] = []
+        types: dict[str, type[np.generic] | None] = {}
         try:
             for arg in session.get_inputs():
                 specs.append(TensorSpec(arg.name, str(np.dtype(_ORT_TYPES.get(arg.type, np.float32))),
@@ -572,7 +574,7 @@ class OrtRunner(Runner):
             buf = torch.empty(shape, dtype=_torch_dtype(self._out_type), device=inputs.device)
             binding.bind_output(self._out_name, "cuda", buf.device.index or 0, self._out_type, shape, buf.data_ptr())
             return buf
-        arr = np.empty(shape, dtype=self._out_type)
+        arr: np.ndarray = np.empty(shape, dtype=self._out_type)
         binding.bind_output(self._out_name, "cpu", 0, self._out_type, shape, arr.ctypes.data)
         return arr
 

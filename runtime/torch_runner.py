@@ -20,7 +20,7 @@ import os
 import threading
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -168,6 +168,7 @@ class TorchRunner(Runner):
         else:
             from lso.checkpoint import load_checkpoint
 
+            assert self._source is not None  # __init__ sets it when no model is given
             model = load_checkpoint(self._source, self._fields, map_location=device)
             self._config = model.config
         from lso.checkpoint import weights_fingerprint
@@ -177,10 +178,11 @@ class TorchRunner(Runner):
             if device.type == "cpu" and not torch.amp.is_autocast_available("cpu"):
                 raise InputError("FP16 autocast is not available on this CPU build of torch; use fp16=False")
             model = _with_fp32_islands(model)
+        runnable: nn.Module = model
         if self._compile:
             options = self._compile if isinstance(self._compile, dict) else {"dynamic": True}
-            model = torch.compile(model, **options)
-        self._model, self._device = model, device
+            runnable = cast(nn.Module, torch.compile(model, **options))  # an OptimizedModule (an nn.Module)
+        self._model, self._device = runnable, device
 
     def _deactivate(self) -> None:
         self._model = None
@@ -202,6 +204,7 @@ class TorchRunner(Runner):
     def model(self) -> nn.Module:
         """The module that runs (compiled and/or with FP32 islands); only while active."""
         self._require_active()
+        assert self._model is not None  # set while active
         return self._model
 
     @property
@@ -217,7 +220,8 @@ class TorchRunner(Runner):
     def _fuse(self, inputs: FuseInputs, extent: tuple[int, int, int, int] | None, out: Any, **options: Any) -> Any:
         if options:
             raise TypeError(f"TorchRunner.fuse got unexpected options {sorted(options)}")
-        device = self._device
+        device, model = self._device, self._model
+        assert device is not None and model is not None  # set by _activate; fuse runs only while active
         hr = inputs.hr_msi.to(device=device, dtype=torch.float32)
         lr = inputs.lr_hsi.to(device=device, dtype=torch.float32)
         args = (hr, lr) if extent is None else (hr, lr, torch.tensor(extent, dtype=torch.int64, device=device))
@@ -225,7 +229,7 @@ class TorchRunner(Runner):
                     else contextlib.nullcontext())
         precision = contextlib.nullcontext() if (self._fp16 or self._tf32) else _tf32_off(device)
         with torch.no_grad(), autocast, precision:
-            result = self._model(*args)
+            result = model(*args)
         if self._cuda_graph_outputs:
             result = result.clone()  # the CUDA graph's output buffer is overwritten by the next call
         return result.float()

@@ -100,7 +100,9 @@ def make_logger(trt: ModuleType, name: str = TRT_LOGGER_NAME) -> Any:
     """
     py_log = logging.getLogger(name)
 
-    class _PythonLogger(trt.ILogger):
+    base: Any = trt.ILogger  # a class of the module passed in: mypy cannot know it
+
+    class _PythonLogger(base):
         def __init__(self) -> None:
             trt.ILogger.__init__(self)
 
@@ -269,11 +271,11 @@ def engine_io(engine: Any, profile_index: int = 0) -> list[IOTensor]:
 
 def profile_from_io(tensors: list[IOTensor]) -> ShapeProfile | None:
     """The optimization profile of the dynamic inputs, as an :class:`~lso.io_spec.ShapeProfile`."""
-    dyn = [t for t in tensors if t.profile is not None]
+    dyn = [(t.name, t.profile) for t in tensors if t.profile is not None]
     if not dyn:
         return None
-    return ShapeProfile(min={t.name: t.profile[0] for t in dyn}, opt={t.name: t.profile[1] for t in dyn},
-                        max={t.name: t.profile[2] for t in dyn})
+    return ShapeProfile(min={name: p[0] for name, p in dyn}, opt={name: p[1] for name, p in dyn},
+                        max={name: p[2] for name, p in dyn})
 
 
 def check_engine_io(tensors: list[IOTensor], path: Any) -> None:
@@ -503,6 +505,19 @@ class TrtRunner(Runner):
         return f"{self._path.name}, device={self._dev or self._device_arg or 'cuda'}"
 
     # ----------------------------------------------------------------------------- running
+    def _live(self) -> tuple[RunnerStream, OutputPool, torch.device]:
+        """The runner's stream, output pool and device (set by ``_setup_engine``, so only while active)."""
+        rs, pool, dev = self._rs, self._pool, self._dev
+        if rs is None or pool is None or dev is None:
+            raise RunnerStateError(f"{self!r}: the engine is not set up")
+        return rs, pool, dev
+
+    def _activation_ptr(self) -> int:
+        """The address of the shared activation buffer (only while active)."""
+        if self._activation is None:
+            raise RunnerStateError(f"{self!r}: the engine is not set up")
+        return self._activation.data_ptr()
+
     def _io_tensor(self, name: str) -> IOTensor:
         return next(t for t in self._io if t.name == name)
 
@@ -525,10 +540,12 @@ class TrtRunner(Runner):
         return self._extent_buf
 
     def _fuse(self, inputs: FuseInputs, extent: tuple[int, int, int, int] | None, out: Any,
-              stream: Any = None) -> Any:
-        rs = self._rs
+              stream: Any = None, **options: Any) -> Any:
+        if options:
+            raise TypeError(f"TrtRunner.fuse got unexpected options {sorted(options)}")
+        rs, pool, dev = self._live()
         ops = rs.ops
-        with ops.device(self._dev):
+        with ops.device(dev):
             caller = rs.caller(stream if stream is not None else self._stream_arg, inputs.template)
             rs.begin(caller, inputs.producer_streams)  # inputs made on the caller's (and producers') streams
             check = None
@@ -555,7 +572,7 @@ class TrtRunner(Runner):
             entry.done = done
             self.last_value_check = check
             if result is not target:
-                result = self._pool.hand_out(result, caller, rs.stream)
+                result = pool.hand_out(result, caller, rs.stream)
             if inputs.kind == "numpy" or (out is not None and target is None):
                 ops.synchronize_event(done)  # the host reads the result next: wait for this call alone
                 if check is not None:
@@ -581,24 +598,27 @@ class TrtRunner(Runner):
         if need is not None and need > self._activation_size:
             self._grow(need)
         else:  # set again once the shapes are known (trtexec's order: shapes, size for shapes, memory)
-            set_context_memory(context, self._activation.data_ptr(), self._activation_size)
+            set_context_memory(context, self._activation_ptr(), self._activation_size)
         return entry
 
     def _evict(self) -> None:
         _, old = self._entries.popitem(last=False)
         if old.done is not None:  # TensorRT contexts and CUDA graphs must not be destroyed while in flight
-            self._rs.ops.synchronize_event(old.done)
+            self._live()[0].ops.synchronize_event(old.done)
         self._evictions += 1
         log.debug("dropped the least recently used input shape (%d cached at most)", self._max_graphs)
 
     def _new_context(self) -> Any:
+        rs, _, _ = self._live()
+        if self._trt is None:
+            raise RunnerStateError(f"{self!r}: the engine is not set up")
         context = create_context_without_memory(self._trt, self._engine)
         if context is None:
             raise LSOError(f"TensorRT could not create an execution context for {self._path.name} (see the "
                            f"'{TRT_LOGGER_NAME}' log)")
-        set_context_memory(context, self._activation.data_ptr(), self._activation_size)
+        set_context_memory(context, self._activation_ptr(), self._activation_size)
         # enqueued on the runner's stream, before any run of this context
-        if self._profile_index and not context.set_optimization_profile_async(self._profile_index, self._rs.handle):
+        if self._profile_index and not context.set_optimization_profile_async(self._profile_index, rs.handle):
             raise LSOError(f"TensorRT could not select optimization profile {self._profile_index} of "
                                f"{self._path.name}")
         return context
@@ -607,16 +627,17 @@ class TrtRunner(Runner):
         """A bigger activation buffer for every context; CUDA graphs baked the old address in, so they go."""
         log.warning("TensorRT asks for %d bytes of activation memory, more than the profile's %d: growing the "
                     "shared buffer and dropping every CUDA graph", need, self._activation_size)
-        self._rs.synchronize()  # nothing in flight uses the old buffer or a graph any more
+        rs, _, dev = self._live()
+        rs.synchronize()  # nothing in flight uses the old buffer or a graph any more
         for entry in self._entries.values():
             entry.graph = entry.feeds = entry.out = None
         self._activation = None
-        with self._rs.use():
-            self._activation = torch.empty(need, dtype=torch.uint8, device=self._dev)
-        self._activation_size = need
+        with rs.use():
+            activation = torch.empty(need, dtype=torch.uint8, device=dev)
+        self._activation, self._activation_size = activation, need
         self._grows += 1
         for entry in self._entries.values():
-            set_context_memory(entry.context, self._activation.data_ptr(), need)
+            set_context_memory(entry.context, activation.data_ptr(), need)
 
     def _set_shapes(self, context: Any, feeds: dict[str, torch.Tensor]) -> None:
         for name, tensor in feeds.items():
@@ -631,7 +652,7 @@ class TrtRunner(Runner):
         return (int(b), int(feeds[LR_HSI].shape[1]), int(h), int(w))
 
     def _execute(self, context: Any, what: str) -> None:
-        if not context.execute_async_v3(self._rs.handle):
+        if not context.execute_async_v3(self._live()[0].handle):
             raise LSOError(f"TensorRT {what} of {self._path.name} failed (see the '{TRT_LOGGER_NAME}' log)")
 
     def _run_direct(self, entry: _ShapeEntry, feeds: dict[str, torch.Tensor], out_name: str, out_dtype: torch.dtype,
@@ -640,7 +661,8 @@ class TrtRunner(Runner):
         for name, tensor in feeds.items():
             context.set_tensor_address(name, tensor.data_ptr())
         if target is None:
-            target = self._pool.take(self._output_shape(feeds), out_dtype, self._dev, self._rs.stream, (caller,))
+            rs, pool, dev = self._live()
+            target = pool.take(self._output_shape(feeds), out_dtype, dev, rs.stream, (caller,))
         context.set_tensor_address(out_name, target.data_ptr())
         self._execute(context, "execution")
         self._keep = tuple(feeds.values())  # converted inputs stay alive until the next call
@@ -650,17 +672,21 @@ class TrtRunner(Runner):
                    target: torch.Tensor | None, caller: Any) -> torch.Tensor:
         if entry.graph is None:
             self._capture(entry, feeds, out_name, out_dtype)
+        static, graph_out = entry.feeds, entry.out
+        assert static is not None and graph_out is not None  # _capture sets the graph and its buffers together
+        rs, pool, dev = self._live()
         for name, tensor in feeds.items():
-            entry.feeds[name].copy_(tensor, non_blocking=True)
-        self._rs.ops.replay(entry.graph)  # on the runner's stream (the current one)
-        result = target if target is not None else self._pool.take(tuple(entry.out.shape), out_dtype, self._dev,
-                                                                    self._rs.stream, (caller,))
-        result.copy_(entry.out, non_blocking=True)  # the graph's output is overwritten by its next replay
+            static[name].copy_(tensor, non_blocking=True)
+        rs.ops.replay(entry.graph)  # on the runner's stream (the current one)
+        result = target if target is not None else pool.take(tuple(graph_out.shape), out_dtype, dev, rs.stream,
+                                                             (caller,))
+        result.copy_(graph_out, non_blocking=True)  # the graph's output is overwritten by its next replay
         return result
 
     def _capture(self, entry: _ShapeEntry, feeds: dict[str, torch.Tensor], out_name: str,
                  out_dtype: torch.dtype) -> None:
-        ops, context = self._rs.ops, entry.context
+        rs, _, _ = self._live()
+        ops, context = rs.ops, entry.context
         static = {name: torch.empty_like(t).copy_(t) for name, t in feeds.items()}
         out = torch.empty(self._output_shape(feeds), dtype=out_dtype, device=self._dev)
         for name, tensor in static.items():
@@ -669,7 +695,7 @@ class TrtRunner(Runner):
         # one run before capture lets TensorRT finish its shape-dependent setup outside the graph
         self._execute(context, "warm-up run before CUDA graph capture")
         graph = ops.new_graph()
-        with ops.capture(graph, self._rs.stream):
+        with ops.capture(graph, rs.stream):
             self._execute(context, "run during CUDA graph capture")
         entry.graph, entry.feeds, entry.out = graph, static, out
         log.debug("captured a CUDA graph for %s", {n: tuple(t.shape) for n, t in feeds.items()})

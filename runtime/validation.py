@@ -247,8 +247,8 @@ def check_values(t: torch.Tensor, name: str, *, stacklevel: int = 3) -> None:
         return
     n_nan, n_inf = _count_bad(t)
     _raise_non_finite(name, n_nan, n_inf, t.numel())
-    lo, hi = torch.aminmax(t if t.dtype != torch.float16 or t.is_cuda else t.float())
-    lo, hi = float(lo), float(hi)
+    lo_t, hi_t = torch.aminmax(t if t.dtype != torch.float16 or t.is_cuda else t.float())
+    lo, hi = float(lo_t), float(hi_t)
     if lo < RANGE_LOW or hi > RANGE_HIGH:
         n_out = int(((t < RANGE_LOW) | (t > RANGE_HIGH)).sum())
         _warn_range(name, n_out, t.numel(), lo, hi, stacklevel + 1)
@@ -469,6 +469,7 @@ def check_out(out: Any, inputs: FuseInputs) -> Any:
     """Check a caller-provided output buffer; return a 4-D view of it (numpy array or torch tensor)."""
     shape4 = inputs.output_shape
     expected = shape4 if inputs.batched else shape4[1:]
+    view: np.ndarray | torch.Tensor
     if isinstance(out, np.ndarray):
         view = out
     elif isinstance(out, torch.Tensor):

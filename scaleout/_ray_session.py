@@ -115,6 +115,8 @@ def _tell_reaper(reaper: subprocess.Popen, ray: Any, marker: str) -> None:
         lines.append(f"session {node.get_session_dir_path()}")
     except Exception as exc:  # another Ray version: the marker alone still finds most processes
         log.warning("could not tell the Ray watchdog which processes to watch (%s: %s)", type(exc).__name__, exc)
+    if reaper.stdin is None:  # _start_reaper always gives it a pipe
+        return
     try:
         reaper.stdin.write(("\n".join(lines) + "\n").encode())
         reaper.stdin.flush()
@@ -126,8 +128,9 @@ def _stop_reaper(reaper: subprocess.Popen | None) -> None:
     """Close the watchdog's pipe (it kills what is left of its Ray and exits) and wait for it briefly."""
     if reaper is None:
         return
-    with contextlib.suppress(OSError):
-        reaper.stdin.close()
+    if reaper.stdin is not None:
+        with contextlib.suppress(OSError):
+            reaper.stdin.close()
     try:
         reaper.wait(timeout=10)
     except subprocess.TimeoutExpired:

@@ -278,7 +278,7 @@ def read_state_dict(path: str | os.PathLike, *, require_digest: bool = True,
                                 f"or corrupted; re-download or re-save it")
         try:
             with safe_open(str(path), framework="pt") as fh:
-                metadata = dict(fh.metadata() or {})
+                metadata: dict[str, str] = dict(fh.metadata() or {})
             state = safetensors_torch.load_file(str(path))
         except Exception as exc:  # safetensors raises its own error types and OSError
             raise ArtifactError(f"{path} is not a readable safetensors file ({exc}); re-download or re-save it") \
@@ -296,7 +296,7 @@ def read_state_dict(path: str | os.PathLike, *, require_digest: bool = True,
     except Exception as exc:  # a corrupt pickle stream raises almost anything (IndexError, KeyError, EOFError, ...)
         raise ArtifactError(f"{path} is not a readable PyTorch checkpoint (truncated or corrupt?): "
                             f"{type(exc).__name__}: {_plain(str(exc))}") from exc
-    metadata: dict[str, str] = {}
+    metadata = {}
     if isinstance(obj, Mapping) and isinstance(obj.get("config"), Mapping):
         # the authors' training script saves its whole option namespace here (vars(opt))
         metadata[OFFICIAL_CONFIG_KEY] = json.dumps(dict(obj["config"]), default=str, sort_keys=True)

@@ -722,8 +722,8 @@ def _add_build(sub) -> None:
 def _run_build(args) -> int:
     from lso.export.profiles import BuildOptions, parse_shape_spec
 
-    overrides = {key: parse_shape_spec(getattr(args, key)) for key in ("min_shapes", "opt_shapes", "max_shapes")
-                 if getattr(args, key, None)}
+    overrides: dict[str, Any] = {key: parse_shape_spec(getattr(args, key))
+                                 for key in ("min_shapes", "opt_shapes", "max_shapes") if getattr(args, key, None)}
     kwargs = option_fields(BuildOptions, args, **overrides)  # profiles: the overrides of the default profile
     onnx_path = Path(args.onnx)
     out = Path(args.out) if args.out else onnx_path.with_suffix(".plan")
@@ -744,7 +744,7 @@ def _run_build(args) -> int:
         print(shlex.join(trtexec_command(onnx_path, out, opts, trt_major=args.trt_version)))
         return 0
     from lso.artifacts import read_sidecar
-    from lso.export import build_engine
+    from lso.export.engine_builder import build_engine  # lso.export.build_engine is also the script's module name
 
     _show_steps("lso.export")
     plan = build_engine(onnx_path, out, allow_cpu_graph=args.allow_cpu_graph, **kwargs)

@@ -68,7 +68,7 @@ class LSOConfig:
     @classmethod
     def tiny(cls, **overrides: Any) -> LSOConfig:
         """A very small model for fast tests (same structure, narrow widths, few harmonics)."""
-        base = dict(guide_dim=16, n_resblocks=1, width=16, num_token=4, num_basis=6, heads=2)
+        base: dict[str, Any] = dict(guide_dim=16, n_resblocks=1, width=16, num_token=4, num_basis=6, heads=2)
         base.update(overrides)
         return cls(**base)
 

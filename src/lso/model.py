@@ -10,12 +10,13 @@ exports to ONNX with dynamic batch, height and width.
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lso.config import LSOConfig
+from lso.config import LSOConfig, SolverForm
 from lso.solver import in_graph as _in_graph  # module-level name: tests switch it
 from lso.solver import solve, solve_folded_graph
 
@@ -123,6 +124,7 @@ class SpatialEncoder(nn.Module):
     @classmethod
     def _mean_shift(cls, sign: float) -> nn.Conv2d:
         conv = nn.Conv2d(3, 3, 1)
+        assert conv.bias is not None  # Conv2d has a bias unless bias=False
         with torch.no_grad():
             conv.weight.copy_(torch.eye(3).view(3, 3, 1, 1))
             conv.bias.copy_(sign * torch.tensor(cls._RGB_MEAN))
@@ -228,6 +230,8 @@ class SpectralBlock(nn.Module):
     ``decoder_attn`` 1x1 conv width -> width (per-pixel queries).
     """
 
+    modes_list: Tensor  # a buffer (register_buffer in __init__)
+
     def __init__(self, cfg: LSOConfig) -> None:
         super().__init__()
         self.width = cfg.width
@@ -259,12 +263,14 @@ class SpectralBlock(nn.Module):
             kv, q = enc(xp), dec(xp)
             return torch.cat([kv[:, 0::2] * self.scale, kv[:, 1::2], q * self.scale], dim=1)
         heads, dim = self.heads, self.head_dim
+        enc_b, dec_b = enc.bias, dec.bias
+        assert enc_b is not None and dec_b is not None  # both 1x1 convolutions have biases
         key_w = (enc.weight[0::2] * self.scale).reshape(heads, dim, -1)  # [h, d, C_in] (1x1 kernels)
-        key_b = (enc.bias[0::2] * self.scale).reshape(heads, dim)
+        key_b = (enc_b[0::2] * self.scale).reshape(heads, dim)
         logit_w = torch.einsum("htd,hdi->hti", self.latent, key_w).reshape(heads * self.num_token, -1, 1, 1)
         logit_b = torch.einsum("htd,hd->ht", self.latent, key_b).reshape(-1)
         weight = torch.cat([logit_w, enc.weight[1::2], dec.weight * self.scale])
-        bias = torch.cat([logit_b, enc.bias[1::2], dec.bias * self.scale])
+        bias = torch.cat([logit_b, enc_b[1::2], dec_b * self.scale])
         return F.conv2d(xp, weight, bias)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -429,8 +435,9 @@ def set_solver_form(model: LSO, form: str) -> LSO:
     """
     if form not in ("reference", "folded"):
         raise ValueError(f"unknown solver form {form!r}: expected 'reference' or 'folded'")
+    solver = cast(SolverForm, form)  # checked just above
     for module in model.modules():
         if isinstance(module, SpectralBlock):
-            module.solver_form = form
-    model.config = model.config.replace(solver=form)
+            module.solver_form = solver
+    model.config = model.config.replace(solver=solver)
     return model

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
-__all__ = ["Tolerance", "TOLERANCES", "tolerance", "violations"]
+__all__ = ["Tolerance", "TOLERANCES", "tolerance", "bound", "violations"]
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,14 @@ def tolerance(precision: str) -> Tolerance:
         return TOLERANCES[precision]
     except KeyError:
         raise KeyError(f"no tolerance for precision {precision!r}; known: {sorted(TOLERANCES)}") from None
+
+
+def bound(precision: str, key: str) -> float:
+    """The ``key`` bound (``dpsnr``, ``dsam`` or ``max_abs``) of ``precision``; KeyError where it is not checked."""
+    value = getattr(tolerance(precision), key)
+    if value is None:
+        raise KeyError(f"precision {precision!r} has no {key} bound")
+    return float(value)
 
 
 def violations(precision: str, measured: Mapping[str, float]) -> list[str]:
