@@ -44,10 +44,12 @@ so a client still sending its body reads the answer instead of a reset.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http
 import logging
+import sys
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from lso.errors import InputError, LSOError
@@ -64,6 +66,38 @@ _READ_CHUNK = 1 << 20
 
 #: ``dispatch(method, path, headers, body) -> (status, headers, body)``; header names in lower case
 Dispatch = Callable[[str, str, dict, bytes], Awaitable[tuple[int, dict, bytes]]]
+
+if sys.version_info >= (3, 11):
+    from asyncio import timeout as _timeout
+    from asyncio import timeout_at as _timeout_at
+else:  # Python 3.10 has neither: the same contract, the task cancelled at the deadline and TimeoutError raised
+
+    @contextlib.asynccontextmanager
+    async def _timeout_at(when: float | None) -> AsyncIterator[None]:
+        if when is None:
+            yield
+            return
+        task = asyncio.current_task()
+        assert task is not None  # called from a coroutine the loop runs
+        expired = False
+
+        def expire() -> None:
+            nonlocal expired
+            expired = True
+            task.cancel()
+
+        handle = asyncio.get_running_loop().call_at(when, expire)
+        try:
+            yield
+        except asyncio.CancelledError:
+            if expired:
+                raise TimeoutError from None
+            raise
+        finally:
+            handle.cancel()
+
+    def _timeout(delay: float | None) -> contextlib.AbstractAsyncContextManager[None]:
+        return _timeout_at(None if delay is None else asyncio.get_running_loop().time() + delay)
 
 
 @dataclass(frozen=True)
@@ -318,7 +352,7 @@ class FrontDoor:
             prefix = b""
             if not first:
                 try:
-                    async with asyncio.timeout(limits.keep_alive_s):
+                    async with _timeout(limits.keep_alive_s):
                         prefix = await reader.read(1)
                 except TimeoutError:
                     return  # idle keep-alive connection: close quietly
@@ -326,7 +360,7 @@ class FrontDoor:
                     return
             first = False
             try:
-                async with asyncio.timeout_at(loop.time() + limits.header_timeout_s):
+                async with _timeout_at(loop.time() + limits.header_timeout_s):
                     head = prefix + await reader.readuntil(b"\r\n\r\n")
             except TimeoutError:
                 self._stats["header_timeouts"] += 1
@@ -362,7 +396,7 @@ class FrontDoor:
                     writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
                 allowed = limits.transfer_deadline_s(size)
                 try:
-                    async with asyncio.timeout_at(loop.time() + allowed):
+                    async with _timeout_at(loop.time() + allowed):
                         body = await self._read_body(reader, size)
                 except TimeoutError:
                     self._stats["body_timeouts"] += 1
@@ -393,7 +427,7 @@ class FrontDoor:
             del payload
             allowed = limits.transfer_deadline_s(n_out)
             try:
-                async with asyncio.timeout(allowed):
+                async with _timeout(allowed):
                     await writer.drain()
             except TimeoutError:
                 self._stats["send_timeouts"] += 1
@@ -423,7 +457,7 @@ class FrontDoor:
         writer.write(_head_bytes(status, {"Content-Type": "application/json", **(headers or {})}, len(body), False))
         writer.write(body)
         try:
-            async with asyncio.timeout(_LINGER_S):
+            async with _timeout(_LINGER_S):
                 await writer.drain()
         except (TimeoutError, ConnectionError):
             writer.transport.abort()
@@ -436,7 +470,7 @@ class FrontDoor:
         try:
             if writer.can_write_eof():
                 writer.write_eof()
-            async with asyncio.timeout(_LINGER_S):
+            async with _timeout(_LINGER_S):
                 while await reader.read(_READ_CHUNK):
                     pass
         except (TimeoutError, ConnectionError, OSError):
