@@ -164,3 +164,53 @@ def test_runnable_blocks_run_as_copied(tmp_path):
             pytest.fail(f"{block.describe()} exited with {done.returncode}:\n{block.body}\n--- stdout\n"
                         f"{done.stdout[-3000:]}\n--- stderr\n{done.stderr[-3000:]}")
         print(f"{block.describe()}: {time.monotonic() - started:.1f} s")  # shown with -rP / -s
+
+
+RECIPE_TEST = "tests/test_readme.py::test_demo_recipe_runs_one_step"
+
+
+def _demo_recipe() -> str:
+    """The README's training recipe of the bundled demo checkpoint: the one block whose marker names this test."""
+    found = [b for b in readme_blocks() if RECIPE_TEST in b.marker]
+    assert len(found) == 1, f"exactly one README block must be marked as run by {RECIPE_TEST}; found {len(found)}"
+    lines = [ln for ln in found[0].body.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("lso train "), "the recipe is one `lso train` command"
+    return lines[0].strip()
+
+
+def test_demo_recipe_is_the_one_recorded_in_the_bundled_checkpoint():
+    from safetensors import safe_open
+
+    from lso.weights import demo_checkpoint
+
+    with safe_open(str(demo_checkpoint()), "pt") as f:
+        recorded = f.metadata()["recipe"]
+    assert _demo_recipe() == recorded
+
+
+@pytest.mark.slow
+def test_demo_recipe_runs_one_step(tmp_path):
+    """The recipe as written (in a fresh-clone folder), with ``--max-steps 1`` appended (the last flag wins)."""
+    import json
+
+    from safetensors import safe_open
+
+    from lso.weights import demo_checkpoint
+
+    work = tmp_path / "clone"
+    work.mkdir()
+    for name in CLONE_ENTRIES:
+        if (ROOT / name).exists():
+            (work / name).symlink_to(ROOT / name)
+    env = dict(os.environ, PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    command = f"{_demo_recipe()} --max-steps 1 --no-progress"
+    done = subprocess.run(["bash", "-e", "-c", command], cwd=work, env=env, capture_output=True, text=True,
+                          timeout=BLOCK_TIMEOUT_S)
+    assert done.returncode == 0, f"{command}\n--- stdout\n{done.stdout[-3000:]}\n--- stderr\n{done.stderr[-3000:]}"
+    out = work / "runs" / "demo"
+    steps = [json.loads(line).get("step") for line in (out / "log.jsonl").read_text().splitlines() if line.strip()]
+    assert max(s for s in steps if s is not None) == 1
+    with safe_open(str(out / "best.safetensors"), "pt") as new, safe_open(str(demo_checkpoint()), "pt") as bundled:
+        meta, shipped = new.metadata(), bundled.metadata()
+    assert json.loads(meta["lso_config"]) == json.loads(shipped["lso_config"])  # the paper configuration, kept
+    assert json.loads(meta["ratios"]) == json.loads(shipped["ratios"]) == [4, 8, 16, 32]

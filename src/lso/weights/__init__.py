@@ -16,7 +16,7 @@ from lso.errors import ArtifactError
 __all__ = ["DEMO_CHECKPOINT", "DEMO_NAME", "demo_checkpoint", "has_demo_checkpoint", "is_demo_name",
            "resolve_checkpoint"]
 
-DEMO_CHECKPOINT = "lso_synth_x4.safetensors"
+DEMO_CHECKPOINT = "lso_synth.safetensors"
 DEMO_NAME = "@demo"
 
 
@@ -26,7 +26,8 @@ def has_demo_checkpoint() -> bool:
 
 
 def demo_checkpoint() -> Path:
-    """Path of the bundled demo checkpoint (paper configuration, trained on synthetic scenes at x4)."""
+    """Path of the bundled demo checkpoint (paper configuration, synthetic scenes: trained at x4, then fine-tuned on
+    a mix of x4, x8, x16 and x32)."""
     res = resources.files(__name__).joinpath(DEMO_CHECKPOINT)
     if not res.is_file():
         raise ArtifactError(
