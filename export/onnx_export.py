@@ -40,7 +40,7 @@ from lso.artifacts import atomic_path, check_writable_target, sha256_file, sidec
 from lso.checkpoint import WEIGHTS_FINGERPRINT_KEY
 from lso.config import LSOConfig
 from lso.deps import require
-from lso.errors import ExportError
+from lso.errors import ExportError, InputError
 
 __all__ = ["export_onnx", "DEFAULT_OPSET", "SUPPORTED_OPSETS", "trace_inputs"]
 
@@ -242,6 +242,8 @@ def export_onnx(
     solver_chunk: int | None = None,
     align_channels: int | None = None,
     target: str = "portable",
+    tune_budget: float | str | None = None,
+    tuning: Mapping[str, Any] | None = None,
 ) -> Path:
     """Export an LSO model or checkpoint to one ONNX file (+ ``<out>.json`` sidecar) and prove parity.
 
@@ -274,7 +276,18 @@ def export_onnx(
             (``variant``, ``passes``): ``"portable"`` (default; every runtime), ``"tensorrt"`` (the same
             graph, every node checked against TensorRT's parser with no override; no CPU passes allowed).
             A graph with CPU-only passes (``solver_chunk``, ``align_channels``) is the ``"cpu"`` variant,
-            which the TensorRT consumers refuse (see :mod:`lso.export.variants`).
+            which the TensorRT consumers refuse (see :mod:`lso.export.variants`). ``"cpu"`` (``lso export
+            --target cpu``) tunes the deployment on this machine (:mod:`lso.export.cpu_tuning`): the candidate
+            graphs (plain, chunked solver at a few chunk sizes, aligned channels, their combinations; only the
+            one fixed by ``solver_chunk``/``align_channels`` when given) are timed on each available CPU
+            backend and thread setting within ``tune_budget``, every one checked against PyTorch FP32, and the
+            fastest that passes is written, with the ``cpu_tuning`` block in the sidecar (the choice, every
+            candidate's timings and parity, the budget, the CPU model) that :func:`lso.runtime.load` then
+            follows by default.
+        tune_budget: time budget of the ``"cpu"`` tuning: seconds, or ``"90s"``/``"5m"`` (default
+            ``cpu_tuning.DEFAULT_BUDGET_S`` = 300); only with ``target="cpu"``.
+        tuning: further keyword arguments of :func:`lso.export.cpu_tuning.tune` (``cases``, ``graphs``,
+            ``backends``, ``threads``, ``repeats``, ``timer``); only with ``target="cpu"``.
 
     Returns:
         ``out`` as a Path. The sidecar ``<out>.json`` records the config, opset, versions, source
@@ -282,7 +295,8 @@ def export_onnx(
 
     Raises:
         ArtifactError: checkpoint missing/corrupt/not fitting ``config``; ``out`` not writable.
-        InputError: ``out`` or its sidecar is the checkpoint (or its sidecar), checked before any work.
+        InputError: ``out`` or its sidecar is the checkpoint (or its sidecar), checked before any work; a bad
+            ``tune_budget``, or one without ``target="cpu"``.
         ExportError: a size could not stay dynamic, an unsupported operator, or a parity failure.
         MissingDependencyError: onnx, onnxscript, onnxslim or onnxruntime missing.
     """
@@ -309,6 +323,13 @@ def export_onnx(
     if target == "tensorrt" and (cpu_passes or allow_unsupported):
         raise ExportError("target 'tensorrt' takes the plain graph with every node supported by TensorRT: drop "
                           "--solver-chunk/--align-channels (CPU-only passes) and --allow-unsupported")
+    from lso.export import cpu_tuning
+
+    tune = target == "cpu"
+    if not tune and (tune_budget is not None or tuning):
+        raise InputError(f"--tune-budget (tune_budget=, tuning=) applies to the tuned CPU export only: add --target "
+                         f"cpu, or drop it (target is {target!r})")
+    budget = cpu_tuning.parse_budget(tune_budget) if tune else None
 
     from lso.export import lint, parity, passes
     from lso.model import set_solver_form
@@ -324,12 +345,27 @@ def export_onnx(
     inputs, outputs = io_spec.tensor_specs(cfg, tileable=tileable)
     axes = io_spec.dynamic_axes(tileable=tileable)
 
-    report, parity_s = None, 0.0
+    report, parity_s, tuned = None, 0.0, None
     with atomic_path(out) as tmp:  # the temporary file is created first: an unwritable place fails now
-        proto, simplifier, issues = _build(graph_model, opset=opset, tileable=tileable, simplify=simplify,
-                                           allow_unsupported=allow_unsupported, solver_chunk=solver_chunk,
-                                           align_channels=align_channels)
-        if not cpu_passes:  # the CPU passes have marked the graph 'cpu' themselves
+        if tune:
+            plain, simplifier = _plain_graph(graph_model, opset=opset, tileable=tileable, simplify=simplify)
+
+            def candidate(graph: cpu_tuning.GraphOptions) -> Any:
+                return _finish(copy.deepcopy(plain), cfg, tileable=tileable, allow_unsupported=allow_unsupported,
+                               solver_chunk=graph.solver_chunk, align_channels=graph.align_channels)[0]
+
+            log.info("tuning the CPU deployment on this machine (budget %.0f s)", budget)
+            tuned = cpu_tuning.tune(candidate, graph_model, budget_s=budget, atol=atol, seed=seed, tileable=tileable,
+                                    **{"graphs": cpu_tuning.graph_candidates(solver_chunk, align_channels),
+                                       **(tuning or {})})
+            solver_chunk, align_channels = tuned.graph.solver_chunk, tuned.graph.align_channels
+            proto, issues = _finish(plain, cfg, tileable=tileable, allow_unsupported=allow_unsupported,
+                                    solver_chunk=solver_chunk, align_channels=align_channels)
+        else:
+            proto, simplifier, issues = _build(graph_model, opset=opset, tileable=tileable, simplify=simplify,
+                                               allow_unsupported=allow_unsupported, solver_chunk=solver_chunk,
+                                               align_channels=align_channels)
+        if not (solver_chunk or align_channels):  # the CPU passes have marked the graph 'cpu' themselves
             set_variant(proto, target)
         _record_source(proto, source)
         variant = read_variant(proto)
@@ -367,7 +403,9 @@ def export_onnx(
         "trt_lint": {"table": lint.TABLE_SOURCE, "issues": [str(i) for i in issues]},
         "graph": {"nodes": len(proto.graph.node), "op_counts": passes.op_counts(proto), "bytes": out.stat().st_size},
         "parity": report.to_dict() if report is not None else {"skipped": True},
-        "timing_s": {"export": round(export_s, 2), **({"parity": round(parity_s, 2)} if report else {})},
+        "timing_s": {"export": round(export_s, 2), **({"parity": round(parity_s, 2)} if report else {}),
+                     **({"cpu_tuning": round(tuned.elapsed_s, 2)} if tuned else {})},
+        **({cpu_tuning.SIDECAR_KEY: tuned.to_dict()} if tuned else {}),
         "versions": _versions(),
         "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
@@ -383,14 +421,20 @@ def export_onnx(
 def _build(graph_model, *, opset: int, tileable: bool, simplify: bool, allow_unsupported: bool,
            solver_chunk: int | None = None, align_channels: int | None = None):
     """Capture, translate and pass the folded model: ``(ModelProto, simplifier record, lint issues)``."""
-    onnx = require("onnx")
+    proto, simplifier = _plain_graph(graph_model, opset=opset, tileable=tileable, simplify=simplify)
+    proto, issues = _finish(proto, graph_model.config, tileable=tileable, allow_unsupported=allow_unsupported,
+                            solver_chunk=solver_chunk, align_channels=align_channels)
+    return proto, simplifier, issues
+
+
+def _plain_graph(graph_model, *, opset: int, tileable: bool, simplify: bool):
+    """Capture and translate the folded model, name its dynamic axes, simplify: ``(ModelProto, simplifier record)``."""
     import torch
 
-    from lso.export import lint, passes
+    from lso.export import passes
 
-    cfg = graph_model.config
     log.info("capturing the model with torch.export (dynamic batch, H, W, h, w%s)", ", extent" if tileable else "")
-    args = trace_inputs(cfg, tileable=tileable)
+    args = trace_inputs(graph_model.config, tileable=tileable)
     with torch.no_grad():
         exported = _capture(graph_model, args, tileable)
         log.info("translating to ONNX opset %d", opset)
@@ -405,10 +449,18 @@ def _build(graph_model, *, opset: int, tileable: bool, simplify: bool, allow_uns
         except ExportError as exc:
             log.warning("%s; keeping the unsimplified graph", exc)
             simplifier["error"] = str(exc)
-    if align_channels:
-        proto = passes.align_conv_channels(proto, int(align_channels))
-    if solver_chunk:
-        proto = passes.chunk_solver(proto, int(solver_chunk))
+    return proto, simplifier
+
+
+def _finish(proto, cfg: LSOConfig, *, tileable: bool, allow_unsupported: bool, solver_chunk: int | None = None,
+            align_channels: int | None = None):
+    """The CPU passes asked for (alignment first), the metadata, the TensorRT lint and the ONNX checker on the
+    plain graph ``proto`` (modified in place): ``(ModelProto, lint issues)``."""
+    onnx = require("onnx")
+    from lso.export import lint, passes
+    from lso.export.cpu_tuning import GraphOptions, apply_graph_options
+
+    proto = apply_graph_options(proto, GraphOptions(solver_chunk or None, align_channels or None))
     inputs, outputs = io_spec.tensor_specs(cfg, tileable=tileable)
     proto = passes.annotate(proto, {"lso.config": cfg.to_json(), "lso.tileable": str(tileable).lower(),
                                     "lso.inputs": ",".join(s.name for s in inputs)},
@@ -418,7 +470,7 @@ def _build(graph_model, *, opset: int, tileable: bool, simplify: bool, allow_uns
         onnx.checker.check_model(proto)
     except onnx.checker.ValidationError as exc:
         raise ExportError(f"the exported graph is not valid ONNX: {exc}") from exc
-    return proto, simplifier, issues
+    return proto, issues
 
 
 # ------------------------------------------------------------------------------------------- helpers

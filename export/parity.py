@@ -27,7 +27,8 @@ from lso.tolerances import bound
 if TYPE_CHECKING:  # pragma: no cover
     from lso.model import LSO
 
-__all__ = ["ParityCase", "ParityRow", "ParityReport", "DEFAULT_CASES", "TILE_CASE", "DEFAULT_ATOL", "run_parity"]
+__all__ = ["ParityCase", "ParityRow", "ParityReport", "DEFAULT_CASES", "TILE_CASE", "DEFAULT_ATOL", "run_parity",
+           "case_inputs", "compare"]
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +170,38 @@ def _inputs(case: ParityCase, n_msi: int, n_bands: int, rng: np.random.Generator
     return hr, lr
 
 
+def case_inputs(case: ParityCase, n_msi: int, n_bands: int, *, seed: int = 0, index: int = 0,
+                tileable: bool = False) -> dict[str, np.ndarray]:
+    """The feeds of case number ``index`` as :func:`run_parity` draws them (``default_rng([seed, index])``, uniform in
+    [0, 1)): ``hr_msi``, ``lr_hsi`` and, for a ``tileable`` graph, ``extent`` (the case's, else the whole image)."""
+    from lso import io_spec
+
+    hr, lr = _inputs(case, n_msi, n_bands, np.random.default_rng([seed, index]))
+    feeds = {io_spec.HR_MSI: hr, io_spec.LR_HSI: lr}
+    if tileable:
+        feeds[io_spec.EXTENT] = np.asarray(case.extent or (0, 0, case.height, case.width), dtype=np.int64)
+    elif case.extent is not None:
+        raise InputError(f"parity case {case.name} has an extent but the graph is not tileable")
+    return feeds
+
+
+def compare(case: ParityCase, feeds: dict[str, np.ndarray], got: np.ndarray, expected: np.ndarray, *,
+            atol: float = DEFAULT_ATOL, torch_s: float = 0.0, run_s: float = 0.0) -> ParityRow:
+    """One row of the table: ``got`` (a runtime's output on ``feeds``) against ``expected`` (PyTorch's) for ``case``;
+    it passes when the max abs error is at most ``atol`` and every value is finite.
+
+    Raises:
+        ExportError: the shapes differ.
+    """
+    from lso import io_spec
+
+    if got.shape != expected.shape:
+        raise ExportError(f"parity case {case.name}: the runtime returned {got.shape}, PyTorch {expected.shape}")
+    err = float(np.max(np.abs(got - expected))) if got.size else 0.0
+    return ParityRow(case.name, tuple(feeds[io_spec.HR_MSI].shape), tuple(feeds[io_spec.LR_HSI].shape), err,
+                     _psnr(got, expected), torch_s, run_s, bool(err <= atol and np.isfinite(got).all()))
+
+
 def run_parity(
     onnx_model: str | os.PathLike | bytes,
     model: LSO,
@@ -203,27 +236,17 @@ def run_parity(
     model = model.eval()
     report = ParityReport(atol=atol, seed=seed, reference=f"PyTorch eager ({cfg.solver} solver), CPU, float32")
     for index, case in enumerate(cases):
-        hr, lr = _inputs(case, cfg.n_msi_bands, cfg.n_bands, np.random.default_rng([seed, index]))
-        feeds = {io_spec.HR_MSI: hr, io_spec.LR_HSI: lr}
-        args = [torch.from_numpy(hr), torch.from_numpy(lr)]
-        if tileable:
-            extent = np.asarray(case.extent or (0, 0, case.height, case.width), dtype=np.int64)
-            feeds[io_spec.EXTENT] = extent
-            args.append(torch.from_numpy(extent))
-        elif case.extent is not None:
-            raise InputError(f"parity case {case.name} has an extent but the graph is not tileable")
+        feeds = case_inputs(case, cfg.n_msi_bands, cfg.n_bands, seed=seed, index=index, tileable=tileable)
+        args = [torch.from_numpy(feeds[name]) for name in (io_spec.HR_MSI, io_spec.LR_HSI, io_spec.EXTENT)
+                if name in feeds]
         t0 = time.perf_counter()
         with torch.inference_mode():
             expected = model(*args).numpy()
         t1 = time.perf_counter()
         (got,) = session.run([io_spec.HR_HSI], feeds)
         t2 = time.perf_counter()
-        if got.shape != expected.shape:
-            raise ExportError(f"parity case {case.name}: ONNX Runtime returned {got.shape}, PyTorch {expected.shape}")
-        err = float(np.max(np.abs(got - expected))) if got.size else 0.0
-        row = ParityRow(case.name, hr.shape, lr.shape, err, _psnr(got, expected), t1 - t0, t2 - t1,
-                        bool(err <= atol and np.isfinite(got).all()))
-        log.info("parity %-22s max abs %.2e  PSNR %s dB", case.name, err,
+        row = compare(case, feeds, got, expected, atol=atol, torch_s=t1 - t0, run_s=t2 - t1)
+        log.info("parity %-22s max abs %.2e  PSNR %s dB", case.name, row.max_abs,
                  "inf" if math.isinf(row.psnr_db) else f"{row.psnr_db:.1f}")
         report.rows.append(row)
     return report

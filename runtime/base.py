@@ -497,6 +497,9 @@ def load(artifact_or_model: PathLike | LSO, device: Any = None, *, backend: str 
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` ... (default: the backend's own — CPU for PyTorch and
             ONNX Runtime, the current CUDA device for TensorRT, a module's own device).
         backend: a registered backend name (``"torch"``, ``"onnxruntime"``, ``"tensorrt"``) instead of the suffix.
+            A graph made by ``lso export --target cpu`` runs by default with the backend and ``threads`` its
+            sidecar records (:func:`lso.export.cpu_tuning.tuned_defaults`; a warning on another CPU model);
+            ``backend=``/``threads=`` given here win.
         config: for checkpoints, configuration fields (an :class:`LSOConfig` or a dict such as
             ``{"patch_size": 2}``, see :func:`lso.checkpoint.load_checkpoint`): they must agree with what the
             checkpoint records and fill in what it does not. ONNX graphs and plans carry their architecture;
@@ -511,6 +514,10 @@ def load(artifact_or_model: PathLike | LSO, device: Any = None, *, backend: str 
         ArtifactError: the file is missing or its kind is unknown.
         InputError: an unknown ``backend``, or an option the backend does not take.
     """
+    if not isinstance(artifact_or_model, LSO) and str(artifact_or_model).lower().endswith(ONNX_SUFFIXES):
+        from lso.export.cpu_tuning import tuned_defaults  # what lso export --target cpu chose, where the caller did not
+
+        backend, options = tuned_defaults(artifact_or_model, backend, options, device=device)
     entry = backend_of(artifact_or_model, backend)
     if isinstance(artifact_or_model, LSO):
         if entry.name != "torch":

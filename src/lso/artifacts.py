@@ -3,7 +3,8 @@
 - **Atomic writes**: :func:`atomic_path` (a temporary file beside the target, renamed on success, removed on any
   failure), :func:`atomic_write_bytes`, :func:`atomic_write_text`, :func:`check_writable_target`.
 - **Digest and sidecar**: :func:`sha256_file`; :func:`write_sidecar` writes ``<artifact>.json`` with what made the
-  artifact plus its sha256, :func:`read_sidecar` checks it; :func:`tool_versions` is the ``versions`` record.
+  artifact plus its sha256, :func:`read_sidecar` checks it; :func:`tool_versions` is the ``versions`` record,
+  :func:`cpu_model` names the CPU a measurement recorded in a sidecar was made on.
 - **One run per output**: :func:`output_lock`.
 - **No output over an input**: :func:`check_no_clash`, :class:`OutputFolder`, :func:`with_sidecars`.
 
@@ -33,8 +34,9 @@ from lso.errors import ArtifactError, InputError, LSOError
 
 __all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "sha256_file", "sidecar_path",
            "write_sidecar", "read_sidecar", "check_writable_target", "read_bytes_checked", "output_lock",
-           "lock_path", "os_error_message", "npy_header", "tool_versions", "OutputFolder", "check_no_clash",
-           "with_sidecars", "NAME_MAX", "LOCK_NAME", "MAX_SIDECAR_BYTES", "FULL_DISK_BYTES", "MAX_FOLDER_ENTRIES"]
+           "lock_path", "os_error_message", "npy_header", "tool_versions", "cpu_model", "OutputFolder",
+           "check_no_clash", "with_sidecars", "NAME_MAX", "LOCK_NAME", "MAX_SIDECAR_BYTES", "FULL_DISK_BYTES",
+           "MAX_FOLDER_ENTRIES"]
 
 log = logging.getLogger(__name__)
 
@@ -230,6 +232,29 @@ def tool_versions(*dists: str) -> dict[str, str | None]:
         except (PackageNotFoundError, ValueError):
             out[dist] = None
     return out
+
+
+def cpu_model() -> str:
+    """The CPU this process runs on, as sidecars record it: the model name of ``/proc/cpuinfo`` (else
+    :func:`platform.processor`) plus, where the kernel reports them, the vendor, family and model numbers, which
+    tell apart CPU generations that share a marketing name (``AMD EPYC (AuthenticAMD family 25 model 17)``)."""
+    import platform
+
+    fields: dict[str, str] = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+            if not line.strip():
+                break  # the first processor's block is enough
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    name = fields.get("model name") or platform.processor() or platform.machine() or "unknown CPU"
+    ids = [f"{fields['vendor_id']}" if fields.get("vendor_id") else "",
+           f"family {fields['cpu family']}" if fields.get("cpu family") else "",
+           f"model {fields['model']}" if fields.get("model") else ""]
+    ids = [i for i in ids if i]
+    return f"{name} ({' '.join(ids)})" if ids else name
 
 
 def read_sidecar(artifact: PathLike, *, verify: bool = True) -> dict[str, Any] | None:

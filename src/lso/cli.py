@@ -524,23 +524,35 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
                         help="fail when any case's max abs error between ONNX Runtime and PyTorch exceeds this")
     parser.add_argument("--seed", type=int, default=0, help="seed of the parity inputs")
     parser.add_argument("--solver-chunk", type=int, metavar="N", default=None,
-                        help="for ONNX Runtime on CPU: run each solver chain in a Scan over chunks of N patches "
-                             "(128 is a good value), so its ~90 element-wise nodes work on cache-sized tensors "
-                             "instead of streaming [2, N, 8, 8, 8] tensors through memory (0.4-0.5 s less at 512² on "
-                             "2 cores; outputs unchanged). Leave it off for TensorRT engines, which fuse the chain")
+                        help="CPU-only pass: run each solver chain in a Scan over chunks of N patches, so its ~90 "
+                             "element-wise nodes work on cache-sized tensors (outputs unchanged). Whether it is "
+                             "faster depends on the CPU (0.4-0.5 s less at 512² on a 2-core Intel Xeon, ~1 s more "
+                             "on a 2-core AMD EPYC): --target cpu measures it. With --target cpu, fixes this "
+                             "setting (only backend and threads are tuned). Leave it off for TensorRT")
     parser.add_argument("--align-channels", type=int, metavar="M", default=None,
-                        help="for ONNX Runtime on CPU: pad convolutions' channel counts to a multiple of M (16) "
-                             "with zero weights, so every convolution runs in ONNX Runtime's blocked NCHWc layout "
-                             "(the head's 34, inc's 130 and the decoder's 131/65 channels otherwise do not, and "
-                             "the residual adds around them stay unfused). Outputs unchanged up to rounding; "
-                             "leave it off for TensorRT, which pads internally")
+                        help="CPU-only pass: pad convolutions' channel counts to a multiple of M (16) with zero "
+                             "weights, so every convolution runs in ONNX Runtime's blocked NCHWc layout (outputs "
+                             "unchanged up to rounding). Whether it is faster depends on the CPU: --target cpu "
+                             "measures it. With --target cpu, fixes this setting. Leave it off for TensorRT, which "
+                             "pads internally")
     parser.add_argument("--allow-unsupported", action="store_true",
                         help="write the graph even if nodes fail the TensorRT operator lint (they are listed)")
-    parser.add_argument("--target", choices=("portable", "tensorrt"), default="portable",
-                        help="what the graph is for, recorded in its metadata and sidecar: portable (every runtime) "
-                             "or tensorrt (the same graph, every node checked against TensorRT's parser, no CPU "
-                             "passes); --solver-chunk/--align-channels make the 'cpu' variant, which lso build, "
-                             "--print-trtexec and triton-repo --plan refuse")
+    parser.add_argument("--target", choices=("portable", "tensorrt", "cpu"), default="portable",
+                        help="what the graph is for, recorded in its metadata and sidecar: portable (every runtime), "
+                             "tensorrt (the same graph, every node checked against TensorRT's parser, no CPU "
+                             "passes) or cpu: tuned on THIS machine, like a TensorRT build: the candidate graphs "
+                             "(plain, Scan-chunked solver at 64/128/256, channels aligned to 16, combinations) are "
+                             "timed at 256² and 512² x4 on each CPU backend (ONNX Runtime; OpenVINO when installed) "
+                             "and thread setting within --tune-budget, each checked against PyTorch FP32, and the "
+                             "fastest that passes is written; the sidecar's cpu_tuning block records the choice, "
+                             "every timing and the CPU model, and lso.runtime.load (lso infer, ...) runs that choice "
+                             "by default (warning on another CPU model: export again there). The best settings "
+                             "depend on the CPU family. --solver-chunk/--align-channels make the 'cpu' variant too; "
+                             "lso build, --print-trtexec and triton-repo --plan refuse it")
+    parser.add_argument("--tune-budget", metavar="TIME", default=None,
+                        help="time budget of --target cpu's search: seconds, or 90s / 5m (default: 300 s); the "
+                             "search stops when the next candidate would not fit and keeps the fastest measured "
+                             "candidate that passed parity")
     return parser
 
 
@@ -559,6 +571,7 @@ def export_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "solver_chunk": args.solver_chunk or None,
         "align_channels": args.align_channels or None,
         "target": args.target,
+        "tune_budget": args.tune_budget,
     }
 
 
@@ -578,6 +591,10 @@ def _run_export(args: argparse.Namespace) -> int:
         print(f"weights sha256 {side['weights_sha256']} (lso.checkpoint.weights_fingerprint)")
     counts = sorted(graph.get("op_counts", {}).items(), key=lambda kv: (-kv[1], kv[0]))
     print("nodes by type: " + ", ".join(f"{k} {v}" for k, v in counts))
+    if side.get("cpu_tuning"):
+        from lso.export.cpu_tuning import format_tuning
+
+        print(format_tuning(side["cpu_tuning"]))
     table = side.get("parity", {})
     if table.get("skipped"):
         print("parity check skipped (--skip-check)")

@@ -120,7 +120,7 @@ def test_options_map_to_export_onnx_arguments(tmp_path):
     assert export_kwargs(parser.parse_args([])) == {
         "config": None, "opset": 18, "tileable": False, "simplify": True, "check": True, "cases": None,
         "atol": 1e-4, "seed": 0, "allow_unsupported": False, "solver_chunk": None,
-        "align_channels": None, "target": "portable"}
+        "align_channels": None, "target": "portable", "tune_budget": None}
     (tmp_path / "cfg.json").write_text(json.dumps(LSOConfig.tiny(width=8, heads=1).to_dict()))
     kwargs = export_kwargs(parser.parse_args(["--config", str(tmp_path / "cfg.json"), "--no-simplify", "--skip-check",
                                               "--case", "4:32x32", "--tileable", "--opset", "20"]))

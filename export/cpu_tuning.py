@@ -1,0 +1,553 @@
+"""Tune a CPU deployment on the machine it runs on (``lso export --target cpu``).
+
+Which graph and runtime are fastest on a CPU depends on the CPU family: the ``Scan``-chunked solver
+(:func:`lso.export.passes.chunk_solver`) and channel alignment (:func:`lso.export.passes.align_conv_channels`)
+were tuned on an Intel Xeon, where both gained; on a 2-core AMD EPYC (Zen 4) the chunked solver costs about
+1 s more at 512² and alignment gains nothing. So, like a TensorRT build, the CPU export measures where it runs:
+
+1. every candidate graph (:data:`GRAPHS`: plain, chunked solver at a few chunk sizes, aligned channels and
+   their combinations) is made from the one captured graph;
+2. each runs on every available CPU backend (:func:`cpu_backends`: ONNX Runtime, and OpenVINO where its
+   backend is registered and importable), always through :func:`lso.runtime.load` ``(path, backend=,
+   threads=)``, at each thread setting (:func:`thread_settings`), on the representative shapes
+   (:data:`TUNING_CASES`, seeded random inputs of the I/O spec): one warm-up run, whose output is checked
+   against PyTorch FP32 with the export's tolerance (:func:`lso.export.parity.compare`), then ``repeats``
+   timed runs; a candidate more than :data:`PRUNE_RATIO` times slower than the best so far at a shape is not
+   run at the larger ones;
+3. the search stops when the next candidate would not fit the time budget (:data:`DEFAULT_BUDGET_S`,
+   ``--tune-budget``), keeping the best measured so far, with a progress line per candidate;
+4. the choice is the **fastest candidate that passes parity** (sum over the shapes of each shape's best
+   time); a candidate that fails parity is never chosen, however fast.
+
+:func:`tune` returns a :class:`TuningResult`; the export writes the chosen graph and records
+:meth:`TuningResult.to_dict` as the ``cpu_tuning`` block of its sidecar (the choice, every candidate's
+timings and parity, the budget and the CPU model, :func:`lso.artifacts.cpu_model`). :func:`lso.runtime.load`
+then runs that choice by default (:func:`tuned_defaults`); loaded on another CPU model it warns
+(:class:`CpuTuningWarning`) naming both, and runs. Exporting again re-tunes.
+
+The clock is a parameter (``timer=``) so that tests drive the search with a fake one.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lso.errors import ArtifactError, ExportError, InputError
+from lso.export.parity import DEFAULT_ATOL, ParityCase, ParityRow
+
+__all__ = ["DEFAULT_BUDGET_S", "TUNING_CASES", "GRAPHS", "REPEATS", "PRUNE_RATIO", "SIDECAR_KEY", "GraphOptions",
+           "Candidate", "Measurement", "TuningResult", "CpuTuningWarning", "parse_budget", "graph_candidates",
+           "cpu_backends", "thread_settings", "candidates", "apply_graph_options", "tune", "format_tuning",
+           "tuned_choice", "tuned_defaults"]
+
+log = logging.getLogger(__name__)
+
+#: Default time budget of the search, seconds (the issue's "at most 5 minutes on 2 cores").
+DEFAULT_BUDGET_S = 300.0
+#: The representative shapes: x4 at 256² and 512² (batch 1), smallest first (pruning uses the small one).
+TUNING_CASES: tuple[ParityCase, ...] = (ParityCase(4, 256, 256), ParityCase(4, 512, 512))
+#: Timed runs per shape after the warm-up (the best of them counts: the CPU may be shared).
+REPEATS = 2
+#: A candidate slower than this times the best complete one at a shape is not run at the larger shapes.
+PRUNE_RATIO = 1.5
+#: The sidecar key of the tuning record.
+SIDECAR_KEY = "cpu_tuning"
+
+_TIMER_NAMES = {time.perf_counter: "time.perf_counter", time.monotonic: "time.monotonic"}
+
+
+class CpuTuningWarning(UserWarning):
+    """A CPU-tuned graph is loaded on another CPU model than the one it was tuned on (it still runs)."""
+
+
+# ------------------------------------------------------------------------------------------ candidates
+@dataclass(frozen=True)
+class GraphOptions:
+    """The CPU passes of one candidate graph (None: the pass is not applied)."""
+
+    solver_chunk: int | None = None
+    align_channels: int | None = None
+
+    @property
+    def name(self) -> str:
+        parts = ([f"align{self.align_channels}"] if self.align_channels else []) + \
+                ([f"chunk{self.solver_chunk}"] if self.solver_chunk else [])
+        return "+".join(parts) or "plain"
+
+    def to_dict(self) -> dict[str, int | None]:
+        return {"solver_chunk": self.solver_chunk, "align_channels": self.align_channels}
+
+
+#: The candidate graphs, in the order they are measured (the likeliest first: the budget may stop the search).
+GRAPHS: tuple[GraphOptions, ...] = (
+    GraphOptions(),
+    GraphOptions(solver_chunk=128),
+    GraphOptions(align_channels=16),
+    GraphOptions(solver_chunk=128, align_channels=16),
+    GraphOptions(solver_chunk=64),
+    GraphOptions(solver_chunk=256),
+    GraphOptions(solver_chunk=64, align_channels=16),
+    GraphOptions(solver_chunk=256, align_channels=16),
+)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One measured setting: a graph, the backend that runs it and its intra-op threads."""
+
+    graph: GraphOptions
+    backend: str
+    threads: int | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.graph.name} {self.backend}" + (f" threads={self.threads}" if self.threads else "")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "graph": self.graph.to_dict(), "backend": self.backend, "threads": self.threads}
+
+
+def graph_candidates(solver_chunk: int | None = None, align_channels: int | None = None) -> tuple[GraphOptions, ...]:
+    """:data:`GRAPHS`, or only the graph the caller fixed (``--solver-chunk``/``--align-channels`` given with
+    ``--target cpu``: then only the backend and threads are tuned)."""
+    if solver_chunk or align_channels:
+        return (GraphOptions(solver_chunk or None, align_channels or None),)
+    return GRAPHS
+
+
+def cpu_backends() -> tuple[str, ...]:
+    """The CPU backends to measure: ``onnxruntime`` always; ``openvino`` when that backend is registered in
+    :data:`lso.runtime.base.BACKENDS` and the ``openvino`` package is importable."""
+    import importlib.util
+
+    from lso.runtime.base import BACKENDS
+
+    found = ["onnxruntime"]
+    if "openvino" in BACKENDS and importlib.util.find_spec("openvino") is not None:
+        found.append("openvino")
+    return tuple(found)
+
+
+def _physical_cores() -> int | None:
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    cores = set(re.findall(r"physical id\s*:\s*(\d+)[\s\S]*?core id\s*:\s*(\d+)", text))
+    return len(cores) or None
+
+
+def thread_settings() -> tuple[int, ...]:
+    """Intra-op thread counts to try: the cores this process may run on, and the physical cores where fewer
+    (SMT siblings share a core's vector units), largest first."""
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        usable = os.cpu_count() or 1
+    physical = _physical_cores()
+    counts = {usable} | ({physical} if physical and physical < usable else set())
+    return tuple(sorted(counts, reverse=True))
+
+
+def candidates(graphs: Sequence[GraphOptions] = GRAPHS, backends: Sequence[str] | None = None,
+               threads: Sequence[int | None] | None = None) -> list[Candidate]:
+    """Every (graph, backend, threads) to measure, graph by graph in the order given."""
+    backends = tuple(backends) if backends is not None else cpu_backends()
+    threads = tuple(threads) if threads is not None else thread_settings()
+    return [Candidate(g, b, t) for g in graphs for b in backends for t in threads]
+
+
+def apply_graph_options(proto: Any, graph: GraphOptions) -> Any:
+    """``proto`` (the plain graph; modified in place) with ``graph``'s passes applied, alignment first (as the
+    export applies them)."""
+    from lso.export import passes
+
+    if graph.align_channels:
+        proto = passes.align_conv_channels(proto, int(graph.align_channels))
+    if graph.solver_chunk:
+        proto = passes.chunk_solver(proto, int(graph.solver_chunk))
+    return proto
+
+
+# ------------------------------------------------------------------------------------------ budget
+_BUDGET = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(s|sec|m|min)?\s*$", re.IGNORECASE)
+_BUDGET_FIX = "give seconds or minutes, e.g. --tune-budget 300, 90s or 5m (more than 0)"
+
+
+def parse_budget(value: float | int | str | None) -> float:
+    """The tuning budget in seconds: None = :data:`DEFAULT_BUDGET_S`; a number of seconds; or ``"90s"``/``"5m"``.
+
+    Raises:
+        InputError: anything else, zero or negative, or not finite; the message says what to give.
+    """
+    if value is None:
+        return DEFAULT_BUDGET_S
+    if isinstance(value, bool):
+        raise InputError(f"tune budget {value!r} is not a time: {_BUDGET_FIX}")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        match = _BUDGET.match(str(value))
+        if not match:
+            raise InputError(f"tune budget {value!r} is not a time: {_BUDGET_FIX}")
+        seconds = float(match.group(1)) * (60.0 if (match.group(2) or "s").lower().startswith("m") else 1.0)
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise InputError(f"tune budget {value!r} must be more than 0 seconds: {_BUDGET_FIX}")
+    return seconds
+
+
+# ------------------------------------------------------------------------------------------ measuring
+@dataclass
+class Measurement:
+    """What one candidate did: per-shape timings (seconds), its parity rows and its status.
+
+    ``status`` is ``"ok"`` (every shape measured, parity passed), ``"parity failed"``, ``"slower"`` (pruned
+    after a shape), ``"stopped: budget"`` (the budget ran out during it), ``"not measured: budget"`` or
+    ``"error: ..."``.
+    """
+
+    candidate: Candidate
+    times_s: dict[str, list[float]] = field(default_factory=dict)
+    parity: list[ParityRow] = field(default_factory=list)
+    status: str = "not measured: budget"
+    seconds: float = 0.0  # what measuring it cost, building its graph included
+
+    @property
+    def passed(self) -> bool:
+        """Every shape it ran on is within the tolerance (and it ran on at least one)."""
+        return bool(self.parity) and all(r.passed for r in self.parity)
+
+    @property
+    def complete(self) -> bool:
+        return self.status == "ok"
+
+    def best_s(self, case: str) -> float | None:
+        times = self.times_s.get(case)
+        return min(times) if times else None
+
+    @property
+    def score_s(self) -> float | None:
+        """Sum over the shapes of each one's best time (None unless complete)."""
+        if not self.complete:
+            return None
+        return sum(min(t) for t in self.times_s.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.candidate.to_dict(), "status": self.status, "passed": self.passed,
+                "score_s": _round(self.score_s),
+                "best_s": {case: _round(min(t)) for case, t in self.times_s.items()},
+                "times_s": {case: [_round(v) for v in t] for case, t in self.times_s.items()},
+                "parity": [{"case": r.case, "max_abs": r.max_abs,
+                            "psnr_db": "inf" if math.isinf(r.psnr_db) else round(r.psnr_db, 2),
+                            "passed": r.passed} for r in self.parity],
+                "seconds": _round(self.seconds, 2)}
+
+
+def _round(value: float | None, digits: int = 4) -> float | None:
+    return None if value is None else round(float(value), digits)
+
+
+@dataclass
+class TuningResult:
+    """The search: every measurement, the choice, the budget and the CPU it ran on."""
+
+    measurements: list[Measurement]
+    choice: Measurement
+    budget_s: float
+    elapsed_s: float
+    stopped_early: bool
+    cases: tuple[ParityCase, ...]
+    repeats: int
+    atol: float
+    cpu: str
+    cores: int | None
+    timer: str = "time.perf_counter"
+
+    @property
+    def graph(self) -> GraphOptions:
+        return self.choice.candidate.graph
+
+    def to_dict(self) -> dict[str, Any]:
+        """The sidecar's ``cpu_tuning`` block."""
+        choice = self.choice
+        return {
+            "choice": {**choice.candidate.to_dict(), "score_s": _round(choice.score_s)},
+            "cpu": self.cpu,
+            "cores": self.cores,
+            "budget_s": self.budget_s,
+            "elapsed_s": round(self.elapsed_s, 2),
+            "stopped_early": self.stopped_early,
+            "measured": sum(1 for m in self.measurements if not m.status.startswith("not measured")),
+            "cases": [c.name for c in self.cases],
+            "repeats": self.repeats,
+            "score": "sum over the cases of each case's best time, s",
+            "parity_atol": self.atol,
+            "parity_reference": "PyTorch eager (folded solver), CPU, float32",
+            "timer": self.timer,
+            "candidates": [m.to_dict() for m in self.measurements],
+        }
+
+    def format_table(self) -> str:
+        """:func:`format_tuning` of :meth:`to_dict`."""
+        return format_tuning(self.to_dict())
+
+
+def format_tuning(block: Mapping[str, Any]) -> str:
+    """A sidecar's ``cpu_tuning`` block as text: one line on the choice, then a Markdown table of the candidates."""
+    cases = list(block.get("cases") or [])
+    choice = block.get("choice") or {}
+    head = (f"tuned on {block.get('cpu')} ({block.get('cores')} threads usable) in {block.get('elapsed_s')} s of a "
+            f"{block.get('budget_s')} s budget{' (stopped early)' if block.get('stopped_early') else ''}: "
+            f"{block.get('measured')} of {len(block.get('candidates') or [])} candidates measured; chose "
+            f"{choice.get('name')} ({choice.get('score_s')} s = sum of the best times at {', '.join(cases)})")
+    lines = [head, "", "| candidate | " + " | ".join(f"{n} best s" for n in cases) + " | parity max abs | status |",
+             "|---|" + "---|" * len(cases) + "---|---|"]
+    for row in block.get("candidates") or []:
+        best = row.get("best_s") or {}
+        cells = [f"{best[n]:.3f}" if best.get(n) is not None else "–" for n in cases]
+        worst = max((r["max_abs"] for r in row.get("parity") or []), default=None)
+        mark = " **chosen**" if row.get("name") == choice.get("name") else ""
+        lines.append(f"| {row.get('name')}{mark} | " + " | ".join(cells) + " | "
+                     + (f"{worst:.1e}" if worst is not None else "–") + f" | {row.get('status')} |")
+    return "\n".join(lines)
+
+
+def _reference_outputs(reference: Any, cases: Sequence[ParityCase], feeds: Sequence[dict], timer) -> list:
+    import torch
+
+    from lso import io_spec
+
+    outputs = []
+    reference = reference.eval()
+    for case, inputs in zip(cases, feeds, strict=True):
+        args = [torch.from_numpy(inputs[n]) for n in (io_spec.HR_MSI, io_spec.LR_HSI, io_spec.EXTENT) if n in inputs]
+        t0 = timer()
+        with torch.inference_mode():
+            outputs.append(reference(*args).numpy())
+        log.info("tuning: PyTorch FP32 reference at %s in %.1f s", case.name, timer() - t0)
+    return outputs
+
+
+def _run(runner: Any, inputs: dict) -> Any:
+    from lso import io_spec
+
+    return runner.fuse(inputs[io_spec.HR_MSI], inputs[io_spec.LR_HSI], extent=inputs.get(io_spec.EXTENT))
+
+
+def tune(
+    build: Callable[[GraphOptions], Any],
+    reference: Any,
+    *,
+    graphs: Sequence[GraphOptions] = GRAPHS,
+    backends: Sequence[str] | None = None,
+    threads: Sequence[int | None] | None = None,
+    cases: Sequence[ParityCase] = TUNING_CASES,
+    budget_s: float | int | str | None = None,
+    repeats: int = REPEATS,
+    atol: float = DEFAULT_ATOL,
+    seed: int = 0,
+    tileable: bool = False,
+    timer: Callable[[], float] = time.perf_counter,
+    workdir: str | os.PathLike | None = None,
+) -> TuningResult:
+    """Measure the candidates and choose the fastest that passes parity.
+
+    Args:
+        build: makes the ONNX ``ModelProto`` of a candidate graph (the export passes the captured plain graph
+            through :func:`apply_graph_options`).
+        reference: the PyTorch model (FP32, CPU) whose outputs every candidate must match.
+        graphs, backends, threads: what to try (default: :data:`GRAPHS`, :func:`cpu_backends`,
+            :func:`thread_settings`).
+        cases: the shapes (inputs drawn as :func:`lso.export.parity.case_inputs` draws them, from ``seed``).
+        budget_s: the time budget (:func:`parse_budget`; default :data:`DEFAULT_BUDGET_S`). The first candidate
+            is always measured in full; then a candidate starts only if the mean cost so far still fits, and one
+            that runs past the budget is stopped (and not chosen).
+        repeats: timed runs per shape after the warm-up.
+        atol: the export's parity tolerance (max abs error against ``reference``).
+        tileable: the graphs take the ``extent`` input.
+        timer: the clock (seconds, monotonic): the timings and the budget both read it.
+        workdir: where the candidate graphs are written (default: a temporary folder, removed afterwards).
+
+    Returns:
+        The :class:`TuningResult`; ``result.graph`` is the chosen graph's options.
+
+    Raises:
+        ExportError: no candidate passed parity (the table says why).
+        InputError: a bad budget, no candidate, ``repeats`` < 1.
+    """
+    from lso.artifacts import cpu_model
+
+    budget = parse_budget(budget_s)
+    todo = candidates(graphs, backends, threads)
+    if not todo:
+        raise InputError("nothing to tune: no candidate graph, backend or thread setting")
+    if int(repeats) < 1:
+        raise InputError(f"repeats must be at least 1, got {repeats}")
+    cases = tuple(cases)
+    start = timer()
+    cfg = reference.config
+    from lso.export.parity import case_inputs
+
+    feeds = [case_inputs(c, cfg.n_msi_bands, cfg.n_bands, seed=seed, index=i, tileable=tileable)
+             for i, c in enumerate(cases)]
+    expected = _reference_outputs(reference, cases, feeds, timer)
+    measurements = [Measurement(c) for c in todo]
+    with tempfile.TemporaryDirectory(prefix="lso-tune-", dir=workdir) as folder:
+        files: dict[GraphOptions, Path | Exception] = {}
+        stopped = False
+        for index, m in enumerate(measurements):
+            elapsed = timer() - start
+            done = [x.seconds for x in measurements[:index]]
+            estimate = sum(done) / len(done) if done else 0.0
+            if index and elapsed + estimate > budget:
+                stopped = True
+                log.info("tuning: budget of %.0f s reached after %.0f s: %d of %d candidates measured", budget,
+                         elapsed, index, len(measurements))
+                break
+            t_candidate = timer()
+            _measure(m, files, folder, build, cases, feeds, expected, measurements, repeats=int(repeats), atol=atol,
+                     timer=timer, deadline=start + budget if index else math.inf)
+            m.seconds = timer() - t_candidate
+            _progress(index, len(measurements), m, cases, timer() - start, budget)
+            if m.status == "stopped: budget":
+                stopped = True
+                break
+    passing = [m for m in measurements if m.complete and m.passed]
+    if not passing:
+        table = "\n".join(f"  {m.candidate.name}: {m.status}" for m in measurements)
+        raise ExportError(f"CPU tuning: no candidate passed parity (max abs error <= {atol:g} against PyTorch FP32) "
+                          f"on {', '.join(c.name for c in cases)}; no file written.\n{table}")
+    choice = min(passing, key=lambda m: m.score_s or 0.0)  # the first of equals: candidates are in preference order
+    result = TuningResult(measurements, choice, budget, timer() - start, stopped, cases, int(repeats), atol,
+                          cpu_model(), thread_settings()[0], _TIMER_NAMES.get(timer, getattr(timer, "__name__",
+                                                                                             type(timer).__name__)))
+    log.info("tuning: chose %s (%.3f s over %s) of %d measured candidates in %.0f s", choice.candidate.name,
+             choice.score_s or 0.0, ", ".join(c.name for c in cases), result.to_dict()["measured"],
+             result.elapsed_s)
+    return result
+
+
+def _graph_file(graph: GraphOptions, files: dict, folder: str, build: Callable[[GraphOptions], Any]) -> Path:
+    """The candidate graph on disk (built once per graph; a graph that failed to build fails every time)."""
+    if graph not in files:
+        from lso.deps import require
+
+        onnx = require("onnx")
+        path = Path(folder) / f"candidate-{graph.name.replace('+', '-')}.onnx"
+        try:
+            onnx.save_model(build(graph), str(path), save_as_external_data=False)
+            files[graph] = path
+        except Exception as exc:  # a pass that does not apply to this graph: that candidate fails, the others run
+            files[graph] = exc
+    found = files[graph]
+    if isinstance(found, Exception):
+        raise found
+    return found
+
+
+def _measure(m: Measurement, files: dict, folder: str, build, cases, feeds, expected, measurements, *,
+             repeats: int, atol: float, timer, deadline: float) -> None:
+    """Fill ``m`` (status, timings, parity rows) for its candidate."""
+    import lso.runtime
+    from lso.export.parity import compare
+
+    cand = m.candidate
+    try:
+        path = _graph_file(cand.graph, files, folder, build)
+        with lso.runtime.load(path, backend=cand.backend, threads=cand.threads) as runner:
+            for number, (case, inputs, want) in enumerate(zip(cases, feeds, expected, strict=True)):
+                if number and timer() > deadline:  # the budget ran out during this candidate: stop it here
+                    m.status = "stopped: budget"
+                    return
+                t0 = timer()
+                got = _run(runner, inputs)  # the warm-up: its output is the one checked
+                row = compare(case, inputs, got, want, atol=atol, run_s=timer() - t0)
+                m.parity.append(row)
+                if not row.passed:
+                    m.status = "parity failed"
+                    return
+                times = []
+                for _ in range(repeats):
+                    t0 = timer()
+                    _run(runner, inputs)
+                    times.append(timer() - t0)
+                m.times_s[case.name] = times
+                best = [b for x in measurements if x.complete and x.passed and (b := x.best_s(case.name)) is not None]
+                if best and min(times) > PRUNE_RATIO * min(best):
+                    m.status = "slower"
+                    return
+        m.status = "ok"
+    except Exception as exc:  # a backend that cannot run this graph is a result, not the end of the search
+        m.status = f"error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
+        log.debug("tuning: %s failed", cand.name, exc_info=True)
+
+
+def _progress(index: int, total: int, m: Measurement, cases, elapsed: float, budget: float) -> None:
+    times = ", ".join(f"{c.name} {m.best_s(c.name):.3f} s" for c in cases if m.best_s(c.name) is not None)
+    worst = max((r.max_abs for r in m.parity), default=None)
+    parity = f"parity max abs {worst:.1e}" if worst is not None else "no parity"
+    log.info("tuning [%d/%d] %s: %s; %s; %s (%.0f of %.0f s)", index + 1, total, m.candidate.name,
+             times or "no timing", parity, m.status, elapsed, budget)
+
+
+# ------------------------------------------------------------------------------------------ loading
+def tuned_choice(sidecar: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The ``choice`` of a sidecar's ``cpu_tuning`` block with the CPU it was made on, or None if it has none."""
+    block = (sidecar or {}).get(SIDECAR_KEY)
+    if not isinstance(block, dict) or not isinstance(block.get("choice"), dict):
+        return None
+    choice = block["choice"]
+    if not isinstance(choice.get("backend"), str):
+        return None
+    return {**choice, "cpu": str(block.get("cpu") or "an unrecorded CPU")}
+
+
+def tuned_defaults(path: str | os.PathLike, backend: str | None, options: dict[str, Any], *,
+                   device: Any = None) -> tuple[str | None, dict[str, Any]]:
+    """What :func:`lso.runtime.load` runs a CPU-tuned graph with: ``(backend, options)``.
+
+    For what the caller left open — ``backend`` None, no ``threads`` (or None) — the values recorded by
+    ``lso export --target cpu`` in the graph's sidecar; anything the caller gave wins. The recorded threads
+    apply only where the recorded backend runs. A graph without a tuning record, or asked for on a device
+    other than the CPU, is returned as given. On another CPU model than the one recorded it warns
+    (:class:`CpuTuningWarning`, naming both) and runs the recorded choice all the same; a recorded backend that
+    is not available here falls back to the suffix's, with a warning.
+    """
+    from lso import artifacts
+    from lso.runtime.base import BACKENDS
+
+    if device is not None and str(device) != "cpu":
+        return backend, options
+    try:
+        choice = tuned_choice(artifacts.read_sidecar(path, verify=False))
+    except ArtifactError:
+        return backend, options  # an unreadable sidecar: the runner reports it when it opens the graph
+    if choice is None:
+        return backend, options
+    name = Path(path).name
+    here = artifacts.cpu_model()
+    if choice["cpu"] != here:
+        message = (f"{name} was tuned on {choice['cpu']} (lso export --target cpu chose {choice.get('name')}); "
+                   f"this CPU is {here}: it runs with that choice, which may not be the fastest here; export it "
+                   f"again on this machine (lso export --target cpu) to re-tune")
+        warnings.warn(message, CpuTuningWarning, stacklevel=3)  # at the caller of lso.runtime.load; on stderr
+    options = dict(options)
+    if backend is None:
+        if choice["backend"] in BACKENDS and (choice["backend"] != "openvino" or "openvino" in cpu_backends()):
+            backend = choice["backend"]
+        else:
+            warnings.warn(f"{name} was tuned to run on {choice['backend']}, which is not available here; running it "
+                          f"on the default backend for its suffix", CpuTuningWarning, stacklevel=3)
+            return backend, options
+    if backend == choice["backend"] and options.get("threads") is None and choice.get("threads"):
+        options["threads"] = int(choice["threads"])
+    return backend, options

@@ -1,0 +1,314 @@
+"""lso export --target cpu: the CPU deployment tuned where it runs (lso.export.cpu_tuning, issue 20).
+
+A fake clock drives every timing (no timing asserts): a wrapper of ``lso.runtime.load`` runs the real ONNX Runtime
+runner on the tiny graph and advances the clock by a cost set per (graph, backend), and can spoil a candidate's
+output so that it fails parity. One real capture for the module (the tuned export); the other searches start
+from the shared tiny export (``ex_onnx``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import lso.runtime
+from lso import cli
+from lso.errors import ExportError, InputError
+from lso.export import cpu_tuning
+from lso.export.cpu_tuning import CpuTuningWarning, GraphOptions
+from lso.export.parity import ParityCase
+from lso.runtime.base import BACKENDS, Backend
+
+pytest.importorskip("onnxruntime")
+
+CASES = (ParityCase(4, 32, 32), ParityCase(4, 64, 64))
+PLAIN, CHUNK, ALIGN = GraphOptions(), GraphOptions(solver_chunk=16), GraphOptions(align_channels=16)
+GRAPHS = (PLAIN, CHUNK, ALIGN)
+FAKE = "fakecpu"  # a second CPU backend (registered only where a test loads through it)
+TUNED_CPU = "Tuning Test CPU (family 1 model 2)"
+
+
+class Clock:
+    """Seconds that pass only when a fake runner says so."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class TimedRunner:
+    """The real runner; each fuse advances the clock by ``cost`` and, if ``spoil``, returns a wrong image."""
+
+    def __init__(self, runner, clock: Clock, cost: float, spoil: bool) -> None:
+        self.runner, self.clock, self.cost, self.spoil = runner, clock, cost, spoil
+
+    def __enter__(self):
+        self.runner.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.runner.__exit__(*exc)
+
+    def fuse(self, hr, lr, **kwargs):
+        out = self.runner.fuse(hr, lr, **kwargs)
+        self.clock.now += self.cost
+        return out + 1e-2 if self.spoil else out
+
+
+def graph_of(path) -> str:
+    """The candidate's graph name from its file (``candidate-align16-chunk16.onnx`` -> ``align16+chunk16``)."""
+    return Path(path).stem.removeprefix("candidate-").replace("-", "+")
+
+
+def fake_load(monkeypatch, clock: Clock, costs: dict, spoil: set = frozenset()) -> list:
+    """Route the search's lso.runtime.load through TimedRunner; returns the list of (graph, backend, threads) loaded."""
+    real = lso.runtime.load
+    calls = []
+
+    def load(path, backend=None, threads=None, **options):
+        key = (graph_of(path), backend)
+        calls.append((*key, threads))
+        runner = real(path, backend="onnxruntime", threads=threads, **options)
+        return TimedRunner(runner, clock, costs[key], key in spoil)
+
+    monkeypatch.setattr(lso.runtime, "load", load)
+    return calls
+
+
+@pytest.fixture
+def build(ex_onnx):
+    import onnx
+
+    return lambda graph: cpu_tuning.apply_graph_options(onnx.load(str(ex_onnx)), graph)
+
+
+COSTS = {("plain", "onnxruntime"): 1.0, ("plain", FAKE): 0.9,
+         ("chunk16", "onnxruntime"): 0.8, ("chunk16", FAKE): 0.3,   # the fastest, but spoiled: fails parity
+         ("align16", "onnxruntime"): 0.7, ("align16", FAKE): 0.6}   # the fastest that passes
+SPOILED = {("chunk16", FAKE)}
+
+
+@pytest.fixture(scope="module")
+def tuned(ex_model, tmp_path_factory):
+    """``ex_model`` exported with target="cpu": the search of COSTS on a fake clock, on TUNED_CPU."""
+    from lso.export import export_onnx
+
+    out = tmp_path_factory.mktemp("tuned") / "tiny.cpu.onnx"
+    clock = Clock()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("lso.artifacts.cpu_model", lambda: TUNED_CPU)
+        calls = fake_load(mp, clock, COSTS, SPOILED)
+        export_onnx(ex_model, out, target="cpu", cases=[ParityCase.parse("4:32x32")], tune_budget="5m",
+                    tuning={"cases": CASES, "graphs": GRAPHS, "backends": ("onnxruntime", FAKE), "threads": (1,),
+                            "timer": clock})
+    return out, calls
+
+
+# ------------------------------------------------------------------------------------------ the choice
+def test_fastest_passing_candidate_is_written_and_recorded(tuned):
+    import onnx
+
+    from lso.artifacts import read_sidecar
+    from lso.export.variants import read_variant
+
+    out, calls = tuned
+    assert len(calls) == 6  # every candidate measured
+    side = read_sidecar(out)
+    block = side["cpu_tuning"]
+    assert block["choice"]["name"] == "align16 fakecpu threads=1"
+    assert block["choice"]["graph"] == {"solver_chunk": None, "align_channels": 16}
+    assert (block["choice"]["backend"], block["choice"]["threads"]) == (FAKE, 1)
+    assert block["cpu"] == TUNED_CPU and block["budget_s"] == 300.0 and not block["stopped_early"]
+    assert block["cases"] == [c.name for c in CASES] and block["timer"] == "Clock"
+    rows = {r["name"]: r for r in block["candidates"]}
+    assert len(rows) == 6
+    assert rows["chunk16 fakecpu threads=1"]["status"] == "parity failed"
+    assert not rows["chunk16 fakecpu threads=1"]["passed"]
+    assert rows["align16 fakecpu threads=1"]["best_s"] == {"x4 32x32": 0.6, "x4 64x64": 0.6}
+    assert rows["align16 fakecpu threads=1"]["score_s"] == pytest.approx(1.2)
+    assert all(r["passed"] and r["status"] == "ok" for n, r in rows.items() if n != "chunk16 fakecpu threads=1")
+    assert all(p["max_abs"] <= side["parity"]["atol"] for r in rows.values() if r["passed"] for p in r["parity"])
+    # the artifact is the chosen graph: aligned, not chunked, the cpu variant, parity-checked as every export
+    assert side["align_channels"] == 16 and side["solver_chunk"] is None
+    assert side["variant"] == "cpu" and side["passes"] == ["align_conv_channels:16"]
+    assert read_variant(onnx.load(str(out))).passes == ("align_conv_channels:16",)
+    assert side["parity"]["passed"]
+
+
+def test_a_candidate_that_fails_parity_is_never_chosen(monkeypatch, build, ex_model):
+    clock = Clock()
+    costs = {("plain", "onnxruntime"): 1.0, ("chunk16", "onnxruntime"): 0.01, ("align16", "onnxruntime"): 2.0}
+    fake_load(monkeypatch, clock, costs, spoil={("chunk16", "onnxruntime")})
+    result = cpu_tuning.tune(build, ex_model, graphs=GRAPHS, backends=("onnxruntime",), threads=(2,), cases=CASES,
+                             timer=clock)
+    by_graph = {m.candidate.graph: m for m in result.measurements}
+    assert by_graph[CHUNK].status == "parity failed" and by_graph[CHUNK].parity[0].max_abs > 1e-3
+    assert result.graph == PLAIN and result.choice.candidate.threads == 2
+    assert "parity failed" in result.format_table() and "**chosen**" in result.format_table()
+
+
+def test_no_passing_candidate_is_an_export_error(monkeypatch, build, ex_model):
+    clock = Clock()
+    fake_load(monkeypatch, clock, {("plain", "onnxruntime"): 1.0}, spoil={("plain", "onnxruntime")})
+    with pytest.raises(ExportError, match="no candidate passed parity"):
+        cpu_tuning.tune(build, ex_model, graphs=(PLAIN,), backends=("onnxruntime",), threads=(1,), cases=CASES[:1],
+                        timer=clock)
+
+
+def test_slower_candidates_are_not_run_at_the_larger_shapes(monkeypatch, build, ex_model):
+    clock = Clock()
+    costs = {("plain", "onnxruntime"): 1.0, ("chunk16", "onnxruntime"): 5.0}
+    calls = fake_load(monkeypatch, clock, costs)
+    result = cpu_tuning.tune(build, ex_model, graphs=(PLAIN, CHUNK), backends=("onnxruntime",), threads=(1,),
+                             cases=CASES, timer=clock)
+    slow = result.measurements[1]
+    assert slow.status == "slower" and list(slow.times_s) == [CASES[0].name]
+    assert result.graph == PLAIN and len(calls) == 2
+
+
+# ------------------------------------------------------------------------------------------ the budget
+def test_the_budget_stops_the_search_and_keeps_the_best_so_far(monkeypatch, build, ex_model):
+    clock = Clock()
+    costs = {("plain", "onnxruntime"): 10.0, ("chunk16", "onnxruntime"): 1.0, ("align16", "onnxruntime"): 1.0}
+    calls = fake_load(monkeypatch, clock, costs)
+    # the first candidate takes 2 shapes x (warm-up + 2 runs) x 10 s = 60 s; a second would not fit in 100 s
+    result = cpu_tuning.tune(build, ex_model, graphs=GRAPHS, backends=("onnxruntime",), threads=(1,), cases=CASES,
+                             budget_s="100s", timer=clock)
+    assert len(calls) == 1 and result.stopped_early and result.elapsed_s == pytest.approx(60.0)
+    assert [m.status for m in result.measurements] == ["ok", "not measured: budget", "not measured: budget"]
+    assert result.graph == PLAIN
+    block = result.to_dict()
+    assert block["measured"] == 1 and block["budget_s"] == 100.0 and block["stopped_early"]
+
+
+def test_a_candidate_that_runs_past_the_budget_is_stopped_and_not_chosen(monkeypatch, build, ex_model):
+    clock = Clock()
+    costs = {("align16", "onnxruntime"): 1.0, ("plain", "onnxruntime"): 1.0, ("chunk16", "onnxruntime"): 1.4}
+    fake_load(monkeypatch, clock, costs, spoil={("align16", "onnxruntime")})
+    # align16 fails at its first run (1 s), plain takes 6 s; chunk16 starts (7 s + the mean 3.5 s fit in 11 s)
+    # but passes the budget during its first shape (7 + 3 x 1.4 = 11.2 s): stopped before its second
+    result = cpu_tuning.tune(build, ex_model, graphs=(ALIGN, PLAIN, CHUNK), backends=("onnxruntime",), threads=(1,),
+                             cases=CASES, budget_s=11, timer=clock)
+    assert [m.status for m in result.measurements] == ["parity failed", "ok", "stopped: budget"]
+    assert list(result.measurements[2].times_s) == [CASES[0].name]
+    assert result.graph == PLAIN and result.stopped_early
+
+
+@pytest.mark.parametrize("value, seconds", [(None, 300.0), (90, 90.0), ("90", 90.0), ("90s", 90.0), ("2.5m", 150.0),
+                                            ("5 min", 300.0)])
+def test_budget_values(value, seconds):
+    assert cpu_tuning.parse_budget(value) == seconds
+
+
+@pytest.mark.parametrize("value", ["soon", "0", "-5", "5h", "", True, float("inf"), float("nan")])
+def test_a_bad_budget_is_an_input_error_naming_the_fix(value):
+    with pytest.raises(InputError, match=r"--tune-budget 300, 90s or 5m"):
+        cpu_tuning.parse_budget(value)
+
+
+def test_export_checks_the_budget_before_any_work(ex_model, tmp_path):
+    from lso.export import export_onnx
+
+    with pytest.raises(InputError, match="5m"):
+        export_onnx(ex_model, tmp_path / "m.onnx", target="cpu", tune_budget="a while")
+    with pytest.raises(InputError, match="add --target cpu"):
+        export_onnx(ex_model, tmp_path / "m.onnx", tune_budget=60)
+    assert not list(tmp_path.iterdir())
+
+
+# ------------------------------------------------------------------------------------------ loading
+class Recorder:
+    """Stands in for a runner class: records what load() built it with."""
+
+    def __init__(self, target, **options) -> None:
+        self.target, self.options = target, options
+
+
+class RecordingBackend(Backend):
+    def runner_class(self) -> type:
+        return Recorder
+
+
+@pytest.fixture
+def fake_backend(monkeypatch):
+    monkeypatch.setitem(BACKENDS, FAKE, RecordingBackend(FAKE, "unused:Unused", (".fakecpu",),
+                                                         frozenset({"threads", "verify"}), frozenset({"threads"})))
+
+
+def test_load_runs_the_recorded_backend_and_threads(tuned, fake_backend, monkeypatch):
+    out, _ = tuned
+    monkeypatch.setattr("lso.artifacts.cpu_model", lambda: TUNED_CPU)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CpuTuningWarning)  # same CPU: no warning
+        runner = lso.runtime.load(out)
+        assert isinstance(runner, Recorder) and runner.options == {"threads": 1}
+        assert lso.runtime.load(out, threads=2).options == {"threads": 2}  # the caller's threads win
+        asked = lso.runtime.load(out, backend="onnxruntime")  # and the caller's backend (then no recorded threads)
+    assert type(asked).__name__ == "OrtRunner" and asked.backend == "onnxruntime"
+
+
+def test_load_on_another_cpu_model_warns_naming_both_and_runs(tuned, fake_backend, monkeypatch):
+    out, _ = tuned
+    monkeypatch.setattr("lso.artifacts.cpu_model", lambda: "Other Test CPU 9000")
+    with pytest.warns(CpuTuningWarning) as record:
+        runner = lso.runtime.load(out)
+    text = str(record[0].message)
+    assert TUNED_CPU in text and "Other Test CPU 9000" in text and "--target cpu" in text
+    assert record[0].filename == __file__  # reported where load() was called
+    assert isinstance(runner, Recorder) and runner.options == {"threads": 1}
+
+
+def test_load_runs_the_tuned_graph_with_onnx_runtime(tuned, monkeypatch):
+    """Recorded onnxruntime with threads: the real runner opens and fuses the chosen graph."""
+    out, _ = tuned
+    copy = out.with_name("ort.cpu.onnx")
+    copy.write_bytes(out.read_bytes())
+    side = json.loads(out.with_name(out.name + ".json").read_text())
+    side["cpu_tuning"]["choice"].update(backend="onnxruntime", name="align16 onnxruntime threads=1")
+    copy.with_name(copy.name + ".json").write_text(json.dumps(side))
+    monkeypatch.setattr("lso.artifacts.cpu_model", lambda: TUNED_CPU)
+    hr = np.random.default_rng(0).random((1, 3, 32, 32), dtype=np.float32)
+    lr = np.random.default_rng(1).random((1, 31, 8, 8), dtype=np.float32)
+    assert cpu_tuning.tuned_defaults(copy, None, {}) == ("onnxruntime", {"threads": 1})
+    with lso.runtime.load(copy) as runner:
+        assert runner.backend == "onnxruntime"
+        assert runner.fuse(hr, lr).shape == (1, 31, 32, 32)
+
+
+def test_graphs_without_a_tuning_record_load_as_before(ex_onnx):
+    assert cpu_tuning.tuned_defaults(ex_onnx, None, {}) == (None, {})
+    assert cpu_tuning.tuned_choice({"cpu_tuning": {"choice": {}}}) is None
+
+
+# ------------------------------------------------------------------------------------------ the CLI
+def test_the_cli_flags_map_onto_export_onnx():
+    args = cli.build_parser().parse_args(["export", "--target", "cpu", "--tune-budget", "90s"])
+    kwargs = cli.export_kwargs(args)
+    assert kwargs["target"] == "cpu" and kwargs["tune_budget"] == "90s"
+    assert cli.export_kwargs(cli.build_parser().parse_args(["export"]))["tune_budget"] is None
+    from lso.export.onnx_export import export_onnx
+
+    params = set(inspect.signature(export_onnx).parameters)
+    assert set(kwargs) <= params
+    parser = cli.command_parser("export", "python export/to_onnx.py")
+    dests = {a.dest for a in parser._actions} - {"help", "verbose", "checkpoint", "out", "skip_check"}
+    assert dests <= set(kwargs), "every lso export flag reaches export_onnx"
+    assert "--tune-budget" in parser.format_help() and "cpu" in parser.format_help()
+
+
+def test_result_records_are_json(monkeypatch, build, ex_model):
+    clock = Clock()
+    fake_load(monkeypatch, clock, {("plain", "onnxruntime"): 1.0})
+    result = cpu_tuning.tune(build, ex_model, graphs=(PLAIN,), backends=("onnxruntime",), threads=(1,),
+                             cases=CASES[:1], timer=clock)
+    block = json.loads(json.dumps(result.to_dict()))
+    assert block["choice"]["backend"] == "onnxruntime" and block["cpu"]
+    assert dataclasses.asdict(result.graph) == {"solver_chunk": None, "align_channels": None}
+    assert cpu_tuning.format_tuning(block).startswith("tuned on ")
