@@ -12,10 +12,12 @@ were tuned on an Intel Xeon, where both gained; on a 2-core AMD EPYC (Zen 4) the
    threads=)``, at each thread setting (:func:`thread_settings`), on the representative shapes
    (:data:`TUNING_CASES`, seeded random inputs of the I/O spec): one warm-up run, whose output is checked
    against PyTorch FP32 with the export's tolerance (:func:`lso.export.parity.compare`), then ``repeats``
-   timed runs; a candidate more than :data:`PRUNE_RATIO` times slower than the best so far at a shape is not
-   run at the larger ones;
-3. the search stops when the next candidate would not fit the time budget (:data:`DEFAULT_BUDGET_S`,
-   ``--tune-budget``), keeping the best measured so far, with a progress line per candidate;
+   timed runs. The plain graph on the first backend is the baseline, measured at every shape; then every
+   other candidate at the smallest shape; then, shape by shape, those not more than :data:`PRUNE_RATIO` times
+   slower than the best there, fastest first;
+3. a step (a candidate at a shape) starts only if the mean cost of the steps at that shape so far still fits
+   the time budget (:data:`DEFAULT_BUDGET_S`, ``--tune-budget``; the PyTorch reference outputs count in it);
+   the search then stops, keeping what it measured, with a progress line per candidate;
 4. the choice is the **fastest candidate that passes parity** (sum over the shapes of each shape's best
    time); a candidate that fails parity is never chosen, however fast.
 
@@ -211,8 +213,8 @@ class Measurement:
     """What one candidate did: per-shape timings (seconds), its parity rows and its status.
 
     ``status`` is ``"ok"`` (every shape measured, parity passed), ``"parity failed"``, ``"slower"`` (pruned
-    after a shape), ``"stopped: budget"`` (the budget ran out during it), ``"not measured: budget"`` or
-    ``"error: ..."``.
+    after a shape), ``"stopped: budget"`` (measured at some shapes when the budget ran out), ``"not measured:
+    budget"`` or ``"error: ..."`` (``"running"`` only during the search).
     """
 
     candidate: Candidate
@@ -321,22 +323,6 @@ def format_tuning(block: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _reference_outputs(reference: Any, cases: Sequence[ParityCase], feeds: Sequence[dict], timer) -> list:
-    import torch
-
-    from lso import io_spec
-
-    outputs = []
-    reference = reference.eval()
-    for case, inputs in zip(cases, feeds, strict=True):
-        args = [torch.from_numpy(inputs[n]) for n in (io_spec.HR_MSI, io_spec.LR_HSI, io_spec.EXTENT) if n in inputs]
-        t0 = timer()
-        with torch.inference_mode():
-            outputs.append(reference(*args).numpy())
-        log.info("tuning: PyTorch FP32 reference at %s in %.1f s", case.name, timer() - t0)
-    return outputs
-
-
 def _run(runner: Any, inputs: dict) -> Any:
     from lso import io_spec
 
@@ -361,16 +347,22 @@ def tune(
 ) -> TuningResult:
     """Measure the candidates and choose the fastest that passes parity.
 
+    The order, so that a budget that runs out still leaves the best answer it can: the first candidate (the
+    plain graph) is measured at every shape whatever the budget, as the baseline; then every other candidate at
+    the first (smallest) shape; then, shape by shape, the candidates not pruned at the shape before, fastest
+    first. A (candidate, shape) step starts only if the mean cost of that shape's steps so far still fits in the
+    budget. Only a candidate measured at every shape can be chosen.
+
     Args:
         build: makes the ONNX ``ModelProto`` of a candidate graph (the export passes the captured plain graph
             through :func:`apply_graph_options`).
         reference: the PyTorch model (FP32, CPU) whose outputs every candidate must match.
         graphs, backends, threads: what to try (default: :data:`GRAPHS`, :func:`cpu_backends`,
             :func:`thread_settings`).
-        cases: the shapes (inputs drawn as :func:`lso.export.parity.case_inputs` draws them, from ``seed``).
-        budget_s: the time budget (:func:`parse_budget`; default :data:`DEFAULT_BUDGET_S`). The first candidate
-            is always measured in full; then a candidate starts only if the mean cost so far still fits, and one
-            that runs past the budget is stopped (and not chosen).
+        cases: the shapes, smallest first (inputs drawn as :func:`lso.export.parity.case_inputs` draws them,
+            from ``seed``).
+        budget_s: the time budget (:func:`parse_budget`; default :data:`DEFAULT_BUDGET_S`); the PyTorch reference
+            outputs count in it.
         repeats: timed runs per shape after the warm-up.
         atol: the export's parity tolerance (max abs error against ``reference``).
         tileable: the graphs take the ``extent`` input.
@@ -382,45 +374,51 @@ def tune(
 
     Raises:
         ExportError: no candidate passed parity (the table says why).
-        InputError: a bad budget, no candidate, ``repeats`` < 1.
+        InputError: a bad budget, no candidate, no case, ``repeats`` < 1.
     """
     from lso.artifacts import cpu_model
+    from lso.export.parity import case_inputs
 
     budget = parse_budget(budget_s)
     todo = candidates(graphs, backends, threads)
-    if not todo:
-        raise InputError("nothing to tune: no candidate graph, backend or thread setting")
+    cases = tuple(cases)
+    if not todo or not cases:
+        raise InputError("nothing to tune: no candidate graph, backend, thread setting or shape")
     if int(repeats) < 1:
         raise InputError(f"repeats must be at least 1, got {repeats}")
-    cases = tuple(cases)
     start = timer()
     cfg = reference.config
-    from lso.export.parity import case_inputs
-
     feeds = [case_inputs(c, cfg.n_msi_bands, cfg.n_bands, seed=seed, index=i, tileable=tileable)
              for i, c in enumerate(cases)]
-    expected = _reference_outputs(reference, cases, feeds, timer)
     measurements = [Measurement(c) for c in todo]
+    search = _Search(measurements, cases, feeds, reference, build, int(repeats), atol, timer)
+    stopped = False
     with tempfile.TemporaryDirectory(prefix="lso-tune-", dir=workdir) as folder:
-        files: dict[GraphOptions, Path | Exception] = {}
-        stopped = False
-        for index, m in enumerate(measurements):
-            elapsed = timer() - start
-            done = [x.seconds for x in measurements[:index]]
-            estimate = sum(done) / len(done) if done else 0.0
-            if index and elapsed + estimate > budget:
-                stopped = True
-                log.info("tuning: budget of %.0f s reached after %.0f s: %d of %d candidates measured", budget,
-                         elapsed, index, len(measurements))
+        search.folder = folder
+        search.run(measurements[0], range(len(cases)))  # the baseline, at every shape
+        _progress(measurements[0], cases, timer() - start, budget)
+        for index in range(len(cases)):
+            queue = measurements[1:] if index == 0 else sorted(
+                (m for m in measurements[1:] if m.status == "running" and len(m.times_s) == index),
+                key=lambda m: m.best_s(cases[index - 1].name) or math.inf)
+            for m in queue:
+                costs = search.step_costs.get(index, [])
+                estimate = sum(costs) / len(costs) if costs else 0.0
+                if timer() - start + estimate > budget:
+                    stopped = True
+                    break
+                search.run(m, [index])
+                if m.status != "running":
+                    _progress(m, cases, timer() - start, budget)
+            if stopped:
                 break
-            t_candidate = timer()
-            _measure(m, files, folder, build, cases, feeds, expected, measurements, repeats=int(repeats), atol=atol,
-                     timer=timer, deadline=start + budget if index else math.inf)
-            m.seconds = timer() - t_candidate
-            _progress(index, len(measurements), m, cases, timer() - start, budget)
-            if m.status == "stopped: budget":
-                stopped = True
-                break
+        for m in measurements:
+            if m.status == "running":
+                m.status = "stopped: budget"
+                _progress(m, cases, timer() - start, budget)
+    if stopped:
+        log.info("tuning: budget of %.0f s reached after %.0f s: %d of %d candidates measured at every shape", budget,
+                 timer() - start, sum(m.complete for m in measurements), len(measurements))
     passing = [m for m in measurements if m.complete and m.passed]
     if not passing:
         table = "\n".join(f"  {m.candidate.name}: {m.status}" for m in measurements)
@@ -436,67 +434,114 @@ def tune(
     return result
 
 
-def _graph_file(graph: GraphOptions, files: dict, folder: str, build: Callable[[GraphOptions], Any]) -> Path:
-    """The candidate graph on disk (built once per graph; a graph that failed to build fails every time)."""
-    if graph not in files:
-        from lso.deps import require
+@dataclass
+class _Search:
+    """The state of one :func:`tune`: runs (candidate, shapes) steps and fills the measurements."""
 
-        onnx = require("onnx")
-        path = Path(folder) / f"candidate-{graph.name.replace('+', '-')}.onnx"
+    measurements: list[Measurement]
+    cases: tuple[ParityCase, ...]
+    feeds: list[dict]
+    reference: Any
+    build: Callable[[GraphOptions], Any]
+    repeats: int
+    atol: float
+    timer: Callable[[], float]
+    folder: str = ""
+    expected: dict[int, Any] = field(default_factory=dict)  # PyTorch's outputs, made when a shape is first needed
+    step_costs: dict[int, list[float]] = field(default_factory=dict)  # shape index -> what each step there cost
+    files: dict[GraphOptions, Path | Exception] = field(default_factory=dict)
+
+    def reference_output(self, index: int) -> Any:
+        if index not in self.expected:
+            import torch
+
+            from lso import io_spec
+
+            inputs = self.feeds[index]
+            args = [torch.from_numpy(inputs[n]) for n in (io_spec.HR_MSI, io_spec.LR_HSI, io_spec.EXTENT)
+                    if n in inputs]
+            t0 = self.timer()
+            with torch.inference_mode():
+                self.expected[index] = self.reference.eval()(*args).numpy()
+            log.info("tuning: PyTorch FP32 reference at %s in %.1f s", self.cases[index].name, self.timer() - t0)
+        return self.expected[index]
+
+    def graph_file(self, graph: GraphOptions) -> Path:
+        """The candidate graph on disk (built once per graph; a graph that failed to build fails every time)."""
+        if graph not in self.files:
+            from lso.deps import require
+
+            onnx = require("onnx")
+            path = Path(self.folder) / f"candidate-{graph.name.replace('+', '-')}.onnx"
+            try:
+                onnx.save_model(self.build(graph), str(path), save_as_external_data=False)
+                self.files[graph] = path
+            except Exception as exc:  # a pass that does not apply to this graph: its candidates fail, others run
+                self.files[graph] = exc
+        found = self.files[graph]
+        if isinstance(found, Exception):
+            raise found
+        return found
+
+    def best_passing(self, index: int) -> float | None:
+        """The best time at shape ``index`` of the candidates still in the race."""
+        name = self.cases[index].name
+        best = [b for m in self.measurements if m.passed and m.status in ("ok", "running")
+                and (b := m.best_s(name)) is not None]
+        return min(best) if best else None
+
+    def run(self, m: Measurement, indices: Sequence[int]) -> None:
+        """Measure ``m`` at the shapes ``indices`` in one session: warm-up + parity, then the timed runs. Leaves
+        ``m.status`` ``"running"`` (shapes to go), ``"ok"``, ``"parity failed"``, ``"slower"`` or ``"error: ..."``."""
+        import lso.runtime
+        from lso.export.parity import compare
+
+        timer, cand = self.timer, m.candidate
+        m.status = "running"
+        t_step = timer()
         try:
-            onnx.save_model(build(graph), str(path), save_as_external_data=False)
-            files[graph] = path
-        except Exception as exc:  # a pass that does not apply to this graph: that candidate fails, the others run
-            files[graph] = exc
-    found = files[graph]
-    if isinstance(found, Exception):
-        raise found
-    return found
-
-
-def _measure(m: Measurement, files: dict, folder: str, build, cases, feeds, expected, measurements, *,
-             repeats: int, atol: float, timer, deadline: float) -> None:
-    """Fill ``m`` (status, timings, parity rows) for its candidate."""
-    import lso.runtime
-    from lso.export.parity import compare
-
-    cand = m.candidate
-    try:
-        path = _graph_file(cand.graph, files, folder, build)
-        with lso.runtime.load(path, backend=cand.backend, threads=cand.threads) as runner:
-            for number, (case, inputs, want) in enumerate(zip(cases, feeds, expected, strict=True)):
-                if number and timer() > deadline:  # the budget ran out during this candidate: stop it here
-                    m.status = "stopped: budget"
-                    return
-                t0 = timer()
-                got = _run(runner, inputs)  # the warm-up: its output is the one checked
-                row = compare(case, inputs, got, want, atol=atol, run_s=timer() - t0)
-                m.parity.append(row)
-                if not row.passed:
-                    m.status = "parity failed"
-                    return
-                times = []
-                for _ in range(repeats):
+            path = self.graph_file(cand.graph)
+            wanted = {i: self.reference_output(i) for i in indices}
+            m.seconds += timer() - t_step
+            t_step = timer()  # PyTorch's time is not the candidate's
+            with lso.runtime.load(path, backend=cand.backend, threads=cand.threads) as runner:
+                for index in indices:
+                    case, inputs = self.cases[index], self.feeds[index]
                     t0 = timer()
-                    _run(runner, inputs)
-                    times.append(timer() - t0)
-                m.times_s[case.name] = times
-                best = [b for x in measurements if x.complete and x.passed and (b := x.best_s(case.name)) is not None]
-                if best and min(times) > PRUNE_RATIO * min(best):
-                    m.status = "slower"
-                    return
-        m.status = "ok"
-    except Exception as exc:  # a backend that cannot run this graph is a result, not the end of the search
-        m.status = f"error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
-        log.debug("tuning: %s failed", cand.name, exc_info=True)
+                    got = _run(runner, inputs)  # the warm-up: its output is the one checked
+                    row = compare(case, inputs, got, wanted[index], atol=self.atol, run_s=timer() - t0)
+                    m.parity.append(row)
+                    if not row.passed:
+                        m.status = "parity failed"
+                        break
+                    times = []
+                    for _ in range(self.repeats):
+                        t0 = timer()
+                        _run(runner, inputs)
+                        times.append(timer() - t0)
+                    m.times_s[case.name] = times
+                    self.step_costs.setdefault(index, []).append(timer() - t_step)
+                    m.seconds += timer() - t_step
+                    t_step = timer()
+                    best = self.best_passing(index)
+                    if best is not None and min(times) > PRUNE_RATIO * best:
+                        m.status = "slower"
+                        break
+        except Exception as exc:  # a backend that cannot run this graph is a result, not the end of the search
+            m.status = f"error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
+            log.debug("tuning: %s failed", cand.name, exc_info=True)
+        m.seconds += timer() - t_step
+        if m.status == "running" and len(m.times_s) == len(self.cases):
+            m.status = "ok"
 
 
-def _progress(index: int, total: int, m: Measurement, cases, elapsed: float, budget: float) -> None:
-    times = ", ".join(f"{c.name} {m.best_s(c.name):.3f} s" for c in cases if m.best_s(c.name) is not None)
+def _progress(m: Measurement, cases: Sequence[ParityCase], elapsed: float, budget: float) -> None:
+    """The progress line of a candidate whose measuring has ended."""
+    times = ", ".join(f"{c.name} {b:.3f} s" for c in cases if (b := m.best_s(c.name)) is not None)
     worst = max((r.max_abs for r in m.parity), default=None)
     parity = f"parity max abs {worst:.1e}" if worst is not None else "no parity"
-    log.info("tuning [%d/%d] %s: %s; %s; %s (%.0f of %.0f s)", index + 1, total, m.candidate.name,
-             times or "no timing", parity, m.status, elapsed, budget)
+    log.info("tuning %s: %s; %s; %s (%.0f of %.0f s)", m.candidate.name, times or "no timing", parity, m.status,
+             elapsed, budget)
 
 
 # ------------------------------------------------------------------------------------------ loading
