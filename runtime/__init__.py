@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from lso._lazy import lazy_attributes
 
-__all__ = ["load", "fuse_tiled", "Runner", "TorchRunner", "OrtRunner", "TrtRunner", "InputRangeWarning",
-           "RunnerStateError", "DeviceUnavailableError", "ort_session"]
+__all__ = ["load", "fuse_tiled", "Runner", "TorchRunner", "OrtRunner", "TrtRunner", "OpenVinoRunner",
+           "InputRangeWarning", "RunnerStateError", "DeviceUnavailableError", "ort_session"]
 
 _LAZY = {
     "load": "lso.runtime.base",
@@ -29,6 +29,7 @@ _LAZY = {
     "OrtRunner": "lso.runtime.ort_runner",
     "ort_session": "lso.runtime.ort_runner",
     "TrtRunner": "lso.runtime.trt_runner",
+    "OpenVinoRunner": "lso.runtime.openvino_runner",
 }
 
 

@@ -422,6 +422,8 @@ register_backend("onnxruntime", "lso.runtime.ort_runner:OrtRunner", suffixes=ONN
 register_backend("tensorrt", "lso.runtime.trt_runner:TrtRunner", suffixes=TRT_SUFFIXES,
                  options={"stream", "cuda_graph", "max_graphs", "verify", "allow_host_code", "profile_index"},
                  gpu_only=True)
+register_backend("openvino", "lso.runtime.openvino_runner:OpenVinoRunner", suffixes=(".xml",),  # .onnx: backend=
+                 options={"threads", "streams", "precision", "verify"}, hints={"threads"})
 
 
 def backend_named(name: str) -> Backend:

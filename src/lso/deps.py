@@ -48,6 +48,7 @@ INSTALL: dict[str, Install] = {
     "onnxscript": Install("onnxscript", "onnx"),
     "onnxconverter_common": Install("onnxconverter-common", "onnx"),
     "polygraphy": Install("polygraphy", "onnx"),
+    "openvino": Install("openvino", "openvino"),
     "h5py": Install("h5py", "data"),
     "scipy": Install("scipy", "data"),
     "skimage": Install("scikit-image", "data"),

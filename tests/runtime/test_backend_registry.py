@@ -16,12 +16,14 @@ from rt_fixtures import reference, scene
 
 
 def test_shipped_backends_and_their_suffixes():
-    assert list(BACKENDS) == ["torch", "onnxruntime", "tensorrt"]
+    assert list(BACKENDS) == ["torch", "onnxruntime", "tensorrt", "openvino"]
     assert backend_of("m.onnx").name == "onnxruntime" and backend_of("m.plan").gpu_only
     assert backend_of("@demo").name == "torch"
     assert backend_of("m.onnx", backend="torch").name == "torch"  # explicit wins over the suffix
-    with pytest.raises(InputError, match="unknown backend 'openvino'.*onnxruntime"):
-        backend_of("m.onnx", backend="openvino")
+    assert backend_of("m.onnx", backend="openvino").name == "openvino"  # OpenVINO reads ONNX directly
+    assert backend_of("m.xml").name == "openvino" and not BACKENDS["openvino"].gpu_only  # its IR, by suffix
+    with pytest.raises(InputError, match="unknown backend 'ncnn'.*onnxruntime.*openvino"):
+        backend_of("m.onnx", backend="ncnn")
 
 
 def test_options_rule_hints_ignored_others_refused():
@@ -32,6 +34,11 @@ def test_options_rule_hints_ignored_others_refused():
     with pytest.raises(InputError, match="no backend takes it"):
         backend_options(BACKENDS["onnxruntime"], {"colour": "red"})
     assert backend_options(BACKENDS["tensorrt"], {"threads": 2, "memory_budget": "1G"}) == {"memory_budget": "1G"}
+    openvino = BACKENDS["openvino"]
+    assert backend_options(openvino, {"threads": 2, "inter_op_threads": 1, "precision": "bf16"}) == {
+        "threads": 2, "precision": "bf16"}  # inter_op_threads: ONNX Runtime's hint, ignored
+    with pytest.raises(InputError, match="takes no option 'precision'.*only openvino"):
+        backend_options(BACKENDS["onnxruntime"], {"precision": "fp32"})
 
 
 def test_load_a_model_and_a_checkpoint_with_threads(rt_model, tmp_path):

@@ -1,0 +1,504 @@
+"""OpenVINO runner (CPU): the package's ONNX graphs (plain, tileable, CPU-tuned, INT8 Q/DQ) or an OpenVINO IR.
+
+``OpenVinoRunner`` compiles the graph for OpenVINO's ``CPU`` device with ``PERFORMANCE_HINT`` = ``LATENCY`` and an
+explicit ``INFERENCE_PRECISION_HINT``, then **checks** the compiled model's effective precision
+(:func:`effective_precision`) and refuses to run when it is not the one asked for. The reason: on CPUs with
+AVX512-BF16 or AMX, OpenVINO's CPU plugin defaults the inference precision to BF16 for the whole graph, and on
+LSO that silently gives an image off by up to 1.24 (the solver's arguments reach 24·π² rad). Precisions:
+
+- ``"fp32"`` (default): FP32 everywhere, matching PyTorch FP32 within the export tolerance.
+- ``"bf16"``: BF16 where OpenVINO chooses it, with the FP32 islands of :mod:`lso.islands` (solver, softmax,
+  coordinate grid, interpolation matrices) kept FP32 through OpenVINO's own mechanism: each island node found
+  by its graph query (:data:`lso.export.graph_query.ISLAND_QUERIES`) carries the ``DisablePrecisionConversion``
+  runtime attribute (:func:`mark_fp32_islands`), which the CPU plugin honours (such nodes keep their original
+  precision when it enforces BF16). Only on CPUs with native BF16 (AVX512-BF16 or AMX): elsewhere an
+  :class:`~lso.errors.InputError` says so (no silent FP32 fallback; ask for ``"fp32"``).
+- ``"default"``: no precision hint (OpenVINO's own choice, BF16 on BF16 CPUs): a comparison point for
+  benchmarks only; the runner warns when the effective precision is not FP32.
+
+Inputs and the output are OpenVINO tensors over the caller's memory: float32 C-contiguous numpy arrays (and
+CPU torch tensors, through their numpy view) are read in place, and the output is written straight into a
+caller-provided ``out`` (or into one array the runner allocates), never copied out of OpenVINO's memory.
+
+Every spatial size and batch runs (the graphs' spatial dimensions are dynamic); the tileable graph gets
+``(0, 0, H, W)`` when no extent is given. A graph whose solver is chunked in ``Scan`` loops (``lso export
+--solver-chunk``) keeps its loops' bodies FP32 in BF16 mode (they hold only the solver).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import threading
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lso.artifacts import read_sidecar
+from lso.config import LSOConfig
+from lso.deps import require
+from lso.errors import ArtifactError, InputError
+from lso.io_spec import EXTENT, HR_HSI, HR_MSI, INPUT_NAMES, LR_HSI, TensorSpec
+from lso.runtime.base import Runner, RunnerStateError
+from lso.runtime.validation import FuseInputs
+
+__all__ = ["OpenVinoRunner", "PRECISIONS", "ISLAND_MARK", "OPENVINO_SUFFIXES", "openvino_core", "cpu_bf16_support",
+           "mark_fp32_islands", "island_marks", "effective_precision"]
+
+log = logging.getLogger(__name__)
+
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "default")
+"""``precision=`` of :class:`OpenVinoRunner`; ``"default"`` sets no hint (OpenVINO's own choice)."""
+
+OPENVINO_SUFFIXES = (".xml",)
+"""OpenVINO IR (``model.xml`` + ``model.bin``); ONNX graphs run with ``backend="openvino"``."""
+
+ISLAND_MARK = "DisablePrecisionConversion_0"
+"""The runtime-info key of OpenVINO's ``DisablePrecisionConversion`` attribute (on a node of an ``ov.Model``)."""
+
+# the attribute as OpenVINO's IR writes it: no conversion of the node from any type to BF16 or FP16. OpenVINO's
+# Python API has no call that sets it; its IR reader builds it from this element (see mark_fp32_islands).
+_MARK_ELEMENT = {"name": "DisablePrecisionConversion", "version": "0", "value": "dynamic:bf16,f16"}
+
+# how each island of lso.islands is kept FP32 here (islands_for("bf16")): its graph query's nodes get the mark
+_OPENVINO_MECHANISM = {"solver": "graph_query", "softmax": "graph_query", "coordinate_grid": "graph_query",
+                       "bicubic": "graph_query"}
+
+_HINT_TYPES = {"fp32": "f32", "bf16": "bf16"}
+_NP_TYPES: dict[str, type[np.generic]] = {"f32": np.float32, "f16": np.float16, "f64": np.float64, "i64": np.int64,
+                                          "i32": np.int32}
+
+_core_lock = threading.Lock()
+_core: dict[str, Any] = {}
+
+
+def openvino_core() -> Any:
+    """The process's ``openvino.Core`` (one per process: it holds the plugins and their thread pools)."""
+    ov = require("openvino")
+    with _core_lock:
+        if "core" not in _core:
+            _core["core"] = ov.Core()
+        return _core["core"]
+
+
+def _cpu_flags() -> set[str] | None:
+    """The CPU flags of /proc/cpuinfo (None where there is no such file)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def cpu_bf16_support(core: Any = None) -> tuple[bool, str]:
+    """Whether this CPU computes BF16 natively (AVX512-BF16 or AMX-BF16), and what says so.
+
+    Both OpenVINO (``BF16`` among the CPU device's ``OPTIMIZATION_CAPABILITIES``) and, where ``/proc/cpuinfo``
+    exists, the CPU flags (``avx512_bf16`` or ``amx_bf16``) must agree: OpenVINO can list BF16 on AVX-512 CPUs
+    that only emulate it, which is slower than FP32.
+    """
+    props = require("openvino.properties")
+    core = core if core is not None else openvino_core()
+    capabilities = [str(c) for c in core.get_property("CPU", props.device.capabilities)]
+    name = str(core.get_property("CPU", props.device.full_name))
+    if "BF16" not in capabilities:
+        return False, f"OpenVINO lists no BF16 capability for {name} ({', '.join(capabilities)})"
+    flags = _cpu_flags()
+    if flags is not None and not flags & {"avx512_bf16", "amx_bf16"}:
+        return False, f"{name} has neither avx512_bf16 nor amx_bf16 in /proc/cpuinfo (BF16 would be emulated)"
+    return True, f"{name}: " + ("OpenVINO BF16 capability" + (
+        f", {'/'.join(sorted(flags & {'avx512_bf16', 'amx_bf16'}))}" if flags else ""))
+
+
+def _island_node_names(onnx_model: Any) -> tuple[dict[str, str], list[str]]:
+    """``({node name: reason}, [chunked solver loops])``: what :func:`mark_fp32_islands` marks, from the table."""
+    from lso.export.graph_query import SOLVER_CHUNK_PREFIX, has_chunked_solver, island_nodes
+    from lso.islands import islands_for
+
+    names = [entry.name for entry in islands_for("bf16")]
+    missing = set(names) - set(_OPENVINO_MECHANISM)
+    if missing:  # a new island in the table must get a mechanism here
+        raise NotImplementedError(f"OpenVinoRunner has no FP32 mechanism for island(s) {sorted(missing)}")
+    nodes = island_nodes(onnx_model, names)
+    loops = []
+    if has_chunked_solver(onnx_model):  # the solver lives in Scan bodies, where the island queries cannot see it
+        loops = [n.name for n in onnx_model.graph.node
+                 if n.op_type == "Scan" and n.name.startswith(SOLVER_CHUNK_PREFIX)]
+    return nodes, loops
+
+
+def mark_fp32_islands(onnx_path: str | os.PathLike, out: str | os.PathLike, core: Any = None) -> tuple[Path, int]:
+    """Write the OpenVINO IR of an LSO ONNX graph with its FP32 islands marked; returns ``(out, marked ops)``.
+
+    Every node of the islands :func:`lso.islands.islands_for` ``("bf16")`` lists, found by its graph query,
+    carries OpenVINO's ``DisablePrecisionConversion`` runtime attribute (key :data:`ISLAND_MARK` once read), so
+    the CPU plugin keeps it FP32 when it runs the rest in BF16; the ``Scan`` loops of a chunked solver are marked
+    with their whole bodies. OpenVINO's Python API cannot create that attribute, so the marks are written into
+    the IR (``out``, an ``.xml`` with its ``.bin`` beside it), whose reader builds them; the ONNX frontend names
+    each operation after its ONNX node, which is how the islands are found again. ``OpenVinoRunner(out,
+    precision="bf16")`` then runs the IR (it refuses an IR without marks).
+
+    Raises:
+        ArtifactError: the graph cannot be read, or none of its nodes is an island (not an LSO graph).
+    """
+    onnx = require("onnx")
+    ov = require("openvino")
+    core = core if core is not None else openvino_core()
+    path, xml = Path(onnx_path), Path(out)
+    if xml.suffix.lower() != ".xml":
+        raise InputError(f"{xml.name}: an OpenVINO IR is an .xml file (with its .bin beside it)")
+    try:
+        graph = onnx.load(str(path))
+    except Exception as exc:  # protobuf DecodeError and the like
+        raise ArtifactError(f"cannot read {path} as ONNX ({exc}); re-export it") from exc
+    nodes, loops = _island_node_names(graph)
+    del graph
+    ov.serialize(_read_model(core, path), str(xml), str(xml.with_suffix(".bin")))
+    tree = ET.parse(xml)
+    marked = 0
+    for layer in tree.getroot().iter("layer"):
+        name = layer.get("name", "")
+        if name in nodes or name in loops:
+            for target in (layer.iter("layer") if name in loops else [layer]):  # a loop: itself and its body
+                _stable_version(target)
+                _add_mark(target)
+                marked += 1
+    if not marked:
+        raise ArtifactError(f"{path.name}: none of its operations is an FP32 island of lso.islands (found by "
+                            f"lso.export.graph_query); is this an LSO graph exported by lso export?")
+    tree.write(xml, encoding="utf-8", xml_declaration=True)
+    log.info("%s: %d OpenVINO operations marked FP32 (%s%s)", path.name, marked,
+             ", ".join(sorted(set(nodes.values()))), f"; {len(loops)} solver loop(s)" if loops else "")
+    return xml, marked
+
+
+def _stable_version(layer: Any) -> None:
+    """Write an island operation in the opset version the CPU plugin runs, so that its pipeline keeps the node.
+
+    The mark is not copied when a transformation replaces a node (OpenVINO declares it not copyable), and the
+    CPU plugin replaces ``SoftMax``-8 by ``SoftMax``-1 and ``Pad``-12 by ``Pad``-1: such nodes would lose it.
+    """
+    kind, version = layer.get("type"), layer.get("version")
+    if kind == "SoftMax" and version == "opset8":
+        data = layer.find("data")
+        ports = layer.find("input")
+        rank = len(ports[0].findall("dim")) if ports is not None and len(ports) else 0
+        axis = int(data.get("axis", "1")) if data is not None else 1
+        if axis < 0 and rank:
+            axis += rank
+        if axis >= 0 and data is not None:
+            data.set("axis", str(axis))
+            layer.set("version", "opset1")
+    elif kind == "Pad" and version == "opset12":
+        layer.set("version", "opset1")  # the same operation for non-negative pads, which the bicubic pad has
+
+
+def _add_mark(layer: Any) -> None:
+    info = layer.find("rt_info")
+    if info is None:
+        info = ET.SubElement(layer, "rt_info")
+    if not any(a.get("name") == _MARK_ELEMENT["name"] for a in info.findall("attribute")):
+        ET.SubElement(info, "attribute", dict(_MARK_ELEMENT))
+
+
+def island_marks(model: Any) -> list[str]:
+    """Friendly names of the operations of an ``ov.Model`` (and of its loops' bodies) that carry the FP32 mark."""
+    found = []
+    for op in model.get_ordered_ops():
+        if ISLAND_MARK in op.get_rt_info().keys():
+            found.append(op.get_friendly_name())
+        body = op.get_function() if hasattr(op, "get_function") else None
+        if body is not None:
+            found.extend(island_marks(body))
+    return found
+
+
+def effective_precision(compiled: Any) -> str:
+    """The inference precision a compiled model computes with, as OpenVINO reports it (``"f32"``, ``"bf16"``)."""
+    hints = require("openvino.properties.hint")
+    return str(compiled.get_property(hints.inference_precision).get_type_name())
+
+
+def _read_model(core: Any, path: Path) -> Any:
+    try:
+        return core.read_model(str(path))
+    except Exception as exc:  # OpenVINO raises RuntimeError / its own types for unreadable graphs
+        raise ArtifactError(f"OpenVINO cannot read {path}: {exc}; re-export it (lso export / "
+                            f"lso.export.export_onnx)") from exc
+
+
+class OpenVinoRunner(Runner):
+    """Runs an LSO graph with OpenVINO on the CPU.
+
+    Args:
+        path: the ``.onnx`` graph (any variant ``lso export`` / ``lso calibrate`` writes: plain, tileable,
+            CPU-tuned, INT8 Q/DQ) or an OpenVINO IR ``.xml`` (its ``.bin`` beside it). A ``.json`` sidecar, when
+            present, is checked (sha256) and gives the configuration.
+        device: ``"cpu"`` (the only one; OpenVINO's ``CPU`` device).
+        threads: ``INFERENCE_NUM_THREADS`` (default: OpenVINO's choice, the physical cores). A hint: other
+            backends ignore it.
+        streams: ``NUM_STREAMS`` (default: what ``PERFORMANCE_HINT`` = ``LATENCY`` picks, one).
+        precision: ``"fp32"`` (default), ``"bf16"`` (FP32 islands kept; CPUs with native BF16 only) or
+            ``"default"`` (OpenVINO's own choice: benchmarks only). See the module docstring.
+        verify: check the artifact's sha256 against its sidecar.
+        config: the model's architecture, if neither the sidecar nor the graph's metadata records it.
+
+    Raises (on activation):
+        InputError: an unknown precision, a device other than the CPU, BF16 on a CPU without it, or BF16 for an
+            IR without island marks.
+        ArtifactError: an unreadable or foreign graph, or a compiled model whose effective precision is not the
+            one asked for.
+
+    Threads: one ``InferRequest`` serves the calls one at a time (:attr:`concurrent` is False); OpenVINO's
+    own thread pool (``threads``) parallelises each call.
+    """
+
+    backend = "openvino"
+    concurrent = False
+
+    def __init__(self, path: str | os.PathLike, *, device: Any = "cpu", threads: int | None = None,
+                 streams: int | None = None, precision: str = "fp32", verify: bool = True,
+                 config: LSOConfig | None = None) -> None:
+        super().__init__()
+        self._path = Path(path)
+        if device is not None and str(device).lower() != "cpu":
+            raise InputError(f"OpenVinoRunner runs on the CPU, not {device!r}; use device='cpu' (or another "
+                             f"backend for a GPU)")
+        if precision not in PRECISIONS:
+            raise InputError(f"precision must be one of {list(PRECISIONS)}, not {precision!r}")
+        for name, value in (("threads", threads), ("streams", streams)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise InputError(f"{name} must be an integer >= 1 (or None for OpenVINO's choice), not {value!r}")
+        self._threads, self._streams, self._precision = threads, streams, precision
+        self._verify = verify
+        self._config = config
+        self._compiled: Any = None
+        self._request: Any = None
+        self._specs: tuple[TensorSpec, ...] = ()
+        self._types: dict[str, type[np.generic]] = {}
+        self._out_port: Any = None
+        self._marked = 0
+        self._settings: dict[str, Any] = {}
+        self._ir_dir: Any = None  # a tempfile.TemporaryDirectory holding the marked IR (BF16 of an .onnx)
+
+    # ----------------------------------------------------------------------------- lifecycle
+    def _activate(self) -> None:
+        try:
+            self._compile()
+        except BaseException:
+            self._deactivate()
+            raise
+
+    def _compile(self) -> None:
+        ov = require("openvino")
+        props = require("openvino.properties")
+        hints = require("openvino.properties.hint")
+        if not self._path.is_file():
+            raise ArtifactError(f"{self._path} does not exist (or is not a file)")
+        suffix = self._path.suffix.lower()
+        if suffix not in (".onnx", *OPENVINO_SUFFIXES):
+            raise ArtifactError(f"OpenVinoRunner runs ONNX graphs (.onnx) and OpenVINO IR (.xml), not "
+                                f"{self._path.name}: export it first (lso export)")
+        sidecar = read_sidecar(self._path, verify=self._verify)
+        core = openvino_core()
+        if self._precision == "bf16":
+            supported, why = cpu_bf16_support(core)
+            if not supported:
+                raise InputError(f"precision='bf16' needs a CPU with native BF16 (AVX512-BF16 or AMX): {why}; "
+                                 f"use precision='fp32'")
+            source = self._path
+            if suffix == ".onnx":  # the marked IR lives in a temporary folder while the runner is active
+                self._ir_dir = tempfile.TemporaryDirectory(prefix="lso_openvino_")
+                source, _ = mark_fp32_islands(self._path, Path(self._ir_dir.name) / "model.xml", core)
+            model = _read_model(core, source)
+            self._marked = len(island_marks(model))
+            if suffix != ".onnx":
+                if not self._marked:
+                    raise InputError(f"{self._path.name} carries no FP32 island marks ({ISLAND_MARK}), so BF16 "
+                                     f"would lower the solver and softmax too; run its .onnx graph with "
+                                     f"precision='bf16' (the islands are marked then), or use precision='fp32'")
+        else:
+            model = _read_model(core, self._path)
+        self._check_io(model)
+        if self._config is None:
+            self._config = _recorded_config(model, sidecar)
+        self._weights_sha256 = _recorded_fingerprint(self._path, model, sidecar)
+        settings: dict[str, Any] = {hints.performance_mode: hints.PerformanceMode.LATENCY}
+        if self._precision in _HINT_TYPES:
+            settings[hints.inference_precision] = getattr(ov.Type, _HINT_TYPES[self._precision])
+        if self._threads is not None:
+            settings[props.inference_num_threads] = int(self._threads)
+        if self._streams is not None:
+            settings[props.num_streams] = int(self._streams)
+        try:
+            compiled = core.compile_model(model, "CPU", settings)
+        except Exception as exc:  # RuntimeError for operators or shapes the CPU plugin rejects
+            raise ArtifactError(f"OpenVINO cannot compile {self._path.name} for the CPU: {exc}") from exc
+        effective = effective_precision(compiled)
+        wanted = _HINT_TYPES.get(self._precision)
+        if wanted is not None and effective != wanted:
+            raise ArtifactError(f"OpenVINO compiled {self._path.name} with inference precision {effective}, not the "
+                                f"{wanted} asked for (precision={self._precision!r}); its output would differ from "
+                                f"the model's: this OpenVINO ({ov.__version__}) ignores the hint, use another backend")
+        if self._precision == "default" and effective != "f32":
+            log.warning("%s: OpenVINO's default inference precision on this CPU is %s, not FP32, for the whole "
+                        "graph (FP32 islands included): outputs differ from the model's (on LSO by up to ~1); use "
+                        "precision='fp32', or 'bf16' (FP32 islands kept)", self._path.name, effective)
+        self._settings = {"precision": self._precision, "inference_precision": effective,
+                          "performance_hint": str(compiled.get_property(hints.performance_mode)),
+                          "threads": int(compiled.get_property(props.inference_num_threads)),
+                          "streams": int(compiled.get_property(props.num_streams)),
+                          "fp32_island_ops": self._marked, "openvino": ov.__version__}
+        self._compiled = compiled
+        self._request = compiled.create_infer_request()
+        self._out_port = compiled.outputs[0]
+        log.info("OpenVINO %s: %s on CPU (%s)", ov.__version__, self._path.name, self._settings)
+
+    def _check_io(self, model: Any) -> None:
+        specs, types = [], {}
+        for port in model.inputs:
+            name = port.get_any_name()
+            np_type = _NP_TYPES.get(port.get_element_type().get_type_name(), np.float32)
+            shape = tuple(int(d.get_length()) if d.is_static else f"d{i}"
+                          for i, d in enumerate(port.get_partial_shape()))
+            specs.append(TensorSpec(name, str(np.dtype(np_type)), shape))
+            types[name] = np_type
+        names = [s.name for s in specs]
+        unknown = [n for n in names if n not in (*INPUT_NAMES, EXTENT)]
+        if any(n not in names for n in INPUT_NAMES) or unknown:
+            raise ArtifactError(f"{self._path.name} takes inputs {names}; an LSO graph takes {list(INPUT_NAMES)} "
+                                f"(and optionally '{EXTENT}'): is this an LSO model exported by lso export?")
+        if len(model.outputs) != 1:
+            raise ArtifactError(f"{self._path.name} has {len(model.outputs)} outputs; an LSO graph has one ({HR_HSI})")
+        out_type = model.outputs[0].get_element_type().get_type_name()
+        if out_type != "f32":
+            raise ArtifactError(f"{self._path.name}'s output is {out_type}; an LSO graph's is float32")
+        self._specs, self._types = tuple(specs), types
+
+    def _deactivate(self) -> None:
+        self._request = None
+        self._compiled = None
+        self._out_port = None
+        if self._ir_dir is not None:
+            self._ir_dir.cleanup()
+            self._ir_dir = None
+
+    # ----------------------------------------------------------------------------- description
+    @property
+    def config(self) -> LSOConfig | None:
+        return self._config
+
+    @property
+    def input_specs(self) -> tuple[TensorSpec, ...]:
+        if not self._specs:
+            raise RunnerStateError(f"{self!r}: the graph's inputs are known once the runner is active")
+        return self._specs
+
+    @property
+    def compiled_model(self) -> Any:
+        """The ``openvino.CompiledModel`` (only while active)."""
+        self._require_active()
+        return self._compiled
+
+    @property
+    def infer_request(self) -> Any:
+        """The ``openvino.InferRequest`` the calls run on (only while active)."""
+        self._require_active()
+        return self._request
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """What the compiled model runs with, as OpenVINO reports it: ``precision`` (asked),
+        ``inference_precision`` (effective), ``performance_hint``, ``threads``, ``streams``, ``fp32_island_ops``
+        (operations marked FP32 in BF16 mode) and the ``openvino`` version. Empty until activated."""
+        return dict(self._settings)
+
+    def _describe(self) -> str:
+        return f"{self._path.name}, precision={self._precision}"
+
+    # ----------------------------------------------------------------------------- running
+    def _fuse(self, inputs: FuseInputs, extent: tuple[int, int, int, int] | None, out: Any, **options: Any) -> Any:
+        if options:
+            raise TypeError(f"OpenVinoRunner.fuse got unexpected options {sorted(options)}")
+        ov = require("openvino")
+        request = self._request
+        keep = []  # the arrays the tensors view must outlive infer()
+        for name, tensor in ((HR_MSI, inputs.hr_msi), (LR_HSI, inputs.lr_hsi)):
+            arr = _host_array(tensor, self._types.get(name, np.float32))
+            keep.append(arr)
+            request.set_tensor(name, ov.Tensor(arr, shared_memory=True))
+        if EXTENT in self._types:
+            _, _, height, width = inputs.output_shape
+            ext = np.ascontiguousarray(extent if extent is not None else (0, 0, height, width), dtype=np.int64)
+            keep.append(ext)
+            request.set_tensor(EXTENT, ov.Tensor(ext, shared_memory=True))
+        result = _output_array(out, inputs.output_shape)
+        request.set_tensor(self._out_port, ov.Tensor(result, shared_memory=True))
+        request.infer()
+        return out if out is not None and _shares(out, result) else result
+
+
+def _host_array(tensor: torch.Tensor, np_type: type[np.generic]) -> np.ndarray:
+    """A C-contiguous numpy array of ``np_type`` over the tensor's memory where it already is one (else a copy)."""
+    arr = tensor.detach().cpu().numpy()  # a CPU tensor shares memory with its numpy view: no copy
+    if arr.dtype != np_type:
+        arr = arr.astype(np_type)
+    return np.ascontiguousarray(arr)
+
+
+def _output_array(out: Any, shape: tuple[int, int, int, int]) -> np.ndarray:
+    """The float32 host array the output is written into: ``out`` itself (numpy, or a CPU torch tensor's numpy
+    view) when it is one, else a new array (``restore_output`` then copies it where ``out`` lives)."""
+    if isinstance(out, np.ndarray) and out.dtype == np.float32 and out.flags.c_contiguous:
+        return out
+    if isinstance(out, torch.Tensor) and not out.is_cuda and out.dtype == torch.float32 and out.is_contiguous():
+        return out.detach().numpy()
+    return np.empty(shape, dtype=np.float32)
+
+
+def _shares(out: Any, result: np.ndarray) -> bool:
+    if isinstance(out, np.ndarray):
+        return out is result
+    return isinstance(out, torch.Tensor) and not out.is_cuda and out.data_ptr() == result.ctypes.data
+
+
+def _framework_info(model: Any, key: str) -> str | None:
+    """A metadata entry the ONNX graph recorded (``lso.<key>``), as OpenVINO keeps it, or None."""
+    try:
+        return str(model.get_rt_info(["framework", f"lso.{key}"]).astype(str))
+    except Exception:  # RuntimeError: no such entry (an IR, an older export)
+        return None
+
+
+def _recorded_config(model: Any, sidecar: dict | None) -> LSOConfig | None:
+    """The architecture the sidecar (else the graph's metadata) records; None if neither does."""
+    import json
+
+    if sidecar and isinstance(sidecar.get("config"), dict):
+        return LSOConfig.from_dict(sidecar["config"])
+    text = _framework_info(model, "config")
+    if text:
+        try:
+            return LSOConfig.from_dict(json.loads(text))
+        except (ValueError, TypeError) as exc:
+            log.warning("the graph's lso.config metadata cannot be read (%s); tiling uses the default", exc)
+    return None
+
+
+def _recorded_fingerprint(path: Path, model: Any, sidecar: dict | None) -> str | None:
+    """The weights' fingerprint the graph's metadata (else its sidecar) records; None if neither does."""
+    from lso.checkpoint import WEIGHTS_FINGERPRINT_KEY
+
+    found = {where: value for where, value in (("graph metadata", _framework_info(model, WEIGHTS_FINGERPRINT_KEY)),
+                                               ("sidecar", (sidecar or {}).get(WEIGHTS_FINGERPRINT_KEY)))
+             if isinstance(value, str) and value}
+    if len(set(found.values())) > 1:
+        raise ArtifactError(f"{path}: its graph metadata and its sidecar record different weight fingerprints "
+                            f"({found}); one of them was edited: re-export it")
+    return next(iter(found.values()), None)
