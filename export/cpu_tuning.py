@@ -15,9 +15,10 @@ were tuned on an Intel Xeon, where both gained; on a 2-core AMD EPYC (Zen 4) the
    timed runs. The plain graph on the first backend is the baseline, measured at every shape; then every
    other candidate at the smallest shape; then, shape by shape, those not more than :data:`PRUNE_RATIO` times
    slower than the best there, fastest first;
-3. a step (a candidate at a shape) starts only if the mean cost of the steps at that shape so far still fits
-   the time budget (:data:`DEFAULT_BUDGET_S`, ``--tune-budget``; the PyTorch reference outputs count in it);
-   the search then stops, keeping what it measured, with a progress line per candidate;
+3. a step (a candidate at a shape) starts only if it fits the time budget (:data:`DEFAULT_BUDGET_S`,
+   ``--tune-budget``; the PyTorch reference outputs count in it) with room left for one candidate at the
+   larger shapes (costs estimated from the steps so far); the search then goes on to the larger shapes with
+   what it has, and stops, keeping what it measured, with a progress line per candidate;
 4. the choice is the **fastest candidate that passes parity** (sum over the shapes of each shape's best
    time); a candidate that fails parity is never chosen, however fast.
 
@@ -289,6 +290,7 @@ class TuningResult:
             "elapsed_s": round(self.elapsed_s, 2),
             "stopped_early": self.stopped_early,
             "measured": sum(1 for m in self.measurements if not m.status.startswith("not measured")),
+            "complete": sum(1 for m in self.measurements if m.complete),
             "cases": [c.name for c in self.cases],
             "repeats": self.repeats,
             "score": "sum over the cases of each case's best time, s",
@@ -309,7 +311,8 @@ def format_tuning(block: Mapping[str, Any]) -> str:
     choice = block.get("choice") or {}
     head = (f"tuned on {block.get('cpu')} ({block.get('cores')} threads usable) in {block.get('elapsed_s')} s of a "
             f"{block.get('budget_s')} s budget{' (stopped early)' if block.get('stopped_early') else ''}: "
-            f"{block.get('measured')} of {len(block.get('candidates') or [])} candidates measured; chose "
+            f"{block.get('measured')} of {len(block.get('candidates') or [])} candidates measured, "
+            f"{block.get('complete')} at every shape; chose "
             f"{choice.get('name')} ({choice.get('score_s')} s = sum of the best times at {', '.join(cases)})")
     lines = [head, "", "| candidate | " + " | ".join(f"{n} best s" for n in cases) + " | parity max abs | status |",
              "|---|" + "---|" * len(cases) + "---|---|"]
@@ -350,8 +353,10 @@ def tune(
     The order, so that a budget that runs out still leaves the best answer it can: the first candidate (the
     plain graph) is measured at every shape whatever the budget, as the baseline; then every other candidate at
     the first (smallest) shape; then, shape by shape, the candidates not pruned at the shape before, fastest
-    first. A (candidate, shape) step starts only if the mean cost of that shape's steps so far still fits in the
-    budget. Only a candidate measured at every shape can be chosen.
+    first. A (candidate, shape) step starts only if it fits in the budget together with what one candidate
+    would still need at the larger shapes (the mean cost of the steps at each shape so far), so that the
+    fastest candidates at the small shape can still be measured at the large ones. Only a candidate measured
+    at every shape can be chosen.
 
     Args:
         build: makes the ONNX ``ModelProto`` of a candidate graph (the export passes the captured plain graph
@@ -402,16 +407,14 @@ def tune(
                 (m for m in measurements[1:] if m.status == "running" and len(m.times_s) == index),
                 key=lambda m: m.best_s(cases[index - 1].name) or math.inf)
             for m in queue:
-                costs = search.step_costs.get(index, [])
-                estimate = sum(costs) / len(costs) if costs else 0.0
-                if timer() - start + estimate > budget:
+                # this step, and what one candidate would still need at the larger shapes, must fit
+                need = sum(search.mean_cost(i) for i in range(index, len(cases)))
+                if timer() - start + need > budget:
                     stopped = True
-                    break
+                    break  # on to the larger shapes with the candidates measured so far, fastest first
                 search.run(m, [index])
                 if m.status != "running":
                     _progress(m, cases, timer() - start, budget)
-            if stopped:
-                break
         for m in measurements:
             if m.status == "running":
                 m.status = "stopped: budget"
@@ -482,6 +485,11 @@ class _Search:
         if isinstance(found, Exception):
             raise found
         return found
+
+    def mean_cost(self, index: int) -> float:
+        """The mean cost of the steps at shape ``index`` so far (0 before the first)."""
+        costs = self.step_costs.get(index) or [0.0]
+        return sum(costs) / len(costs)
 
     def best_passing(self, index: int) -> float | None:
         """The best time at shape ``index`` of the candidates still in the race."""

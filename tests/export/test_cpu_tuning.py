@@ -189,17 +189,30 @@ def test_the_budget_stops_the_search_and_keeps_the_best_so_far(monkeypatch, buil
     assert block["measured"] == 1 and block["budget_s"] == 80.0 and block["stopped_early"]
 
 
-def test_candidates_cut_short_by_the_budget_are_not_chosen(monkeypatch, build, ex_model):
+def test_the_budget_keeps_room_for_the_fastest_at_the_larger_shape(monkeypatch, build, ex_model):
     clock = Clock()
     costs = {("plain", "onnxruntime"): 1.0, ("chunk16", "onnxruntime"): 0.9, ("align16", "onnxruntime"): 0.9}
-    fake_load(monkeypatch, clock, costs)
-    # baseline 6 s; chunk16 and align16 at the first shape (2.7 s each, estimated at 3 s) fit in 13 s; their
-    # second shapes (estimated at 3 s from 11.4 s) do not: both are faster so far, but not measured everywhere
+    calls = fake_load(monkeypatch, clock, costs)
+    # baseline 6 s (3 s per shape); chunk16 at the first shape fits with room for its second (6 + 3 + 3 <= 13);
+    # align16 would not leave that room (8.7 + 2.85 + 3 > 13), so chunk16 goes on to the second shape instead
     result = cpu_tuning.tune(build, ex_model, graphs=GRAPHS, backends=("onnxruntime",), threads=(1,), cases=CASES,
                              budget_s=13, timer=clock)
-    assert [m.status for m in result.measurements] == ["ok", "stopped: budget", "stopped: budget"]
+    assert [c[0] for c in calls] == ["plain", "chunk16", "chunk16"]
+    assert [m.status for m in result.measurements] == ["ok", "ok", "not measured: budget"]
+    assert result.graph == CHUNK and result.stopped_early and result.elapsed_s <= 13
+
+
+def test_candidates_cut_short_by_the_budget_are_not_chosen(monkeypatch, build, ex_model):
+    clock = Clock()
+    costs = {("plain", "onnxruntime"): 1.0, ("chunk16", "onnxruntime"): 1.4, ("align16", "onnxruntime"): 0.9}
+    fake_load(monkeypatch, clock, costs)
+    # both run at the first shape (to 12.9 s); at the second, align16 (the faster) goes first (to 15.6 s) and
+    # chunk16 no longer fits in 17 s: measured at one shape only, it cannot be chosen
+    result = cpu_tuning.tune(build, ex_model, graphs=GRAPHS, backends=("onnxruntime",), threads=(1,), cases=CASES,
+                             budget_s=17, timer=clock)
+    assert [m.status for m in result.measurements] == ["ok", "stopped: budget", "ok"]
     assert list(result.measurements[1].times_s) == [CASES[0].name]
-    assert result.graph == PLAIN and result.stopped_early
+    assert result.graph == ALIGN and result.stopped_early
 
 
 def test_larger_shapes_go_to_the_fastest_first(monkeypatch, build, ex_model):
