@@ -170,9 +170,9 @@ OPTIMIZATION_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC"
 
 
 def ort_session(model: Any, *, providers: Any = None, threads: int | None = None, inter_op_threads: int | None = None,
-                memory_arena: str | bool | None = None, optimization: str | None = None,
-                profile_prefix: str | os.PathLike | None = None, log_severity: int | None = None,
-                session_options: Any = None) -> Any:
+                memory_arena: str | bool | None = None, memory_pattern: bool | None = None,
+                optimization: str | None = None, profile_prefix: str | os.PathLike | None = None,
+                log_severity: int | None = None, session_options: Any = None) -> Any:
     """An ``onnxruntime.InferenceSession``: the one place this package makes one (runner, export parity check,
     calibration, profiling).
 
@@ -184,6 +184,9 @@ def ort_session(model: Any, *, providers: Any = None, threads: int | None = None
         threads: intra-op threads (``intra_op_num_threads``).
         inter_op_threads: inter-op threads.
         memory_arena: ``"shared"``, ``"session"`` or ``"off"`` (see :class:`OrtRunner`; CPU sessions only).
+        memory_pattern: ONNX Runtime's memory pattern (``enable_mem_pattern``): after the first run at a shape,
+            one planned block holds all of that shape's intermediate tensors. :class:`OrtRunner` turns it off on
+            CPU (see there: in an arena that never shrinks, the planned block lands on fresh pages).
         optimization: graph optimisation level, a key of :data:`OPTIMIZATION_LEVELS` (``"disable"``, ``"basic"``,
             ``"extended"``, ``"all"``).
         profile_prefix: turn ONNX Runtime's profiler on, writing ``<prefix>_<date>.json`` (``end_profiling()``).
@@ -202,6 +205,8 @@ def ort_session(model: Any, *, providers: Any = None, threads: int | None = None
         options.inter_op_num_threads = int(inter_op_threads)
     if memory_arena is not None:
         apply_memory_arena(options, memory_arena)
+    if memory_pattern is not None:
+        options.enable_mem_pattern = bool(memory_pattern)
     if optimization is not None:
         if optimization not in OPTIMIZATION_LEVELS:
             raise InputError(f"optimization must be one of {list(OPTIMIZATION_LEVELS)}, not {optimization!r}")
@@ -315,14 +320,22 @@ class OrtRunner(Runner):
               by powers of two. Reserving costs nothing: only the pages a run touches are resident,
               and the best-fit allocator reuses the same low pages run after run. With no arena every
               large tensor is a fresh ``mmap`` whose pages fault in and are zeroed on each run; on the
-              paper model at 512² x4 (2 cores) that was ~0.45 s of a 4.9 s run, and the shared arena's
-              peak RSS was below the no-arena one (~1.0 GB in ``benchmarks/results/latency.md``). The
-              arena never shrinks: the process keeps its high-water mark (at 1024² ~6.2 GB, against
-              ~4.9 GB without an arena).
+              paper model at 512² x4 (2 cores) that was ~0.45 s of a 4.9 s run. The arena never
+              shrinks: the process keeps its high-water mark.
             - ``"session"`` (or ``True``): ONNX Runtime's default per-session arena (grows in
-              power-of-two chunks from 1 MiB; ~2.0 GB peak at 512²).
-            - ``"off"`` (or ``False``): plain ``malloc``/``free`` per tensor: the lowest memory for one
-              very large image, the slowest.
+              power-of-two chunks from 1 MiB).
+            - ``"off"`` (or ``False``): plain ``malloc``/``free`` per tensor: the slowest.
+
+            On CPU the runner also turns ONNX Runtime's memory pattern off (``enable_mem_pattern``; ORT's
+            default is on). With it, the first run at a shape allocates tensor by tensor, and every later run
+            takes one planned block for all of that shape's intermediates; in an arena that never shrinks
+            that block lands on pages the first run did not touch, so the peak after the second run is about
+            the first run's plus the block. Paper model, ``cpu`` graph, 2 threads, AMD EPYC
+            (``benchmarks/results/memory_profile.md``, a fresh process each): 1024² x4 peaked at 3.7 GB after
+            the first run and 6.5 GB after the second with the pattern, 3.8 GB without it; at 512² both are
+            1.08 GB (the block fits the pages already touched). Without the pattern every run allocates
+            tensor by tensor from the arena, which reuses the same chunks.
+            A caller's own ``session_options`` are used as given.
 
     Threads: :meth:`fuse` is safe to call from many threads at once (:attr:`concurrent` is True): the
     ``InferenceSession`` is thread-safe and every call makes its own ``IOBinding`` and output buffer;
@@ -417,6 +430,7 @@ class OrtRunner(Runner):
         try:
             session = ort_session(self._path, providers=providers, threads=self._threads,
                                   inter_op_threads=self._inter_op_threads, memory_arena=arena,
+                                  memory_pattern=False if arena is not None else None,
                                   session_options=self._session_options)
         except Exception as exc:  # ORT raises its own Fail/InvalidProtobuf/InvalidGraph types
             raise ArtifactError(f"ONNX Runtime cannot load {self._path}: {exc}; re-export it "

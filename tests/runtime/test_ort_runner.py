@@ -95,6 +95,26 @@ def test_memory_arena_modes(tiny_onnx, rt_model):
         OrtRunner(tiny_onnx, memory_arena="big")
 
 
+def test_memory_pattern_is_off_on_cpu(tiny_onnx, rt_model):
+    """The runner's CPU sessions run without ORT's memory pattern (its planned block would land on fresh pages of an
+    arena that never shrinks: benchmarks/results/memory_profile.md); a caller's own session options are kept."""
+    ort = pytest.importorskip("onnxruntime")
+    hr, lr = scene(32, 32, 4)
+    for value in ("shared", "session", "off"):
+        with OrtRunner(tiny_onnx, threads=1, memory_arena=value) as runner:
+            assert runner.session.get_session_options().enable_mem_pattern is False
+            for _ in range(2):  # the second run at a shape is the one a memory pattern would change
+                np.testing.assert_allclose(runner.fuse(hr, lr), reference(rt_model, hr, lr), atol=1e-5)
+    own = ort.SessionOptions()
+    own.intra_op_num_threads = 1
+    with OrtRunner(tiny_onnx, session_options=own) as runner:
+        assert runner.session.get_session_options().enable_mem_pattern is True
+    from lso.runtime.ort_runner import ort_session
+
+    assert ort_session(tiny_onnx, memory_pattern=False).get_session_options().enable_mem_pattern is False
+    assert ort_session(tiny_onnx).get_session_options().enable_mem_pattern is True  # None: ORT's default
+
+
 def test_sidecar_sha256_is_checked(tiny_onnx, tmp_path, rt_model):
     path = tmp_path / "m.onnx"
     path.write_bytes(tiny_onnx.read_bytes())
