@@ -80,7 +80,7 @@ class EvalConfig:
         out: output folder.
         png: write the PNGs (one per scene, and the band-wise plot).
         tile: fuse in tiles of this core size (large scenes).
-        threads: torch threads (0 = torch's default).
+        threads: torch threads (0 = torch's default); also the runner's intra-op threads for an ONNX graph.
         msi_from: HR-MSI source: ``"file"`` (the file's ``RGB``) or ``"gt"`` (GT × SRF); None = ``"file"``
             for an ``.h5``, ``"gt"`` for synthetic scenes.
         lr_from: LR-HSI source: ``"gt"`` (regenerated with the paper's degradation) or ``"file"``
@@ -94,6 +94,8 @@ class EvalConfig:
             ``<out>/<scene>_x<r>_lso.npz`` (array ``hr_hsi``, before clamping).
         config: configuration fields for a checkpoint (``--config``, e.g. ``{"patch_size": 2}``): they must
             agree with what it records and fill in what it does not (:func:`lso.checkpoint.load_checkpoint`).
+        backend: the runner's backend for an artifact (``"onnxruntime"``, ``"openvino"``, ...: a name of
+            :data:`lso.runtime.base.BACKENDS`); None: the one its suffix picks (checkpoints run on PyTorch).
     """
 
     checkpoint: str | None = None  # None: the bundled demo checkpoint
@@ -114,6 +116,7 @@ class EvalConfig:
     input_scale: Any = None  # scale of the file's values (lso.data.value_range): unit, 8bit, 16bit or a number
     save_fused: bool = False
     config: dict[str, Any] | None = None
+    backend: str | None = None
 
 
 @dataclass
@@ -431,7 +434,7 @@ def evaluate_set(cfg: EvalConfig, *, progress: bool = True) -> dict[str, Any]:
     bands = _BandErrors()
     per_image: list[dict[str, Any]] = []
     with ExitStack() as stack:
-        model, label = _load_model(cfg.checkpoint, cfg.config)
+        model, label = _load_model(cfg.checkpoint, cfg.config, cfg.backend, cfg.threads)
         _close_on_exit(stack, model)
         out.mkdir(parents=True, exist_ok=True)
         scenes = iter_items(cfg.data, cfg.n, cfg.size, with_lr=lr_from == "file", input_scale=cfg.input_scale)
@@ -620,7 +623,7 @@ def cross_scale(cfg: EvalConfig, *, progress: bool = True) -> dict[str, Any]:
     bands = {r: _BandErrors() for r in ratios}
     sizes: dict[int, dict[str, Any]] = {}
     with ExitStack() as stack:
-        model, label = _load_model(cfg.checkpoint, cfg.config)
+        model, label = _load_model(cfg.checkpoint, cfg.config, cfg.backend, cfg.threads)
         _close_on_exit(stack, model)
         fixed: int | None
         if cfg.fixed_ratio is not None:
@@ -723,11 +726,23 @@ def cross_scale_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _load_model(checkpoint: str | None, config: dict[str, Any] | None = None) -> tuple[Any, str]:
-    """``(model or active runner, label)``; ``checkpoint`` None or ``@demo``: the bundled demo checkpoint."""
+def _load_model(checkpoint: str | None, config: dict[str, Any] | None = None, backend: str | None = None,
+                threads: int = 0) -> tuple[Any, str]:
+    """``(model or active runner, label)``; ``checkpoint`` None or ``@demo``: the bundled demo checkpoint.
+
+    ``backend`` (other than ``"torch"``) runs the artifact with that runner (:func:`lso.runtime.load`), with
+    ``threads`` intra-op threads when given.
+    """
     from lso.checkpoint import CHECKPOINT_SUFFIXES, load_checkpoint
     from lso.weights import DEMO_NAME, is_demo_name, resolve_checkpoint
 
+    if backend not in (None, "torch"):
+        from lso import runtime
+
+        runner = runtime.load(resolve_checkpoint(checkpoint or DEMO_NAME), config=config, backend=backend,
+                              threads=threads or None)
+        runner.__enter__()
+        return runner, f"{checkpoint or DEMO_NAME} ({backend})"
     if checkpoint is None or is_demo_name(checkpoint):
         path = resolve_checkpoint(DEMO_NAME)
         return load_checkpoint(path, config), f"bundled:{path.name}"

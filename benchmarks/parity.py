@@ -4,9 +4,11 @@ For each variant the machine can run — PyTorch FP32 with the reference solver 
 computation, the reference of every Δ), PyTorch folded solver, ONNX Runtime FP32 (the CPU graph:
 channels aligned, solver in Scan chunks), the FP16 mixed graph, the INT8 Q/DQ graphs (``cpu``
 flavour from the CPU graph, ``tensorrt`` flavour from the portable one, both run by ONNX Runtime on CPU) and
-TensorRT plans given with ``--plan`` (GPU only) — it fuses every scene and reports PSNR, SAM, ERGAS
-and SSIM against the ground truth, ΔPSNR / ΔSAM against PyTorch FP32 (``docs/architecture.md``), the
-fidelity PSNR and the largest absolute difference from PyTorch FP32. Each variant is checked against
+TensorRT plans given with ``--plan`` (GPU only), and with ``--backend openvino`` OpenVINO's variants
+(FP32 and, on CPUs with native BF16, BF16 with the FP32 islands, both on the portable graph; the INT8
+``cpu`` flavour) — it fuses every scene and reports PSNR, SAM, ERGAS and SSIM against the ground truth,
+ΔPSNR / ΔSAM against PyTorch FP32 (``docs/architecture.md``), the fidelity PSNR and the largest absolute
+difference from PyTorch FP32. Each variant is checked against
 its precision's row of the one tolerance table (``lso.tolerances``); the script exits with status 1
 when any variant misses it.
 
@@ -26,6 +28,7 @@ its kernels are not.
     python benchmarks/parity.py                          # bundled demo checkpoint, 4 held-out scenes, 256², x4
     python benchmarks/parity.py --checkpoint ckpt.pth.tar --h5 test.h5 --scenes 8 --size 512
     python benchmarks/parity.py --plan model.fp16.plan   # on a GPU with TensorRT
+    python benchmarks/parity.py --backend openvino       # adds ov-fp32, ov-bf16, ov-int8-cpu
 Results: benchmarks/results/<name>.{json,md} (default name ``parity``).
 """
 from __future__ import annotations
@@ -53,8 +56,16 @@ VARIANTS = {
     "ort-fp16": "fp16",
     "ort-int8-cpu": "int8",
     "ort-int8-tensorrt": "int8",
+    "ov-fp32": "fp32",
+    "ov-bf16": "fp16",  # BF16 with FP32 islands is held to the FP16 budget
+    "ov-int8-cpu": "int8",
 }
 REFERENCE = "torch-ref"
+DEFAULT_VARIANTS = tuple(n for n in VARIANTS if not n.startswith("ov-"))
+"""The variants run without ``--variants``; ``--backend openvino`` adds ``BACKEND_VARIANTS["openvino"]``."""
+BACKEND_VARIANTS = {"onnxruntime": tuple(n for n in VARIANTS if n.startswith("ort-")),
+                    "openvino": tuple(n for n in VARIANTS if n.startswith("ov-"))}
+"""``--backend NAME``: the variants of that backend, added to the run."""
 
 
 def _torch_runner(model, form: str) -> Callable:
@@ -92,6 +103,22 @@ def _ort_runner(model_or_path: Any, threads: int | None, name: str) -> Any:
     return onnxrt.OnnxrtRunner(lambda: ort_session(model_or_path, **options), name=name)
 
 
+def _openvino_runner(path: Path, threads: int | None, precision: str) -> Callable:
+    """A callable ``(hr, lr) -> [31, H, W]`` over an active :class:`~lso.runtime.openvino_runner.OpenVinoRunner`
+    (released at exit)."""
+    import atexit
+
+    from lso.runtime import load
+
+    runner = load(path, backend="openvino", threads=threads, precision=precision).activate()
+    atexit.register(runner.deactivate)
+
+    def run(hr: np.ndarray, lr: np.ndarray) -> np.ndarray:
+        return runner.fuse(hr, lr)
+
+    return run
+
+
 def _trt_runner(plan: str, name: str) -> Any:
     """A Polygraphy ``TrtRunner`` on a plan (GPU only: the CUDA check comes first, then TensorRT)."""
     from lso.runtime.trt_support import polygraphy_trt, tensorrt_on_device
@@ -115,12 +142,22 @@ def build_variants(model, checkpoint_label: str, work: Path, names: Sequence[str
         runners["torch-ref"] = _torch_runner(model, "reference")
     if "torch-folded" in names:
         runners["torch-folded"] = _torch_runner(model, "folded")
-    if any(n.startswith("ort") for n in names):
+    if any(n.startswith(("ort", "ov-")) for n in names):
         from lso.deps import available
 
+        if not available("openvino"):
+            for n in names:
+                if n.startswith("ov-"):
+                    skipped[n] = "openvino not installed (pip install 'lso-deploy[openvino]')"
+        elif "ov-bf16" in names:
+            from lso.runtime.openvino_runner import cpu_bf16_support
+
+            has_bf16, why = cpu_bf16_support()
+            if not has_bf16:
+                skipped["ov-bf16"] = f"no native BF16 on this CPU: {why}"
         if not available("onnxruntime") or not available("onnx"):
             for n in names:
-                if n.startswith("ort"):
+                if n.startswith(("ort", "ov-")):
                     skipped[n] = "onnx/onnxruntime not installed (pip install 'lso-deploy[onnx]')"
         else:
             from lso.export import ParityCase, export_onnx
@@ -128,8 +165,11 @@ def build_variants(model, checkpoint_label: str, work: Path, names: Sequence[str
 
             log.info("exporting %s to ONNX (the portable graph: FP16 and the TensorRT INT8 flavour)", checkpoint_label)
             fp32 = export_onnx(model, work / "model.onnx", cases=[ParityCase(4, 64, 64)])
+            for name, ov_precision in (("ov-fp32", "fp32"), ("ov-bf16", "bf16")):
+                if name in names and name not in skipped:  # OpenVINO on the portable graph
+                    runners[name] = _openvino_runner(fp32, threads, ov_precision)
             cpu = None
-            if "ort-fp32" in names or "ort-int8-cpu" in names:
+            if "ort-fp32" in names or "ort-int8-cpu" in names or "ov-int8-cpu" in names:
                 log.info("exporting the ONNX Runtime CPU graph (channels aligned; solver chunks added last)")
                 cpu = export_onnx(model, work / "model.cpu.onnx", cases=[ParityCase(4, 64, 64)],
                                   align_channels=DEFAULT_CHANNEL_MULTIPLE)
@@ -144,17 +184,24 @@ def build_variants(model, checkpoint_label: str, work: Path, names: Sequence[str
                 log.info("FP16 mixed graph (emulated FP16 rounding on CPU)")
                 fp16 = convert_fp16(fp32, work / "model.fp16.onnx", feeds=feeds)
                 runners["ort-fp16"] = _ort_runner(emulate_fp16(onnx.load(str(fp16))), threads, "ort-fp16")
+            int8_cpu = None
+            ov_int8 = "ov-int8-cpu" in names and "ov-int8-cpu" not in skipped
             for flavour in ("cpu", "tensorrt"):
                 name = f"ort-int8-{flavour}"
-                if name in names:
+                if name in names or (flavour == "cpu" and ov_int8):
                     from lso.calibration import quantize_int8
 
                     log.info("INT8 graph, %s flavour (output head kept in float, as lso calibrate chooses)", flavour)
                     source = cpu if flavour == "cpu" else fp32  # the cpu flavour runs the ORT CPU graph
                     q = quantize_int8(source, work / f"model.int8.{flavour}.onnx", feeds=feeds, flavour=flavour,
                                       float_blocks=("outc",))
-                    runners[name] = _ort_runner(save_chunked(q, DEFAULT_SOLVER_CHUNK) if flavour == "cpu" else q,
-                                                threads, name)
+                    if flavour == "cpu":
+                        int8_cpu = q
+                    if name in names:
+                        runners[name] = _ort_runner(save_chunked(q, DEFAULT_SOLVER_CHUNK) if flavour == "cpu" else q,
+                                                    threads, name)
+            if int8_cpu is not None and ov_int8:
+                runners["ov-int8-cpu"] = _openvino_runner(int8_cpu, threads, "fp32")
     for plan in plans:
         name = f"trt-{Path(plan).stem}"
         precision[name] = _plan_precision(plan)
@@ -310,12 +357,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--scenes", type=int, default=4, help="number of scenes (synthetic: at most 8)")
     parser.add_argument("--size", type=int, default=256, help="scene size (center crop for --h5)")
     parser.add_argument("--ratio", type=int, default=4, help="scale ratio")
-    parser.add_argument("--variants", default=",".join(VARIANTS),
-                        help=f"comma list of variants (default: all of {', '.join(VARIANTS)})")
+    parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
+                        help=f"comma list of variants (default: {', '.join(DEFAULT_VARIANTS)}; all: "
+                             f"{', '.join(VARIANTS)})")
+    parser.add_argument("--backend", action="append", default=[], choices=sorted(BACKEND_VARIANTS),
+                        help="add every variant of this backend (openvino: " + ", ".join(BACKEND_VARIANTS["openvino"])
+                             + "; repeatable)")
     parser.add_argument("--plan", action="append", default=[], help="TensorRT plan(s) to add (needs a GPU)")
     parser.add_argument("--calib-count", type=int, default=8, help="calibration scenes for the FP16/INT8 graphs")
     parser.add_argument("--calib-size", type=int, default=128, help="calibration scene size")
-    parser.add_argument("--threads", type=int, help="ONNX Runtime / torch threads (default: all cores)")
+    parser.add_argument("--threads", type=int, help="ONNX Runtime / OpenVINO / torch threads (default: all cores)")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"), help="results folder")
     parser.add_argument("--name", default="parity", help="results file stem")
     args = parser.parse_args(argv)
@@ -335,6 +386,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
         raise SystemExit(f"unknown variant(s) {unknown}; choose from {list(VARIANTS)}")
+    for backend in args.backend:
+        names += [n for n in BACKEND_VARIANTS[backend] if n not in names]
     if REFERENCE not in names:
         names.insert(0, REFERENCE)
     if args.threads:
@@ -356,7 +409,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise InputError(f"--scenes {args.scenes}: the synthetic held-out split has 8 scenes")
         scenes = held_out_scenes(args.scenes, size=args.size, ratio=args.ratio)
         source = "synthetic held-out split"
-    needs_feeds = any(n in names for n in ("ort-fp16", "ort-int8-cpu", "ort-int8-tensorrt"))
+    needs_feeds = any(n in names for n in ("ort-fp16", "ort-int8-cpu", "ort-int8-tensorrt", "ov-int8-cpu"))
     feeds = (list(calibration_feeds(count=args.calib_count, size=args.calib_size, ratio=args.ratio, min_count=1))
              if needs_feeds else None)
     with tempfile.TemporaryDirectory(prefix="lso-parity-") as tmp:

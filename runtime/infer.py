@@ -100,7 +100,9 @@ class InferOptions:
         layout: ``"auto"``, ``"chw"`` or ``"hwc"`` for the arrays read.
         envi: also write ``<out>.hdr``/``<out>.img``.
         preview: also write ``<out>.png``.
-        threads: ONNX Runtime intra-op threads.
+        threads: intra-op threads (ONNX Runtime, OpenVINO; a hint other backends ignore).
+        backend: the runner's backend (``"torch"``, ``"onnxruntime"``, ``"tensorrt"``, ``"openvino"``: a name of
+            :data:`lso.runtime.base.BACKENDS`); None: the one the artifact's suffix picks (``.onnx``: ONNX Runtime).
         progress: show a progress bar when tiling.
         config: for a checkpoint artifact, configuration fields (``--config``, e.g. ``{"patch_size": 2}``):
             they must agree with what it records and fill in what it does not (:func:`lso.load_checkpoint`).
@@ -134,6 +136,7 @@ class InferOptions:
     crop: bool = False
     clamp: bool = False
     input_scale: Any = None
+    backend: str | None = None
 
     def check(self) -> InferOptions:
         """Refuse impossible option values (InputError naming the flag) before any file is read."""
@@ -354,7 +357,7 @@ def _infer_locked(opts: InferOptions, out: Path) -> InferResult:
         require("scipy.io")  # before the model is loaded and the scene fused
     # threads: a hint, ignored by backends without intra-op threads (lso.runtime.base.backend_options)
     runner = load(opts.artifact, device=opts.device, memory_budget=opts.memory_budget, config=opts.config,
-                  threads=opts.threads)
+                  threads=opts.threads, backend=opts.backend)
     start = time.perf_counter()
     with runner:  # active: its configuration is known
         # every item of the file, from declared sizes, before any is read

@@ -12,13 +12,15 @@ __all__ = ["check_artifact"]
 
 
 def check_artifact(artifact: str | os.PathLike, *, device: str | None = None, num_gpus: float = 0.0,
-                   config: Mapping[str, Any] | None = None) -> Path:
+                   config: Mapping[str, Any] | None = None, backend: str | None = None) -> Path:
     """Fail early, with the runtime's own ArtifactError, for a missing, unknown or corrupt artifact.
 
     CPU artifacts (checkpoints, ONNX graphs run on CPU) are loaded once here, so a corrupt file (or a checkpoint
     that contradicts ``config``, the ``--config`` fields) is reported before the actors start (each would
     otherwise fail and be retried by Ray). Plans and GPU runs are only checked for existence and kind: the
     driver may have no GPU.
+
+    ``backend`` is the runner's backend (None: the one the artifact's suffix picks).
 
     Returns:
         the artifact's absolute path (``@demo``: the bundled demo checkpoint's).
@@ -29,8 +31,8 @@ def check_artifact(artifact: str | os.PathLike, *, device: str | None = None, nu
     path = resolve_checkpoint(artifact).resolve()
     if not path.is_file():
         raise ArtifactError(f"{artifact} does not exist (or is not a file)")
-    if backend_of(path).gpu_only or num_gpus > 0 or (device or "cpu") != "cpu":
+    if backend_of(path, backend).gpu_only or num_gpus > 0 or (device or "cpu") != "cpu":
         return path
-    with load(path, config=config, threads=1):  # threads: a hint, ignored where a backend has none
+    with load(path, config=config, threads=1, backend=backend):  # threads: a hint, ignored where a backend has none
         pass
     return path

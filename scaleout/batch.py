@@ -93,7 +93,9 @@ class BatchOptions:
         output_format: ``"npz"`` or ``"h5"``.
         actors: actors in the pool (each holds one runner).
         num_cpus_per_actor, num_gpus_per_actor: Ray resources per actor.
-        threads: ONNX Runtime intra-op threads per actor.
+        threads: intra-op threads per actor (ONNX Runtime, OpenVINO).
+        backend: the runner's backend (``"torch"``, ``"onnxruntime"``, ``"tensorrt"``, ``"openvino"``: a name of
+            :data:`lso.runtime.base.BACKENDS`); None: the one the artifact's suffix picks (``.onnx``: ONNX Runtime).
         device: runner device (default: the backend's; ``cuda`` when ``num_gpus_per_actor > 0``).
         tile: tile core size for every scene (exact; shrunk to fit ``memory_budget``); None = whole scenes,
             tiled above ``auto_tile_pixels`` or when they do not fit ``memory_budget``.
@@ -122,6 +124,7 @@ class BatchOptions:
     num_cpus_per_actor: float = 1.0
     num_gpus_per_actor: float = 0.0
     threads: int | None = 1
+    backend: str | None = None
     device: str | None = None
     tile: int | None = None
     auto_tile_pixels: int = AUTO_TILE_PIXELS
@@ -356,7 +359,7 @@ class SceneFuser:
 
         device = opts.device or ("cuda" if opts.num_gpus_per_actor > 0 else None)
         # threads: a hint, ignored by backends without intra-op threads (lso.runtime.base.backend_options)
-        self._runner = load(opts.artifact, device=device, config=opts.config,
+        self._runner = load(opts.artifact, device=device, config=opts.config, backend=opts.backend,
                             threads=int(opts.threads) if opts.threads else None).activate()
         self._budget = scene_budget(self._runner, opts, shared_by=shared_by)  # active: its device is known
         if self._budget is not None:
@@ -492,7 +495,8 @@ def _run_batch_locked(opts: BatchOptions, started: float,
     from lso.scaleout._ray_session import ray_session
 
     out = opts.out
-    check_artifact(opts.artifact, device=opts.device, num_gpus=opts.num_gpus_per_actor, config=opts.config)
+    check_artifact(opts.artifact, device=opts.device, num_gpus=opts.num_gpus_per_actor, config=opts.config,
+                   backend=opts.backend)
     sha = sha256_file(opts.artifact)
     scenes, failures = discover_scenes(opts.inputs, exclude=out)
     names = [output_path(out, ref.scene_id, opts.output_format).name for ref in scenes]

@@ -76,7 +76,9 @@ class ServeOptions:
         host, port: where the HTTP front door listens (``0.0.0.0`` to accept other machines).
         route: URL path of the endpoint.
         device: runner device (default: the backend's own; ``cuda`` when ``num_gpus_per_replica > 0``).
-        threads: ONNX Runtime intra-op threads per replica.
+        threads: intra-op threads per replica (ONNX Runtime, OpenVINO).
+        backend: the runner's backend (``"torch"``, ``"onnxruntime"``, ``"tensorrt"``, ``"openvino"``: a name of
+            :data:`lso.runtime.base.BACKENDS`); None: the one the artifact's suffix picks (``.onnx``: ONNX Runtime).
         num_cpus_per_replica, num_gpus_per_replica: Ray resources reserved per replica.
         max_ongoing_requests: requests a replica holds at once (it fuses one at a time; the rest wait in it).
         max_queued_requests: requests queued before the server answers 503 (-1: unbounded).
@@ -100,6 +102,7 @@ class ServeOptions:
     route: str = "/fuse"
     device: str | None = None
     threads: int | None = 1
+    backend: str | None = None
     num_cpus_per_replica: float = 1.0
     num_gpus_per_replica: float = 0.0
     max_ongoing_requests: int = 2
@@ -135,15 +138,17 @@ class FusionServer:
         limits: request limits.
         tile: tiled fusion core size, or None for whole-image fusion.
         config: for a checkpoint, configuration fields (see :func:`lso.checkpoint.load_checkpoint`).
+        backend: the runner's backend (None: the one the artifact's suffix picks).
     """
 
     def __init__(self, artifact: str, device: str | None = None, threads: int | None = 1,
                  limits: Limits | None = None, tile: int | None = None,
-                 config: dict[str, Any] | None = None) -> None:
+                 config: dict[str, Any] | None = None, backend: str | None = None) -> None:
         from lso.runtime.base import load
 
         # threads: a hint, ignored by backends without intra-op threads (lso.runtime.base.backend_options)
-        self._runner = load(artifact, device=device, config=config, threads=int(threads) if threads else None)
+        self._runner = load(artifact, device=device, config=config, backend=backend,
+                            threads=int(threads) if threads else None)
         self._runner.activate()
         self._limits = limits or Limits()
         self._tile = tile
@@ -321,7 +326,8 @@ def build_app(opts: ServeOptions) -> Any:
                          f"{opts.max_ongoing_requests}")
     device = opts.device or ("cuda" if opts.num_gpus_per_replica > 0 else None)
     # missing, unknown or corrupt artifacts fail here, once, not in every replica
-    artifact = check_artifact(opts.artifact, device=device, num_gpus=opts.num_gpus_per_replica, config=opts.config)
+    artifact = check_artifact(opts.artifact, device=device, num_gpus=opts.num_gpus_per_replica, config=opts.config,
+                              backend=opts.backend)
     deployment = serve.deployment(FusionServer).options(
         name=DEPLOYMENT_NAME,
         num_replicas=int(opts.replicas),
@@ -329,7 +335,7 @@ def build_app(opts: ServeOptions) -> Any:
         max_queued_requests=int(opts.max_queued_requests),
         ray_actor_options={"num_cpus": float(opts.num_cpus_per_replica), "num_gpus": float(opts.num_gpus_per_replica)},
     )
-    return deployment.bind(str(artifact), device, opts.threads, opts.limits, opts.tile, opts.config)
+    return deployment.bind(str(artifact), device, opts.threads, opts.limits, opts.tile, opts.config, opts.backend)
 
 
 _DOORS: list[FrontDoor] = []

@@ -165,6 +165,9 @@ def script_main(command: str, prog: str, argv: Sequence[str] | None = None) -> i
 #: how every command names a checkpoint argument (the bundled demo checkpoint is spelled @demo everywhere)
 CHECKPOINT_HELP = "an official .pth.tar/.pth/.pt, ours (.safetensors) or @demo (the bundled demo checkpoint)"
 ARTIFACT_HELP = f"checkpoint ({CHECKPOINT_HELP}), ONNX graph or TensorRT plan"
+BACKEND_HELP = ("runner backend: torch, onnxruntime, tensorrt or openvino (OpenVINO runs .onnx graphs and its "
+                ".xml IR in FP32; lso.runtime.load takes its other options); default: the artifact's suffix "
+                "picks it (.onnx: onnxruntime)")
 
 
 def _add_config(p: argparse.ArgumentParser) -> None:
@@ -382,6 +385,7 @@ def _add_eval(sub) -> None:
     p.add_argument("--out", default="eval", help="output folder")
     p.add_argument("--tile", type=int, help="fuse in tiles with this core size (large scenes)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    p.add_argument("--backend", help=BACKEND_HELP)
     p.add_argument("--png", action=argparse.BooleanOptionalAction, default=True,
                    help="write the PNGs: one per scene (single ratio) and the band-wise plot")
     p.add_argument("--save-fused", action="store_true",
@@ -447,7 +451,8 @@ def _add_infer(sub) -> None:
     p.add_argument("--envi", action="store_true", help="also write an ENVI .hdr/.img pair")
     p.add_argument("--preview", action=argparse.BooleanOptionalAction, default=True,
                    help="write a false-colour OUT.png (default: on)")
-    p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: ONNX Runtime's choice)")
+    p.add_argument("--threads", type=int, help="intra-op threads of ONNX Runtime and OpenVINO (default: theirs)")
+    p.add_argument("--backend", help=BACKEND_HELP)
     p.add_argument("--memory-budget", help="working memory allowed (e.g. 4G, 512MiB); tiles shrink to fit it "
                                            "(default: $LSO_MEMORY_BUDGET or 75%% of physical memory)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -836,7 +841,8 @@ def _add_batch(sub) -> None:
     p.add_argument("--actors", type=int, default=2, help="actors in the pool (one runner each)")
     p.add_argument("--num-cpus-per-actor", type=float, default=1.0, help="Ray CPUs reserved per actor")
     p.add_argument("--num-gpus-per-actor", type=float, default=0.0, help="Ray GPUs per actor (GPU clusters)")
-    p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads per actor")
+    p.add_argument("--threads", type=int, default=1, help="intra-op threads per actor (ONNX Runtime, OpenVINO)")
+    p.add_argument("--backend", help=BACKEND_HELP)
     p.add_argument("--device", help="runner device; None = the backend's own (cuda with --num-gpus-per-actor)")
     p.add_argument("--tile", type=int, help="tile every scene with this core size; None = only large scenes")
     from lso.runtime.tiling import AUTO_TILE, AUTO_TILE_PIXELS  # the one tiling policy's threshold
@@ -898,7 +904,8 @@ def _add_serve(sub) -> None:
     p.add_argument("--port", type=int, default=8000, help="HTTP port")
     p.add_argument("--route", default="/fuse", help="URL path of the endpoint")
     p.add_argument("--device", help="runner device; None = the backend's own (cuda with --num-gpus-per-replica)")
-    p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads per replica")
+    p.add_argument("--threads", type=int, default=1, help="intra-op threads per replica (ONNX Runtime, OpenVINO)")
+    p.add_argument("--backend", help=BACKEND_HELP)
     p.add_argument("--num-cpus-per-replica", type=float, default=1.0, help="Ray CPUs reserved per replica")
     p.add_argument("--num-gpus-per-replica", type=float, default=0.0, help="Ray GPUs per replica")
     p.add_argument("--max-ongoing-requests", type=int, default=2, help="requests one replica holds at once")
