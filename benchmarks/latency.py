@@ -1,18 +1,33 @@
-"""Latency, throughput and peak memory per backend x precision x size x ratio, against the baseline.
+"""Latency, throughput, peak memory and accuracy per backend x precision x size, against the baseline and the peers.
 
-The baseline is the official code's computation: PyTorch eager with the reference (basis) solver.
-Each cell runs in its own process (peak RSS on CPU via ru_maxrss; allocator peak on GPU), warms up,
-then times ``--repeats`` runs (CUDA events on GPU) and reports median and p90 latency and
-megapixels per second. The FLOP floor is measured in the same run: the rate of an fp32 4096x4096
-``torch.matmul`` on the same thread count; floor = 2 x full MACs (folded solver, benchmarks/flops.py)
-/ that rate, and each cell reports its distance from it (time / floor).
+The baseline is the official code's computation: PyTorch eager with the reference (basis) solver. Next to this
+package's paths the table runs the **peers** a user would pick instead, each at its documented latency settings
+and the same thread count:
 
-Backends (whatever the machine has): ``torch-ref`` (baseline), ``torch-folded``, ``ort-fp32``,
-``ort-fp16`` (FP16 mixed graph), ``ort-int8`` (CPU INT8 flavour), ``trt-*`` plans given with
-``--plan``; on a GPU also ``torch-cuda``, ``torch-cuda-fp16``, ``torch-cuda-compile``.
+- ``peer-ov-plain``: OpenVINO on the plain export (``PERFORMANCE_HINT`` LATENCY, ``INFERENCE_PRECISION_HINT``
+  f32), through OpenVINO's own API;
+- ``peer-torch-compile``: ``torch.compile`` (default mode) of the PyTorch model with the folded solver;
+- ``peer-ort-plain``: ONNX Runtime with default session options (intra-op threads set) on the plain export.
+
+This package's CPU paths run the graph ``lso export --target cpu`` tuned on this machine (``--graph`` to give one):
+``ort-fp32`` and ``ov-fp32`` (FP32, checked), ``ov-bf16`` (BF16 with the FP32 islands, on CPUs with BF16),
+``ort-fp16`` (FP16 mixed graph), ``ort-int8`` / ``ov-int8`` (CPU INT8 flavour, output head in float). ``ov-default``
+is OpenVINO with its own default precision on the same graph: BF16 on BF16 CPUs, shown as the hazard it is.
+
+Every cell runs in its own fresh process, in **interleaved rounds** (``--rounds``: each round runs every cell
+once, in a rotated order, so drift of a shared machine hits every cell alike): one warm-up, then ``--repeats``
+timed runs per round; the table gives the median and p90 over all rounds. Peak memory is each cell process's own
+``VmHWM`` (``/proc/self/status``; a child's ``ru_maxrss`` would carry the parent's high-water mark across
+fork+exec), the largest over the rounds. Accuracy: the max abs difference of each cell's output to PyTorch FP32
+(``torch-folded``) on the same seeded inputs. The FLOP floor is measured in the same run: the rate of an fp32
+4096x4096 ``torch.matmul`` on the same thread count; floor = 2 x full MACs (folded solver, benchmarks/flops.py) /
+that rate, and each cell reports its distance from it (time / floor). The CPU model is in the header.
+
+On a GPU also ``torch-cuda-ref``, ``torch-cuda``, ``torch-cuda-fp16``, ``torch-cuda-compile``, and TensorRT
+plans given with ``--plan`` (CUDA events, allocator peak).
 
     python benchmarks/latency.py                      # default table on this machine
-    python benchmarks/latency.py --sizes 64,256 --ratios 4 --repeats 3 --quick
+    python benchmarks/latency.py --sizes 64,256 --ratios 4 --rounds 1 --repeats 1 --tune-budget 30
 Results: benchmarks/results/latency.{json,md,png} (machine and versions recorded).
 """
 from __future__ import annotations
@@ -24,13 +39,19 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-CPU_BACKENDS = ("torch-ref", "torch-folded", "ort-fp32", "ort-fp16", "ort-int8")
+OURS = ("ort-fp32", "ov-fp32", "ov-bf16", "ort-fp16", "ort-int8", "ov-int8")
+PEERS = ("peer-ov-plain", "peer-torch-compile", "peer-ort-plain")
+HAZARDS = ("ov-default",)
+CPU_BACKENDS = ("torch-ref", "torch-folded", *OURS, *HAZARDS, *PEERS)
+REFERENCE = "torch-folded"  # PyTorch FP32: what every cell's output is compared with
+OPENVINO_CELLS = {"ov-fp32": "fp32", "ov-bf16": "bf16", "ov-default": "default", "ov-int8": "fp32"}
 GPU_BACKENDS = ("torch-cuda-ref", "torch-cuda", "torch-cuda-fp16", "torch-cuda-compile")
 
 
@@ -41,8 +62,34 @@ def _inputs(size: int, ratio: int, seed: int = 0):
             rng.random((1, 31, size // ratio, size // ratio), dtype=np.float32))
 
 
-def run_cell(backend: str, artifact: str | None, size: int, ratio: int, repeats: int, threads: int) -> dict:
-    """Time one backend at one size in this process (called in a fresh subprocess)."""
+def _peer_fuser(backend: str, artifact: str, threads: int, stack: ExitStack) -> Callable[[Any, Any], Any]:
+    """``fuse(hr, lr) -> output`` of a peer, set up as its own documentation says (not through lso.runtime)."""
+    from lso.io_spec import HR_MSI, LR_HSI
+
+    if backend == "peer-ov-plain":
+        import openvino as ov
+
+        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads}
+        compiled = ov.Core().compile_model(artifact, "CPU", config)
+        request = compiled.create_infer_request()
+
+        def fuse(hr, lr):
+            return request.infer({HR_MSI: hr, LR_HSI: lr})[compiled.output(0)]
+        return fuse
+    if backend == "peer-ort-plain":
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        session = ort.InferenceSession(artifact, options, providers=["CPUExecutionProvider"])
+        return lambda hr, lr: session.run(None, {HR_MSI: hr, LR_HSI: lr})[0]
+    raise ValueError(f"unknown peer {backend!r}")
+
+
+def run_cell(backend: str, artifact: str | None, size: int, ratio: int, repeats: int, threads: int,
+             output: str | None = None) -> dict:
+    """Time one backend at one size in this process (called in a fresh subprocess); ``output``: save the
+    (first) output there as ``.npy`` for the accuracy column."""
     import torch
 
     torch.set_num_threads(threads)
@@ -52,29 +99,43 @@ def run_cell(backend: str, artifact: str | None, size: int, ratio: int, repeats:
     cuda = backend.startswith("torch-cuda") or backend.startswith("trt")
     target: Any = artifact
     options: dict[str, Any] = {"threads": threads}  # a hint: backends without intra-op threads ignore it
-    if backend.startswith("torch"):
-        from lso.checkpoint import load_checkpoint
-        from lso.model import set_solver_form
+    if artifact is None:
+        raise ValueError(f"{backend} needs an artifact")
+    with ExitStack() as stack:
+        if backend.startswith("peer-") and backend != "peer-torch-compile":
+            fuse = _peer_fuser(backend, artifact, threads, stack)
+        else:
+            if backend.startswith(("torch", "peer-torch")):
+                from lso.checkpoint import load_checkpoint
+                from lso.model import set_solver_form
 
-        if artifact is None:
-            raise ValueError(f"{backend} needs a checkpoint")
-        target = set_solver_form(load_checkpoint(artifact), "reference" if backend.endswith("ref") else "folded")
-        options.update(device="cuda" if cuda else "cpu", fp16=backend.endswith("fp16"),
-                       compile=backend.endswith("compile"))
-    with load(target, **options) as runner:  # the backend from the artifact: checkpoint, graph or plan
+                form = "reference" if backend.endswith("ref") else "folded"
+                target = set_solver_form(load_checkpoint(artifact), form)
+                options.update(device="cuda" if cuda else "cpu", fp16=backend.endswith("fp16"),
+                               compile=backend.endswith("compile"))
+            elif backend in OPENVINO_CELLS:
+                options.update(backend="openvino", precision=OPENVINO_CELLS[backend])
+            elif backend.startswith("ort"):
+                options.update(backend="onnxruntime")
+            runner = stack.enter_context(load(target, **options))  # checkpoint, graph or plan
+            fuse = runner.fuse
         if cuda:
             from lso.benchmarks._report import cuda_times
 
             hr_d, lr_d = torch.from_numpy(hr).cuda(), torch.from_numpy(lr).cuda()
-            times, peak = cuda_times(lambda: runner.fuse(hr_d, lr_d), repeats)
+            times, peak = cuda_times(lambda: fuse(hr_d, lr_d), repeats)
+            first = fuse(hr_d, lr_d)
         else:
-            runner.fuse(hr, lr)  # warm-up
+            first = fuse(hr, lr)  # warm-up (and torch.compile's compilation)
             times = []
             for _ in range(repeats):
                 t0 = time.perf_counter()
-                runner.fuse(hr, lr)
+                fuse(hr, lr)
                 times.append(time.perf_counter() - t0)
             peak = _peak_rss_mib()
+        if output:
+            array = first.detach().float().cpu().numpy() if isinstance(first, torch.Tensor) else np.asarray(first)
+            np.save(output, array.astype(np.float32, copy=False))
     return {"backend": backend, "size": size, "ratio": ratio, "times": times, "median_s": float(np.median(times)),
             "p90_s": float(np.percentile(times, 90)), "mp_per_s": size * size / 1e6 / float(np.median(times)),
             "peak_mib": peak, "peak_kind": "cuda_allocator" if cuda else "rss"}
@@ -107,31 +168,70 @@ def matmul_rate(threads: int, n: int = 4096, repeats: int = 3) -> float:
 
 
 # ------------------------------------------------------------------------------------ the driver
-def _artifacts(checkpoint: str, work: Path, backends: list[str], log, chunk: int = 0,
-               align: int = 0) -> dict[str, str | None]:
-    arts: dict[str, str | None] = {b: checkpoint for b in backends if b.startswith("torch")}
-    if any(b.startswith("ort") for b in backends):
+def _tuned_graph(checkpoint: str, work: Path, graph: str | None, budget: Any, log) -> tuple[str, dict[str, Any]]:
+    """This package's CPU graph: ``graph`` as given, else ``lso export --target cpu`` tuned here now; with its
+    recorded graph options (``solver_chunk``, ``align_channels``) and tuning choice (empty when it has none)."""
+    from lso.artifacts import read_sidecar
+    from lso.export.cpu_tuning import tuned_choice
+
+    if graph is None:
+        from lso.export import export_onnx
+
+        log("lso export --target cpu (tuning the CPU graph on this machine)")
+        graph = str(export_onnx(checkpoint, work / "model.cpu.onnx", target="cpu", tune_budget=budget))
+    choice = tuned_choice(read_sidecar(graph, verify=False)) or {}
+    return graph, choice
+
+
+def _artifacts(checkpoint: str, work: Path, backends: list[str], log, graph: str | None = None,
+               tune_budget: Any = None) -> tuple[dict[str, str | None], dict[str, Any]]:
+    """The artifact of every backend (None: not available here) and the tuned choice of the CPU graph."""
+    from lso.deps import available
+
+    arts: dict[str, str | None] = {b: checkpoint for b in backends if b.startswith(("torch", "peer-torch"))}
+    choice: dict[str, Any] = {}
+    wants = set(backends)
+    if wants & {"peer-ov-plain", "peer-ort-plain", *OURS, *HAZARDS}:
         from lso.export import ParityCase, export_onnx
-        from lso.export.passes import save_chunked as _chunked
 
-        # channels are aligned before the FP16/INT8 conversions (they quantize the padded convolutions
-        # as they are); solver chunks come last, on each graph (the conversions refuse chunked graphs)
-        log(f"exporting ONNX (fp32{f', channels aligned to {align}' if align else ''})")
-        fp32 = export_onnx(checkpoint, work / "model.onnx", cases=[ParityCase(4, 64, 64)], align_channels=align or None)
-        arts["ort-fp32"] = _chunked(fp32, chunk)
-        if "ort-fp16" in backends or "ort-int8" in backends:
-            from lso.calibration import calibration_feeds, convert_fp16, quantize_int8
+        log("exporting the plain ONNX graph (the peers' input)")
+        plain = str(export_onnx(checkpoint, work / "model.onnx", cases=[ParityCase(4, 64, 64)]))
+        arts["peer-ort-plain"] = plain
+        arts["peer-ov-plain"] = plain if available("openvino") else None
+    if wants & {"ort-fp32", "ov-fp32", "ov-bf16", "ov-default"}:
+        tuned, choice = _tuned_graph(checkpoint, work, graph, tune_budget, log)
+        arts["ort-fp32"] = tuned
+        for name in ("ov-fp32", "ov-bf16", "ov-default"):
+            arts[name] = tuned if available("openvino") else None
+        if "ov-bf16" in wants and available("openvino"):
+            from lso.runtime.openvino_runner import cpu_bf16_support
 
-            log("calibration feeds (synthetic training scenes, 128x128)")
-            feeds = list(calibration_feeds(count=8, size=128))
-            if "ort-fp16" in backends:
-                log("FP16 mixed graph")
-                arts["ort-fp16"] = _chunked(convert_fp16(fp32, work / "model.fp16.onnx", feeds=feeds), chunk)
-            if "ort-int8" in backends:
-                log("INT8 graph, cpu flavour, output head kept in float (the point lso calibrate chose)")
-                arts["ort-int8"] = _chunked(quantize_int8(fp32, work / "model.int8.cpu.onnx", feeds=feeds,
-                                                          flavour="cpu", float_blocks=("outc",)), chunk)
-    return arts
+            if not cpu_bf16_support():
+                arts["ov-bf16"] = None
+                log("ov-bf16 skipped: this CPU has no native BF16 (AVX512-BF16 or AMX)")
+    if wants & {"ort-fp16", "ort-int8", "ov-int8"}:
+        from lso.calibration import calibration_feeds, convert_fp16, quantize_int8
+        from lso.export import ParityCase, export_onnx
+        from lso.export.passes import save_chunked
+
+        graph_opts = choice.get("graph") or {}
+        align, chunk = graph_opts.get("align_channels") or None, graph_opts.get("solver_chunk") or 0
+        # channels are aligned before the FP16/INT8 conversions (they quantize the padded convolutions as they
+        # are); solver chunks come last, on each graph (the conversions refuse chunked graphs)
+        log(f"FP16/INT8 base graph (the tuned graph options: align {align or 'none'}, solver chunk {chunk or 'none'})")
+        base = export_onnx(checkpoint, work / "model.base.onnx", cases=[ParityCase(4, 64, 64)], align_channels=align)
+        log("calibration feeds (synthetic training scenes, 128x128)")
+        feeds = list(calibration_feeds(count=8, size=128))
+        if "ort-fp16" in wants:
+            log("FP16 mixed graph")
+            arts["ort-fp16"] = save_chunked(convert_fp16(base, work / "model.fp16.onnx", feeds=feeds), chunk)
+        if wants & {"ort-int8", "ov-int8"}:
+            log("INT8 graph, cpu flavour, output head kept in float (the point lso calibrate chose)")
+            int8 = save_chunked(quantize_int8(base, work / "model.int8.cpu.onnx", feeds=feeds, flavour="cpu",
+                                              float_blocks=("outc",)), chunk)
+            arts["ort-int8"] = int8
+            arts["ov-int8"] = int8 if available("openvino") else None
+    return arts, choice
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -160,10 +260,12 @@ def run(args: argparse.Namespace) -> int:
         checkpoint = str(demo_checkpoint())
     backends = args.backends.split(",") if args.backends else list(CPU_BACKENDS) + (
         list(GPU_BACKENDS) if torch.cuda.is_available() else [])
+    if REFERENCE not in backends and any(not b.startswith(("torch-cuda", "trt")) for b in backends):
+        backends.insert(0, REFERENCE)  # the accuracy column's reference
     sizes = [int(s) for s in args.sizes.split(",")]
     ratios = [int(r) for r in args.ratios.split(",")]
     work = Path(tempfile.mkdtemp(prefix="lso_latency_"))
-    arts = _artifacts(checkpoint, work, backends, log, args.solver_chunk, args.align_channels)
+    arts, choice = _artifacts(checkpoint, work, backends, log, args.graph, args.tune_budget)
     for plan in args.plan:
         name = f"trt-{Path(plan).stem}"
         backends.append(name)
@@ -176,80 +278,143 @@ def run(args: argparse.Namespace) -> int:
     rate = matmul_rate(args.threads)
     log(f"fp32 matmul 4096^3: {rate / 1e9:.1f} GFLOP/s on {args.threads} threads")
     macs = {s: count_macs(LSO(LSOConfig()).eval(), (s, s), 4)["full_folded"] for s in sizes}
-    cells: list[dict[str, Any]] = []
-    try:
-        from tqdm import tqdm
-
-        progress = tqdm(total=len(backends) * len(sizes) * len(ratios), desc="cells", file=sys.stderr)
-    except ImportError:
-        progress = None
+    runs: dict[tuple[str, int, int], list[dict[str, Any]]] = {}
+    notes: dict[tuple[str, int, int], str] = {}
+    todo = []
     for ratio in ratios:
         for size in sizes:
             for b in backends:
-                if progress:
-                    progress.update(1)
                 if arts.get(b) is None:
-                    continue
-                if b.endswith("ref") and size > args.baseline_max_size:
-                    cells.append({"backend": b, "size": size, "ratio": ratio,
-                                  "skipped": "baseline above --baseline-max-size"})
-                    continue
-                spec = {"backend": b, "artifact": arts[b], "size": size, "ratio": ratio, "repeats": args.repeats,
-                        "threads": args.threads}
-                try:
-                    proc = subprocess.run([sys.executable, __file__, "--_cell", json.dumps(spec)], capture_output=True,
-                                          text=True, timeout=args.timeout)
-                    line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
-                    if line is None:
-                        cells.append({**spec, "error": (proc.stderr or "no result").strip().splitlines()[-1][:300]})
-                        continue
-                    cell = json.loads(line[7:])
-                except subprocess.TimeoutExpired:
-                    cells.append({**spec, "error": f"timeout after {args.timeout} s"})
-                    continue
-                floor = 2 * macs[size] / rate
-                cell["floor_s"] = floor
-                cell["x_floor"] = cell["median_s"] / floor
-                cells.append(cell)
-                log(f"x{ratio} {size}: {b}: {cell['median_s']:.3f} s, {cell['peak_mib']:.0f} MiB, "
-                    f"{cell['x_floor']:.2f}x floor")
+                    notes[(b, size, ratio)] = "not available on this machine"
+                elif b.endswith("ref") and size > args.baseline_max_size:
+                    notes[(b, size, ratio)] = "baseline above --baseline-max-size"
+                else:
+                    todo.append((b, size, ratio))
+    try:
+        from tqdm import tqdm
+
+        progress = tqdm(total=len(todo) * args.rounds, desc="cells", file=sys.stderr)
+    except ImportError:
+        progress = None
+    for round_ in range(args.rounds):
+        # a rotated order in every round, so that slow drift of a shared machine does not favour one backend
+        order = todo[round_ % len(todo):] + todo[:round_ % len(todo)] if todo else []
+        for b, size, ratio in order:
+            if progress:
+                progress.update(1)
+            if notes.get((b, size, ratio)):  # failed in an earlier round
+                continue
+            output = str(work / f"out_{b}_{ratio}_{size}.npy") if round_ == 0 else None
+            spec = {"backend": b, "artifact": arts[b], "size": size, "ratio": ratio, "repeats": args.repeats,
+                    "threads": args.threads, "output": output}
+            cell = _run_cell_process(spec, args.timeout)
+            if "error" in cell:
+                notes[(b, size, ratio)] = cell["error"]
+                log(f"x{ratio} {size}: {b}: {cell['error']}")
+                continue
+            runs.setdefault((b, size, ratio), []).append(cell)
+            log(f"round {round_ + 1}: x{ratio} {size}: {b}: {cell['median_s']:.3f} s, {cell['peak_mib']:.0f} MiB")
     if progress:
         progress.close()
+    cells = _summarize(backends, sizes, ratios, runs, notes, macs, rate, work)
+    write(args, cells, rate, checkpoint, choice)
+    return 0
+
+
+def _run_cell_process(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """One cell in a fresh process: its result, or ``{"error": ...}``."""
+    try:
+        proc = subprocess.run([sys.executable, __file__, "--_cell", json.dumps(spec)], capture_output=True,
+                              text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timeout after {timeout} s"}
+    line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
+    if line is None:
+        lines = (proc.stderr or "no result").strip().splitlines() or ["no result"]
+        return {"error": lines[-1][:300]}
+    return json.loads(line[7:])
+
+
+def _summarize(backends, sizes, ratios, runs, notes, macs, rate, work: Path) -> list[dict[str, Any]]:
+    """One row per backend x size x ratio: times over all rounds, the largest peak, accuracy, ratios."""
+    cells: list[dict[str, Any]] = []
+    for ratio in ratios:
+        for size in sizes:
+            reference = work / f"out_{REFERENCE}_{ratio}_{size}.npy"
+            ref = np.load(reference) if reference.exists() else None
+            for b in backends:
+                key = (b, size, ratio)
+                if key not in runs:
+                    cells.append({"backend": b, "size": size, "ratio": ratio, "skipped": notes.get(key, "not run")})
+                    continue
+                times = [t for c in runs[key] for t in c["times"]]
+                median = float(np.median(times))
+                cell: dict[str, Any] = {
+                    "backend": b, "size": size, "ratio": ratio, "rounds": len(runs[key]), "times": times,
+                    "median_s": median, "p90_s": float(np.percentile(times, 90)),
+                    "mp_per_s": size * size / 1e6 / median,
+                    "peak_mib": max(c["peak_mib"] for c in runs[key]),
+                    "peak_mib_per_round": [c["peak_mib"] for c in runs[key]], "peak_kind": runs[key][0]["peak_kind"]}
+                if size in macs:
+                    cell["floor_s"] = 2 * macs[size] / rate
+                    cell["x_floor"] = median / cell["floor_s"]
+                out = work / f"out_{b}_{ratio}_{size}.npy"
+                if ref is not None and out.exists():
+                    cell["max_abs_diff"] = float(np.max(np.abs(np.load(out) - ref)))
+                cells.append(cell)
+            for out in work.glob(f"out_*_{ratio}_{size}.npy"):
+                out.unlink()  # large at 1024²
     for c in cells:
         base_name = "torch-cuda-ref" if c["backend"].startswith(("torch-cuda", "trt")) else "torch-ref"
         base = next((d for d in cells if d["backend"] == base_name and d["size"] == c["size"]
                      and d["ratio"] == c["ratio"] and "median_s" in d), None)
         if base and "median_s" in c:
             c["speedup_vs_baseline"] = base["median_s"] / c["median_s"]
-    write(args, cells, rate, checkpoint)
-    return 0
+    return cells
 
 
-def write(args, cells: list[dict], rate: float, checkpoint: str) -> None:
-    from lso.benchmarks._report import markdown_table, write_results
+def _kind(backend: str) -> str:
+    if backend in PEERS:
+        return "peer"
+    if backend in HAZARDS:
+        return "hazard"
+    return "baseline" if backend.endswith("ref") else "ours" if backend != REFERENCE else "reference"
+
+
+def write(args, cells: list[dict], rate: float, checkpoint: str, choice: dict[str, Any] | None = None) -> None:
+    from lso.benchmarks._report import machine_info, markdown_table, write_results
 
     rows = []
     for c in cells:
         if "median_s" in c:
-            rows.append([c["backend"], f"x{c['ratio']}", c["size"], c["median_s"], c["p90_s"], c["mp_per_s"],
-                         c["peak_mib"], f"{c['speedup_vs_baseline']:.2f}x" if "speedup_vs_baseline" in c else "-",
-                         f"{c['x_floor']:.2f}x"])
+            rows.append([c["backend"], _kind(c["backend"]), f"x{c['ratio']}", c["size"], c["median_s"], c["p90_s"],
+                         c["mp_per_s"], c["peak_mib"],
+                         f"{c['speedup_vs_baseline']:.2f}x" if "speedup_vs_baseline" in c else "-",
+                         f"{c['x_floor']:.2f}x" if "x_floor" in c else "-",
+                         f"{c['max_abs_diff']:.2e}" if "max_abs_diff" in c else "-"])
         else:
-            rows.append([c["backend"], f"x{c['ratio']}", c["size"], "-", "-", "-", "-", "-",
+            rows.append([c["backend"], _kind(c["backend"]), f"x{c['ratio']}", c["size"], "-", "-", "-", "-", "-", "-",
                          c.get("skipped") or c.get("error")])
+    choice = choice or {}
+    tuned = (f"the graph `lso export --target cpu` chose on this machine: {choice.get('name')}"
+             if choice else "the graph given with --graph (no tuning record)" if args.graph else "no tuned graph")
     md = "# Latency" + ("" if args.name == "latency" else f" ({args.name})") + "\n\n"
-    md += (f"Checkpoint `{Path(checkpoint).name}`; {args.threads} threads; median/p90 of {args.repeats} runs after a "
-           f"warm-up, each cell in its own process. Baseline = PyTorch eager, reference solver (the official "
-           f"computation). FLOP floor = 2 x full MACs / fp32 matmul rate ({rate / 1e9:.1f} GFLOP/s measured in this "
-           f"run). "
-           f"ONNX Runtime graphs: solver in Scan chunks of {args.solver_chunk or 'none (portable graph)'} patches, "
-           f"convolution channels aligned to {args.align_channels or 'none (as exported)'}, OrtRunner's default "
-           f"shared CPU arena.\n\n")
-    md += markdown_table(["backend", "ratio", "size", "median s", "p90 s", "MP/s", "peak MiB", "vs baseline",
-                          "time / floor"], rows)
+    md += (f"CPU: **{machine_info().get('cpu')}**. Checkpoint `{Path(checkpoint).name}`; {args.threads} threads; "
+           f"{args.rounds} interleaved round(s), each cell in its own fresh process per round, one warm-up then "
+           f"{args.repeats} timed run(s) per round; median/p90 over all runs; peak = the cell process's own VmHWM "
+           f"(largest over rounds). Baseline = PyTorch eager, reference solver (the official computation). "
+           f"FLOP floor = 2 x full MACs / fp32 matmul rate ({rate / 1e9:.1f} GFLOP/s measured in this run). "
+           f"Max abs diff: to PyTorch FP32 (`{REFERENCE}`) on the same seeded inputs. Our CPU graph: {tuned}. "
+           "Peers at their documented latency settings: `peer-ov-plain` OpenVINO on the plain export "
+           "(PERFORMANCE_HINT LATENCY, INFERENCE_PRECISION_HINT f32), `peer-torch-compile` torch.compile (default "
+           "mode) of the folded model, `peer-ort-plain` ONNX Runtime default session options on the plain export. "
+           "`ov-default` = OpenVINO's own default precision on our graph (BF16 on BF16 CPUs): a hazard, not a "
+           "path.\n\n")
+    md += markdown_table(["backend", "kind", "ratio", "size", "median s", "p90 s", "MP/s", "peak MiB", "vs baseline",
+                          "time / floor", "max abs diff"], rows)
     write_results(args.name, {"checkpoint": checkpoint, "matmul_flops": rate, "threads": args.threads,
-                              "solver_chunk": args.solver_chunk, "align_channels": args.align_channels,
-                              "repeats": args.repeats, "cells": cells}, md, Path(args.out))
+                              "rounds": args.rounds, "repeats": args.repeats, "graph": args.graph,
+                              "cpu_tuning_choice": choice, "peers": list(PEERS), "cells": cells}, md, Path(args.out))
     try:
         _plot(cells, Path(args.out) / f"{args.name}.png")
     except Exception as exc:  # plotting is a convenience

@@ -958,21 +958,21 @@ def _add_latency(sub) -> None:
     p.add_argument("--checkpoint", help="checkpoint (default: the bundled demo checkpoint)")
     p.add_argument("--backends", help=f"comma list (default: CPU {cpu}; GPU adds {gpu})")
     p.add_argument("--plan", action="append", default=[], help="TensorRT plan(s) to add as trt-<name>")
-    p.add_argument("--sizes", default="64,256,512,1024", help="HR sizes (square)")
-    p.add_argument("--ratios", default="4,8", help="scale ratios")
-    p.add_argument("--repeats", type=int, default=5, help="timed runs per cell (after one warm-up)")
-    p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="CPU threads")
+    p.add_argument("--sizes", default="256,512,1024", help="HR sizes (square)")
+    p.add_argument("--ratios", default="4", help="scale ratios")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="interleaved rounds: each runs every cell once, in a rotated order, each in a fresh process")
+    p.add_argument("--repeats", type=int, default=2, help="timed runs per cell and round (after one warm-up)")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="CPU threads (every cell and peer)")
     p.add_argument("--baseline-max-size", type=int, default=512,
                    help="largest size at which the (memory-hungry) baseline runs")
     p.add_argument("--out", default=str(Path(latency.__file__).resolve().parent / "results"), help="results folder")
     p.add_argument("--name", default="latency", help="results file stem")
     p.add_argument("--timeout", type=int, default=1800, help="seconds per cell")
-    p.add_argument("--solver-chunk", type=int, default=128,
-                   help="ONNX Runtime graphs run their solver in Scan chunks of this many patches "
-                        "(lso export --solver-chunk; 0 = the portable graph as exported)")
-    p.add_argument("--align-channels", type=int, default=16,
-                   help="ONNX Runtime graphs have their convolutions' channels padded to a multiple of this "
-                        "(lso export --align-channels; 0 = as exported)")
+    p.add_argument("--graph",
+                   help="this package's CPU graph to time (default: lso export --target cpu, tuned here now)")
+    p.add_argument("--tune-budget", default=None,
+                   help="time budget of that tuning (seconds, or 90s / 5m; default: lso export's)")
     p.add_argument("--_cell", help=argparse.SUPPRESS)
 
 
