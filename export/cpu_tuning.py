@@ -60,7 +60,7 @@ DEFAULT_BUDGET_S = 300.0
 TUNING_CASES: tuple[ParityCase, ...] = (ParityCase(4, 256, 256), ParityCase(4, 512, 512))
 #: Timed runs per shape after the warm-up (the best of them counts: the CPU may be shared).
 REPEATS = 2
-#: A candidate slower than this times the best complete one at a shape is not run at the larger shapes.
+#: A candidate slower than this times the best so far at a shape (parity passed) is not run at the larger shapes.
 PRUNE_RATIO = 1.5
 #: The sidecar key of the tuning record.
 SIDECAR_KEY = "cpu_tuning"
