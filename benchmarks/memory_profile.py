@@ -424,6 +424,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "name@512/1024 gives one its own sizes")
     parser.add_argument("--settings-sizes", default="512,1024", help="sizes of the settings cells")
     parser.add_argument("--tiled", type=int, default=2048, help="size of the tiled cell (0: none)")
+    parser.add_argument("--tiled-backends", default="onnxruntime,openvino", help="backends of the tiled cell")
     parser.add_argument("--profile-size", type=int, default=512, help="size of the arena profile (0: none)")
     parser.add_argument("--graph-size", type=int, default=1024, help="size of the graph profile (0: none)")
     parser.add_argument("--runs", type=int, default=2, help="runs per cell (at least 2: first and later runs differ)")
@@ -473,7 +474,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.tiled:
             from lso.runtime.tiling import AUTO_TILE
 
-            for backend in backends:
+            for backend in [b for b in _names(args.tiled_backends) if b in backends]:
                 specs.append({**base, "kind": "tiled", "backend": backend, "variant": "cpu_tileable",
                               "artifact": graphs["cpu_tileable"], "size": args.tiled, "setting": "default",
                               "tile": AUTO_TILE, "runs": 1})
