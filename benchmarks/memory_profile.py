@@ -323,6 +323,11 @@ def _openvino_ready() -> bool:
     return "openvino" in BACKENDS and available("openvino")
 
 
+def _portable(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Cells with their graphs named by file name only (the work folder is not part of the results)."""
+    return [{**c, "artifact": Path(c["artifact"]).name} if c.get("artifact") else c for c in cells]
+
+
 def _openvino_version() -> str | None:
     try:
         import openvino
@@ -393,6 +398,7 @@ def _render(path: Path, notes: str | None, write: bool) -> int:
     data = json.loads(path.read_text())
     if notes is not None:
         data["notes"] = Path(notes).read_text()
+    data["cells"], data["arena_profiles"] = _portable(data["cells"]), _portable(data.get("arena_profiles", []))
     m = data["machine"]
     versions = ", ".join(f"{k} {m[k]}" for k in ("python", "torch", "numpy", "onnx", "onnxruntime") if k in m)
     md = (f"{_markdown(data)}\n\nMachine: {m['cpu']} ({m['cpu_count']} cores, torch threads {m.get('torch_threads')}), "
@@ -491,7 +497,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "openvino_version": _openvino_version(),
             "targets_bytes": {str(k): v for k, v in TARGET_BYTES.items()}, "tiled_budget_bytes": TILED_BUDGET_BYTES,
             "settings": ORT_SETTINGS, "default_equivalent": DEFAULT_EQUIVALENT, "skipped": skipped,
-            "cells": cells, "arena_profiles": profiles, "graph_profile": graph,
+            "cells": _portable(cells), "arena_profiles": _portable(profiles), "graph_profile": graph,
             "notes": Path(args.notes).read_text() if args.notes else None}
     md = _markdown(data)
     print(md)
