@@ -7,11 +7,20 @@ AVX512-BF16 or AMX, OpenVINO's CPU plugin defaults the inference precision to BF
 LSO that silently gives an image off by up to 1.24 (the solver's arguments reach 24·π² rad). Precisions:
 
 - ``"fp32"`` (default): FP32 everywhere, matching PyTorch FP32 within the export tolerance.
-- ``"bf16"``: BF16 where OpenVINO chooses it, with the FP32 islands of :mod:`lso.islands` (solver, softmax,
-  coordinate grid, interpolation matrices) kept FP32 through OpenVINO's own mechanism: each island node found
-  by its graph query (:data:`lso.export.graph_query.ISLAND_QUERIES`) carries the ``DisablePrecisionConversion``
-  runtime attribute (:func:`mark_fp32_islands`), which the CPU plugin honours (such nodes keep their original
-  precision when it enforces BF16). Only on CPUs with native BF16 (AVX512-BF16 or AMX): elsewhere an
+- ``"bf16"``: the convolutions and every other operation outside the FP32 islands of :mod:`lso.islands`
+  (solver, softmax, coordinate grid, interpolation matrices) in BF16, the islands and the operations that make
+  the graph's outputs in FP32 (:func:`to_bf16`). The BF16 is written into the model itself: its operations are
+  typed BF16 by explicit ``Convert`` nodes at the islands' borders, and the model is compiled with
+  ``INFERENCE_PRECISION_HINT`` = f32, so the CPU plugin keeps the types as given (on a CPU with native BF16 it
+  runs BF16 operations as BF16). The islands are found by their graph queries
+  (:data:`lso.export.graph_query.ISLAND_QUERIES`) and recorded in the IR as OpenVINO's
+  ``DisablePrecisionConversion`` runtime attribute (:func:`mark_fp32_islands`). That attribute alone is not
+  enough: the CPU plugin honours it only on the operations its transformations leave in place, and it replaces
+  many (``Subtract``/``Divide`` with a constant, ``Unsqueeze``, eltwise chains it fuses into snippets); with
+  BF16 by hint and marks, 40 island operations of the demo graph ran BF16, among them the index arithmetic
+  of the bicubic matrices, which BF16 rounds beyond 256 pixels (+1.41 dB at 512²). After compiling, the runner
+  checks the compiled model: BF16 convolutions present, no island operation in BF16
+  (:func:`runtime_precisions`). Only on CPUs with native BF16 (AVX512-BF16 or AMX): elsewhere an
   :class:`~lso.errors.InputError` says so (no silent FP32 fallback; ask for ``"fp32"``).
 - ``"default"``: no precision hint (OpenVINO's own choice, BF16 on BF16 CPUs): a comparison point for
   benchmarks only; the runner warns when the effective precision is not FP32.
@@ -22,7 +31,7 @@ caller-provided ``out`` (or into one array the runner allocates), never copied o
 
 Every spatial size and batch runs (the graphs' spatial dimensions are dynamic); the tileable graph gets
 ``(0, 0, H, W)`` when no extent is given. A graph whose solver is chunked in ``Scan`` loops (``lso export
---solver-chunk``) keeps its loops' bodies FP32 in BF16 mode (they hold only the solver).
+--solver-chunk``) keeps its loops FP32 in BF16 mode (they hold only the solver).
 """
 from __future__ import annotations
 
@@ -46,7 +55,7 @@ from lso.runtime.base import Runner, RunnerStateError
 from lso.runtime.validation import FuseInputs
 
 __all__ = ["OpenVinoRunner", "PRECISIONS", "ISLAND_MARK", "OPENVINO_SUFFIXES", "openvino_core", "cpu_bf16_support",
-           "mark_fp32_islands", "island_marks", "effective_precision"]
+           "mark_fp32_islands", "island_marks", "effective_precision", "to_bf16", "runtime_precisions"]
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +76,9 @@ _MARK_ELEMENT = {"name": "DisablePrecisionConversion", "version": "0", "value": 
 _OPENVINO_MECHANISM = {"solver": "graph_query", "softmax": "graph_query", "coordinate_grid": "graph_query",
                        "bicubic": "graph_query"}
 
-_HINT_TYPES = {"fp32": "f32", "bf16": "bf16"}
+# the inference precision hint of each mode: BF16 mode is typed in the model itself (to_bf16) and compiled with the
+# f32 hint, so that the CPU plugin enforces no precision of its own
+_HINT_TYPES = {"fp32": "f32", "bf16": "f32"}
 _NP_TYPES: dict[str, type[np.generic]] = {"f32": np.float32, "f16": np.float16, "f64": np.float64, "i64": np.int64,
                                           "i32": np.int32}
 
@@ -219,6 +230,96 @@ def island_marks(model: Any) -> list[str]:
     return found
 
 
+_FIXED_TYPE_OPS = ("Constant", "Parameter", "Result", "Convert", "Range", "Eye", "RandomUniform")
+"""Operations whose output type is an attribute, not their inputs' type: :func:`to_bf16` never retypes them."""
+
+
+def to_bf16(model: Any, keep: set[str] | frozenset[str]) -> dict[str, int]:
+    """Type the float operations of an ``ov.Model`` BF16, except those named in ``keep`` (changed in place).
+
+    Kept FP32: the operations whose friendly name is in ``keep`` (the islands: :func:`island_marks`), the ones
+    that make a graph output (LSO's last ``Add`` puts the up-sampled LR-HSI into the output as it is) and the
+    float operations read by a conversion to an integer type (shape arithmetic). Every other operation with an
+    FP32 output computes in BF16: its FP32 inputs from outside that set (graph inputs, constants, island outputs)
+    go through a ``Convert`` to BF16, and its outputs reach FP32 readers through a ``Convert`` back. Compiled
+    with the f32 inference precision hint, the CPU plugin then runs exactly these types (on a CPU with native
+    BF16; elsewhere it would run them in FP32). Returns ``{"bf16_ops", "fp32_ops", "converts"}``.
+
+    Raises:
+        ArtifactError: OpenVINO cannot infer the types of the result.
+    """
+    ov = require("openvino")
+    ops = [op for op in model.get_ordered_ops() if op.get_type_name() not in _FIXED_TYPE_OPS]
+    f32 = ov.Type.f32
+
+    def floating(op: Any) -> bool:
+        return any(op.get_output_element_type(i) == f32 for i in range(op.get_output_size()))
+
+    def stays_fp32(op: Any) -> bool:
+        if op.get_friendly_name() in keep:
+            return True
+        for output in op.outputs():
+            for reader in output.get_target_inputs():
+                node = reader.get_node()
+                if node.get_type_name() == "Result":
+                    return True
+                if node.get_type_name() == "Convert" and not node.get_output_element_type(0).is_real():
+                    return True
+        return False
+
+    region = {op.get_name() for op in ops if floating(op) and not stays_fp32(op)}  # unique names
+    convert = require("openvino.opset13").convert
+    converted: dict[tuple[str, int, str], Any] = {}
+
+    def cast(source: Any, kind: str) -> Any:
+        key = (source.get_node().get_name(), source.get_index(), kind)
+        if key not in converted:
+            converted[key] = convert(source, kind).output(0)
+        return converted[key]
+
+    for op in ops:
+        inside = op.get_name() in region
+        for port in op.inputs():
+            source = port.get_source_output()
+            if source.get_element_type() != f32:  # types are inferred again below: a float tensor is f32 here
+                continue
+            from_region = source.get_node().get_name() in region
+            if inside and not from_region:
+                port.replace_source_output(cast(source, "bf16"))
+            elif not inside and from_region:
+                port.replace_source_output(cast(source, "f32"))
+    try:
+        model.validate_nodes_and_infer_types()
+    except Exception as exc:  # RuntimeError from OpenVINO's type inference
+        raise ArtifactError(f"OpenVINO cannot type the graph BF16 outside its FP32 islands: {exc}") from exc
+    return {"bf16_ops": len(region), "fp32_ops": sum(1 for op in ops if floating(op)) - len(region),
+            "converts": len(converted)}
+
+
+def runtime_precisions(compiled: Any, islands: set[str] | frozenset[str] = frozenset()) -> dict[str, Any]:
+    """What a compiled model executes in which precision, from its runtime model (OpenVINO's execution graph).
+
+    Returns ``{"by_type": {"<layer type> <precision>": count}, "bf16_ops": n, "island_ops_in_bf16": [names]}``
+    (constants, inputs, outputs and ``Reorder``/``Convert`` left out); an operation counts as an island one when
+    any of the original operations it executes is named in ``islands``.
+    """
+    by_type: dict[str, int] = {}
+    in_bf16: list[str] = []
+    bf16_ops = 0
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        info = op.get_rt_info()
+        kind, precision = str(info["layerType"].astype(str)), str(info["runtimePrecision"].astype(str))
+        if kind in ("Const", "Input", "Output", "Reorder", "Convert"):
+            continue
+        by_type[f"{kind} {precision}"] = by_type.get(f"{kind} {precision}", 0) + 1
+        if precision == "bf16":
+            bf16_ops += 1
+            originals = str(info["originalLayersNames"].astype(str)).split(",")
+            if islands.intersection(originals):
+                in_bf16.append(op.get_friendly_name())
+    return {"by_type": dict(sorted(by_type.items())), "bf16_ops": bf16_ops, "island_ops_in_bf16": in_bf16}
+
+
 def effective_precision(compiled: Any) -> str:
     """The inference precision a compiled model computes with, as OpenVINO reports it (``"f32"``, ``"bf16"``)."""
     hints = require("openvino.properties.hint")
@@ -307,6 +408,7 @@ class OpenVinoRunner(Runner):
                                 f"{self._path.name}: export it first (lso export)")
         sidecar = read_sidecar(self._path, verify=self._verify)
         core = openvino_core()
+        islands: set[str] = set()
         if self._precision == "bf16":
             supported, why = cpu_bf16_support(core)
             if not supported:
@@ -317,7 +419,8 @@ class OpenVinoRunner(Runner):
                 self._ir_dir = tempfile.TemporaryDirectory(prefix="lso_openvino_")
                 source, _ = mark_fp32_islands(self._path, Path(self._ir_dir.name) / "model.xml", core)
             model = _read_model(core, source)
-            self._marked = len(island_marks(model))
+            islands = set(island_marks(model))
+            self._marked = len(islands)
             if suffix != ".onnx":
                 if not self._marked:
                     raise InputError(f"{self._path.name} carries no FP32 island marks ({ISLAND_MARK}), so BF16 "
@@ -329,6 +432,9 @@ class OpenVinoRunner(Runner):
         if self._config is None:
             self._config = _recorded_config(model, sidecar)
         self._weights_sha256 = _recorded_fingerprint(self._path, model, sidecar)
+        typed: dict[str, int] = {}
+        if self._precision == "bf16":
+            typed = to_bf16(model, islands)
         settings: dict[str, Any] = {hints.performance_mode: hints.PerformanceMode.LATENCY}
         if self._precision in _HINT_TYPES:
             settings[hints.inference_precision] = getattr(ov.Type, _HINT_TYPES[self._precision])
@@ -355,6 +461,16 @@ class OpenVinoRunner(Runner):
                           "threads": int(compiled.get_property(props.inference_num_threads)),
                           "streams": int(compiled.get_property(props.num_streams)),
                           "fp32_island_ops": self._marked, "openvino": ov.__version__}
+        if self._precision == "bf16":
+            ran = runtime_precisions(compiled, islands)
+            if not any(k.startswith("Convolution") and k.endswith("bf16") for k in ran["by_type"]):
+                raise ArtifactError(f"OpenVINO {ov.__version__} compiled the BF16-typed {self._path.name} without BF16 "
+                                    f"convolutions ({ran['by_type']}): this CPU plugin does not run BF16 here; use "
+                                    f"precision='fp32'")
+            if ran["island_ops_in_bf16"]:
+                raise ArtifactError(f"OpenVINO {ov.__version__} runs FP32 island operations of {self._path.name} in "
+                                    f"BF16 ({', '.join(ran['island_ops_in_bf16'][:8])}); use precision='fp32'")
+            self._settings.update({"bf16_typed_ops": typed["bf16_ops"], "bf16_runtime_ops": ran["bf16_ops"]})
         self._compiled = compiled
         self._request = compiled.create_infer_request()
         self._out_port = compiled.outputs[0]
@@ -415,8 +531,10 @@ class OpenVinoRunner(Runner):
     @property
     def settings(self) -> dict[str, Any]:
         """What the compiled model runs with, as OpenVINO reports it: ``precision`` (asked),
-        ``inference_precision`` (effective), ``performance_hint``, ``threads``, ``streams``, ``fp32_island_ops``
-        (operations marked FP32 in BF16 mode) and the ``openvino`` version. Empty until activated."""
+        ``inference_precision`` (OpenVINO's effective hint: f32 in BF16 mode too, whose BF16 is in the model's
+        types), ``performance_hint``, ``threads``, ``streams``, ``fp32_island_ops`` (operations marked FP32 in BF16
+        mode), in BF16 mode ``bf16_typed_ops`` (operations :func:`to_bf16` typed BF16) and ``bf16_runtime_ops``
+        (operations the compiled model executes in BF16), and the ``openvino`` version. Empty until activated."""
         return dict(self._settings)
 
     def _describe(self) -> str:

@@ -11,8 +11,8 @@ mechanism, and refuses to run when an island of the table has none:
 - the PyTorch runner's FP16 autocast (``lso.runtime.TorchRunner`` with ``fp16=True``, eager or compiled):
   autocast-free regions (``LSO.fp32_islands`` and the spectral blocks);
 - OpenVINO's BF16 mode (``lso.runtime.openvino_runner.OpenVinoRunner`` with ``precision="bf16"``): each island's
-  nodes, found by its graph query, carry OpenVINO's ``DisablePrecisionConversion`` runtime attribute, which the
-  CPU plugin honours when it lowers the rest to BF16 (``lso.runtime.openvino_runner.mark_fp32_islands``).
+  nodes, found by its graph query, are marked in the IR (``lso.runtime.openvino_runner.mark_fp32_islands``) and
+  stay FP32 while everything else is typed BF16 in the model itself (``lso.runtime.openvino_runner.to_bf16``).
 
 ========================  ================  =================================================================
 island                    paths             why it stays FP32

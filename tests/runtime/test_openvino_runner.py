@@ -234,6 +234,46 @@ def test_chunked_solver_loops_are_marked_with_their_bodies(rt_model, tiny_onnx_t
         np.testing.assert_allclose(r.fuse(hr, lr), reference(rt_model, hr, lr), atol=1e-5)
 
 
+def test_bf16_typing_keeps_the_islands_and_the_output_fp32(tiny_onnx_tileable, tmp_path):
+    """Graph level (any CPU): to_bf16 types the convolutions BF16 and leaves every island operation, the operation
+    that makes the output, and the graph's inputs and output FP32."""
+    xml, _ = OVR.mark_fp32_islands(tiny_onnx_tileable, tmp_path / "tiny.xml")
+    model = OVR.openvino_core().read_model(str(xml))
+    islands = set(OVR.island_marks(model))
+    counts = OVR.to_bf16(model, islands)
+    assert counts["bf16_ops"] > 0 and counts["converts"] > 0
+    f32, bf16 = ov.Type.f32, ov.Type.bf16
+    ops = model.get_ordered_ops()
+    convs = [op for op in ops if op.get_type_name() == "Convolution"]
+    assert convs and all(op.get_output_element_type(0) == bf16 for op in convs)
+    kept = [op for op in ops if op.get_friendly_name() in islands]
+    assert kept and all(op.get_output_element_type(i) != bf16 for op in kept for i in range(op.get_output_size()))
+    last = model.get_results()[0].input(0).get_source_output().get_node()
+    assert last.get_type_name() == "Add" and last.get_output_element_type(0) == f32  # lms + out: FP32
+    floats = [p for p in model.inputs if p.get_any_name() != "extent"]  # the tileable graph's extent: int64
+    assert floats and all(p.get_element_type() == f32 for p in floats) and model.outputs[0].get_element_type() == f32
+
+
+def test_bf16_compiled_model_is_checked(tiny_onnx, monkeypatch):
+    """The runner refuses a compiled BF16 model without BF16 convolutions, or with an island operation in BF16."""
+    monkeypatch.setattr(OVR, "cpu_bf16_support", lambda core=None: (True, "assumed"))
+    fake = {"by_type": {"Convolution f32": 3}, "bf16_ops": 0, "island_ops_in_bf16": []}
+    monkeypatch.setattr(OVR, "runtime_precisions", lambda compiled, islands=(): fake)
+    with pytest.raises(ArtifactError, match="without BF16 convolutions"):
+        _load(tiny_onnx, precision="bf16").activate()
+    fake.update({"by_type": {"Convolution bf16": 3}, "bf16_ops": 4, "island_ops_in_bf16": ["node_sub_10"]})
+    with pytest.raises(ArtifactError, match="island operations.*node_sub_10"):
+        _load(tiny_onnx, precision="bf16").activate()
+
+
+@needs_bf16
+def test_no_island_operation_runs_bf16(tiny_onnx_tileable):
+    """On a BF16 CPU, the compiled model's own record: BF16 convolutions, no island operation in BF16."""
+    with _load(tiny_onnx_tileable, precision="bf16") as r:
+        ran = OVR.runtime_precisions(r.compiled_model, set(_island_names(tiny_onnx_tileable)))
+    assert ran["by_type"].get("Convolution bf16", 0) > 0 and ran["island_ops_in_bf16"] == []
+
+
 @needs_bf16
 def test_bf16_with_islands_a_small_fraction_of_the_all_bf16_loss(rt_model, tiny_onnx_tileable):
     """Where BF16 runs, on a tiny scene: ΔPSNR/ΔSAM against a ground truth 0.01 (RMS) from the FP32 output (the
@@ -246,8 +286,9 @@ def test_bf16_with_islands_a_small_fraction_of_the_all_bf16_loss(rt_model, tiny_
     for precision in ("fp32", "bf16", "default"):
         with _load(tiny_onnx_tileable, precision=precision) as r:
             outs[precision] = r.fuse(hr, lr)[0]
-            if precision == "bf16":
-                assert r.settings["inference_precision"] == "bf16" and r.settings["fp32_island_ops"] > 0
+            if precision == "bf16":  # BF16 by the model's types, the f32 hint: the plugin enforces nothing
+                assert r.settings["inference_precision"] == "f32" and r.settings["fp32_island_ops"] > 0
+                assert r.settings["bf16_runtime_ops"] > 0
     gt = np.clip(outs["fp32"] + np.random.default_rng(1).normal(0, 0.01, outs["fp32"].shape), 0, 1)
     base = evaluate(gt, outs["fp32"], 4)
     loss = {p: (base["psnr"] - evaluate(gt, outs[p], 4)["psnr"], evaluate(gt, outs[p], 4)["sam"] - base["sam"])
@@ -266,7 +307,7 @@ def test_an_ir_without_island_marks_is_refused_for_bf16(tiny_onnx, tmp_path):
         runtime.load(plain, precision="bf16").activate()
     xml, _ = OVR.mark_fp32_islands(tiny_onnx, tmp_path / "marked.xml")
     with runtime.load(xml, precision="bf16", threads=1) as r:  # .xml: OpenVINO by its suffix
-        assert r.settings["inference_precision"] == "bf16" and r.settings["fp32_island_ops"] > 0
+        assert r.settings["fp32_island_ops"] > 0 and r.settings["bf16_runtime_ops"] > 0
 
 
 # ------------------------------------------------------------------------------------------------ INT8, artifacts
