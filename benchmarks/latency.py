@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -265,6 +266,7 @@ def run(args: argparse.Namespace) -> int:
     sizes = [int(s) for s in args.sizes.split(",")]
     ratios = [int(r) for r in args.ratios.split(",")]
     work = Path(tempfile.mkdtemp(prefix="lso_latency_"))
+    load_at_start = _load_average()
     arts, choice = _artifacts(checkpoint, work, backends, log, args.graph, args.tune_budget)
     for plan in args.plan:
         name = f"trt-{Path(plan).stem}"
@@ -317,8 +319,16 @@ def run(args: argparse.Namespace) -> int:
     if progress:
         progress.close()
     cells = _summarize(backends, sizes, ratios, runs, notes, macs, rate, work)
-    write(args, cells, rate, checkpoint, choice)
+    write(args, cells, rate, checkpoint, choice, load=(load_at_start, _load_average()))
     return 0
+
+
+def _load_average() -> float | None:
+    """The 1-minute load average (None where the OS has none): a shared machine's times say how busy it was."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
 
 
 def _run_cell_process(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
@@ -381,7 +391,8 @@ def _kind(backend: str) -> str:
     return "baseline" if backend.endswith("ref") else "ours" if backend != REFERENCE else "reference"
 
 
-def write(args, cells: list[dict], rate: float, checkpoint: str, choice: dict[str, Any] | None = None) -> None:
+def write(args, cells: list[dict], rate: float, checkpoint: str, choice: dict[str, Any] | None = None,
+          load: tuple[float | None, float | None] = (None, None)) -> None:
     from lso.benchmarks._report import machine_info, markdown_table, write_results
 
     rows = []
@@ -409,12 +420,16 @@ def write(args, cells: list[dict], rate: float, checkpoint: str, choice: dict[st
            "(PERFORMANCE_HINT LATENCY, INFERENCE_PRECISION_HINT f32), `peer-torch-compile` torch.compile (default "
            "mode) of the folded model, `peer-ort-plain` ONNX Runtime default session options on the plain export. "
            "`ov-default` = OpenVINO's own default precision on our graph (BF16 on BF16 CPUs): a hazard, not a "
-           "path.\n\n")
+           f"path. Load average (1 min) at the start / end of the run: {load[0]} / {load[1]} on "
+           f"{os.cpu_count()} cores (times on a busier machine are longer; ratios within one run hold better)."
+           "\n\n")
     md += markdown_table(["backend", "kind", "ratio", "size", "median s", "p90 s", "MP/s", "peak MiB", "vs baseline",
                           "time / floor", "max abs diff"], rows)
     write_results(args.name, {"checkpoint": checkpoint, "matmul_flops": rate, "threads": args.threads,
                               "rounds": args.rounds, "repeats": args.repeats, "graph": args.graph,
-                              "cpu_tuning_choice": choice, "peers": list(PEERS), "cells": cells}, md, Path(args.out))
+                              "cpu_tuning_choice": choice, "peers": list(PEERS),
+                              "load_average_1m": {"start": load[0], "end": load[1]}, "cells": cells},
+                  md, Path(args.out))
     try:
         _plot(cells, Path(args.out) / f"{args.name}.png")
     except Exception as exc:  # plotting is a convenience
