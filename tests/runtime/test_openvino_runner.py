@@ -277,8 +277,8 @@ def test_no_island_operation_runs_bf16(tiny_onnx_tileable):
 @needs_bf16
 def test_bf16_with_islands_a_small_fraction_of_the_all_bf16_loss(rt_model, tiny_onnx_tileable):
     """Where BF16 runs, on a tiny scene: ΔPSNR/ΔSAM against a ground truth 0.01 (RMS) from the FP32 output (the
-    INT8 tests' device). The tiny model is untrained, so its BF16 convolutions cost more than the paper model's;
-    measured on an AMD EPYC (AVX512-BF16): islands 0.14 dB / 0.010°, OpenVINO's all-BF16 default 4.3 dB / 0.26°."""
+    INT8 tests' device). The tiny model is untrained, so its BF16 convolutions cost more than the paper model's
+    (the demo checkpoint's figures: benchmarks/results/bf16_sensitivity.md)."""
     from lso.metrics import evaluate
 
     hr, lr = scene(48, 48, 4, seed=5)
