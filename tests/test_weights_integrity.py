@@ -61,10 +61,11 @@ def test_bundled_checkpoint_carries_a_digest_and_a_flipped_bit_in_a_copy_is_refu
     load_checkpoint(copy)  # the untouched copy loads
     data = bytearray(copy.read_bytes())
     start = len(data) - len(body)
-    # the kind of bit the issue flipped: the top exponent bit of a float16 weight (-0.0125 -> -817)
+    # the kind of bit the issue flipped: the top exponent bit of a weight (float16: -0.0125 -> -817)
     entry = header["outc.conv.0.weight"]
-    assert entry["dtype"] == "F16"
-    pos = start + (entry["data_offsets"][0] + entry["data_offsets"][1]) // 4 * 2 + 1  # high byte of a value
+    size = {"F16": 2, "F32": 4}[entry["dtype"]]
+    middle = (entry["data_offsets"][0] + entry["data_offsets"][1]) // 2 // size * size
+    pos = start + middle + size - 1  # the high byte (little-endian) of a value: sign and top exponent bits
     data[pos] ^= 0x40
     copy.write_bytes(bytes(data))
     with pytest.raises(ArtifactError, match="content sha256"):
