@@ -144,13 +144,10 @@ def run_cell(backend: str, artifact: str | None, size: int, ratio: int, repeats:
 
 def _peak_rss_mib() -> float:
     """This process's peak RSS (VmHWM; ru_maxrss would include the parent's peak, as Linux keeps it across exec)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    from lso.benchmarks._report import proc_status_kib
+
+    kib = proc_status_kib("VmHWM")
+    return kib / 1024 if kib else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def matmul_rate(threads: int, n: int = 4096, repeats: int = 3) -> float:

@@ -46,6 +46,8 @@ from typing import Any
 
 import numpy as np
 
+from lso.benchmarks._report import proc_status_kib
+
 GB = 1e9
 TARGET_BYTES = {512: int(1.1 * GB), 1024: int(4.5 * GB)}
 """Issue 20's whole-image targets: peak RSS of a fresh process, default runner settings."""
@@ -67,17 +69,6 @@ DEFAULT_EQUIVALENT = {"memory_arena": "shared", "enable_mem_pattern": False}
 
 
 # ------------------------------------------------------------------------------------ in the child
-def proc_status_kib(field: str) -> int:
-    """``field`` (``VmHWM``, ``VmRSS``) of /proc/self/status in KiB (0 where /proc is not there)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
 def _peak_bytes() -> int:
     return proc_status_kib("VmHWM") * 1024
 
