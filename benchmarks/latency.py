@@ -63,7 +63,7 @@ def _inputs(size: int, ratio: int, seed: int = 0):
             rng.random((1, 31, size // ratio, size // ratio), dtype=np.float32))
 
 
-def _peer_fuser(backend: str, artifact: str, threads: int, stack: ExitStack) -> Callable[[Any, Any], Any]:
+def _peer_fuser(backend: str, artifact: str, threads: int) -> Callable[[Any, Any], Any]:
     """``fuse(hr, lr) -> output`` of a peer, set up as its own documentation says (not through lso.runtime)."""
     from lso.io_spec import HR_MSI, LR_HSI
 
@@ -104,7 +104,7 @@ def run_cell(backend: str, artifact: str | None, size: int, ratio: int, repeats:
         raise ValueError(f"{backend} needs an artifact")
     with ExitStack() as stack:
         if backend.startswith("peer-") and backend != "peer-torch-compile":
-            fuse = _peer_fuser(backend, artifact, threads, stack)
+            fuse = _peer_fuser(backend, artifact, threads)
         else:
             if backend.startswith(("torch", "peer-torch")):
                 from lso.checkpoint import load_checkpoint
