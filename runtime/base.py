@@ -423,7 +423,7 @@ register_backend("tensorrt", "lso.runtime.trt_runner:TrtRunner", suffixes=TRT_SU
                  options={"stream", "cuda_graph", "max_graphs", "verify", "allow_host_code", "profile_index"},
                  gpu_only=True)
 register_backend("openvino", "lso.runtime.openvino_runner:OpenVinoRunner", suffixes=(".xml",),  # .onnx: backend=
-                 options={"threads", "streams", "precision", "verify"}, hints={"threads"})
+                 options={"threads", "streams", "precision", "shapes", "shape_cache", "verify"}, hints={"threads"})
 
 
 def backend_named(name: str) -> Backend:

@@ -30,7 +30,18 @@ CPU torch tensors, through their numpy view) are read in place, and the output i
 caller-provided ``out`` (or into one array the runner allocates), never copied out of OpenVINO's memory.
 
 Every spatial size and batch runs (the graphs' spatial dimensions are dynamic); the tileable graph gets
-``(0, 0, H, W)`` when no extent is given. A graph whose solver is chunked in ``Scan`` loops (``lso export
+``(0, 0, H, W)`` when no extent is given. By default (``shapes="static"``) the runner compiles the graph for each
+input shape it meets, with batch, height and width fixed, and keeps the last ``shape_cache`` compiled shapes:
+OpenVINO's CPU plugin plans and reuses its intermediate memory only for static shapes (its documentation says
+the same of shapes with upper bounds; on LSO bounds did not help). Compiled with open dimensions, the CPU graph
+peaked at 1.67 GB at 512² and 5.95 GB at 1024², compiled for the shape at 0.95 and 3.31 GB (x4, 2 threads,
+OpenVINO alone in the process, 2-core AMD EPYC; ``benchmarks/memory_profile.py`` has the runner's figures). A
+compile takes about 0.3 s at 512², against seconds for one fusion. ``shapes="dynamic"`` compiles once with open
+dimensions (one compiled model for every shape, at that memory cost); it is the default in BF16 mode, because
+with static shapes the CPU plugin fuses the FP32 island's multiplications behind the BF16 border into BF16
+snippets (the island check refuses that compiled model).
+
+A graph whose solver is chunked in ``Scan`` loops (``lso export
 --solver-chunk``) keeps its loops FP32 in BF16 mode (they hold only the solver).
 """
 from __future__ import annotations
@@ -40,6 +51,7 @@ import os
 import tempfile
 import threading
 import xml.etree.ElementTree as ET
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +73,13 @@ log = logging.getLogger(__name__)
 
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "default")
 """``precision=`` of :class:`OpenVinoRunner`; ``"default"`` sets no hint (OpenVINO's own choice)."""
+
+SHAPE_MODES: tuple[str, ...] = ("static", "dynamic")
+"""``shapes=`` of :class:`OpenVinoRunner`: compile per input shape (the FP32 default), or once with open
+dimensions (the BF16 default)."""
+
+PROBE_HR = 64
+"""The HR size (x4, batch 1) a static-shape runner compiles at activation, to check its precision up front."""
 
 OPENVINO_SUFFIXES = (".xml",)
 """OpenVINO IR (``model.xml`` + ``model.bin``); ONNX graphs run with ``backend="openvino"``."""
@@ -345,6 +364,12 @@ class OpenVinoRunner(Runner):
         threads: ``INFERENCE_NUM_THREADS`` (default: OpenVINO's choice, the physical cores). A hint: other
             backends ignore it.
         streams: ``NUM_STREAMS`` (default: what ``PERFORMANCE_HINT`` = ``LATENCY`` picks, one).
+        shapes: ``"static"`` (one compiled model per input shape; OpenVINO then plans its memory, about 40 % less
+            at 512² and 1024²) or ``"dynamic"`` (one compiled model for every shape). Default: static, except in
+            BF16 mode (see the module docstring).
+        shape_cache: how many compiled shapes a static-shape runner keeps (default 2: a tiled run uses one
+            window shape; the least recently used is dropped, with its memory). Each kept shape holds its
+            intermediate memory, so 1 is the least memory for a stream of images of changing sizes.
         precision: ``"fp32"`` (default), ``"bf16"`` (FP32 islands kept; CPUs with native BF16 only) or
             ``"default"`` (OpenVINO's own choice: benchmarks only). See the module docstring.
         verify: check the artifact's sha256 against its sidecar.
@@ -364,8 +389,8 @@ class OpenVinoRunner(Runner):
     concurrent = False
 
     def __init__(self, path: str | os.PathLike, *, device: Any = "cpu", threads: int | None = None,
-                 streams: int | None = None, precision: str = "fp32", verify: bool = True,
-                 config: LSOConfig | None = None) -> None:
+                 streams: int | None = None, precision: str = "fp32", shapes: str | None = None,
+                 shape_cache: int = 2, verify: bool = True, config: LSOConfig | None = None) -> None:
         super().__init__()
         self._path = Path(path)
         if device is not None and str(device).lower() != "cpu":
@@ -373,14 +398,27 @@ class OpenVinoRunner(Runner):
                              f"backend for a GPU)")
         if precision not in PRECISIONS:
             raise InputError(f"precision must be one of {list(PRECISIONS)}, not {precision!r}")
-        for name, value in (("threads", threads), ("streams", streams)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise InputError(f"{name} must be an integer >= 1 (or None for OpenVINO's choice), not {value!r}")
+        if shapes is None:
+            shapes = "dynamic" if precision == "bf16" else "static"
+        if shapes not in SHAPE_MODES:
+            raise InputError(f"shapes must be one of {list(SHAPE_MODES)}, not {shapes!r}")
+        for name, value in (("threads", threads), ("streams", streams), ("shape_cache", shape_cache)):
+            if (value is not None or name == "shape_cache") and (isinstance(value, bool) or not isinstance(value, int)
+                                                                 or value < 1):
+                raise InputError(f"{name} must be an integer >= 1 (or None for OpenVINO's choice), not {value!r}"
+                                 if name != "shape_cache" else f"shape_cache must be an integer >= 1, not {value!r}")
         self._threads, self._streams, self._precision = threads, streams, precision
+        self._shapes, self._shape_cache = shapes, shape_cache
         self._verify = verify
         self._config = config
         self._compiled: Any = None
         self._request: Any = None
+        self._model: Any = None  # the ov.Model static shapes are compiled from (BF16-typed in BF16 mode)
+        self._compile_settings: dict[Any, Any] = {}
+        self._island_set: set[str] = set()
+        # input shapes (None: open) -> compiled model, its infer request, its output port
+        self._cache: OrderedDict[tuple | None, tuple[Any, Any, Any]] = OrderedDict()
+        self._compiles = 0
         self._specs: tuple[TensorSpec, ...] = ()
         self._types: dict[str, type[np.generic]] = {}
         self._out_port: Any = None
@@ -432,9 +470,9 @@ class OpenVinoRunner(Runner):
         if self._config is None:
             self._config = _recorded_config(model, sidecar)
         self._weights_sha256 = _recorded_fingerprint(self._path, model, sidecar)
-        typed: dict[str, int] = {}
+        self._bf16_counts: dict[str, int] = {}
         if self._precision == "bf16":
-            typed = to_bf16(model, islands)
+            self._bf16_counts["bf16_typed_ops"] = to_bf16(model, islands)["bf16_ops"]
         settings: dict[str, Any] = {hints.performance_mode: hints.PerformanceMode.LATENCY}
         if self._precision in _HINT_TYPES:
             settings[hints.inference_precision] = getattr(ov.Type, _HINT_TYPES[self._precision])
@@ -442,40 +480,77 @@ class OpenVinoRunner(Runner):
             settings[props.inference_num_threads] = int(self._threads)
         if self._streams is not None:
             settings[props.num_streams] = int(self._streams)
+        self._model, self._compile_settings, self._island_set = model, settings, islands
+        self._cache.clear()
+        if self._shapes == "static":  # compiled here at a small shape: its precision is checked before any call
+            channels = {p.get_any_name(): p.get_partial_shape()[1] for p in model.inputs if p.get_any_name() != EXTENT}
+            probe = ((1, _static(channels[HR_MSI], 3), PROBE_HR, PROBE_HR),
+                     (1, _static(channels[LR_HSI], 31), PROBE_HR // 4, PROBE_HR // 4))
+            compiled = self._compiled_for(probe)
+        else:
+            compiled = self._compiled_for(None)
+        self._settings = {"precision": self._precision, "inference_precision": effective_precision(compiled),
+                          "performance_hint": str(compiled.get_property(hints.performance_mode)),
+                          "threads": int(compiled.get_property(props.inference_num_threads)),
+                          "streams": int(compiled.get_property(props.num_streams)), "shapes": self._shapes,
+                          "fp32_island_ops": self._marked, "openvino": ov.__version__, **self._bf16_counts}
+        if self._shapes == "static":
+            self._settings["shape_cache"] = self._shape_cache
+        log.info("OpenVINO %s: %s on CPU (%s)", ov.__version__, self._path.name, self._settings)
+
+    def _compiled_for(self, key: tuple | None) -> Any:
+        """The compiled model for the input shapes ``key`` (``(hr shape, lr shape)``; None: open dimensions), from
+        the cache or compiled (and checked) now; it becomes the runner's current request."""
+        hit = self._cache.get(key)
+        if hit is None:
+            hit = self._compile_checked(key)
+            self._cache[key] = hit
+            while len(self._cache) > (self._shape_cache if key is not None else 1):
+                self._cache.popitem(last=False)  # the least recently used shape, and its memory, go
+        self._cache.move_to_end(key)
+        self._compiled, self._request, self._out_port = hit
+        return hit[0]
+
+    def _compile_checked(self, key: tuple | None) -> tuple[Any, Any, Any]:
+        ov = require("openvino")
+        model = self._model
+        if key is not None:
+            shapes = {HR_MSI: list(key[0]), LR_HSI: list(key[1])}
+            if EXTENT in self._types:
+                shapes[EXTENT] = [4]
+            try:
+                model.reshape(shapes)
+            except Exception as exc:  # RuntimeError: the graph's shape inference rejects the shapes
+                raise ArtifactError(f"OpenVINO cannot fix {self._path.name}'s input shapes at "
+                                    f"{ {k: 'x'.join(map(str, v)) for k, v in shapes.items()} }: {exc}; "
+                                    f"try shapes='dynamic'") from exc
         try:
-            compiled = core.compile_model(model, "CPU", settings)
+            compiled = openvino_core().compile_model(model, "CPU", self._compile_settings)
         except Exception as exc:  # RuntimeError for operators or shapes the CPU plugin rejects
             raise ArtifactError(f"OpenVINO cannot compile {self._path.name} for the CPU: {exc}") from exc
+        self._compiles += 1
         effective = effective_precision(compiled)
         wanted = _HINT_TYPES.get(self._precision)
         if wanted is not None and effective != wanted:
             raise ArtifactError(f"OpenVINO compiled {self._path.name} with inference precision {effective}, not the "
                                 f"{wanted} asked for (precision={self._precision!r}); its output would differ from "
                                 f"the model's: this OpenVINO ({ov.__version__}) ignores the hint, use another backend")
-        if self._precision == "default" and effective != "f32":
+        if self._precision == "default" and effective != "f32" and self._compiles == 1:
             log.warning("%s: OpenVINO's default inference precision on this CPU is %s, not FP32, for the whole "
                         "graph (FP32 islands included): outputs differ from the model's (on LSO by up to ~1); use "
                         "precision='fp32', or 'bf16' (FP32 islands kept)", self._path.name, effective)
-        self._settings = {"precision": self._precision, "inference_precision": effective,
-                          "performance_hint": str(compiled.get_property(hints.performance_mode)),
-                          "threads": int(compiled.get_property(props.inference_num_threads)),
-                          "streams": int(compiled.get_property(props.num_streams)),
-                          "fp32_island_ops": self._marked, "openvino": ov.__version__}
         if self._precision == "bf16":
-            ran = runtime_precisions(compiled, islands)
+            ran = runtime_precisions(compiled, self._island_set)
             if not any(k.startswith("Convolution") and k.endswith("bf16") for k in ran["by_type"]):
                 raise ArtifactError(f"OpenVINO {ov.__version__} compiled the BF16-typed {self._path.name} without BF16 "
                                     f"convolutions ({ran['by_type']}): this CPU plugin does not run BF16 here; use "
                                     f"precision='fp32'")
             if ran["island_ops_in_bf16"]:
                 raise ArtifactError(f"OpenVINO {ov.__version__} runs FP32 island operations of {self._path.name} in "
-                                    f"BF16 ({', '.join(ran['island_ops_in_bf16'][:8])}); use precision='fp32'")
-            self._settings.update({"bf16_typed_ops": typed["bf16_ops"], "bf16_runtime_ops": ran["bf16_ops"]})
-        self._compiled = compiled
-        self._request = compiled.create_infer_request()
-        self._out_port = compiled.outputs[0]
-        log.info("OpenVINO %s: %s on CPU (%s)", ov.__version__, self._path.name, self._settings)
-
+                                    f"BF16 ({', '.join(ran['island_ops_in_bf16'][:8])}); use precision='fp32'"
+                                    + (" or shapes='dynamic'" if key is not None else ""))
+            self._bf16_counts["bf16_runtime_ops"] = ran["bf16_ops"]
+        return compiled, compiled.create_infer_request(), compiled.outputs[0]
     def _check_io(self, model: Any) -> None:
         specs, types = [], {}
         for port in model.inputs:
@@ -501,6 +576,8 @@ class OpenVinoRunner(Runner):
         self._request = None
         self._compiled = None
         self._out_port = None
+        self._cache.clear()
+        self._model = None
         if self._ir_dir is not None:
             self._ir_dir.cleanup()
             self._ir_dir = None
@@ -545,6 +622,8 @@ class OpenVinoRunner(Runner):
         if options:
             raise TypeError(f"OpenVinoRunner.fuse got unexpected options {sorted(options)}")
         ov = require("openvino")
+        if self._shapes == "static":
+            self._compiled_for((tuple(inputs.hr_msi.shape), tuple(inputs.lr_hsi.shape)))
         request = self._request
         keep = []  # the arrays the tensors view must outlive infer()
         for name, tensor in ((HR_MSI, inputs.hr_msi), (LR_HSI, inputs.lr_hsi)):
@@ -560,6 +639,11 @@ class OpenVinoRunner(Runner):
         request.set_tensor(self._out_port, ov.Tensor(result, shared_memory=True))
         request.infer()
         return out if out is not None and _shares(out, result) else result
+
+
+def _static(dim: Any, default: int) -> int:
+    """A dimension's length where the graph fixes it, else ``default``."""
+    return int(dim.get_length()) if dim.is_static else default
 
 
 def _host_array(tensor: torch.Tensor, np_type: type[np.generic]) -> np.ndarray:
