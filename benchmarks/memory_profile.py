@@ -13,8 +13,9 @@ Cells:
 - **whole image**: sizes ``--sizes`` (256, 512, 1024), graph variants ``--variants`` (``plain``: ``lso export``;
   ``cpu``: ``--solver-chunk 128 --align-channels 16``), backends ``--backends`` (``onnxruntime``; ``openvino``
   when its runner is installed), each with the runner's **default settings**.
-- **settings** (``--settings``, ONNX Runtime only, on the ``cpu`` variant at ``--settings-sizes``): the
-  session options behind the default, one changed at a time (:data:`ORT_SETTINGS`): ONNX Runtime's memory
+- **settings** (``--settings``, on the ``cpu`` variant at ``--settings-sizes``): OpenVINO compiled with open
+  dimensions (``ov_dynamic_shapes``, the runner's default before this benchmark; :data:`OV_SETTINGS`), and the
+  ONNX Runtime session options behind its default, one changed at a time (:data:`ORT_SETTINGS`): ONNX Runtime's memory
   pattern on (the runner's default before this benchmark), the shared arena growing by the requested size
   (``kSameAsRequested``) instead of powers of two, ONNX Runtime's own per-session arena, no arena.
 - **tiled** (``--tiled 2048``): :func:`lso.runtime.fuse_tiled` with the default tile (:data:`AUTO_TILE`) on the
@@ -64,6 +65,12 @@ ORT_SETTINGS: dict[str, dict[str, Any]] = {
 """ONNX Runtime session settings compared with the runner's default (``{}``: whatever ``OrtRunner`` sets). The
 default is the shared arena with the memory pattern off; ``mem_pattern`` is the default before that change."""
 
+OV_SETTINGS: dict[str, dict[str, Any]] = {
+    "ov_dynamic_shapes": {"shapes": "dynamic"},
+}
+"""OpenVINO runner options compared with its default (static shapes, compiled per input shape); cells named
+``ov_*`` run the ``openvino`` backend."""
+
 DEFAULT_EQUIVALENT = {"memory_arena": "shared", "enable_mem_pattern": False}
 """The session options ``OrtRunner`` uses by default on CPU (the arena profile rebuilds them with profiling on)."""
 
@@ -111,7 +118,10 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
     lr = rng.random((1, 31, size // ratio, size // ratio), dtype=np.float32)
     start_peak = _peak_bytes()
     options: dict[str, Any] = {"threads": threads}
-    setting = ORT_SETTINGS[spec.get("setting", "default")]
+    name = spec.get("setting", "default")
+    setting = ORT_SETTINGS.get(name, {})
+    if spec["backend"] == "openvino":
+        options.update(OV_SETTINGS.get(name, {}))
     profile_dir = None
     if spec["backend"] == "onnxruntime" and (setting or spec.get("profile")):
         profile_dir = tempfile.mkdtemp(prefix="lso_memprof_") if spec.get("profile") else None
@@ -416,8 +426,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--variants", default="plain,cpu", help="graph variants: plain, cpu")
     parser.add_argument("--backends", default="onnxruntime,openvino",
                         help="backends (openvino is skipped, with a note, where its runner is not installed)")
-    parser.add_argument("--settings", default="mem_pattern",
-                        help=f"ONNX Runtime settings compared with the default ({', '.join(ORT_SETTINGS)}; none); "
+    parser.add_argument("--settings", default="mem_pattern,ov_dynamic_shapes",
+                        help=f"runner settings compared with the default (ONNX Runtime: {', '.join(ORT_SETTINGS)}; "
+                             f"OpenVINO: {', '.join(OV_SETTINGS)}; none); "
                              "name@512/1024 gives one its own sizes")
     parser.add_argument("--settings-sizes", default="512,1024", help="sizes of the settings cells")
     parser.add_argument("--tiled", type=int, default=2048, help="size of the tiled cell (0: none)")
@@ -463,10 +474,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                                   "artifact": graphs[variant], "size": size, "setting": "default"})
         for item in _names(args.settings):  # name, or name@512/1024 for its own sizes
             setting, _, sizes = item.partition("@")
-            if setting not in ORT_SETTINGS:
-                parser.error(f"--settings: {setting!r} is not one of {list(ORT_SETTINGS)}")
+            if setting not in ORT_SETTINGS and setting not in OV_SETTINGS:
+                parser.error(f"--settings: {setting!r} is not one of {[*ORT_SETTINGS, *OV_SETTINGS]}")
+            backend = "openvino" if setting in OV_SETTINGS else "onnxruntime"
+            if backend not in backends:
+                continue
             for size in _ints(sizes.replace("/", ",") if sizes else args.settings_sizes):
-                specs.append({**base, "kind": "setting", "backend": "onnxruntime", "variant": "cpu",
+                specs.append({**base, "kind": "setting", "backend": backend, "variant": "cpu",
                               "artifact": graphs["cpu"], "size": size, "setting": setting})
         if args.tiled:
             from lso.runtime.tiling import AUTO_TILE
@@ -487,7 +501,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     data = {"checkpoint": args.checkpoint, "threads": args.threads, "ratio": args.ratio,
             "openvino_version": _openvino_version(),
             "targets_bytes": {str(k): v for k, v in TARGET_BYTES.items()}, "tiled_budget_bytes": TILED_BUDGET_BYTES,
-            "settings": ORT_SETTINGS, "default_equivalent": DEFAULT_EQUIVALENT, "skipped": skipped,
+            "settings": {**ORT_SETTINGS, **OV_SETTINGS}, "default_equivalent": DEFAULT_EQUIVALENT, "skipped": skipped,
             "cells": _portable(cells), "arena_profiles": _portable(profiles), "graph_profile": graph,
             "notes": Path(args.notes).read_text() if args.notes else None}
     md = _markdown(data)
