@@ -18,12 +18,14 @@ def machine_info() -> dict[str, Any]:
     """Machine, CPU, thread count and library versions (whatever is importable)."""
     import importlib
 
+    from lso.artifacts import cpu_model
+
     info: dict[str, Any] = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "cpu_count": os.cpu_count(),
-        "cpu": _cpu_name(),
+        "cpu": cpu_model(),  # with vendor, family and model numbers (one name covers several generations)
     }
     for mod in ("torch", "numpy", "onnx", "onnxruntime", "onnxslim", "tensorrt"):
         try:
@@ -40,16 +42,6 @@ def machine_info() -> dict[str, Any]:
     except ImportError:
         pass
     return info
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
