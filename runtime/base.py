@@ -96,6 +96,7 @@ class Runner(abc.ABC):
         self._closing = False
         self._call_lock = threading.RLock()  # held around each call by runners with concurrent = False
         self._weights_sha256: str | None = None  # set by subclasses once known (see weights_fingerprint)
+        self._config: LSOConfig | None = None  # set by subclasses once known (see config)
 
     # ----------------------------------------------------------------------------- lifecycle
     def __enter__(self) -> Runner:
@@ -165,7 +166,7 @@ class Runner(abc.ABC):
     @property
     def config(self) -> LSOConfig | None:
         """The model's architecture where known (tiling reads the patch size and encoder depth from it)."""
-        return None
+        return self._config
 
     @property
     @abc.abstractmethod

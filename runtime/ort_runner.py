@@ -508,10 +508,6 @@ class OrtRunner(Runner):
 
     # ----------------------------------------------------------------------------- description
     @property
-    def config(self) -> LSOConfig | None:
-        return self._config
-
-    @property
     def input_specs(self) -> tuple[TensorSpec, ...]:
         if not self._specs:
             raise RunnerStateError(f"{self!r}: the graph's inputs are known once the runner is active")

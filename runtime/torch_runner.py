@@ -191,10 +191,6 @@ class TorchRunner(Runner):
 
     # ----------------------------------------------------------------------------- description
     @property
-    def config(self) -> LSOConfig | None:
-        return self._config
-
-    @property
     def input_specs(self) -> tuple[TensorSpec, ...]:
         if self._config is None:
             raise RunnerStateError(f"{self!r}: the checkpoint's architecture is known once the runner is active")

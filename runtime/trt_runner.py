@@ -468,10 +468,6 @@ class TrtRunner(Runner):
 
     # ----------------------------------------------------------------------------- description
     @property
-    def config(self) -> LSOConfig | None:
-        return self._config
-
-    @property
     def input_specs(self) -> tuple[TensorSpec, ...]:
         if not self._io:
             raise RunnerStateError(f"{self!r}: the plan's inputs are known once the runner is active")
