@@ -30,9 +30,10 @@ def profile_graph(onnx_path: str, size: int, ratio: int, *, threads: int, runs: 
     from lso.runtime.ort_runner import ort_session
 
     with tempfile.TemporaryDirectory() as tmp:
-        # OrtRunner's default arena unless the caller brings its own options
+        # OrtRunner's CPU defaults (shared arena, memory pattern off) unless the caller brings its own options
+        default = session_options is None
         session = ort_session(onnx_path, threads=threads, profile_prefix=os.path.join(tmp, "ort"),
-                              memory_arena="shared" if session_options is None else None,
+                              memory_arena="shared" if default else None, memory_pattern=False if default else None,
                               session_options=session_options)
         rng = np.random.default_rng(0)
         feeds = {"hr_msi": rng.random((1, 3, size, size), dtype=np.float32),
