@@ -482,11 +482,14 @@ class OpenVinoRunner(Runner):
             settings[props.num_streams] = int(self._streams)
         self._model, self._compile_settings, self._island_set = model, settings, islands
         self._cache.clear()
-        if self._shapes == "static":  # compiled here at a small shape: its precision is checked before any call
+        if self._shapes == "static":
+            # compiled here at a small shape, so that its precision is checked before any call; not kept in the
+            # cache: the first call's shape replaces it (and frees its ~30 MB)
             channels = {p.get_any_name(): p.get_partial_shape()[1] for p in model.inputs if p.get_any_name() != EXTENT}
             probe = ((1, _static(channels[HR_MSI], 3), PROBE_HR, PROBE_HR),
                      (1, _static(channels[LR_HSI], 31), PROBE_HR // 4, PROBE_HR // 4))
-            compiled = self._compiled_for(probe)
+            self._compiled, self._request, self._out_port = self._compile_checked(probe)
+            compiled = self._compiled
         else:
             compiled = self._compiled_for(None)
         self._settings = {"precision": self._precision, "inference_precision": effective_precision(compiled),
