@@ -5,7 +5,8 @@ package's paths the table runs the **peers** a user would pick instead, each at 
 and the same thread count:
 
 - ``peer-ov-plain``: OpenVINO on the plain export (``PERFORMANCE_HINT`` LATENCY, ``INFERENCE_PRECISION_HINT``
-  f32), through OpenVINO's own API;
+  f32), through OpenVINO's own API, compiled once with the graph's open dimensions as the ONNX declares them
+  (this package's ``ov-*`` cells compile per input shape, :class:`lso.runtime.OpenVinoRunner`'s default);
 - ``peer-torch-compile``: ``torch.compile`` (default mode) of the PyTorch model with the folded solver;
 - ``peer-ort-plain``: ONNX Runtime with default session options (intra-op threads set) on the plain export.
 
@@ -414,7 +415,8 @@ def write(args, cells: list[dict], rate: float, checkpoint: str, choice: dict[st
            f"FLOP floor = 2 x full MACs / fp32 matmul rate ({rate / 1e9:.1f} GFLOP/s measured in this run). "
            f"Max abs diff: to PyTorch FP32 (`{REFERENCE}`) on the same seeded inputs. Our CPU graph: {tuned}. "
            "Peers at their documented latency settings: `peer-ov-plain` OpenVINO on the plain export "
-           "(PERFORMANCE_HINT LATENCY, INFERENCE_PRECISION_HINT f32), `peer-torch-compile` torch.compile (default "
+           "(PERFORMANCE_HINT LATENCY, INFERENCE_PRECISION_HINT f32, compiled once with open dimensions; our "
+           "`ov-*` cells compile per input shape, the runner's default), `peer-torch-compile` torch.compile (default "
            "mode) of the folded model, `peer-ort-plain` ONNX Runtime default session options on the plain export. "
            "`ov-default` = OpenVINO's own default precision on our graph (BF16 on BF16 CPUs): a hazard, not a "
            f"path. Load average (1 min) at the start / end of the run: {load[0]} / {load[1]} on "
