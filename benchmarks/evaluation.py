@@ -96,6 +96,11 @@ class EvalConfig:
             agree with what it records and fill in what it does not (:func:`lso.checkpoint.load_checkpoint`).
         backend: the runner's backend for an artifact (``"onnxruntime"``, ``"openvino"``, ...: a name of
             :data:`lso.runtime.base.BACKENDS`); None: the one its suffix picks (checkpoints run on PyTorch).
+        runner_options: the runner's other options (``--runner-option KEY=VALUE``, e.g. ``{"precision": "bf16"}``
+            for OpenVINO, ``{"fp16": True}`` for PyTorch), passed to :func:`lso.runtime.load`: with them a
+            checkpoint runs in a :class:`~lso.runtime.TorchRunner` instead of as a plain module. The backend
+            refuses an option it does not take; ``threads``, ``backend`` and ``config`` (fields of their own) are
+            refused.
     """
 
     checkpoint: str | None = None  # None: the bundled demo checkpoint
@@ -117,6 +122,11 @@ class EvalConfig:
     save_fused: bool = False
     config: dict[str, Any] | None = None
     backend: str | None = None
+    runner_options: dict[str, Any] | None = None
+
+
+#: the runner options ``lso eval`` sets with flags of its own (``--runner-option`` refuses them)
+_OWN_RUNNER_FLAGS = ("threads", "backend", "config")
 
 
 @dataclass
@@ -415,6 +425,7 @@ def evaluate_set(cfg: EvalConfig, *, progress: bool = True) -> dict[str, Any]:
     """
     check_eval_clash(cfg)  # before anything runs
     _scale_record(cfg)  # InputError for a bad --input-scale, before anything runs
+    _runner_options(cfg)  # InputError for a --runner-option key with a flag of its own, before anything runs
     if cfg.cross_scale:
         return cross_scale(cfg, progress=progress)
     import torch
@@ -434,7 +445,7 @@ def evaluate_set(cfg: EvalConfig, *, progress: bool = True) -> dict[str, Any]:
     bands = _BandErrors()
     per_image: list[dict[str, Any]] = []
     with ExitStack() as stack:
-        model, label = _load_model(cfg.checkpoint, cfg.config, cfg.backend, cfg.threads)
+        model, label = _load_model(cfg.checkpoint, cfg.config, cfg.backend, cfg.threads, _runner_options(cfg))
         _close_on_exit(stack, model)
         out.mkdir(parents=True, exist_ok=True)
         scenes = iter_items(cfg.data, cfg.n, cfg.size, with_lr=lr_from == "file", input_scale=cfg.input_scale)
@@ -623,7 +634,7 @@ def cross_scale(cfg: EvalConfig, *, progress: bool = True) -> dict[str, Any]:
     bands = {r: _BandErrors() for r in ratios}
     sizes: dict[int, dict[str, Any]] = {}
     with ExitStack() as stack:
-        model, label = _load_model(cfg.checkpoint, cfg.config, cfg.backend, cfg.threads)
+        model, label = _load_model(cfg.checkpoint, cfg.config, cfg.backend, cfg.threads, _runner_options(cfg))
         _close_on_exit(stack, model)
         fixed: int | None
         if cfg.fixed_ratio is not None:
@@ -726,33 +737,51 @@ def cross_scale_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _runner_options(cfg: EvalConfig) -> dict[str, Any]:
+    """``cfg.runner_options`` checked (InputError for a key that is not a string or has a flag of its own)."""
+    from lso.runtime.base import OPTION_FLAGS, check_runner_options
+
+    return check_runner_options(cfg.runner_options, own_flags={k: OPTION_FLAGS[k] for k in _OWN_RUNNER_FLAGS})
+
+
 def _load_model(checkpoint: str | None, config: dict[str, Any] | None = None, backend: str | None = None,
-                threads: int = 0) -> tuple[Any, str]:
+                threads: int = 0, runner_options: dict[str, Any] | None = None) -> tuple[Any, str]:
     """``(model or active runner, label)``; ``checkpoint`` None or ``@demo``: the bundled demo checkpoint.
 
     ``backend`` (other than ``"torch"``) runs the artifact with that runner (:func:`lso.runtime.load`), with
-    ``threads`` intra-op threads when given.
+    ``threads`` intra-op threads when given. ``runner_options`` go to :func:`lso.runtime.load` (the backend refuses
+    one it does not take); with any, a checkpoint runs in a :class:`~lso.runtime.TorchRunner` (the options it takes:
+    ``fp16``, ``tf32``, ``compile``), without, as a plain module.
     """
     from lso.checkpoint import CHECKPOINT_SUFFIXES, load_checkpoint
     from lso.weights import DEMO_NAME, is_demo_name, resolve_checkpoint
 
+    options = dict(runner_options or {})
     if backend not in (None, "torch"):
         from lso import runtime
 
         runner = runtime.load(resolve_checkpoint(checkpoint or DEMO_NAME), config=config, backend=backend,
-                              threads=threads or None)
+                              threads=threads or None, **options)
         runner.__enter__()
         return runner, f"{checkpoint or DEMO_NAME} ({backend})"
     if checkpoint is None or is_demo_name(checkpoint):
         path = resolve_checkpoint(DEMO_NAME)
-        return load_checkpoint(path, config), f"bundled:{path.name}"
-    if checkpoint.endswith(CHECKPOINT_SUFFIXES):
-        return load_checkpoint(checkpoint, config), checkpoint
-    from lso import runtime
+        source, label = path, f"bundled:{path.name}"
+    elif checkpoint.endswith(CHECKPOINT_SUFFIXES):
+        source, label = Path(checkpoint), checkpoint
+    else:
+        from lso import runtime
 
-    runner = runtime.load(checkpoint, config=config)
-    runner.__enter__()
-    return runner, checkpoint
+        runner = runtime.load(checkpoint, config=config, **options)
+        runner.__enter__()
+        return runner, checkpoint
+    if options:  # the options go to lso.runtime.load: the checkpoint in a TorchRunner, not a plain module
+        from lso import runtime
+
+        runner = runtime.load(source, config=config, backend="torch", **options)
+        runner.__enter__()
+        return runner, label
+    return load_checkpoint(source, config), label
 
 
 def _progress(items, enabled: bool, total: int | None = None, desc: str = "eval"):

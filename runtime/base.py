@@ -22,6 +22,7 @@ import contextlib
 import importlib
 import logging
 import os
+import re
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -45,7 +46,7 @@ from lso.runtime.validation import (
 
 __all__ = ["Runner", "load", "Backend", "BACKENDS", "register_backend", "backend_of", "backend_for",
            "backend_options", "RunnerStateError", "DeviceUnavailableError", "TORCH_SUFFIXES", "ONNX_SUFFIXES",
-           "TRT_SUFFIXES", "COMMON_OPTIONS"]
+           "TRT_SUFFIXES", "COMMON_OPTIONS", "OPTION_FLAGS", "parse_runner_option", "check_runner_options"]
 
 log = logging.getLogger(__name__)
 
@@ -484,6 +485,69 @@ def backend_options(backend: Backend, options: Mapping[str, Any]) -> dict[str, A
         raise InputError(f"the {backend.name} backend takes no option {key!r} ({where}); the options it takes: "
                          f"{', '.join(sorted(backend.options | COMMON_OPTIONS))}")
     return taken
+
+
+#: The options of :func:`load` that commands set with a flag of their own (key -> that flag): ``--runner-option``
+#: refuses them and names the flag instead. A command passes the subset it sets explicitly.
+OPTION_FLAGS: Mapping[str, str] = {"device": "--device", "threads": "--threads", "backend": "--backend",
+                                   "config": "--config", "memory_budget": "--memory-budget"}
+
+_INT = re.compile(r"[+-]?[0-9]+")
+_FLOAT = re.compile(r"[+-]?(?:[0-9]+\.[0-9]*|\.[0-9]+|[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_WORDS = {"true": True, "false": False, "none": None}
+
+
+def parse_runner_option(text: str, *, own_flags: Mapping[str, str] = OPTION_FLAGS) -> tuple[str, Any]:
+    """``(key, value)`` of one ``--runner-option KEY=VALUE``: an option passed to :func:`load` by a command.
+
+    VALUE is converted: ``true``/``false`` -> bool, ``none`` -> None (any case), an integer literal -> int
+    (``2``, ``-1``), a decimal literal -> float (``0.5``, ``1e-3``); anything else stays a string
+    (``precision=bf16``). Whether the backend takes the option is decided later, by :func:`backend_options`.
+
+    Args:
+        text: ``KEY=VALUE`` (the first ``=`` splits it; spaces around KEY and VALUE are dropped).
+        own_flags: the keys the command sets with a flag of its own (key -> flag), refused here.
+
+    Raises:
+        InputError: no ``=`` or an empty key (naming ``--runner-option`` and the expected form), or a key with a
+            flag of its own (naming that flag).
+    """
+    key, sep, raw = str(text).partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise InputError(f"--runner-option expects KEY=VALUE (e.g. precision=bf16, shapes=dynamic, "
+                         f"cuda_graph=true), got {text!r}")
+    check_runner_options({key: None}, own_flags=own_flags)
+    raw = raw.strip()
+    value: Any = raw
+    if raw.lower() in _WORDS:
+        value = _WORDS[raw.lower()]
+    elif _INT.fullmatch(raw):
+        value = int(raw)
+    elif _FLOAT.fullmatch(raw):
+        value = float(raw)
+    return key, value
+
+
+def check_runner_options(options: Mapping[str, Any] | None, *,
+                         own_flags: Mapping[str, str] = OPTION_FLAGS) -> dict[str, Any]:
+    """``options`` (a command's ``runner_options``, passed to :func:`load`) as a dict, after checking its keys.
+
+    Raises:
+        InputError: ``options`` is not a mapping, a key is not a non-empty string, or a key is one the command sets
+            with a flag of its own (``own_flags``: key -> flag; the message names the flag to use instead).
+    """
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping):
+        raise InputError(f"--runner-option: runner options must be a mapping of option names to values, "
+                         f"got {type(options).__name__}")
+    for key in options:
+        if not isinstance(key, str) or not key:
+            raise InputError(f"--runner-option: option names must be non-empty strings, got {key!r}")
+        if key in own_flags:
+            raise InputError(f"--runner-option {key}=...: {key} has a flag of its own; use {own_flags[key]} instead")
+    return dict(options)
 
 
 def load(artifact_or_model: PathLike | LSO, device: Any = None, *, backend: str | None = None,

@@ -115,6 +115,10 @@ class InferOptions:
             values as the network computes them.
         input_scale: scale of the input values (``--input-scale``: ``"unit"`` (default), ``"8bit"``, ``"16bit"``
             or a number to divide by; :mod:`lso.data.value_range`); recorded in the output as ``input_scale``.
+        runner_options: the runner's other options (``--runner-option KEY=VALUE``, e.g. ``{"precision": "bf16"}``
+            for OpenVINO), passed to :func:`lso.runtime.load`; the backend refuses one it does not take, and the
+            keys with a field of their own here (``device``, ``threads``, ``backend``, ``config``,
+            ``memory_budget``) are refused.
     """
 
     artifact: Path
@@ -137,6 +141,7 @@ class InferOptions:
     clamp: bool = False
     input_scale: Any = None
     backend: str | None = None
+    runner_options: dict[str, Any] | None = None
 
     def check(self) -> InferOptions:
         """Refuse impossible option values (InputError naming the flag) before any file is read."""
@@ -165,6 +170,9 @@ class InferOptions:
         from lso.data.value_range import InputScale
 
         InputScale.parse(self.input_scale)  # InputError naming --input-scale
+        from lso.runtime.base import check_runner_options
+
+        check_runner_options(self.runner_options)  # string keys, none with a flag of its own
         return self
 
 
@@ -252,7 +260,9 @@ def _fingerprint(opts: InferOptions, hr_shape: tuple, lr_shape: tuple) -> str:
            "overlap": opts.overlap, "memory_budget": opts.memory_budget, "index": opts.index, "ratio": opts.ratio,
            "lr_from": opts.lr_from, "layout": opts.layout, "hr": list(hr_shape), "lr": list(lr_shape),
            "config": opts.config}
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+    if opts.runner_options:  # e.g. precision=bf16 changes the values (absent when none: older partials still match)
+        key["runner_options"] = opts.runner_options
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=repr).encode()).hexdigest()
 
 
 def _fuse_resumable(runner: Any, hr: np.ndarray, lr: np.ndarray, opts: InferOptions, out: Path) -> np.ndarray:
@@ -357,7 +367,7 @@ def _infer_locked(opts: InferOptions, out: Path) -> InferResult:
         require("scipy.io")  # before the model is loaded and the scene fused
     # threads: a hint, ignored by backends without intra-op threads (lso.runtime.base.backend_options)
     runner = load(opts.artifact, device=opts.device, memory_budget=opts.memory_budget, config=opts.config,
-                  threads=opts.threads, backend=opts.backend)
+                  threads=opts.threads, backend=opts.backend, **(opts.runner_options or {}))
     start = time.perf_counter()
     with runner:  # active: its configuration is known
         # every item of the file, from declared sizes, before any is read

@@ -114,6 +114,10 @@ class BatchOptions:
         progress: progress bar.
         input_scale: scale of the input values (``--input-scale``; :mod:`lso.data.value_range`), recorded in
             every output and record as ``input_scale``.
+        runner_options: the runner's other options (``--runner-option KEY=VALUE``, e.g. ``{"precision": "bf16"}``
+            for OpenVINO), passed to :func:`lso.runtime.load` in every actor (and in the driver's check of the
+            artifact); the backend refuses one it does not take, and the keys with a field of their own here
+            (``device``, ``threads``, ``backend``, ``config``, ``memory_budget``) are refused.
     """
 
     artifact: Path
@@ -138,6 +142,7 @@ class BatchOptions:
     resume: bool = True
     progress: bool = True
     input_scale: Any = None
+    runner_options: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -360,7 +365,8 @@ class SceneFuser:
         device = opts.device or ("cuda" if opts.num_gpus_per_actor > 0 else None)
         # threads: a hint, ignored by backends without intra-op threads (lso.runtime.base.backend_options)
         self._runner = load(opts.artifact, device=device, config=opts.config, backend=opts.backend,
-                            threads=int(opts.threads) if opts.threads else None).activate()
+                            threads=int(opts.threads) if opts.threads else None,
+                            **(opts.runner_options or {})).activate()
         self._budget = scene_budget(self._runner, opts, shared_by=shared_by)  # active: its device is known
         if self._budget is not None:
             self._runner.memory_budget = self._budget  # each fuse (whole scene or tile) is checked against it
@@ -475,6 +481,9 @@ def run_batch(opts: BatchOptions, *, on_record: Callable[[dict[str, Any]], None]
     from lso.data.value_range import InputScale
 
     InputScale.parse(opts.input_scale)  # InputError for a bad --input-scale, before Ray starts
+    from lso.runtime.base import check_runner_options
+
+    check_runner_options(opts.runner_options)  # string keys, none with a flag of its own, before Ray starts
     started = time.perf_counter()
     # absolute paths: actors on other nodes (or in other working directories) resolve them the same way
     opts = replace(opts, out=Path(opts.out).resolve(), artifact=resolve_checkpoint(opts.artifact).resolve())
@@ -496,7 +505,7 @@ def _run_batch_locked(opts: BatchOptions, started: float,
 
     out = opts.out
     check_artifact(opts.artifact, device=opts.device, num_gpus=opts.num_gpus_per_actor, config=opts.config,
-                   backend=opts.backend)
+                   backend=opts.backend, runner_options=opts.runner_options)
     sha = sha256_file(opts.artifact)
     scenes, failures = discover_scenes(opts.inputs, exclude=out)
     names = [output_path(out, ref.scene_id, opts.output_format).name for ref in scenes]

@@ -64,6 +64,8 @@ __all__ = ["ServeOptions", "ClientLimits", "FusionServer", "build_app", "start_s
 log = logging.getLogger(__name__)
 
 DEPLOYMENT_NAME = "LSOFusion"
+#: the runner options ``lso serve`` sets with flags of its own (``--runner-option`` refuses them)
+_OWN_RUNNER_FLAGS = ("device", "threads", "backend", "config")
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,10 @@ class ServeOptions:
         address: Ray cluster to join (default: start a local one with ``num_cpus`` CPUs).
         num_cpus: CPUs of the local Ray instance (default: all).
         app_name: Serve application name.
+        runner_options: the runner's other options (``--runner-option KEY=VALUE``, e.g. ``{"precision": "bf16"}``
+            for OpenVINO, ``{"memory_budget": "2G"}``), passed to :func:`lso.runtime.load` in every replica (and in
+            the driver's check of the artifact); the backend refuses one it does not take, and the keys with a field
+            of their own here (``device``, ``threads``, ``backend``, ``config``) are refused.
     """
 
     artifact: Path
@@ -115,6 +121,7 @@ class ServeOptions:
     address: str | None = None
     num_cpus: int | None = None
     app_name: str = "lso"
+    runner_options: dict[str, Any] | None = None
 
     @property
     def url(self) -> str:
@@ -139,16 +146,18 @@ class FusionServer:
         tile: tiled fusion core size, or None for whole-image fusion.
         config: for a checkpoint, configuration fields (see :func:`lso.checkpoint.load_checkpoint`).
         backend: the runner's backend (None: the one the artifact's suffix picks).
+        runner_options: the runner's other options (``--runner-option``), passed to :func:`lso.runtime.load`.
     """
 
     def __init__(self, artifact: str, device: str | None = None, threads: int | None = 1,
                  limits: Limits | None = None, tile: int | None = None,
-                 config: dict[str, Any] | None = None, backend: str | None = None) -> None:
+                 config: dict[str, Any] | None = None, backend: str | None = None,
+                 runner_options: dict[str, Any] | None = None) -> None:
         from lso.runtime.base import load
 
         # threads: a hint, ignored by backends without intra-op threads (lso.runtime.base.backend_options)
         self._runner = load(artifact, device=device, config=config, backend=backend,
-                            threads=int(threads) if threads else None)
+                            threads=int(threads) if threads else None, **(runner_options or {}))
         self._runner.activate()
         self._limits = limits or Limits()
         self._tile = tile
@@ -324,10 +333,15 @@ def build_app(opts: ServeOptions) -> Any:
     if opts.replicas < 1 or opts.max_ongoing_requests < 1:
         raise InputError(f"need replicas >= 1 and max_ongoing_requests >= 1, got {opts.replicas}, "
                          f"{opts.max_ongoing_requests}")
+    from lso.runtime.base import OPTION_FLAGS, check_runner_options
+
+    runner_options = check_runner_options(opts.runner_options,
+                                          own_flags={k: OPTION_FLAGS[k] for k in _OWN_RUNNER_FLAGS})
     device = opts.device or ("cuda" if opts.num_gpus_per_replica > 0 else None)
-    # missing, unknown or corrupt artifacts fail here, once, not in every replica
+    # missing, unknown or corrupt artifacts (and options the backend does not take) fail here, once, not in every
+    # replica
     artifact = check_artifact(opts.artifact, device=device, num_gpus=opts.num_gpus_per_replica, config=opts.config,
-                              backend=opts.backend)
+                              backend=opts.backend, runner_options=runner_options)
     deployment = serve.deployment(FusionServer).options(
         name=DEPLOYMENT_NAME,
         num_replicas=int(opts.replicas),
@@ -335,7 +349,8 @@ def build_app(opts: ServeOptions) -> Any:
         max_queued_requests=int(opts.max_queued_requests),
         ray_actor_options={"num_cpus": float(opts.num_cpus_per_replica), "num_gpus": float(opts.num_gpus_per_replica)},
     )
-    return deployment.bind(str(artifact), device, opts.threads, opts.limits, opts.tile, opts.config, opts.backend)
+    return deployment.bind(str(artifact), device, opts.threads, opts.limits, opts.tile, opts.config, opts.backend,
+                           runner_options or None)
 
 
 _DOORS: list[FrontDoor] = []

@@ -113,3 +113,37 @@ def test_no_command_parses_the_old_ways():
     text = (REPO / "src" / "lso" / "cli.py").read_text()
     assert "__dataclass_fields__" not in text
     assert not (REPO / "export" / "options.py").exists()
+
+
+RUNNER_OPTION_COMMANDS = ("infer", "eval", "batch", "serve")
+
+
+@pytest.mark.parametrize("command", RUNNER_OPTION_COMMANDS)
+def test_runner_options_collect_into_the_options_object(command):
+    _, argv, _ = OPTIONS[command]
+    args = cli.build_parser().parse_args([command, *argv, "--runner-option", "precision=bf16",
+                                          "--runner-option", "cuda_graph=true", "--runner-option", "max_graphs=4"])
+    built = getattr(cli, f"_{command}_options")(args)
+    assert built.runner_options == {"precision": "bf16", "cuda_graph": True, "max_graphs": 4}
+    assert "--runner-option precision=bf16" in " ".join(_subparser(command).format_help().split())  # --backend's
+
+
+# the keys each command sets with a flag of its own (refused by --runner-option), and one it passes on
+@pytest.mark.parametrize("command, refused, passed", [
+    ("infer", {"device", "threads", "backend", "config", "memory_budget"}, None),
+    ("batch", {"device", "threads", "backend", "config", "memory_budget"}, None),
+    ("serve", {"device", "threads", "backend", "config"}, "memory_budget"),  # serve has no --memory-budget
+    ("eval", {"threads", "backend", "config"}, "device")])  # eval has no --device
+def test_runner_option_refuses_the_keys_with_a_flag_of_their_own(command, refused, passed, capsys):
+    _, argv, _ = OPTIONS[command]
+    for key in refused:
+        with pytest.raises(SystemExit) as exc:
+            cli.build_parser().parse_args([command, *argv, "--runner-option", f"{key}=1"])
+        assert exc.value.code == 2
+        assert f"use --{key.replace('_', '-')} instead" in capsys.readouterr().err
+    if passed:
+        args = cli.build_parser().parse_args([command, *argv, "--runner-option", f"{passed}=x"])
+        assert getattr(cli, f"_{command}_options")(args).runner_options == {passed: "x"}
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args([command, *argv, "--runner-option", "a=1", "--runner-option", "a=2"])
+    assert "--runner-option a given twice" in capsys.readouterr().err

@@ -166,8 +166,49 @@ def script_main(command: str, prog: str, argv: Sequence[str] | None = None) -> i
 CHECKPOINT_HELP = "an official .pth.tar/.pth/.pt, ours (.safetensors) or @demo (the bundled demo checkpoint)"
 ARTIFACT_HELP = f"checkpoint ({CHECKPOINT_HELP}), ONNX graph or TensorRT plan"
 BACKEND_HELP = ("runner backend: torch, onnxruntime, tensorrt or openvino (OpenVINO runs .onnx graphs and its "
-                ".xml IR in FP32; lso.runtime.load takes its other options); default: the artifact's suffix "
+                ".xml IR, in FP32 unless --runner-option precision=bf16); default: the artifact's suffix "
                 "picks it (.onnx: onnxruntime)")
+#: the runner options every command with --runner-option sets with a flag of its own (key -> flag)
+_RUNNER_FLAGS = ("device", "threads", "backend", "config", "memory_budget")
+
+
+class _RunnerOptionAction(argparse.Action):
+    """``--runner-option KEY=VALUE``, repeatable: collects a dict (None until given) of options for
+    ``lso.runtime.load`` (:func:`lso.runtime.base.parse_runner_option` converts VALUE and refuses the keys that have
+    a flag of their own, ``own_flags``); a key given twice is an error."""
+
+    def __init__(self, *args: Any, own_flags: dict[str, str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.own_flags = own_flags
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        from lso.errors import InputError
+        from lso.runtime.base import parse_runner_option
+
+        try:
+            key, value = parse_runner_option(str(values), own_flags=self.own_flags)
+        except InputError as exc:
+            parser.error(str(exc))  # exits (status 2), the message naming --runner-option
+        options = dict(getattr(namespace, self.dest, None) or {})
+        if key in options:
+            parser.error(f"--runner-option {key} given twice ({key}={options[key]!r}, then {values}); "
+                         f"give each option once")
+        options[key] = value
+        setattr(namespace, self.dest, options)
+
+
+def _add_runner_option(p: argparse.ArgumentParser, own: Sequence[str] = _RUNNER_FLAGS) -> None:
+    """``--runner-option KEY=VALUE`` (dest ``runner_options``, a dict or None): options for ``lso.runtime.load``
+    besides the ones the command sets with its own flags (``own``: the keys of those flags, refused here)."""
+    flags = {key: "--" + key.replace("_", "-") for key in own}
+    p.add_argument("--runner-option", dest="runner_options", action=_RunnerOptionAction, own_flags=flags,
+                   metavar="KEY=VALUE",
+                   help="an option of the runner, passed to lso.runtime.load (repeatable), e.g. precision=bf16 "
+                        "(openvino: BF16 with FP32 islands; needs a CPU with BF16), shapes=dynamic (openvino), "
+                        "cuda_graph=true (tensorrt), fp16=true (torch); VALUE true/false/none and numbers are "
+                        "converted, anything else is a string. The backend refuses an option it does not take; "
+                        f"for {', '.join(flags)} use their own flags")
 
 
 def _add_config(p: argparse.ArgumentParser) -> None:
@@ -386,6 +427,7 @@ def _add_eval(sub) -> None:
     p.add_argument("--tile", type=int, help="fuse in tiles with this core size (large scenes)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     p.add_argument("--backend", help=BACKEND_HELP)
+    _add_runner_option(p, ("threads", "backend", "config"))
     p.add_argument("--png", action=argparse.BooleanOptionalAction, default=True,
                    help="write the PNGs: one per scene (single ratio) and the band-wise plot")
     p.add_argument("--save-fused", action="store_true",
@@ -453,6 +495,7 @@ def _add_infer(sub) -> None:
                    help="write a false-colour OUT.png (default: on)")
     p.add_argument("--threads", type=int, help="intra-op threads of ONNX Runtime and OpenVINO (default: theirs)")
     p.add_argument("--backend", help=BACKEND_HELP)
+    _add_runner_option(p)
     p.add_argument("--memory-budget", help="working memory allowed (e.g. 4G, 512MiB); tiles shrink to fit it "
                                            "(default: $LSO_MEMORY_BUDGET or 75%% of physical memory)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -843,6 +886,7 @@ def _add_batch(sub) -> None:
     p.add_argument("--num-gpus-per-actor", type=float, default=0.0, help="Ray GPUs per actor (GPU clusters)")
     p.add_argument("--threads", type=int, default=1, help="intra-op threads per actor (ONNX Runtime, OpenVINO)")
     p.add_argument("--backend", help=BACKEND_HELP)
+    _add_runner_option(p)
     p.add_argument("--device", help="runner device; None = the backend's own (cuda with --num-gpus-per-actor)")
     p.add_argument("--tile", type=int, help="tile every scene with this core size; None = only large scenes")
     from lso.runtime.tiling import AUTO_TILE, AUTO_TILE_PIXELS  # the one tiling policy's threshold
@@ -906,6 +950,7 @@ def _add_serve(sub) -> None:
     p.add_argument("--device", help="runner device; None = the backend's own (cuda with --num-gpus-per-replica)")
     p.add_argument("--threads", type=int, default=1, help="intra-op threads per replica (ONNX Runtime, OpenVINO)")
     p.add_argument("--backend", help=BACKEND_HELP)
+    _add_runner_option(p, ("device", "threads", "backend", "config"))
     p.add_argument("--num-cpus-per-replica", type=float, default=1.0, help="Ray CPUs reserved per replica")
     p.add_argument("--num-gpus-per-replica", type=float, default=0.0, help="Ray GPUs per replica")
     p.add_argument("--max-ongoing-requests", type=int, default=2, help="requests one replica holds at once")

@@ -302,3 +302,51 @@ def test_eval_without_checkpoint_or_bundle_is_clear(tmp_path, monkeypatch):
 
     with pytest.raises(ArtifactError, match=r"demo checkpoint .* not installed.*\.pth\.tar"):
         evaluate_set(EvalConfig(out=str(tmp_path), size=32, n=1), progress=False)
+
+
+def _recording_load(monkeypatch) -> list:
+    """Record every runner ``lso.runtime.load`` makes in the evaluation (the real load does the work)."""
+    from lso import runtime
+    from lso.runtime import base
+
+    made = []
+
+    def recording(*args, **kwargs):
+        made.append(base.load(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(runtime, "load", recording)
+    return made
+
+
+def test_runner_options_reach_the_runner(tmp_path, tiny_onnx, monkeypatch):
+    pytest.importorskip("openvino", reason="openvino is not installed")
+    from lso.benchmarks.evaluation import EvalConfig, evaluate_set
+
+    made = _recording_load(monkeypatch)
+    report = evaluate_set(EvalConfig(checkpoint=str(tiny_onnx), backend="openvino", threads=1, size=32, n=1,
+                                     out=str(tmp_path / "o"), png=False, runner_options={"shapes": "dynamic"}),
+                          progress=False)
+    (runner,) = made
+    assert runner.backend == "openvino" and runner.settings["shapes"] == "dynamic" and not runner.is_active
+    assert report["scenes"] == 1
+
+
+def test_runner_options_run_a_checkpoint_in_a_torch_runner(tmp_path, tiny_ckpt, monkeypatch):
+    from lso.benchmarks.evaluation import EvalConfig, evaluate_set
+
+    def run(**kw):
+        return evaluate_set(EvalConfig(checkpoint=str(tiny_ckpt), size=32, n=1, out=str(tmp_path / "o"), png=False,
+                                       **kw), progress=False)
+
+    made = _recording_load(monkeypatch)
+    plain = run()
+    assert made == []  # without options a checkpoint runs as a plain module, not through lso.runtime.load
+    with_options = run(runner_options={"tf32": False})
+    assert [r.backend for r in made] == ["torch"]
+    assert with_options["per_image"][0]["lso"]["psnr"] == pytest.approx(plain["per_image"][0]["lso"]["psnr"],
+                                                                          abs=1e-4)
+    with pytest.raises(InputError, match="torch backend takes no option 'cuda_graph'.*tensorrt"):
+        run(runner_options={"cuda_graph": True})
+    with pytest.raises(InputError, match="use --threads instead"):
+        run(runner_options={"threads": 2})

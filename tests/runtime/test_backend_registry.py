@@ -85,3 +85,36 @@ def test_a_new_backend_is_a_module_and_one_registration(rt_model, tiny_onnx, mon
     assert runtime.load(tiny_onnx, backend="fake", threads=2).threads == 2
     with pytest.raises(InputError, match="takes no option 'fp16'.*torch"):
         runtime.load(tiny_onnx, backend="fake", fp16=True)
+
+
+@pytest.mark.parametrize("text, want", [
+    ("precision=bf16", ("precision", "bf16")), ("shapes=dynamic", ("shapes", "dynamic")),
+    ("cuda_graph=true", ("cuda_graph", True)), ("verify=False", ("verify", False)), ("stream=none", ("stream", None)),
+    ("max_graphs=4", ("max_graphs", 4)), ("profile_index=-1", ("profile_index", -1)), ("x=0.5", ("x", 0.5)),
+    ("x=1e-3", ("x", 1e-3)), ("x=nan", ("x", "nan")), (" shape_cache = 2 ", ("shape_cache", 2)),
+    ("x=a=b", ("x", "a=b")), ("x=", ("x", ""))])
+def test_parse_runner_option_converts_the_value(text, want):
+    key, value = base.parse_runner_option(text)
+    assert (key, value) == want and type(value) is type(want[1])
+
+
+@pytest.mark.parametrize("text, message", [
+    ("precision", "--runner-option expects KEY=VALUE"), ("=bf16", "--runner-option expects KEY=VALUE"),
+    ("threads=2", "use --threads instead"), ("device=cuda", "use --device instead"),
+    ("backend=openvino", "use --backend instead"), ("config=tiny", "use --config instead"),
+    ("memory_budget=1G", "use --memory-budget instead")])
+def test_parse_runner_option_refuses_bad_forms_and_keys_with_their_own_flag(text, message):
+    with pytest.raises(InputError, match=message):
+        base.parse_runner_option(text)
+
+
+def test_check_runner_options_keys_and_the_command_s_own_flags():
+    assert base.check_runner_options(None) == {}
+    assert base.check_runner_options({"precision": "bf16"}) == {"precision": "bf16"}
+    assert base.parse_runner_option("device=cuda", own_flags={"threads": "--threads"}) == ("device", "cuda")
+    with pytest.raises(InputError, match="option names must be non-empty strings, got 3"):
+        base.check_runner_options({3: True})
+    with pytest.raises(InputError, match="must be a mapping"):
+        base.check_runner_options(["precision=bf16"])  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="use --threads instead"):
+        base.check_runner_options({"threads": 2})

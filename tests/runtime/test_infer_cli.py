@@ -325,3 +325,59 @@ def test_community_lr_from_file_follows_the_same_rule(rt_model, ckpt, tmp_path):
     with np.load(res.output) as data:
         np.testing.assert_allclose(data["hr_hsi"], reference(rt_model, hr[None, :, :32, :32], lr[None, :, :8, :8]),
                                    atol=1e-5)
+
+
+def _loads(monkeypatch) -> list:
+    """Record every runner lso.runtime.base.load makes (the real load does the work)."""
+    from lso.runtime import base
+
+    made, real = [], base.load
+
+    def recording(*args, **kwargs):
+        made.append(real(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(base, "load", recording)
+    return made
+
+
+def test_cli_runner_option_reaches_the_openvino_runner(rt_model, tiny_onnx, tmp_path, monkeypatch, capsys):
+    pytest.importorskip("openvino", reason="openvino is not installed")
+    made = _loads(monkeypatch)
+    hr, lr = scene(32, 32, 4)
+    np.savez(tmp_path / "s.npz", hr_msi=hr, lr_hsi=lr)
+    assert main(["infer", str(tiny_onnx), str(tmp_path / "s.npz"), "-o", str(tmp_path / "o.npz"), "--no-preview",
+                 "--backend", "openvino", "--threads", "1", "--runner-option", "shapes=dynamic",
+                 "--runner-option", "streams=1"]) == 0, capsys.readouterr().err
+    (runner,) = made
+    assert runner.backend == "openvino" and runner.settings["shapes"] == "dynamic" and runner.settings["streams"] == 1
+    with np.load(tmp_path / "o.npz") as data:
+        np.testing.assert_allclose(data["hr_hsi"], reference(rt_model, hr, lr), atol=1e-5)
+
+
+def test_cli_runner_option_the_backend_does_not_take_is_refused(tiny_onnx, tmp_path, capsys):
+    hr, lr = scene(32, 32, 4)
+    np.savez(tmp_path / "s.npz", hr_msi=hr, lr_hsi=lr)
+    argv = ["infer", str(tiny_onnx), str(tmp_path / "s.npz"), "-o", str(tmp_path / "o.npz")]
+    assert main([*argv, "--runner-option", "cuda_graph=true"]) == 1  # .onnx: ONNX Runtime
+    err = capsys.readouterr().err
+    assert "onnxruntime backend takes no option 'cuda_graph' (only tensorrt take(s) it)" in err
+    assert not (tmp_path / "o.npz").exists()
+    with pytest.raises(SystemExit) as exc:  # a key with a flag of its own: a usage error, naming that flag
+        main([*argv, "--runner-option", "threads=2"])
+    assert exc.value.code == 2 and "use --threads instead" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*argv, "--runner-option", "precision"])
+    assert "--runner-option expects KEY=VALUE" in capsys.readouterr().err
+
+
+def test_infer_options_check_runner_option_keys(ckpt, tmp_path):
+    hr, lr = scene(32, 32, 4)
+    np.savez(tmp_path / "s.npz", hr_msi=hr, lr_hsi=lr)
+    opts = dict(artifact=ckpt, inputs=(tmp_path / "s.npz",), out=tmp_path / "o.npz")
+    with pytest.raises(InputError, match="option names must be non-empty strings"):
+        InferOptions(**opts, runner_options={1: True}).check()
+    with pytest.raises(InputError, match="use --memory-budget instead"):
+        InferOptions(**opts, runner_options={"memory_budget": "1G"}).check()
+    res = infer(InferOptions(**opts, runner_options={"fp16": False}, preview=False))  # torch's own option
+    assert "TorchRunner" in res.runner

@@ -147,6 +147,34 @@ def test_discovery_and_option_errors(tiny_onnx_tileable, scene_dir, tmp_path):
         run_batch(BatchOptions(artifact=corrupt, inputs=(scene_dir,), out=tmp_path / "o"))
 
 
+
+def test_runner_options_reach_the_actor_s_runner_and_the_driver_s_check(tiny_onnx, scene_dir, tmp_path):
+    """--runner-option goes to lso.runtime.load in each actor (the actor class built here, without Ray) and in the
+    driver's check of the artifact, which refuses an option the backend does not take before Ray starts."""
+    pytest.importorskip("openvino", reason="openvino is not installed")
+    from dataclasses import replace
+
+    from lso.errors import InputError
+    from lso.scaleout.batch import SceneFuser, run_batch
+
+    out = tmp_path / "o"
+    out.mkdir()
+    opts = _opts(tiny_onnx, scene_dir, out, backend="openvino", runner_options={"shapes": "dynamic"})
+    fuser = SceneFuser(opts, "sha")
+    try:
+        assert fuser._runner.backend == "openvino" and fuser._runner.settings["shapes"] == "dynamic"
+        rows = fuser({"scene_id": np.array(["s0"]), "path": np.array([str(scene_dir / "s0.npz")]),
+                      "index": np.array([-1])})
+        assert json.loads(rows["record"][0])["status"] == "ok"
+    finally:
+        fuser._runner.deactivate()
+    with np.load(scene_dir / "s0.npz") as data, np.load(out / "s0.npz") as fused:
+        np.testing.assert_allclose(fused["hr_hsi"], _direct(tiny_onnx, data["hr_msi"], data["lr_hsi"]), atol=1e-5)
+    with pytest.raises(InputError, match="openvino backend takes no option 'cuda_graph'"):
+        run_batch(replace(opts, out=tmp_path / "o2", runner_options={"cuda_graph": True}))
+    with pytest.raises(InputError, match="use --memory-budget instead"):
+        run_batch(replace(opts, out=tmp_path / "o3", runner_options={"memory_budget": "1G"}))
+
 def test_scene_sizes_not_fitting_the_ratio_fail_unless_crop(tiny_onnx_tileable, tmp_path):
     """The rule of ``lso infer``: no silent crop; ``crop`` crops the inputs and the ground truth, recorded (no Ray)."""
     from lso.runtime import load

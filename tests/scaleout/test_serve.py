@@ -117,6 +117,40 @@ def test_bad_artifacts_and_options_are_refused_before_any_replica_starts(tmp_pat
         build_app(ServeOptions(artifact=corrupt, replicas=0))
 
 
+
+def test_runner_options_reach_the_replica_s_runner(tiny_onnx, monkeypatch):
+    """--runner-option: checked on the driver (an option the backend does not take, a key with a flag of its own),
+    bound into the deployment, and passed to lso.runtime.load by each replica (built here without Ray)."""
+    pytest.importorskip("openvino", reason="openvino is not installed")
+    import types
+
+    import lso.deps
+    from lso.errors import InputError
+    from lso.scaleout.serve import FusionServer, ServeOptions, build_app
+
+    bound = []
+    deployment = types.SimpleNamespace(options=lambda **kw: deployment, bind=lambda *a, **kw: bound.append((a, kw)))
+    fake_serve = types.SimpleNamespace(deployment=lambda cls: deployment)
+    real = lso.deps.require  # no Ray Serve: build_app's bind is recorded
+    monkeypatch.setattr(lso.deps, "require", lambda name: fake_serve if name == "ray.serve" else real(name))
+    options = {"shapes": "dynamic", "memory_budget": "1G"}  # serve has no --memory-budget: a runner option
+    build_app(ServeOptions(artifact=tiny_onnx, backend="openvino", runner_options=options))
+    (args, kwargs), = bound
+    server = FusionServer(*args, **kwargs)
+    try:
+        assert server._runner.backend == "openvino" and server._runner.settings["shapes"] == "dynamic"
+        assert server._runner.memory_budget == "1G"
+        hr, lr = _scene()
+        out, _ = server.fuse(hr, lr)
+        np.testing.assert_allclose(out, _direct(tiny_onnx, hr, lr), atol=1e-5)
+    finally:
+        server._runner.deactivate()
+    with pytest.raises(InputError, match="openvino backend takes no option 'cuda_graph'"):
+        build_app(ServeOptions(artifact=tiny_onnx, backend="openvino", runner_options={"cuda_graph": True}))
+    with pytest.raises(InputError, match="use --threads instead"):
+        build_app(ServeOptions(artifact=tiny_onnx, runner_options={"threads": 4}))
+    assert len(bound) == 1
+
 def _trickle(port: int, source: str, declared: int, limit_s: float) -> tuple[str, float]:
     """Send headers declaring ``declared`` body bytes, then one byte a second until the server answers or closes.
 
