@@ -772,7 +772,9 @@ def _load_model(checkpoint: str | None, config: dict[str, Any] | None = None, ba
     else:
         from lso import runtime
 
-        runner = runtime.load(checkpoint, config=config, **options)
+        # threads: a hint (ignored by backends without intra-op threads); backend None or "torch" (which refuses
+        # a graph or a plan: lso.runtime.load says so)
+        runner = runtime.load(checkpoint, config=config, backend=backend, threads=threads or None, **options)
         runner.__enter__()
         return runner, checkpoint
     if options:  # the options go to lso.runtime.load: the checkpoint in a TorchRunner, not a plain module

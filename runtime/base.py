@@ -445,11 +445,20 @@ def backend_of(artifact: PathLike | LSO, backend: str | None = None) -> Backend:
         InputError: ``backend`` is not registered.
         ArtifactError: no registered suffix matches the file name.
     """
+    from lso.weights import DEMO_CHECKPOINT, is_demo_name
+
     if backend is not None:
-        return backend_named(backend)
+        entry = backend_named(backend)
+        if entry.name == "torch" and not isinstance(artifact, LSO) and not is_demo_name(artifact):
+            # PyTorch loads checkpoints only; other backends may run each other's files (OpenVINO an .onnx)
+            owner = next((e for e in BACKENDS.values() if e.runs(Path(artifact).name.lower())), None)
+            if owner is not None and owner.name != "torch":
+                raise InputError(f"the torch backend runs PyTorch checkpoints ({', '.join(entry.suffixes)}), not "
+                                 f"{Path(artifact).name}, a file of the {owner.name} backend: leave the backend out "
+                                 f"or name {owner.name}")
+        return entry
     if isinstance(artifact, LSO):
         return BACKENDS["torch"]
-    from lso.weights import DEMO_CHECKPOINT, is_demo_name
 
     name = DEMO_CHECKPOINT if is_demo_name(artifact) else Path(artifact).name.lower()
     for entry in BACKENDS.values():

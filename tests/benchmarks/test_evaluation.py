@@ -350,3 +350,25 @@ def test_runner_options_run_a_checkpoint_in_a_torch_runner(tmp_path, tiny_ckpt, 
         run(runner_options={"cuda_graph": True})
     with pytest.raises(InputError, match="use --threads instead"):
         run(runner_options={"threads": 2})
+
+
+def test_a_graph_gets_threads_and_backend_torch_refuses_it(tmp_path, tiny_onnx, monkeypatch):
+    """An ``.onnx`` without --backend runs on ONNX Runtime with --threads; --backend torch names the right backend."""
+    from lso import runtime
+    from lso.benchmarks.evaluation import EvalConfig, evaluate_set
+    from lso.runtime import base
+
+    calls = []
+
+    def recording(*args, **kwargs):
+        calls.append(kwargs)
+        return base.load(*args, **kwargs)
+
+    monkeypatch.setattr(runtime, "load", recording)
+    evaluate_set(EvalConfig(checkpoint=str(tiny_onnx), threads=1, size=32, n=1, out=str(tmp_path / "o"),
+                            png=False), progress=False)
+    (kwargs,) = calls
+    assert kwargs["threads"] == 1 and kwargs["backend"] is None  # the suffix picks ONNX Runtime
+    with pytest.raises(InputError, match="torch backend runs PyTorch checkpoints.*name onnxruntime"):
+        evaluate_set(EvalConfig(checkpoint=str(tiny_onnx), backend="torch", size=32, n=1,
+                                out=str(tmp_path / "p"), png=False), progress=False)

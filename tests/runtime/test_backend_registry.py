@@ -19,11 +19,18 @@ def test_shipped_backends_and_their_suffixes():
     assert list(BACKENDS) == ["torch", "onnxruntime", "tensorrt", "openvino"]
     assert backend_of("m.onnx").name == "onnxruntime" and backend_of("m.plan").gpu_only
     assert backend_of("@demo").name == "torch"
-    assert backend_of("m.onnx", backend="torch").name == "torch"  # explicit wins over the suffix
+    assert backend_of("m.safetensors", backend="torch").name == "torch"
     assert backend_of("m.onnx", backend="openvino").name == "openvino"  # OpenVINO reads ONNX directly
     assert backend_of("m.xml").name == "openvino" and not BACKENDS["openvino"].gpu_only  # its IR, by suffix
     with pytest.raises(InputError, match="unknown backend 'ncnn'.*onnxruntime.*openvino"):
         backend_of("m.onnx", backend="ncnn")
+
+
+def test_backend_torch_refuses_another_backend_s_file(tiny_onnx):
+    with pytest.raises(InputError, match="torch backend runs PyTorch checkpoints.*tiny.onnx.*name onnxruntime"):
+        backend_of(tiny_onnx, "torch")
+    assert backend_of(tiny_onnx, "openvino").name == "openvino"  # OpenVINO runs an .onnx by design
+    assert backend_of("@demo", "torch").name == "torch"
 
 
 def test_options_rule_hints_ignored_others_refused():
