@@ -126,7 +126,7 @@ class EvalConfig:
 
 
 #: the runner options ``lso eval`` sets with flags of its own (``--runner-option`` refuses them)
-_OWN_RUNNER_FLAGS = ("threads", "backend", "config")
+RUNNER_OWN_FLAGS = ("threads", "backend", "config")
 
 
 @dataclass
@@ -741,7 +741,7 @@ def _runner_options(cfg: EvalConfig) -> dict[str, Any]:
     """``cfg.runner_options`` checked (InputError for a key that is not a string or has a flag of its own)."""
     from lso.runtime.base import OPTION_FLAGS, check_runner_options
 
-    return check_runner_options(cfg.runner_options, own_flags={k: OPTION_FLAGS[k] for k in _OWN_RUNNER_FLAGS})
+    return check_runner_options(cfg.runner_options, own_flags={k: OPTION_FLAGS[k] for k in RUNNER_OWN_FLAGS})
 
 
 def _load_model(checkpoint: str | None, config: dict[str, Any] | None = None, backend: str | None = None,
@@ -753,37 +753,28 @@ def _load_model(checkpoint: str | None, config: dict[str, Any] | None = None, ba
     one it does not take); with any, a checkpoint runs in a :class:`~lso.runtime.TorchRunner` (the options it takes:
     ``fp16``, ``tf32``, ``compile``), without, as a plain module.
     """
+    from lso import runtime
     from lso.checkpoint import CHECKPOINT_SUFFIXES, load_checkpoint
     from lso.weights import DEMO_NAME, is_demo_name, resolve_checkpoint
 
     options = dict(runner_options or {})
+    name = checkpoint or DEMO_NAME
+    demo = is_demo_name(name)
+    source: str | Path
     if backend not in (None, "torch"):
-        from lso import runtime
-
-        runner = runtime.load(resolve_checkpoint(checkpoint or DEMO_NAME), config=config, backend=backend,
-                              threads=threads or None, **options)
-        runner.__enter__()
-        return runner, f"{checkpoint or DEMO_NAME} ({backend})"
-    if checkpoint is None or is_demo_name(checkpoint):
-        path = resolve_checkpoint(DEMO_NAME)
-        source, label = path, f"bundled:{path.name}"
-    elif checkpoint.endswith(CHECKPOINT_SUFFIXES):
-        source, label = Path(checkpoint), checkpoint
-    else:
-        from lso import runtime
-
-        # threads: a hint (ignored by backends without intra-op threads); backend None or "torch" (which refuses
-        # a graph or a plan: lso.runtime.load says so)
-        runner = runtime.load(checkpoint, config=config, backend=backend, threads=threads or None, **options)
-        runner.__enter__()
-        return runner, checkpoint
-    if options:  # the options go to lso.runtime.load: the checkpoint in a TorchRunner, not a plain module
-        from lso import runtime
-
-        runner = runtime.load(source, config=config, backend="torch", **options)
-        runner.__enter__()
-        return runner, label
-    return load_checkpoint(source, config), label
+        source, label = resolve_checkpoint(name), f"{name} ({backend})"
+    elif demo or name.endswith(CHECKPOINT_SUFFIXES):
+        source = resolve_checkpoint(DEMO_NAME) if demo else Path(name)
+        label = f"bundled:{source.name}" if demo else name
+        if not options:  # a plain module; with options it goes to lso.runtime.load, in a TorchRunner
+            return load_checkpoint(source, config), label
+        backend = "torch"
+    else:  # a graph or a plan: its suffix picks the runner (backend "torch" refuses it: lso.runtime.load says so)
+        source, label = name, name
+    # threads: a hint, ignored by backends without intra-op threads
+    runner = runtime.load(source, config=config, backend=backend, threads=threads or None, **options)
+    runner.__enter__()
+    return runner, label
 
 
 def _progress(items, enabled: bool, total: int | None = None, desc: str = "eval"):

@@ -30,17 +30,21 @@ STAGE1 = Path(__file__).resolve().parent / "results" / "training" / "lso_synth_x
 """Stage 1 of the demo checkpoint: trained at x4 only, 3750 steps (its recipe is in its metadata)."""
 
 
-def _val_psnr(run: Path) -> float | None:
-    """The last validation PSNR in ``run``'s log (None when it has none)."""
-    value = None
+def _log_records(run: Path) -> list[dict]:
+    """The records of ``run``'s ``lso train`` log (``log.jsonl``; a torn last line of a killed run is skipped)."""
+    records = []
     for line in (run / "log.jsonl").read_text().splitlines():
         try:
-            record = json.loads(line)
+            records.append(json.loads(line))
         except json.JSONDecodeError:
             continue
-        if record.get("val_psnr") is not None:
-            value = float(record["val_psnr"])
-    return value
+    return records
+
+
+def _val_psnr(run: Path) -> float | None:
+    """The last validation PSNR in ``run``'s log (None when it has none)."""
+    values = [float(r["val_psnr"]) for r in _log_records(run) if r.get("val_psnr") is not None]
+    return values[-1] if values else None
 
 
 def _crop_pixels_per_step(recipe: str | None) -> int:
@@ -59,13 +63,7 @@ def _trained(run: Path, steps: int) -> bool:
     log = run / "log.jsonl"
     if not (run / "best.safetensors").exists() or not log.exists():
         return False
-    last = 0
-    for line in log.read_text().splitlines():
-        try:
-            last = max(last, int(json.loads(line).get("step", 0)))
-        except (ValueError, json.JSONDecodeError):
-            continue
-    return last >= steps
+    return max((int(r.get("step", 0)) for r in _log_records(run)), default=0) >= steps
 
 
 def train_command(ratio: int, run: Path, args: argparse.Namespace) -> list[str]:

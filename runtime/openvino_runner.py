@@ -402,11 +402,11 @@ class OpenVinoRunner(Runner):
             shapes = "dynamic" if precision == "bf16" else "static"
         if shapes not in SHAPE_MODES:
             raise InputError(f"shapes must be one of {list(SHAPE_MODES)}, not {shapes!r}")
-        for name, value in (("threads", threads), ("streams", streams), ("shape_cache", shape_cache)):
-            if (value is not None or name == "shape_cache") and (isinstance(value, bool) or not isinstance(value, int)
-                                                                 or value < 1):
-                raise InputError(f"{name} must be an integer >= 1 (or None for OpenVINO's choice), not {value!r}"
-                                 if name != "shape_cache" else f"shape_cache must be an integer >= 1, not {value!r}")
+        for name, value in (("threads", threads), ("streams", streams)):
+            if value is not None and not _positive_int(value):
+                raise InputError(f"{name} must be an integer >= 1 (or None for OpenVINO's choice), not {value!r}")
+        if not _positive_int(shape_cache):
+            raise InputError(f"shape_cache must be an integer >= 1, not {shape_cache!r}")
         self._threads, self._streams, self._precision = threads, streams, precision
         self._shapes, self._shape_cache = shapes, shape_cache
         self._verify = verify
@@ -416,9 +416,10 @@ class OpenVinoRunner(Runner):
         self._model: Any = None  # the ov.Model static shapes are compiled from (BF16-typed in BF16 mode)
         self._compile_settings: dict[Any, Any] = {}
         self._island_set: set[str] = set()
-        # input shapes (None: open) -> compiled model, its infer request, its output port
-        self._cache: OrderedDict[tuple | None, tuple[Any, Any, Any]] = OrderedDict()
+        # static shapes: (hr shape, lr shape) -> compiled model, its infer request, its output port
+        self._cache: OrderedDict[tuple, tuple[Any, Any, Any]] = OrderedDict()
         self._compiles = 0
+        self._bf16_counts: dict[str, int] = {}
         self._specs: tuple[TensorSpec, ...] = ()
         self._types: dict[str, type[np.generic]] = {}
         self._out_port: Any = None
@@ -470,7 +471,7 @@ class OpenVinoRunner(Runner):
         if self._config is None:
             self._config = _recorded_config(model, sidecar)
         self._weights_sha256 = _recorded_fingerprint(self._path, model, sidecar)
-        self._bf16_counts: dict[str, int] = {}
+        self._bf16_counts = {}
         if self._precision == "bf16":
             self._bf16_counts["bf16_typed_ops"] = to_bf16(model, islands)["bf16_ops"]
         settings: dict[str, Any] = {hints.performance_mode: hints.PerformanceMode.LATENCY}
@@ -482,16 +483,15 @@ class OpenVinoRunner(Runner):
             settings[props.num_streams] = int(self._streams)
         self._model, self._compile_settings, self._island_set = model, settings, islands
         self._cache.clear()
+        probe = None  # dynamic: the one compiled model, for every shape
         if self._shapes == "static":
             # compiled here at a small shape, so that its precision is checked before any call; not kept in the
             # cache: the first call's shape replaces it (and frees its ~30 MB)
             channels = {p.get_any_name(): p.get_partial_shape()[1] for p in model.inputs if p.get_any_name() != EXTENT}
             probe = ((1, _static(channels[HR_MSI], 3), PROBE_HR, PROBE_HR),
                      (1, _static(channels[LR_HSI], 31), PROBE_HR // 4, PROBE_HR // 4))
-            self._compiled, self._request, self._out_port = self._compile_checked(probe)
-            compiled = self._compiled
-        else:
-            compiled = self._compiled_for(None)
+        self._compiled, self._request, self._out_port = self._compile_checked(probe)
+        compiled = self._compiled
         self._settings = {"precision": self._precision, "inference_precision": effective_precision(compiled),
                           "performance_hint": str(compiled.get_property(hints.performance_mode)),
                           "threads": int(compiled.get_property(props.inference_num_threads)),
@@ -501,18 +501,17 @@ class OpenVinoRunner(Runner):
             self._settings["shape_cache"] = self._shape_cache
         log.info("OpenVINO %s: %s on CPU (%s)", ov.__version__, self._path.name, self._settings)
 
-    def _compiled_for(self, key: tuple | None) -> Any:
-        """The compiled model for the input shapes ``key`` (``(hr shape, lr shape)``; None: open dimensions), from
-        the cache or compiled (and checked) now; it becomes the runner's current request."""
+    def _use_shape(self, key: tuple) -> None:
+        """Make the compiled model for the input shapes ``key`` (``(hr shape, lr shape)``) the current one: from the
+        cache, or compiled (and checked) now, dropping the least recently used beyond ``shape_cache``."""
         hit = self._cache.get(key)
         if hit is None:
             hit = self._compile_checked(key)
             self._cache[key] = hit
-            while len(self._cache) > (self._shape_cache if key is not None else 1):
+            while len(self._cache) > self._shape_cache:
                 self._cache.popitem(last=False)  # the least recently used shape, and its memory, go
         self._cache.move_to_end(key)
         self._compiled, self._request, self._out_port = hit
-        return hit[0]
 
     def _compile_checked(self, key: tuple | None) -> tuple[Any, Any, Any]:
         ov = require("openvino")
@@ -554,6 +553,7 @@ class OpenVinoRunner(Runner):
                                     + (" or shapes='dynamic'" if key is not None else ""))
             self._bf16_counts["bf16_runtime_ops"] = ran["bf16_ops"]
         return compiled, compiled.create_infer_request(), compiled.outputs[0]
+
     def _check_io(self, model: Any) -> None:
         specs, types = [], {}
         for port in model.inputs:
@@ -622,7 +622,7 @@ class OpenVinoRunner(Runner):
             raise TypeError(f"OpenVinoRunner.fuse got unexpected options {sorted(options)}")
         ov = require("openvino")
         if self._shapes == "static":
-            self._compiled_for((tuple(inputs.hr_msi.shape), tuple(inputs.lr_hsi.shape)))
+            self._use_shape((tuple(inputs.hr_msi.shape), tuple(inputs.lr_hsi.shape)))
         request = self._request
         keep = []  # the arrays the tensors view must outlive infer()
         for name, tensor in ((HR_MSI, inputs.hr_msi), (LR_HSI, inputs.lr_hsi)):
@@ -638,6 +638,10 @@ class OpenVinoRunner(Runner):
         request.set_tensor(self._out_port, ov.Tensor(result, shared_memory=True))
         request.infer()
         return out if out is not None and _shares(out, result) else result
+
+
+def _positive_int(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int) and value >= 1
 
 
 def _static(dim: Any, default: int) -> int:

@@ -65,7 +65,7 @@ log = logging.getLogger(__name__)
 
 DEPLOYMENT_NAME = "LSOFusion"
 #: the runner options ``lso serve`` sets with flags of its own (``--runner-option`` refuses them)
-_OWN_RUNNER_FLAGS = ("device", "threads", "backend", "config")
+RUNNER_OWN_FLAGS = ("device", "threads", "backend", "config")
 
 
 @dataclass(frozen=True)
@@ -336,7 +336,7 @@ def build_app(opts: ServeOptions) -> Any:
     from lso.runtime.base import OPTION_FLAGS, check_runner_options
 
     runner_options = check_runner_options(opts.runner_options,
-                                          own_flags={k: OPTION_FLAGS[k] for k in _OWN_RUNNER_FLAGS})
+                                          own_flags={k: OPTION_FLAGS[k] for k in RUNNER_OWN_FLAGS})
     device = opts.device or ("cuda" if opts.num_gpus_per_replica > 0 else None)
     # missing, unknown or corrupt artifacts (and options the backend does not take) fail here, once, not in every
     # replica

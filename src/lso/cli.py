@@ -168,8 +168,6 @@ ARTIFACT_HELP = f"checkpoint ({CHECKPOINT_HELP}), ONNX graph or TensorRT plan"
 BACKEND_HELP = ("runner backend: torch, onnxruntime, tensorrt or openvino (OpenVINO runs .onnx graphs and its "
                 ".xml IR, in FP32 unless --runner-option precision=bf16); default: the artifact's suffix "
                 "picks it (.onnx: onnxruntime)")
-#: the runner options every command with --runner-option sets with a flag of its own (key -> flag)
-_RUNNER_FLAGS = ("device", "threads", "backend", "config", "memory_budget")
 
 
 class _RunnerOptionAction(argparse.Action):
@@ -198,10 +196,13 @@ class _RunnerOptionAction(argparse.Action):
         setattr(namespace, self.dest, options)
 
 
-def _add_runner_option(p: argparse.ArgumentParser, own: Sequence[str] = _RUNNER_FLAGS) -> None:
+def _add_runner_option(p: argparse.ArgumentParser, own: Sequence[str] | None = None) -> None:
     """``--runner-option KEY=VALUE`` (dest ``runner_options``, a dict or None): options for ``lso.runtime.load``
-    besides the ones the command sets with its own flags (``own``: the keys of those flags, refused here)."""
-    flags = {key: "--" + key.replace("_", "-") for key in own}
+    besides the ones the command sets with its own flags (``own``: the keys of those flags, refused here; default:
+    all of :data:`lso.runtime.base.OPTION_FLAGS`)."""
+    from lso.runtime.base import OPTION_FLAGS
+
+    flags = {key: OPTION_FLAGS[key] for key in (OPTION_FLAGS if own is None else own)}
     p.add_argument("--runner-option", dest="runner_options", action=_RunnerOptionAction, own_flags=flags,
                    metavar="KEY=VALUE",
                    help="an option of the runner, passed to lso.runtime.load (repeatable), e.g. precision=bf16 "
@@ -427,7 +428,9 @@ def _add_eval(sub) -> None:
     p.add_argument("--tile", type=int, help="fuse in tiles with this core size (large scenes)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     p.add_argument("--backend", help=BACKEND_HELP)
-    _add_runner_option(p, ("threads", "backend", "config"))
+    from lso.benchmarks.evaluation import RUNNER_OWN_FLAGS
+
+    _add_runner_option(p, RUNNER_OWN_FLAGS)
     p.add_argument("--png", action=argparse.BooleanOptionalAction, default=True,
                    help="write the PNGs: one per scene (single ratio) and the band-wise plot")
     p.add_argument("--save-fused", action="store_true",
@@ -950,7 +953,9 @@ def _add_serve(sub) -> None:
     p.add_argument("--device", help="runner device; None = the backend's own (cuda with --num-gpus-per-replica)")
     p.add_argument("--threads", type=int, default=1, help="intra-op threads per replica (ONNX Runtime, OpenVINO)")
     p.add_argument("--backend", help=BACKEND_HELP)
-    _add_runner_option(p, ("device", "threads", "backend", "config"))
+    from lso.scaleout.serve import RUNNER_OWN_FLAGS
+
+    _add_runner_option(p, RUNNER_OWN_FLAGS)
     p.add_argument("--num-cpus-per-replica", type=float, default=1.0, help="Ray CPUs reserved per replica")
     p.add_argument("--num-gpus-per-replica", type=float, default=0.0, help="Ray GPUs per replica")
     p.add_argument("--max-ongoing-requests", type=int, default=2, help="requests one replica holds at once")
