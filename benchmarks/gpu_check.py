@@ -116,7 +116,8 @@ def step_tests(ctx: Context) -> dict:
     # only the files that hold GPU/TensorRT tests: the others may import packages the GPU image lacks (ray, ...)
     files = sorted(str(p) for p in (REPO / "tests").rglob("test_*.py")
                    if any(m in p.read_text(encoding="utf-8") for m in ("mark.gpu", "mark.trt")))
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "gpu or trt", "-rfEs", *files]
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "gpu or trt", "-rfEs", "--tb=short",
+           *files]
     try:
         proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired as exc:
@@ -126,7 +127,7 @@ def step_tests(ctx: Context) -> dict:
                                                                      or "skipped" in ln or "error" in ln)), "")
     counts = {k: _count(summary, k) for k in ("passed", "failed", "skipped", "error", "deselected")}
     return {"status": "ok" if proc.returncode in (0, 5) and not counts["failed"] and not counts["error"] else "failed",
-            "summary": summary, **counts, "tail": "\n".join(lines[-40:])}
+            "summary": summary, **counts, "tail": "\n".join(lines[-150:])}  # short tracebacks of every failure
 
 
 def _count(summary: str, word: str) -> int:
