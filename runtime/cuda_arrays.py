@@ -205,12 +205,11 @@ def stream_handle(stream: Any) -> int:
 
 
 def wait_for_producer(producer_stream: int, device: torch.device, consumer: torch.cuda.Stream | None = None) -> None:
-    """Make ``consumer`` (default: the current torch stream) wait for work queued on ``producer_stream``."""
-    consumer = consumer or torch.cuda.current_stream(device)
-    if producer_stream == consumer.cuda_stream:
-        return
-    # 1 and 2 are cudaStreamLegacy and cudaStreamPerThread: valid handles as they are
-    producer = torch.cuda.ExternalStream(producer_stream, device=device)
-    event = torch.cuda.Event()
-    event.record(producer)
-    consumer.wait_event(event)
+    """Make ``consumer`` (default: the current torch stream) wait for work queued on ``producer_stream``.
+
+    cudaStreamLegacy (1, what CuPy names for its null stream) is waited on as torch's default stream, which is that
+    same stream (see :data:`lso.runtime.streams.LEGACY_STREAM`).
+    """
+    from lso.runtime.streams import CudaOps, wait_for_stream  # streams imports this module
+
+    wait_for_stream(CudaOps(), consumer or torch.cuda.current_stream(device), producer_stream, device)

@@ -37,11 +37,15 @@ import torch
 
 from lso.runtime.cuda_arrays import stream_handle
 
-__all__ = ["CudaOps", "RunnerStream", "OutputPool", "caller_stream", "is_cupy_array"]
+__all__ = ["CudaOps", "RunnerStream", "OutputPool", "caller_stream", "is_cupy_array", "wait_for_stream"]
 
 log = logging.getLogger(__name__)
 
-# CUDA's special stream handles (cudaStreamLegacy, cudaStreamPerThread): valid as they are
+# CUDA's special stream handles (cudaStreamLegacy, cudaStreamPerThread). CuPy's arrays on its null stream name
+# cudaStreamLegacy as their __cuda_array_interface__ 'stream' (the specification forbids 0). torch cannot wrap
+# handle 1 in an ExternalStream: it reads an odd id as one of its own pool streams and fails with "invalid StreamId1"
+# (seen on torch 2.11 + CuPy 14, H100); torch's default stream is that same legacy stream, so it stands in for it.
+# Handle 2 is even, which torch takes as an external stream, as it is.
 LEGACY_STREAM, PER_THREAD_STREAM = 1, 2
 
 
@@ -108,10 +112,26 @@ def is_cupy_array(obj: Any) -> bool:
 
 
 def _wrap(ops: CudaOps, stream: Any, device: torch.device) -> Any:
+    """A stream object ``ops`` can record on and wait for: ``stream`` as it is if it is torch's, else its handle
+    wrapped (0 and cudaStreamLegacy are torch's default stream, see :data:`LEGACY_STREAM`)."""
     if isinstance(stream, torch.cuda.Stream):
         return stream
     handle = stream_handle(stream)
-    return ops.default_stream(device) if handle == 0 else ops.external_stream(handle, device)
+    return ops.default_stream(device) if handle in (0, LEGACY_STREAM) else ops.external_stream(handle, device)
+
+
+def wait_for_stream(ops: CudaOps, consumer: Any, producer: Any, device: torch.device) -> bool:
+    """Make ``consumer`` wait for the work queued so far on ``producer`` (a stream or a ``cudaStream_t``).
+
+    Returns False, enqueueing nothing, when the two are the same stream.
+    """
+    source = _wrap(ops, producer, device)
+    if ops.handle(source) == ops.handle(consumer):
+        return False
+    event = ops.new_event()
+    ops.record(event, source)
+    ops.wait(consumer, event)
+    return True
 
 
 def caller_stream(ops: CudaOps, device: torch.device, stream: Any = None, template: Any = None) -> Any:
@@ -153,13 +173,11 @@ class RunnerStream:
         ops.wait(self.stream, event)
         seen = {ops.handle(caller), self.handle}
         for handle in producers:
-            if handle in seen:
+            producer = _wrap(ops, handle, self.device)
+            if ops.handle(producer) in seen:
                 continue
-            seen.add(handle)
-            producer = ops.external_stream(handle, self.device)
-            event = ops.new_event()
-            ops.record(event, producer)
-            ops.wait(self.stream, event)
+            seen.add(ops.handle(producer))
+            wait_for_stream(ops, self.stream, producer, self.device)
 
     def end(self, caller: Any) -> Any:
         """Make ``caller`` wait for the runner's work so far; returns the event (host code may wait on it)."""

@@ -150,6 +150,25 @@ def test_producer_streams_are_read_without_a_gpu():
 
 
 @pytest.mark.gpu
+def test_cupy_arrays_on_the_null_stream_fuse_like_host_arrays(rt_model):
+    # CuPy names cudaStreamLegacy (1) as their producer stream; the first GPU run (H100, torch 2.11, CuPy 14) failed
+    # there with "invalid StreamId1" before the legacy stream was mapped to torch's default stream
+    import copy
+
+    cupy = pytest.importorskip("cupy")
+    from lso.runtime import TorchRunner
+
+    from rt_fixtures import reference, scene
+
+    hr, lr = scene(32, 48, 4)
+    assert cupy.asarray(hr).__cuda_array_interface__.get("stream") in (None, 1)
+    with TorchRunner(copy.deepcopy(rt_model), device="cuda") as r:
+        out = r.fuse(cupy.asarray(hr), cupy.asarray(lr))
+    got = cupy.asnumpy(out) if not isinstance(out, torch.Tensor) else out.cpu().numpy()
+    np.testing.assert_allclose(got, reference(rt_model, hr, lr), atol=1e-4)
+
+
+@pytest.mark.gpu
 def test_runner_stream_waits_for_a_slow_caller_stream_and_the_caller_for_it():
     from lso.runtime.streams import RunnerStream
 

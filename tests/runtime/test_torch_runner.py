@@ -1,6 +1,8 @@
 """TorchRunner: CPU/CUDA, FP16 autocast with FP32 islands, torch.compile."""
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -47,7 +49,8 @@ def test_compile_option(rt_model):
 @pytest.mark.gpu
 def test_cuda_tensors_stay_on_device(rt_model):
     hr, lr = scene(32, 48, 4)
-    with TorchRunner(rt_model, device="cuda") as r:
+    # a copy: an FP32 runner moves the model it is given to the GPU in place, and rt_model is shared
+    with TorchRunner(copy.deepcopy(rt_model), device="cuda") as r:
         out = r.fuse(torch.from_numpy(hr).cuda(), torch.from_numpy(lr).cuda())
         assert out.is_cuda
         np.testing.assert_allclose(out.cpu().numpy(), reference(rt_model, hr, lr), atol=1e-4)
@@ -134,7 +137,7 @@ def test_fp32_parity_on_cuda_with_tf32_off(rt_model):
     hr, lr = scene(64, 64, 4)
     torch.backends.cuda.matmul.fp32_precision = "tf32"
     try:
-        with TorchRunner(rt_model, device="cuda") as r:
+        with TorchRunner(copy.deepcopy(rt_model), device="cuda") as r:  # a copy: rt_model stays on the CPU
             assert np.abs(r.fuse(hr, lr) - reference(rt_model, hr, lr)).max() <= 1e-4
         assert torch.backends.cuda.matmul.fp32_precision == "tf32"
     finally:

@@ -15,7 +15,15 @@ import pytest
 import torch
 
 from lso.errors import InputError
-from lso.runtime.streams import CudaOps, OutputPool, RunnerStream, caller_stream
+from lso.runtime.streams import (
+    LEGACY_STREAM,
+    PER_THREAD_STREAM,
+    CudaOps,
+    OutputPool,
+    RunnerStream,
+    caller_stream,
+    wait_for_stream,
+)
 from lso.runtime.trt_runner import TrtRunner
 from lso.runtime.validation import FuseInputs, check_device_values, validate_inputs
 
@@ -70,6 +78,8 @@ class FakeOps(CudaOps):
         return FakeStream("default", 0)
 
     def external_stream(self, handle, device):
+        if handle & 1:  # torch reads an odd handle as one of its own pool ids (seen with 1, cudaStreamLegacy)
+            raise RuntimeError(f"invalid StreamId{handle}")
         return FakeStream(f"ext{handle:#x}", handle)
 
     def new_event(self):
@@ -366,6 +376,24 @@ def test_pool_reuses_when_torch_cannot_count_references(monkeypatch):
     del t1
     t2 = pool.take((2, 3), torch.float32, CPU, rs)
     assert pool.stats.reused == 0 and pool.stats.unpooled == 1 and t2.shape == (2, 3)  # never reuses blindly
+
+
+def test_the_legacy_stream_a_cupy_null_stream_array_names_is_torchs_default_stream():
+    # CuPy exports 'stream': 1 (cudaStreamLegacy) for arrays on its null stream; torch cannot wrap 1 (seen on an H100)
+    ops = FakeOps()
+    rs = RunnerStream(CPU, ops)
+    rs.begin(ops.caller, (LEGACY_STREAM, 0x300))
+    assert _order(ops.log) == [("record", 1, "caller"), ("wait", "runner", 1), ("record", 2, "default"),
+                               ("wait", "runner", 2), ("record", 3, "ext0x300"), ("wait", "runner", 3)]
+    ops.log.clear()
+    rs.begin(ops.default_stream(CPU), (LEGACY_STREAM, 0))  # the caller is the default stream: one wait only
+    assert [e for e in ops.log if e[0] == "wait"] == [("wait", "runner", 4)]
+    assert caller_stream(ops, CPU, LEGACY_STREAM).name == "default"
+    assert caller_stream(ops, CPU, PER_THREAD_STREAM).name == "ext0x2"  # even: torch takes it as an external stream
+    ops.log.clear()
+    assert wait_for_stream(ops, ops.caller, LEGACY_STREAM, CPU)
+    assert not wait_for_stream(ops, ops.default_stream(CPU), LEGACY_STREAM, CPU)  # the same stream: nothing queued
+    assert _order(ops.log) == [("record", 5, "default"), ("wait", "caller", 5)]
 
 
 def test_runner_stream_skips_waiting_on_itself_and_duplicates():
