@@ -22,7 +22,7 @@ _LAZY = {
     "load": "lso.runtime.base",
     "Runner": "lso.runtime.base",
     "RunnerStateError": "lso.runtime.base",
-    "DeviceUnavailableError": "lso.runtime.cuda_arrays",
+    "DeviceUnavailableError": "lso.errors",
     "InputRangeWarning": "lso.runtime.validation",
     "fuse_tiled": "lso.runtime.tiling",
     "TorchRunner": "lso.runtime.torch_runner",

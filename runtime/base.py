@@ -23,18 +23,17 @@ import importlib
 import logging
 import os
 import re
+import sys
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, TypeAlias
+from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias
 
-from lso.checkpoint import CHECKPOINT_SUFFIXES
+from lso.artifacts import CHECKPOINT_SUFFIXES
 from lso.config import LSOConfig
-from lso.errors import ArtifactError, InputError, LSOError
+from lso.errors import ArtifactError, DeviceUnavailableError, InputError, LSOError
 from lso.io_spec import EXTENT, HR_MSI, LR_HSI, ShapeProfile, TensorSpec, tensor_specs
-from lso.model import LSO
-from lso.runtime.cuda_arrays import DeviceUnavailableError
 from lso.runtime.validation import (
     FuseInputs,
     check_out,
@@ -44,9 +43,22 @@ from lso.runtime.validation import (
     validate_inputs,
 )
 
+if TYPE_CHECKING:
+    from typing_extensions import TypeIs
+
+    from lso.model import LSO
+
+
+def is_lso_module(obj: Any) -> TypeIs[LSO]:
+    """An :class:`~lso.model.LSO` instance, checked without importing torch (none exists if lso.model is not loaded)."""
+    model = sys.modules.get("lso.model")
+    return model is not None and isinstance(obj, model.LSO)
+
+
 __all__ = ["Runner", "load", "Backend", "BACKENDS", "register_backend", "backend_of", "backend_for",
            "backend_options", "RunnerStateError", "DeviceUnavailableError", "TORCH_SUFFIXES", "ONNX_SUFFIXES",
-           "TRT_SUFFIXES", "COMMON_OPTIONS", "OPTION_FLAGS", "parse_runner_option", "check_runner_options"]
+           "TRT_SUFFIXES", "COMMON_OPTIONS", "OPTION_FLAGS", "parse_runner_option", "check_runner_options",
+           "is_lso_module"]
 
 log = logging.getLogger(__name__)
 
@@ -449,7 +461,7 @@ def backend_of(artifact: PathLike | LSO, backend: str | None = None) -> Backend:
 
     if backend is not None:
         entry = backend_named(backend)
-        if entry.name == "torch" and not isinstance(artifact, LSO) and not is_demo_name(artifact):
+        if entry.name == "torch" and not is_lso_module(artifact) and not is_demo_name(artifact):
             # PyTorch loads checkpoints only; other backends may run each other's files (OpenVINO an .onnx)
             owner = next((e for e in BACKENDS.values() if e.runs(Path(artifact).name.lower())), None)
             if owner is not None and owner.name != "torch":
@@ -457,7 +469,7 @@ def backend_of(artifact: PathLike | LSO, backend: str | None = None) -> Backend:
                                  f"{Path(artifact).name}, a file of the {owner.name} backend: leave the backend out "
                                  f"or name {owner.name}")
         return entry
-    if isinstance(artifact, LSO):
+    if is_lso_module(artifact):
         return BACKENDS["torch"]
 
     name = DEMO_CHECKPOINT if is_demo_name(artifact) else Path(artifact).name.lower()
@@ -590,12 +602,12 @@ def load(artifact_or_model: PathLike | LSO, device: Any = None, *, backend: str 
         ArtifactError: the file is missing or its kind is unknown.
         InputError: an unknown ``backend``, or an option the backend does not take.
     """
-    if not isinstance(artifact_or_model, LSO) and str(artifact_or_model).lower().endswith(ONNX_SUFFIXES):
+    if not is_lso_module(artifact_or_model) and str(artifact_or_model).lower().endswith(ONNX_SUFFIXES):
         from lso.export.cpu_tuning import tuned_defaults  # what lso export --target cpu chose, where the caller did not
 
         backend, options = tuned_defaults(artifact_or_model, backend, options, device=device)
     entry = backend_of(artifact_or_model, backend)
-    if isinstance(artifact_or_model, LSO):
+    if is_lso_module(artifact_or_model):
         if entry.name != "torch":
             raise InputError(f"an LSO module runs on the torch backend, not {entry.name!r}; export it first "
                              f"(lso.export.export_onnx) to run it elsewhere")

@@ -25,14 +25,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from lso.errors import InputError, MissingDependencyError
+from lso.errors import DeviceUnavailableError, InputError
 
 __all__ = ["DeviceArray", "DeviceUnavailableError", "parse_cuda_array_interface", "device_pointer", "as_torch",
            "stream_handle", "wait_for_producer", "require_cuda", "producer_streams"]
-
-
-class DeviceUnavailableError(MissingDependencyError):
-    """No usable CUDA device (or a CPU-only torch build) where one is needed."""
 
 
 def require_cuda(device: Any = None) -> torch.device:

@@ -56,7 +56,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from lso.artifacts import read_sidecar
 from lso.config import LSOConfig
@@ -64,7 +63,7 @@ from lso.deps import require
 from lso.errors import ArtifactError, InputError
 from lso.io_spec import EXTENT, HR_HSI, HR_MSI, INPUT_NAMES, LR_HSI, TensorSpec
 from lso.runtime.base import Runner, RunnerStateError
-from lso.runtime.validation import FuseInputs
+from lso.runtime.validation import FuseInputs, host_array, is_tensor
 
 __all__ = ["OpenVinoRunner", "PRECISIONS", "ISLAND_MARK", "OPENVINO_SUFFIXES", "openvino_core", "cpu_bf16_support",
            "mark_fp32_islands", "island_marks", "effective_precision", "to_bf16", "runtime_precisions"]
@@ -626,7 +625,7 @@ class OpenVinoRunner(Runner):
         request = self._request
         keep = []  # the arrays the tensors view must outlive infer()
         for name, tensor in ((HR_MSI, inputs.hr_msi), (LR_HSI, inputs.lr_hsi)):
-            arr = _host_array(tensor, self._types.get(name, np.float32))
+            arr = host_array(tensor, self._types.get(name, np.float32))
             keep.append(arr)
             request.set_tensor(name, ov.Tensor(arr, shared_memory=True))
         if EXTENT in self._types:
@@ -649,20 +648,12 @@ def _static(dim: Any, default: int) -> int:
     return int(dim.get_length()) if dim.is_static else default
 
 
-def _host_array(tensor: torch.Tensor, np_type: type[np.generic]) -> np.ndarray:
-    """A C-contiguous numpy array of ``np_type`` over the tensor's memory where it already is one (else a copy)."""
-    arr = tensor.detach().cpu().numpy()  # a CPU tensor shares memory with its numpy view: no copy
-    if arr.dtype != np_type:
-        arr = arr.astype(np_type)
-    return np.ascontiguousarray(arr)
-
-
 def _output_array(out: Any, shape: tuple[int, int, int, int]) -> np.ndarray:
     """The float32 host array the output is written into: ``out`` itself (numpy, or a CPU torch tensor's numpy
     view) when it is one, else a new array (``restore_output`` then copies it where ``out`` lives)."""
     if isinstance(out, np.ndarray) and out.dtype == np.float32 and out.flags.c_contiguous:
         return out
-    if isinstance(out, torch.Tensor) and not out.is_cuda and out.dtype == torch.float32 and out.is_contiguous():
+    if is_tensor(out) and not out.is_cuda and str(out.dtype) == "torch.float32" and out.is_contiguous():
         return out.detach().numpy()
     return np.empty(shape, dtype=np.float32)
 
@@ -670,7 +661,7 @@ def _output_array(out: Any, shape: tuple[int, int, int, int]) -> np.ndarray:
 def _shares(out: Any, result: np.ndarray) -> bool:
     if isinstance(out, np.ndarray):
         return out is result
-    return isinstance(out, torch.Tensor) and not out.is_cuda and out.data_ptr() == result.ctypes.data
+    return is_tensor(out) and not out.is_cuda and out.data_ptr() == result.ctypes.data
 
 
 def _framework_info(model: Any, key: str) -> str | None:
@@ -698,12 +689,6 @@ def _recorded_config(model: Any, sidecar: dict | None) -> LSOConfig | None:
 
 def _recorded_fingerprint(path: Path, model: Any, sidecar: dict | None) -> str | None:
     """The weights' fingerprint the graph's metadata (else its sidecar) records; None if neither does."""
-    from lso.checkpoint import WEIGHTS_FINGERPRINT_KEY
+    from lso.artifacts import WEIGHTS_FINGERPRINT_KEY, recorded_fingerprint
 
-    found = {where: value for where, value in (("graph metadata", _framework_info(model, WEIGHTS_FINGERPRINT_KEY)),
-                                               ("sidecar", (sidecar or {}).get(WEIGHTS_FINGERPRINT_KEY)))
-             if isinstance(value, str) and value}
-    if len(set(found.values())) > 1:
-        raise ArtifactError(f"{path}: its graph metadata and its sidecar record different weight fingerprints "
-                            f"({found}); one of them was edited: re-export it")
-    return next(iter(found.values()), None)
+    return recorded_fingerprint(path, _framework_info(model, WEIGHTS_FINGERPRINT_KEY), sidecar)

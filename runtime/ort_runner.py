@@ -31,10 +31,9 @@ import logging
 import os
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from lso.artifacts import read_sidecar
 from lso.config import LSOConfig
@@ -42,8 +41,18 @@ from lso.deps import require
 from lso.errors import ArtifactError, InputError, MissingDependencyError
 from lso.io_spec import EXTENT, HR_HSI, HR_MSI, INPUT_NAMES, LR_HSI, TensorSpec
 from lso.runtime.base import Runner, RunnerStateError
-from lso.runtime.streams import RunnerStream
-from lso.runtime.validation import FuseInputs, check_device_values, restore_output, settle_on_current_stream
+from lso.runtime.validation import (
+    FuseInputs,
+    as_device,
+    check_device_values,
+    host_array,
+    is_tensor,
+    restore_output,
+    settle_on_current_stream,
+)
+
+if TYPE_CHECKING:
+    from lso.runtime.streams import RunnerStream
 
 __all__ = ["OrtRunner", "OrtBinding", "ort_session", "apply_memory_arena", "tensorrt_provider_options",
            "TENSORRT_PROVIDER", "OPTIMIZATION_LEVELS"]
@@ -270,12 +279,14 @@ class OrtBinding:
             self._run_on_stream(rs)
         else:
             if self._sync_cuda:  # the caller's own providers: ORT's stream is unknown, so the whole device
+                import torch
+
                 torch.cuda.synchronize(self._inputs.device)
             self._runner._session.run_with_iobinding(self._binding)
         result = self._result
         if isinstance(result, np.ndarray) and result.dtype != np.float32:
             result = result.astype(np.float32)
-        elif isinstance(result, torch.Tensor) and result.dtype != torch.float32:
+        elif is_tensor(result) and str(result.dtype) != "torch.float32":
             result = result.float()
         return result
 
@@ -360,9 +371,9 @@ class OrtRunner(Runner):
         self._tensorrt = bool(tensorrt)
         self._trt_profile = trt_profile
         self._trt_engine_cache = Path(trt_engine_cache) if trt_engine_cache is not None else None
-        if self._tensorrt and torch.device(device if device is not None else "cpu").type == "cpu":
+        if self._tensorrt and as_device(device).type == "cpu":
             device = "cuda"
-        self._device = torch.device(device if device is not None else "cpu")
+        self._device = as_device(device)  # the CPU needs no torch
         self._threads = threads
         self._inter_op_threads = inter_op_threads
         self._providers = providers
@@ -466,19 +477,13 @@ class OrtRunner(Runner):
 
     def _recorded_fingerprint(self, session: Any, sidecar: dict | None) -> str | None:
         """The weights' fingerprint the graph's metadata (else its sidecar) records; None if neither does."""
-        from lso.checkpoint import WEIGHTS_FINGERPRINT_KEY
+        from lso.artifacts import WEIGHTS_FINGERPRINT_KEY, recorded_fingerprint
 
         try:
             props = dict(session.get_modelmeta().custom_metadata_map or {})
         except (RuntimeError, UnicodeDecodeError, ValueError):
             props = {}
-        found = {where: value for where, value in (("graph metadata", props.get("lso." + WEIGHTS_FINGERPRINT_KEY)),
-                                                   ("sidecar", (sidecar or {}).get(WEIGHTS_FINGERPRINT_KEY)))
-                 if isinstance(value, str) and value}
-        if len(set(found.values())) > 1:
-            raise ArtifactError(f"{self._path}: its graph metadata and its sidecar record different weight "
-                                f"fingerprints ({found}); one of them was edited: re-export it")
-        return next(iter(found.values()), None)
+        return recorded_fingerprint(self._path, props.get("lso." + WEIGHTS_FINGERPRINT_KEY), sidecar)
 
     def _on_own_stream(self, providers: list) -> list:
         """Our CUDA/TensorRT providers run on the runner's own stream (``user_compute_stream``, ORT >= 1.17).
@@ -493,6 +498,7 @@ class OrtRunner(Runner):
             if isinstance(provider, tuple) and provider[0] in ("CUDAExecutionProvider", "TensorrtExecutionProvider"):
                 if self._rs is None:
                     from lso.runtime.cuda_arrays import require_cuda
+                    from lso.runtime.streams import RunnerStream
 
                     self._rs = RunnerStream(require_cuda(self._device))
                 provider = (provider[0], {**provider[1], "user_compute_stream": str(self._rs.handle)})
@@ -545,26 +551,23 @@ class OrtRunner(Runner):
               out_arg: Any) -> OrtBinding:
         binding = self._session.io_binding()
         keep: list = []
-        on_device = inputs.hr_msi.is_cuda and self._cuda
+        on_device = inputs.is_cuda and self._cuda
         for name, tensor in ((HR_MSI, inputs.hr_msi), (LR_HSI, inputs.lr_hsi)):
             keep.append(self._bind_input(binding, name, tensor, self._types[name] or np.float32))
         if EXTENT in self._types:
             _, _, height, width = inputs.output_shape
             ext = np.asarray(extent if extent is not None else (0, 0, height, width), dtype=np.int64)
-            keep.append(self._bind_input(binding, EXTENT, torch.from_numpy(ext), np.int64))
+            keep.append(self._bind_input(binding, EXTENT, ext, np.int64))
         result = self._bind_output(binding, inputs, out4, on_device)
         keep.append(result)
         return OrtBinding(self, binding, keep, result, inputs, out_arg, sync_cuda=on_device)
 
-    def _bind_input(self, binding: Any, name: str, tensor: torch.Tensor, np_type: type) -> Any:
-        if tensor.is_cuda and self._cuda:  # unverified path (onnxruntime-gpu)
+    def _bind_input(self, binding: Any, name: str, tensor: Any, np_type: type) -> Any:
+        if is_tensor(tensor) and tensor.is_cuda and self._cuda:  # unverified path (onnxruntime-gpu)
             dev_t = tensor.detach().to(_torch_dtype(np_type)).contiguous()
             binding.bind_input(name, "cuda", dev_t.device.index or 0, np_type, tuple(dev_t.shape), dev_t.data_ptr())
             return dev_t
-        arr = tensor.detach().cpu().numpy()  # a CPU tensor shares memory with its numpy view: no copy
-        if arr.dtype != np_type:
-            arr = arr.astype(np_type)  # a copy, once: the graph takes np_type
-        arr = np.ascontiguousarray(arr)  # no-op when already contiguous
+        arr = host_array(tensor, np_type)  # no copy for a C-contiguous array (or CPU tensor) of np_type
         binding.bind_input(name, "cpu", 0, np_type, arr.shape, arr.ctypes.data)
         return arr
 
@@ -581,6 +584,8 @@ class OrtRunner(Runner):
                 binding.bind_output(self._out_name, "cuda", out4.device.index or 0, np.float32, shape, out4.data_ptr())
                 return out4
         if on_device:
+            import torch
+
             buf = torch.empty(shape, dtype=_torch_dtype(self._out_type), device=inputs.device)
             binding.bind_output(self._out_name, "cuda", buf.device.index or 0, self._out_type, shape, buf.data_ptr())
             return buf
@@ -589,5 +594,7 @@ class OrtRunner(Runner):
         return arr
 
 
-def _torch_dtype(np_type: type) -> torch.dtype:
+def _torch_dtype(np_type: type) -> Any:
+    import torch
+
     return torch.from_numpy(np.empty(0, dtype=np_type)).dtype

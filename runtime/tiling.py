@@ -38,19 +38,26 @@ import math
 import os
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from lso.config import LSOConfig
 from lso.deps import available, require
 from lso.errors import InputError
 from lso.io_spec import EXTENT, HR_MSI, LR_HSI
 from lso.memory import array_bytes, check_bytes, format_bytes, fusion_bytes, resolve_budget
-from lso.model import LSO
-from lso.runtime.base import Runner, load
-from lso.runtime.validation import check_device_values, check_dtype, check_shapes, check_values, scan_values
+from lso.runtime.base import Runner, is_lso_module, load
+from lso.runtime.validation import (
+    check_device_values,
+    check_dtype,
+    check_shapes,
+    check_values,
+    is_tensor,
+)
+
+if TYPE_CHECKING:
+    from lso.model import LSO
 
 __all__ = ["fuse_tiled", "plan_tiles", "Tile", "tile_alignment", "receptive_margin", "exact_overlap", "tile_bytes",
            "choose_tile", "decide_tiling", "TilingDecision", "AUTO_TILE_PIXELS", "AUTO_TILE", "MAX_TILE"]
@@ -268,17 +275,19 @@ def plan_tiles(height: int, width: int, *, tile: int, overlap: int, align: int =
 
 def _crop(x: Any, r0: int, r1: int, c0: int, c1: int) -> Any:
     tile = x[..., r0:r1, c0:c1]
-    return tile if isinstance(tile, torch.Tensor) else np.ascontiguousarray(tile)
+    return tile if is_tensor(tile) else np.ascontiguousarray(tile)
 
 
 def _store(out: Any, tile: Tile, result: Any) -> None:
     rows, cols = tile.core_in_window
     core = result[..., rows, cols]
-    if isinstance(out, torch.Tensor):
+    if is_tensor(out):
+        import torch
+
         core = torch.as_tensor(core)
         out[..., tile.core_row0:tile.core_row1, tile.core_col0:tile.core_col1] = core.to(out.device)
     else:
-        if isinstance(core, torch.Tensor):
+        if is_tensor(core):
             core = core.detach().cpu().numpy()
         out[..., tile.core_row0:tile.core_row1, tile.core_col0:tile.core_col1] = core
 
@@ -298,7 +307,7 @@ def _as_runner(model: Any) -> tuple[Runner, bool]:
     """``(runner, owned)``; owned runners are activated and released here."""
     if isinstance(model, Runner):
         return model, not model.is_active
-    if isinstance(model, (LSO, str, os.PathLike)):
+    if is_lso_module(model) or isinstance(model, (str, os.PathLike)):
         return load(model), True  # an LSO module: a TorchRunner on its own device
     raise InputError(f"fuse_tiled takes a Runner, an LSO model or an artifact path, got {type(model).__qualname__}")
 
@@ -400,10 +409,10 @@ def _fuse_tiled(runner: Runner, hr_msi: Any, lr_hsi: Any, *, tile: int | None, o
                     format_bytes(tile_bytes(config, batch, height, width, core=core, overlap=overlap)))
     if check_finite:
         on_device = [(name, x) for name, x in ((HR_MSI, hr_msi), (LR_HSI, lr_hsi))
-                     if isinstance(x, torch.Tensor) and x.is_cuda]
+                     if is_tensor(x) and x.is_cuda]
         for name, x in ((HR_MSI, hr_msi), (LR_HSI, lr_hsi)):
             if not any(x is d for _, d in on_device):
-                check_values(x, name) if isinstance(x, torch.Tensor) else scan_values(x, name)
+                check_values(x, name)  # a tensor, or a host array in row chunks
         if on_device:  # checked on the device, no host synchronisation: runner.last_value_check.result() reports
             check = check_device_values(tuple(on_device))
     tiles = plan_tiles(height, width, tile=core, overlap=overlap, align=align)
@@ -411,7 +420,9 @@ def _fuse_tiled(runner: Runner, hr_msi: Any, lr_hsi: Any, *, tile: int | None, o
         raise InputError(f"{runner!r} takes no '{EXTENT}' input, so its tiles cannot get global coordinates; "
                          f"re-export with tileable=True (export_onnx(..., tileable=True)), or use tile >= the scene")
     if out is None:
-        if isinstance(hr_msi, torch.Tensor):
+        if is_tensor(hr_msi):
+            import torch
+
             out = torch.empty(out_shape, dtype=torch.float32, device=hr_msi.device)
         else:
             out = np.empty(out_shape, dtype=np.float32)

@@ -218,8 +218,7 @@ class TorchRunner(Runner):
             raise TypeError(f"TorchRunner.fuse got unexpected options {sorted(options)}")
         device, model = self._device, self._model
         assert device is not None and model is not None  # set by _activate; fuse runs only while active
-        hr = inputs.hr_msi.to(device=device, dtype=torch.float32)
-        lr = inputs.lr_hsi.to(device=device, dtype=torch.float32)
+        hr, lr = (x.to(device=device, dtype=torch.float32) for x in inputs.torch_views())
         args = (hr, lr) if extent is None else (hr, lr, torch.tensor(extent, dtype=torch.int64, device=device))
         autocast = (torch.autocast(device_type=device.type, dtype=torch.float16) if self._fp16
                     else contextlib.nullcontext())

@@ -549,7 +549,8 @@ class TrtRunner(Runner):
                 if inputs.values_pending:
                     check = check_device_values(((HR_MSI, inputs.hr_msi), (LR_HSI, inputs.lr_hsi)), ops=ops,
                                                 stream=rs.stream)
-                feeds = {HR_MSI: self._feed(inputs.hr_msi, HR_MSI), LR_HSI: self._feed(inputs.lr_hsi, LR_HSI)}
+                hr, lr = inputs.torch_views()
+                feeds = {HR_MSI: self._feed(hr, HR_MSI), LR_HSI: self._feed(lr, LR_HSI)}
                 if any(t.name == EXTENT for t in self._io):
                     _, _, height, width = inputs.output_shape
                     feeds[EXTENT] = self._extent(extent or (0, 0, height, width))

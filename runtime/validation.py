@@ -5,7 +5,9 @@ and how to fix it:
 
 1. Type: numpy arrays (and anything ``np.asarray`` accepts), torch tensors, and device arrays
    (``__cuda_array_interface__``: CuPy, pycuda, Numba, ...; ``__dlpack__``). Device arrays are
-   wrapped as torch tensors without a copy.
+   wrapped as torch tensors without a copy. Host arrays stay numpy arrays (views): this module, and the
+   ONNX Runtime and OpenVINO runners on the CPU, import torch only when a torch tensor or a device array
+   comes in (a CPU-only serving process then never loads torch: about 0.19 GB of resident memory).
 2. Rank: ``[B, C, H, W]``; ``[C, H, W]`` gets a batch axis (removed again from the output); a 2-D
    ``[H, W]`` array is accepted only where the model expects one band, otherwise rejected. An array
    that looks channels-last (``[H, W, C]``) is rejected with a hint to transpose it.
@@ -40,30 +42,67 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from lso.data.value_range import RANGE_HIGH, RANGE_LOW, InputRangeWarning  # one bound, one class for all checks
+from lso.deps import is_tensor
 from lso.errors import InputError
 from lso.io_spec import HR_MSI, LR_HSI, infer_ratio
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["FuseInputs", "InputRangeWarning", "RANGE_LOW", "RANGE_HIGH", "ACCEPTED_DTYPES", "validate_inputs",
            "check_shapes", "check_dtype", "check_values", "scan_values", "normalize_extent", "as_tensor",
            "restore_output", "check_out", "check_memory", "DeviceValueCheck", "check_device_values",
-           "settle_on_current_stream"]
+           "settle_on_current_stream", "is_tensor", "host_array", "as_device", "CPU_DEVICE"]
 
-ACCEPTED_DTYPES = (torch.float16, torch.float32, torch.float64)
+ACCEPTED_DTYPES = ("float16", "float32", "float64")
+"""The accepted element types (numpy names; torch's are ``torch.<name>``)."""
 _NUMPY_FLOATS = (np.float16, np.float32, np.float64)
+
+
+@dataclass(frozen=True)
+class _HostDevice:
+    """The CPU as runners name it without torch: ``type``, ``index`` and ``str`` as ``torch.device("cpu")``."""
+
+    type: str = "cpu"
+    index: None = None
+
+    def __str__(self) -> str:
+        return "cpu"
+
+
+CPU_DEVICE = _HostDevice()
+
+
+def as_device(device: Any) -> Any:
+    """``torch.device(device)``; the CPU (``None``, ``"cpu"``) as :data:`CPU_DEVICE`, which needs no torch."""
+    if device is None or (isinstance(device, str) and device.strip().lower() == "cpu") or device is CPU_DEVICE:
+        return CPU_DEVICE
+    import torch
+
+    return torch.device(device)
+
+
+def host_array(x: Any, np_type: type[np.generic] = np.float32) -> np.ndarray:
+    """A C-contiguous numpy array of ``np_type`` over a host array's or CPU tensor's memory where it already is
+    one (no copy), else a converted copy."""
+    arr = x.detach().cpu().numpy() if is_tensor(x) else np.asarray(x)  # a CPU tensor shares its numpy view
+    if arr.dtype != np_type:
+        arr = arr.astype(np_type)
+    return np.ascontiguousarray(arr)
 
 
 @dataclass
 class FuseInputs:
-    """Validated inputs: 4-D torch views of the caller's memory and what to give back.
+    """Validated inputs: 4-D views of the caller's memory and what to give back.
 
     Attributes:
-        hr_msi: ``[B, C_msi, H, W]`` tensor sharing memory with the caller's array (dtype unchanged).
+        hr_msi: ``[B, C_msi, H, W]`` view of the caller's array (dtype unchanged): a numpy array for host
+            arrays (``kind == "numpy"``), a torch tensor for tensors and device arrays.
         lr_hsi: ``[B, C_hsi, h, w]`` likewise.
         ratio: ``H / h``.
         batched: False if the caller gave ``[C, H, W]`` arrays (the output drops the batch axis).
@@ -74,8 +113,8 @@ class FuseInputs:
         values_pending: device values still to be checked (:func:`check_device_values`).
     """
 
-    hr_msi: torch.Tensor
-    lr_hsi: torch.Tensor
+    hr_msi: Any
+    lr_hsi: Any
     ratio: int
     batched: bool
     kind: str
@@ -90,8 +129,17 @@ class FuseInputs:
         return (int(b), int(self.lr_hsi.shape[1]), int(h), int(w))
 
     @property
-    def device(self) -> torch.device:
-        return self.hr_msi.device
+    def device(self) -> Any:
+        """The inputs' ``torch.device``; :data:`CPU_DEVICE` for numpy arrays (no torch needed)."""
+        return self.hr_msi.device if is_tensor(self.hr_msi) else CPU_DEVICE
+
+    @property
+    def is_cuda(self) -> bool:
+        return is_tensor(self.hr_msi) and bool(self.hr_msi.is_cuda)
+
+    def torch_views(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(hr_msi, lr_hsi)`` as torch tensors, for torch-based runners (numpy arrays are viewed, not copied)."""
+        return tuple(x if is_tensor(x) else _numpy_to_tensor(x) for x in (self.hr_msi, self.lr_hsi))  # type: ignore[return-value]
 
 
 # ------------------------------------------------------------------------------------------ types
@@ -106,13 +154,15 @@ def as_tensor(x: Any, name: str) -> tuple[torch.Tensor, str]:
     ``__cuda_array_interface__`` or DLPack. Other array-likes (lists, h5py datasets) go through
     ``np.asarray`` (which reads them).
     """
-    if isinstance(x, torch.Tensor):
+    if is_tensor(x):
         return x, "torch"
     if hasattr(x, "__cuda_array_interface__"):
         from lso.runtime.cuda_arrays import as_torch
 
         return as_torch(x, wait=False), "device"  # the runner waits for its producer stream
     if not isinstance(x, np.ndarray) and hasattr(x, "__dlpack__") and hasattr(x, "__dlpack_device__"):
+        import torch
+
         try:
             return torch.from_dlpack(x), "device"
         except (RuntimeError, TypeError, BufferError) as exc:
@@ -125,7 +175,7 @@ def as_tensor(x: Any, name: str) -> tuple[torch.Tensor, str]:
 
 def _raw(x: Any, name: str) -> tuple[Any, str]:
     """``x`` as a numpy array (no copy for arrays) or via :func:`as_tensor` for tensors and device arrays."""
-    if isinstance(x, torch.Tensor) or hasattr(x, "__cuda_array_interface__") or (
+    if is_tensor(x) or hasattr(x, "__cuda_array_interface__") or (
             not isinstance(x, np.ndarray) and hasattr(x, "__dlpack__") and hasattr(x, "__dlpack_device__")):
         return as_tensor(x, name)
     try:
@@ -137,15 +187,22 @@ def _raw(x: Any, name: str) -> tuple[Any, str]:
     return arr, "numpy"
 
 
-def _numpy_to_tensor(arr: np.ndarray) -> torch.Tensor:
-    """A torch view of ``arr``; a copy only for non-native byte order or negative strides (after the size checks)."""
+def _native(arr: np.ndarray) -> np.ndarray:
+    """``arr`` itself, or a copy only for non-native byte order or negative strides (after the size checks)."""
     if not arr.dtype.isnative:
         arr = arr.astype(arr.dtype.newbyteorder("="))
     if any(s < 0 for s in arr.strides):
         arr = np.ascontiguousarray(arr)
+    return arr
+
+
+def _numpy_to_tensor(arr: np.ndarray) -> torch.Tensor:
+    """A torch view of ``arr`` (see :func:`_native` for the rare copy)."""
+    import torch
+
     with warnings.catch_warnings():  # read-only arrays are fine: runners never write to inputs
         warnings.filterwarnings("ignore", message=".*not writable.*")
-        return torch.from_numpy(arr)
+        return torch.from_numpy(_native(arr))
 
 
 def _dtype_reason(dtype_name: str, is_int: bool, is_bool: bool, is_complex: bool) -> str:
@@ -170,8 +227,10 @@ def _check_numpy_dtype(arr: np.ndarray, name: str) -> None:
 
 
 def _check_torch_dtype(t: torch.Tensor, name: str) -> None:
+    import torch
+
     dt = t.dtype
-    if dt in ACCEPTED_DTYPES:
+    if str(dt).replace("torch.", "") in ACCEPTED_DTYPES:
         return
     reason = _dtype_reason(str(dt), not dt.is_floating_point and not dt.is_complex and dt != torch.bool,
                            dt == torch.bool, dt.is_complex)
@@ -180,7 +239,7 @@ def _check_torch_dtype(t: torch.Tensor, name: str) -> None:
 
 def check_dtype(x: Any, name: str) -> None:
     """Reject anything but float16/32/64 (numpy arrays, torch tensors, or anything with a numpy ``dtype``)."""
-    if isinstance(x, torch.Tensor):
+    if is_tensor(x):
         _check_torch_dtype(x, name)
     else:
         _check_numpy_dtype(np.empty(0, dtype=x.dtype), name)
@@ -236,13 +295,21 @@ def check_shapes(hr_shape: tuple[int, ...], lr_shape: tuple[int, ...], *, n_msi_
 
 # ------------------------------------------------------------------------------------------ values
 def _count_bad(t: torch.Tensor) -> tuple[int, int]:
+    import torch
+
     if bool(torch.isfinite(t).all()):
         return 0, 0
     return int(torch.isnan(t).sum()), int(torch.isinf(t).sum())
 
 
-def check_values(t: torch.Tensor, name: str, *, stacklevel: int = 3) -> None:
-    """Reject NaN/Inf (with counts); warn about values outside ``[RANGE_LOW, RANGE_HIGH]``."""
+def check_values(t: Any, name: str, *, stacklevel: int = 3) -> None:
+    """Reject NaN/Inf (with counts); warn about values outside ``[RANGE_LOW, RANGE_HIGH]`` (a torch tensor, or a
+    host array through :func:`scan_values`)."""
+    if not is_tensor(t):
+        scan_values(t, name, stacklevel=stacklevel + 1)
+        return
+    import torch
+
     if t.numel() == 0:
         return
     n_nan, n_inf = _count_bad(t)
@@ -267,7 +334,7 @@ def _warn_range(name: str, n_out: int, total: int, lo: float, hi: float, stackle
                   stacklevel=stacklevel)
 
 
-def scan_values(array: Any, name: str, *, rows_per_chunk: int = 256) -> None:
+def scan_values(array: Any, name: str, *, rows_per_chunk: int = 256, stacklevel: int = 3) -> None:
     """:func:`check_values` over a large host array (numpy, memmap, h5py dataset) in row chunks.
 
     Reads ``array[..., i:i+rows_per_chunk, :]`` one chunk at a time, so memory stays bounded by the
@@ -290,7 +357,7 @@ def scan_values(array: Any, name: str, *, rows_per_chunk: int = 256) -> None:
         n_out += int(np.count_nonzero((chunk < RANGE_LOW) | (chunk > RANGE_HIGH)))
     _raise_non_finite(name, n_nan, n_inf, total)
     if n_out:
-        _warn_range(name, n_out, total, lo, hi, 3)
+        _warn_range(name, n_out, total, lo, hi, stacklevel)
 
 
 # ------------------------------------------------------------------------------------------ entry
@@ -332,25 +399,30 @@ def validate_inputs(hr_msi: Any, lr_hsi: Any, *, n_msi_bands: int, n_bands: int,
     hr, kind = _raw(hr_msi, HR_MSI)
     lr, _ = _raw(lr_hsi, LR_HSI)
     for t, name in ((hr, HR_MSI), (lr, LR_HSI)):
-        if isinstance(t, torch.Tensor):
+        if is_tensor(t):
             _check_torch_dtype(t, name)
     hr4, lr4, ratio, batched = check_shapes(tuple(hr.shape), tuple(lr.shape), n_msi_bands=n_msi_bands,
                                             n_bands=n_bands)
     if config is not None:  # before anything is copied or read
         check_memory(hr4, config, memory_budget=memory_budget)
-    hr = hr if isinstance(hr, torch.Tensor) else _numpy_to_tensor(hr)
-    lr = lr if isinstance(lr, torch.Tensor) else _numpy_to_tensor(lr)
-    if hr.device != lr.device:
-        raise InputError(f"hr_msi is on {hr.device} but lr_hsi is on {lr.device}: put both on the same device")
-    hr, lr = hr.reshape(hr4), lr.reshape(lr4)
-    from lso.runtime.cuda_arrays import producer_streams
+    if is_tensor(hr) or is_tensor(lr):  # a tensor or a device array: both as torch tensors
+        hr = hr if is_tensor(hr) else _numpy_to_tensor(hr)
+        lr = lr if is_tensor(lr) else _numpy_to_tensor(lr)
+        if hr.device != lr.device:
+            raise InputError(f"hr_msi is on {hr.device} but lr_hsi is on {lr.device}: put both on the same device")
+        on_device = hr.is_cuda or lr.is_cuda
+        from lso.runtime.cuda_arrays import producer_streams
 
-    on_device = hr.is_cuda or lr.is_cuda
+        streams = producer_streams(hr_msi, lr_hsi)
+    else:  # host arrays stay numpy: no torch
+        hr, lr = _native(hr), _native(lr)
+        on_device, streams = False, ()
+    hr, lr = hr.reshape(hr4), lr.reshape(lr4)
+
     if check_finite and not on_device:
         check_values(hr, HR_MSI, stacklevel=4)
         check_values(lr, LR_HSI, stacklevel=4)
-    return FuseInputs(hr, lr, ratio, batched, kind, hr_msi, producer_streams(hr_msi, lr_hsi),
-                      values_pending=check_finite and on_device)
+    return FuseInputs(hr, lr, ratio, batched, kind, hr_msi, streams, values_pending=check_finite and on_device)
 
 
 # ------------------------------------------------------------------------------------------ device values
@@ -402,6 +474,8 @@ def check_device_values(tensors: tuple[tuple[str, torch.Tensor], ...], *, ops: A
             there after the statistics lets :meth:`DeviceValueCheck.result` wait for them alone.
         stream: the stream the statistics are computed on (the current one).
     """
+    import torch
+
     rows = []
     for _, t in tensors:
         x = t if t.dtype != torch.float16 else t.float()
@@ -444,7 +518,7 @@ def normalize_extent(extent: Any, inputs: FuseInputs) -> tuple[int, int, int, in
     """``(row0, col0, H_full, W_full)`` as ints, checked against the input's size (None stays None)."""
     if extent is None:
         return None
-    if isinstance(extent, torch.Tensor):
+    if is_tensor(extent):
         extent = extent.detach().cpu().tolist()
     try:
         flat = np.asarray(extent).reshape(-1).tolist()
@@ -472,7 +546,7 @@ def check_out(out: Any, inputs: FuseInputs) -> Any:
     view: np.ndarray | torch.Tensor
     if isinstance(out, np.ndarray):
         view = out
-    elif isinstance(out, torch.Tensor):
+    elif is_tensor(out):
         view = out
     elif hasattr(out, "__cuda_array_interface__"):
         from lso.runtime.cuda_arrays import as_torch
@@ -483,7 +557,7 @@ def check_out(out: Any, inputs: FuseInputs) -> Any:
     shape = tuple(int(s) for s in view.shape)
     if shape not in (expected, shape4):
         raise InputError(f"out has shape {'x'.join(map(str, shape))}; expected {'x'.join(map(str, expected))}")
-    dtype_ok = view.dtype == np.float32 if isinstance(view, np.ndarray) else view.dtype == torch.float32
+    dtype_ok = view.dtype == np.float32 if isinstance(view, np.ndarray) else str(view.dtype) == "torch.float32"
     if not dtype_ok:
         raise InputError(f"out has dtype {view.dtype}; outputs are float32")
     contiguous = view.flags.c_contiguous if isinstance(view, np.ndarray) else view.is_contiguous()
@@ -498,11 +572,13 @@ def _write_into(dst: Any, src: Any) -> None:
     if dst is src:
         return
     if isinstance(dst, np.ndarray):
-        if isinstance(src, torch.Tensor):
-            src = src.detach().to("cpu", torch.float32).numpy()
+        if is_tensor(src):
+            src = src.detach().cpu().float().numpy()
         if not np.shares_memory(dst, src):
             np.copyto(dst, src.reshape(dst.shape), casting="same_kind")
         return
+    import torch
+
     src_t = torch.from_numpy(np.ascontiguousarray(src)) if isinstance(src, np.ndarray) else src
     if src_t.data_ptr() != dst.data_ptr():
         dst.copy_(src_t.reshape(dst.shape))
@@ -520,10 +596,12 @@ def restore_output(result: Any, inputs: FuseInputs, out: Any = None) -> Any:
         _write_into(check_out(out, inputs), result)
         return out
     if inputs.kind == "numpy":
-        if isinstance(result, torch.Tensor):
+        if is_tensor(result):
             result = result.detach().to("cpu").numpy()
     else:
         if isinstance(result, np.ndarray):
+            import torch
+
             result = torch.from_numpy(result)
         result = result.to(inputs.device)
         if inputs.kind == "device" and type(inputs.template).__module__.split(".")[0] == "cupy":

@@ -36,11 +36,18 @@ __all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "sha256_fil
            "write_sidecar", "read_sidecar", "check_writable_target", "read_bytes_checked", "output_lock",
            "lock_path", "os_error_message", "npy_header", "tool_versions", "cpu_model", "OutputFolder",
            "check_no_clash", "with_sidecars", "NAME_MAX", "LOCK_NAME", "MAX_SIDECAR_BYTES", "FULL_DISK_BYTES",
-           "MAX_FOLDER_ENTRIES"]
+           "MAX_FOLDER_ENTRIES", "OFFICIAL_SUFFIXES", "CHECKPOINT_SUFFIXES", "WEIGHTS_FINGERPRINT_KEY",
+           "recorded_fingerprint"]
 
 log = logging.getLogger(__name__)
 
 NAME_MAX = 255
+#: The authors' checkpoint suffixes, and ours (safetensors); here, not in lso.checkpoint, so that the runtime
+#: tells a checkpoint by its name without importing torch.
+OFFICIAL_SUFFIXES = (".pth.tar", ".pth", ".pt", ".tar", ".ckpt")
+CHECKPOINT_SUFFIXES = OFFICIAL_SUFFIXES + (".safetensors",)
+#: the graph metadata (``metadata_props``) and sidecar key of the weights' fingerprint (lso.checkpoint computes it)
+WEIGHTS_FINGERPRINT_KEY = "weights_sha256"
 """Longest file name (bytes) of the usual Linux/macOS file systems."""
 
 PathLike: TypeAlias = str | os.PathLike
@@ -654,3 +661,18 @@ def check_no_clash(inputs: Iterable[Labelled], outputs: Iterable[Labelled] = (),
                 else:
                     continue
                 break
+
+
+def recorded_fingerprint(path: Path, graph_value: Any, sidecar: dict | None) -> str | None:
+    """The weights' fingerprint a graph records: its metadata's ``graph_value``, else its sidecar's; None if neither.
+
+    Raises:
+        ArtifactError: the two record different fingerprints (one of them was edited).
+    """
+    found = {where: value for where, value in (("graph metadata", graph_value),
+                                               ("sidecar", (sidecar or {}).get(WEIGHTS_FINGERPRINT_KEY)))
+             if isinstance(value, str) and value}
+    if len(set(found.values())) > 1:
+        raise ArtifactError(f"{path}: its graph metadata and its sidecar record different weight fingerprints "
+                            f"({found}); one of them was edited: re-export it")
+    return next(iter(found.values()), None)

@@ -49,8 +49,8 @@ from typing import Any
 
 import torch
 
-from lso.artifacts import atomic_path, read_sidecar
-from lso.config import LSOConfig
+from lso.artifacts import CHECKPOINT_SUFFIXES, OFFICIAL_SUFFIXES, WEIGHTS_FINGERPRINT_KEY, atomic_path, read_sidecar
+from lso.config import LSOConfig, add_config_argument
 from lso.deps import require
 from lso.errors import ArtifactError, InputError
 from lso.memory import check_bytes
@@ -64,8 +64,6 @@ __all__ = ["load_checkpoint", "save_checkpoint", "read_state_dict", "infer_confi
 
 log = logging.getLogger(__name__)
 
-OFFICIAL_SUFFIXES = (".pth.tar", ".pth", ".pt", ".tar", ".ckpt")
-CHECKPOINT_SUFFIXES = OFFICIAL_SUFFIXES + (".safetensors",)
 FORMAT_TAG = "lso-deploy/1"
 _PREFIXES = ("module.", "model.", "_orig_mod.")
 _WRAPPER_KEYS = ("model_state_dict", "state_dict", "model", "net", "params")
@@ -651,18 +649,6 @@ def _build_model(path: Path, state: Mapping[str, torch.Tensor], metadata: Mappin
 
 
 # ----------------------------------------------------------------------------------- --config
-CONFIG_HELP = ("architecture of a checkpoint: key=value pairs (patch_size=2,width=32; the authors' option names "
-               "work too), a JSON object, a JSON file (an option dump such as the authors' vars(opt) is fine: "
-               "other options are ignored) or 'paper'/'tiny'. Fields the checkpoint records must agree with it; "
-               "needed only for what it does not record (patch_size of a bare state dict)")
-
-
-def add_config_argument(parser: Any, *, help: str = CONFIG_HELP) -> Any:
-    """Add ``--config`` (the one definition every command uses); parse its value with :func:`parse_config_arg`."""
-    parser.add_argument("--config", metavar="K=V,...|JSON", help=help)
-    return parser
-
-
 def parse_config_arg(text: str | None) -> dict[str, Any] | None:
     """Parse a ``--config`` value into LSOConfig fields (None for None or an empty string).
 
@@ -742,8 +728,6 @@ def save_checkpoint(model: LSO, path: str | os.PathLike, *, dtype: torch.dtype |
 FINGERPRINT_VERSION = "lso-weights-sha256/1"
 """What :func:`weights_fingerprint` hashes, by version: see its docstring."""
 
-#: the graph metadata (``metadata_props``) and sidecar key of the weights' fingerprint
-WEIGHTS_FINGERPRINT_KEY = "weights_sha256"
 
 
 def _state_fingerprint(state: Mapping[str, torch.Tensor]) -> str:

@@ -213,17 +213,19 @@ def _add_runner_option(p: argparse.ArgumentParser, own: Sequence[str] | None = N
 
 
 def _add_config(p: argparse.ArgumentParser) -> None:
-    """``--config`` for commands that may load a checkpoint (one definition: lso.checkpoint.add_config_argument)."""
-    from lso.checkpoint import add_config_argument
+    """``--config`` for commands that may load a checkpoint (one definition: lso.config.add_config_argument)."""
+    from lso.config import add_config_argument
 
     add_config_argument(p)
 
 
 def _config_arg(args: argparse.Namespace):
     """The parsed ``--config`` (a dict of LSOConfig fields) or None; InputError for a bad value."""
+    if not str(getattr(args, "config", None) or "").strip():
+        return None  # nothing to parse: lso.checkpoint (and torch) stay unloaded
     from lso.checkpoint import parse_config_arg
 
-    return parse_config_arg(getattr(args, "config", None))
+    return parse_config_arg(args.config)
 
 
 # ------------------------------------------------------------------------------------------- info

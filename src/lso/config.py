@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["LSOConfig", "SolverForm"]
+__all__ = ["LSOConfig", "SolverForm", "CONFIG_HELP", "add_config_argument"]
 
 SolverForm = Literal["reference", "folded"]
 
@@ -88,3 +88,17 @@ class LSOConfig:
         """Build from a dict, ignoring unknown keys (forward compatibility)."""
         names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
         return cls(**{k: v for k, v in data.items() if k in names})
+
+
+# the command-line spelling, here (not in lso.checkpoint) so that building a parser imports no torch
+CONFIG_HELP = ("architecture of a checkpoint: key=value pairs (patch_size=2,width=32; the authors' option names "
+               "work too), a JSON object, a JSON file (an option dump such as the authors' vars(opt) is fine: "
+               "other options are ignored) or 'paper'/'tiny'. Fields the checkpoint records must agree with it; "
+               "needed only for what it does not record (patch_size of a bare state dict)")
+
+
+def add_config_argument(parser: Any, *, help: str = CONFIG_HELP) -> Any:
+    """Add ``--config`` (the one definition every command uses); parse its value with
+    :func:`lso.checkpoint.parse_config_arg`."""
+    parser.add_argument("--config", metavar="K=V,...|JSON", help=help)
+    return parser

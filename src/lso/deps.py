@@ -12,12 +12,14 @@ package installs them). ``tests/test_deps.py`` checks every entry against ``pypr
 from __future__ import annotations
 
 import importlib
+import sys
 from dataclasses import dataclass
 from types import ModuleType
+from typing import Any
 
 from lso.errors import MissingDependencyError
 
-__all__ = ["require", "available", "require_polygraphy", "install_hint", "Install", "INSTALL"]
+__all__ = ["require", "available", "require_polygraphy", "install_hint", "Install", "INSTALL", "is_tensor"]
 
 
 @dataclass(frozen=True)
@@ -108,3 +110,10 @@ def require_polygraphy(module: str = "polygraphy") -> ModuleType:
     G_LOGGER.use_python_logging_system = True
     G_LOGGER.colors = False
     return mod
+
+
+def is_tensor(x: Any) -> bool:
+    """A torch tensor, checked without importing torch (if torch is not loaded, nothing is one): the paths that
+    take numpy or torch keep a numpy-only process free of torch (about 0.19 GB of resident memory)."""
+    torch_module = sys.modules.get("torch")
+    return torch_module is not None and isinstance(x, torch_module.Tensor)

@@ -5,7 +5,8 @@ expected or found, and how to fix it.
 """
 from __future__ import annotations
 
-__all__ = ["LSOError", "InputError", "ArtifactError", "MissingDependencyError", "ExportError"]
+__all__ = ["LSOError", "InputError", "ArtifactError", "MissingDependencyError", "DeviceUnavailableError",
+           "ExportError"]
 
 
 class LSOError(Exception):
@@ -22,6 +23,13 @@ class ArtifactError(LSOError):
 
 class MissingDependencyError(LSOError, ImportError):
     """An optional dependency is not installed; the message names the pip extra that fixes it."""
+
+
+class DeviceUnavailableError(MissingDependencyError):
+    """No usable CUDA device (or a CPU-only torch build) where one is needed.
+
+    Raised by :func:`lso.runtime.cuda_arrays.require_cuda`; here so that the runtime names it without torch.
+    """
 
 
 class ExportError(LSOError):

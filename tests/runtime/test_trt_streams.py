@@ -475,10 +475,11 @@ def test_runner_with_device_inputs_never_syncs_and_reports_on_request(rt_model):
 
 # ------------------------------------------------------------------------ ONNX Runtime on CUDA
 def test_ort_cuda_runs_on_its_own_stream_ordered_by_events(monkeypatch):
-    from lso.runtime import cuda_arrays, ort_runner
+    from lso.runtime import cuda_arrays, ort_runner, streams
 
     ops = FakeOps()
-    monkeypatch.setattr(ort_runner, "RunnerStream", lambda device: RunnerStream(CPU, ops))
+    # the runner imports RunnerStream when it first needs one (a CPU-only process never loads torch)
+    monkeypatch.setattr(streams, "RunnerStream", lambda device: RunnerStream(CPU, ops))
     monkeypatch.setattr(cuda_arrays, "require_cuda", lambda device=None: CPU)
     runner = ort_runner.OrtRunner("m.onnx", device="cuda")
     providers = runner._on_own_stream([("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"])

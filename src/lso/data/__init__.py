@@ -9,14 +9,12 @@ Public names::
     from lso.data import write_output       # .npz/.h5/.mat by suffix, atomically, with a sidecar  (writers)
     from lso.data import SceneSource        # "synthetic" (by seed) or a community .h5: GT scenes  (sources)
 
-Readers of the raw datasets live in :mod:`lso.data.readers`, the SRF in :mod:`lso.data.srf`. The names of
-:mod:`lso.data.scene_files`, :mod:`lso.data.writers` and :mod:`lso.data.sources` are imported on first use.
+Readers of the raw datasets live in :mod:`lso.data.readers`, the SRF in :mod:`lso.data.srf`. Every name is
+imported on first use: ``import lso.data.value_range`` (the runtime's input checks) loads neither torch nor scipy.
 """
 from __future__ import annotations
 
 from lso._lazy import lazy_attributes
-from lso.data.degradation import degrade, fft_resize
-from lso.data.synthetic import synthetic_scene
 
 __all__ = ["degrade", "fft_resize", "synthetic_scene",
            "Scene", "DeclaredScene", "read_scene", "read_arrays", "read_gt", "declared_scene",
@@ -25,6 +23,8 @@ __all__ = ["degrade", "fft_resize", "synthetic_scene",
            "SceneSource", "SourceScene", "DegradedScene"]
 
 _LAZY = {
+    **dict.fromkeys(("degrade", "fft_resize"), "lso.data.degradation"),
+    "synthetic_scene": "lso.data.synthetic",
     **dict.fromkeys(("Scene", "DeclaredScene", "read_scene", "read_arrays", "read_gt", "declared_scene"),
                     "lso.data.scene_files"),
     **dict.fromkeys(("write_output", "write_npz", "write_h5", "write_mat", "write_envi", "write_png",

@@ -18,8 +18,8 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import torch
 
+from lso.deps import is_tensor
 from lso.errors import ArtifactError, InputError
 
 __all__ = ["WAVELENGTHS_NM", "SRF_NAMES", "load_srf", "hsi_to_msi"]
@@ -82,14 +82,16 @@ def _as_float64(x: Any, what: str) -> tuple[np.ndarray, Callable[[np.ndarray], A
     The result keeps float64 if ``x`` is float64 and becomes float32 otherwise; torch results go
     back to ``x``'s device.
     """
-    if isinstance(x, torch.Tensor):
+    if is_tensor(x):
+        import torch
+
         if x.is_complex() or x.dtype == torch.bool:
             raise InputError(f"{what}: expected a real floating tensor, got dtype {x.dtype}")
         device = x.device
         out_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
         arr = x.detach().to("cpu", torch.float64).numpy()
 
-        def restore(y: np.ndarray) -> torch.Tensor:
+        def restore(y: np.ndarray) -> Any:
             return torch.from_numpy(np.ascontiguousarray(y)).to(device=device, dtype=out_dtype)
 
         return arr, restore
@@ -122,7 +124,7 @@ def _srf_matrix(srf: Any) -> np.ndarray:
     """The user's SRF (any ``[C, M]`` array) or the packaged Nikon D700 one, as float64."""
     if srf is None:
         return load_srf()
-    if isinstance(srf, torch.Tensor):
+    if is_tensor(srf):
         srf = srf.detach().cpu().numpy()
     mat = np.asarray(srf, dtype=np.float64)
     if mat.ndim != 2:
