@@ -262,6 +262,9 @@ def _fingerprint(opts: InferOptions, hr_shape: tuple, lr_shape: tuple) -> str:
            "config": opts.config}
     if opts.runner_options:  # e.g. precision=bf16 changes the values (absent when none: older partials still match)
         key["runner_options"] = opts.runner_options
+    for name in ("backend", "device"):  # another runtime computes other last bits: its tiles are not mixed in
+        if getattr(opts, name) is not None:
+            key[name] = str(getattr(opts, name))
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=repr).encode()).hexdigest()
 
 

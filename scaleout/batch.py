@@ -24,9 +24,10 @@ Outputs in ``out``: ``<scene>.npz`` (or ``.h5``) per scene with ``hr_hsi`` and t
 key ``lso_record``), written by :func:`lso.data.write_output` (atomic, with its ``.json`` sidecar), and
 ``manifest.json``: every scene's status (``ok``, ``skipped`` = finished by an
 earlier run, ``failed`` with its error), output, seconds and, with ground truth, PSNR/SAM/ERGAS/SSIM,
-plus a summary. Re-running skips scenes whose output exists and was made by the same artifact (sha256),
-so an interrupted run resumes; failed scenes are tried again. A scene that fails (corrupt file, wrong
-bands, ...) is recorded with its error and does not stop the others.
+plus a summary. Re-running skips scenes whose output exists and was made by the same artifact (sha256) on the
+same backend with the same runner options (each record names them), so an interrupted run resumes; failed
+scenes are tried again. A scene that fails (corrupt file, wrong bands, ...) is recorded with its error and does
+not stop the others.
 
 No lost work: an output appears under its final name only once it is complete (written to a temporary
 ``.<name>.<random>.tmp`` and renamed), so a run killed at any moment (even ``SIGKILL``) leaves finished
@@ -69,6 +70,7 @@ from lso.artifacts import atomic_write_text, os_error_message, output_lock, read
 from lso.deps import require
 from lso.errors import ArtifactError, InputError, LSOError
 from lso.memory import default_memory_budget, parse_bytes
+from lso.runtime.base import backend_of
 from lso.runtime.tiling import AUTO_TILE, AUTO_TILE_PIXELS
 
 __all__ = ["BatchOptions", "BatchReport", "SceneRef", "discover_scenes", "fuse_scene", "run_batch",
@@ -317,6 +319,7 @@ def fuse_scene(runner: Any, ref: SceneRef, opts: BatchOptions, *, artifact_sha25
                   "output": target.name, "shape": list(hsi.shape), "ratio": ratio,
                   "crop": scene.crop_attrs()["crop"], "input_scale": scene.input_scale, "tile": tile,
                   "tiles": tiles, "memory_budget": budget, "metrics": metrics, "artifact_sha256": artifact_sha256,
+                  "backend": runner.backend, "runner_options": dict(opts.runner_options or {}),
                   "worker": f"{socket.gethostname()}:{os.getpid()}"}
         record["seconds"] = round(time.perf_counter() - start, 3)
         attrs: dict[str, Any] = {"artifact": Path(opts.artifact).name, "source": str(ref.path),
@@ -329,6 +332,16 @@ def fuse_scene(runner: Any, ref: SceneRef, opts: BatchOptions, *, artifact_sha25
     except Exception as exc:  # one bad scene is recorded, never stops the others
         log.warning("scene %s failed: %s: %s", ref.scene_id, type(exc).__name__, exc)
         return _failure(ref, exc, time.perf_counter() - start)
+
+
+def finished_by(record: dict[str, Any] | None, artifact_sha256: str, backend: str,
+                runner_options: dict[str, Any] | None) -> bool:
+    """A scene's stored record says it was fused by this artifact, on this backend, with these runner options (a
+    record written before records named their backend matches any backend)."""
+    if not record or record.get("status") != "ok" or record.get("artifact_sha256") != artifact_sha256:
+        return False
+    return (record.get("backend", backend) == backend
+            and dict(record.get("runner_options") or {}) == dict(runner_options or {}))
 
 
 def read_record(path: Path) -> dict[str, Any] | None:
@@ -512,9 +525,10 @@ def _run_batch_locked(opts: BatchOptions, started: float,
     remove_stale_temporaries(out, [MANIFEST, *names, *(sidecar_path(out / n).name for n in names)])
     records: dict[str, dict[str, Any]] = {f["scene_id"]: f for f in failures}
     todo: list[SceneRef] = []
+    backend = backend_of(opts.artifact, opts.backend).name
     for ref in scenes:
         previous = read_record(output_path(out, ref.scene_id, opts.output_format)) if opts.resume else None
-        if previous and previous.get("status") == "ok" and previous.get("artifact_sha256") == sha:
+        if previous is not None and finished_by(previous, sha, backend, opts.runner_options):
             records[ref.scene_id] = {**previous, "status": "skipped"}
         else:
             todo.append(ref)

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -136,3 +137,15 @@ def test_untiled_infer_interrupted_while_writing_leaves_nothing(rt_model, tiny_o
         infer(InferOptions(artifact=tiny_onnx_tileable, inputs=(tmp_path / "scene.npz",), out=tmp_path / "o.npz",
                            preview=False, progress=False))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scene.npz"]
+
+
+def test_the_partial_result_belongs_to_one_backend_and_device():
+    """Tiles of another runtime are not mixed into a resumed output: the backend and device are in the run's key."""
+    from lso.runtime.infer import _fingerprint
+
+    def key(**fields):
+        opts = InferOptions(artifact=Path(__file__), inputs=(Path(__file__),), out=Path("o.npz"), tile=16, **fields)
+        return _fingerprint(opts, (1, 3, 64, 64), (1, 31, 16, 16))
+
+    assert key() == key()
+    assert len({key(), key(backend="onnxruntime"), key(backend="openvino"), key(device="cpu")}) == 4

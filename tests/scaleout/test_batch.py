@@ -175,6 +175,21 @@ def test_runner_options_reach_the_actor_s_runner_and_the_driver_s_check(tiny_onn
     with pytest.raises(InputError, match="use --memory-budget instead"):
         run_batch(replace(opts, out=tmp_path / "o3", runner_options={"memory_budget": "1G"}))
 
+def test_resume_skips_only_scenes_of_the_same_artifact_backend_and_runner_options():
+    from lso.scaleout.batch import finished_by
+
+    record = {"status": "ok", "artifact_sha256": "a", "backend": "onnxruntime", "runner_options": {}}
+    assert finished_by(record, "a", "onnxruntime", None)
+    assert not finished_by(record, "b", "onnxruntime", None)  # another artifact
+    assert not finished_by(record, "a", "openvino", None)  # another runtime: fused again
+    assert not finished_by(record, "a", "onnxruntime", {"memory_arena": "none"})
+    assert finished_by({**record, "runner_options": {"x": 1}}, "a", "onnxruntime", {"x": 1})
+    assert not finished_by({**record, "status": "failed"}, "a", "onnxruntime", None)
+    assert not finished_by(None, "a", "onnxruntime", None)
+    old = {"status": "ok", "artifact_sha256": "a"}  # written before records named their backend
+    assert finished_by(old, "a", "openvino", None) and finished_by(old, "a", "onnxruntime", None)
+
+
 def test_scene_sizes_not_fitting_the_ratio_fail_unless_crop(tiny_onnx_tileable, tmp_path):
     """The rule of ``lso infer``: no silent crop; ``crop`` crops the inputs and the ground truth, recorded (no Ray)."""
     from lso.runtime import load
