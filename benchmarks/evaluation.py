@@ -508,8 +508,11 @@ def _crop_note(crop: bool, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
                      if cropped else "no scene cropped")}
 
 
-def _fmt(stat: dict[str, float], key: str) -> str:
+def _fmt(stat: dict[str, float], key: str, n: int = 2) -> str:
+    """``mean ± std``; the value alone for one scene (its spread says nothing)."""
     digits = 4 if key == "ssim" else 3
+    if n < 2:
+        return f"{stat['mean']:.{digits}f}"
     return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
 
 
@@ -533,7 +536,7 @@ def markdown_summary(report: dict[str, Any]) -> str:
               "|---" * (len(REPORT_NAMES) + 1) + "|"]
     for m in METHODS:
         s = report["summary"][m]
-        lines.append(f"| {m} | " + " | ".join(_fmt(s[k], k) for k in REPORT_NAMES) + " |")
+        lines.append(f"| {m} | " + " | ".join(_fmt(s[k], k, report["scenes"]) for k in REPORT_NAMES) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -733,7 +736,7 @@ def cross_scale_markdown(report: dict[str, Any]) -> str:
         for m in report["methods"]:
             s = res["summary"][m]
             lines.append(f"| x{r} | {size} | {report['method_labels'][m]} | "
-                         + " | ".join(_fmt(s[k], k) for k in REPORT_NAMES) + " |")
+                         + " | ".join(_fmt(s[k], k, report["scenes"]) for k in REPORT_NAMES) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -372,3 +372,11 @@ def test_a_graph_gets_threads_and_backend_torch_refuses_it(tmp_path, tiny_onnx, 
     with pytest.raises(InputError, match="torch backend runs PyTorch checkpoints.*name onnxruntime"):
         evaluate_set(EvalConfig(checkpoint=str(tiny_onnx), backend="torch", size=32, n=1,
                                 out=str(tmp_path / "p"), png=False), progress=False)
+
+
+def test_one_scene_shows_its_value_without_a_spread():
+    from lso.benchmarks.evaluation import _fmt
+
+    stat = {"mean": 41.23456, "std": 0.0}
+    assert _fmt(stat, "psnr", 1) == "41.235"  # "± 0.000" would claim a spread one scene cannot have
+    assert _fmt({"mean": 0.9, "std": 0.01}, "ssim", 3) == "0.9000 ± 0.0100"
