@@ -91,14 +91,18 @@ def _peer_fuser(backend: str, artifact: str, threads: int) -> Callable[[Any, Any
 def run_cell(backend: str, artifact: str | None, size: int, ratio: int, repeats: int, threads: int,
              output: str | None = None) -> dict:
     """Time one backend at one size in this process (called in a fresh subprocess); ``output``: save the
-    (first) output there as ``.npy`` for the accuracy column."""
-    import torch
+    (first) output there as ``.npy`` for the accuracy column. Only the cells that run PyTorch (or CUDA) import
+    torch: the ONNX Runtime and OpenVINO cells, ours and the peers', hold what a serving process of theirs holds."""
+    from lso.deps import is_tensor
 
-    torch.set_num_threads(threads)
+    cuda = backend.startswith("torch-cuda") or backend.startswith("trt")
+    if cuda or backend.startswith(("torch", "peer-torch")):
+        import torch
+
+        torch.set_num_threads(threads)
     hr, lr = _inputs(size, ratio)
     from lso.runtime import load
 
-    cuda = backend.startswith("torch-cuda") or backend.startswith("trt")
     target: Any = artifact
     options: dict[str, Any] = {"threads": threads}  # a hint: backends without intra-op threads ignore it
     if artifact is None:
@@ -136,7 +140,7 @@ def run_cell(backend: str, artifact: str | None, size: int, ratio: int, repeats:
                 times.append(time.perf_counter() - t0)
             peak = _peak_rss_mib()
         if output:
-            array = first.detach().float().cpu().numpy() if isinstance(first, torch.Tensor) else np.asarray(first)
+            array = first.detach().float().cpu().numpy() if is_tensor(first) else np.asarray(first)
             np.save(output, array.astype(np.float32, copy=False))
     return {"backend": backend, "size": size, "ratio": ratio, "times": times, "median_s": float(np.median(times)),
             "p90_s": float(np.percentile(times, 90)), "mp_per_s": size * size / 1e6 / float(np.median(times)),
