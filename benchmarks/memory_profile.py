@@ -11,7 +11,8 @@ is planned after a first run), which is why each cell runs at least twice.
 Cells:
 
 - **whole image**: sizes ``--sizes`` (256, 512, 1024), graph variants ``--variants`` (``plain``: ``lso export``;
-  ``cpu``: ``--solver-chunk 128 --align-channels 16``), backends ``--backends`` (``onnxruntime``; ``openvino``
+  ``cpu``: ``--solver-chunk 128 --align-channels 16``; ``chunk``: ``--solver-chunk 128`` alone, OpenVINO's
+  lean graph: aligned channels raise its memory), backends ``--backends`` (``onnxruntime``; ``openvino``
   when its runner is installed), each with the runner's **default settings**.
 - **settings** (``--settings``, on the ``cpu`` variant at ``--settings-sizes``): OpenVINO compiled with open
   dimensions (``ov_dynamic_shapes``, the runner's default before this benchmark; :data:`OV_SETTINGS`), and the
@@ -278,6 +279,7 @@ def _export(work: Path, checkpoint: str, log: Any, reuse: bool = False) -> dict[
 
     paths = {}
     for name, kwargs in (("plain", {}), ("cpu", {"solver_chunk": 128, "align_channels": 16}),
+                         ("chunk", {"solver_chunk": 128}),
                          ("cpu_tileable", {"solver_chunk": 128, "align_channels": 16, "tileable": True})):
         if reuse and (work / f"{name}.onnx").is_file():
             paths[name] = str(work / f"{name}.onnx")
@@ -425,7 +427,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default="@demo", help="checkpoint to export (default: the bundled demo)")
     parser.add_argument("--sizes", default="256,512,1024", help="whole-image sizes (HR pixels per side)")
-    parser.add_argument("--variants", default="plain,cpu", help="graph variants: plain, cpu")
+    parser.add_argument("--variants", default="plain,cpu,chunk",
+                        help="graph variants: plain, cpu (solver chunked at 128 and channels aligned to 16), chunk "
+                             "(the solver chunked only)")
     parser.add_argument("--backends", default="onnxruntime,openvino",
                         help="backends (openvino is skipped, with a note, where its runner is not installed)")
     parser.add_argument("--settings", default="mem_pattern,ov_dynamic_shapes",
