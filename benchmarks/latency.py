@@ -321,7 +321,9 @@ def run(args: argparse.Namespace) -> int:
     if progress:
         progress.close()
     cells = _summarize(backends, sizes, ratios, runs, notes, macs, rate, work)
-    write(args, cells, rate, checkpoint, choice, load=(load_at_start, _load_average()))
+    load = (load_at_start, _load_average())
+    write(args, cells, rate, checkpoint, choice, load=load)
+    _write_tuning_record(work / "model.cpu.onnx", args, load)
     return 0
 
 
@@ -438,6 +440,26 @@ def write(args, cells: list[dict], rate: float, checkpoint: str, choice: dict[st
     except Exception as exc:  # plotting is a convenience
         print(f"plot skipped: {exc}", file=sys.stderr)
     print(md)
+
+
+def _write_tuning_record(graph: Path, args: argparse.Namespace, load: tuple) -> None:
+    """The whole tuning record of the CPU graph tuned at the start of this run (``cpu_tuning_<name>_run``): every
+    candidate's timings and parity, the budget, the choice. Nothing when the graph was given (``--graph``)."""
+    from lso.artifacts import read_sidecar
+    from lso.benchmarks._report import write_results
+    from lso.export.cpu_tuning import SIDECAR_KEY, format_tuning
+
+    if args.graph is not None or not graph.is_file():
+        return
+    block = (read_sidecar(graph, verify=False) or {}).get(SIDECAR_KEY)
+    if not isinstance(block, dict):
+        return
+    md = (f"# CPU tuning inside the {args.name} run (`lso export --target cpu`, budget {args.tune_budget or 'default'})"
+          f"\n\nThe tuning record (the sidecar's `{SIDECAR_KEY}` block) of the graph `benchmarks/latency.py` tuned at "
+          f"its start, before its cells ran. Load average (1 min) at the start of the run: {load[0]} on "
+          f"{os.cpu_count()} cores.\n\n{format_tuning(block)}\n")
+    write_results(f"cpu_tuning_{args.name}_run", {"cpu_tuning": block, "source": str(graph.name)}, md,
+                  Path(args.out))
 
 
 def _plot(cells: list[dict], path: Path) -> None:
