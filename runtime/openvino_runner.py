@@ -59,11 +59,11 @@ import numpy as np
 
 from lso.artifacts import read_sidecar
 from lso.config import LSOConfig
-from lso.deps import require
+from lso.deps import is_tensor, require
 from lso.errors import ArtifactError, InputError
 from lso.io_spec import EXTENT, HR_HSI, HR_MSI, INPUT_NAMES, LR_HSI, TensorSpec
 from lso.runtime.base import Runner, RunnerStateError
-from lso.runtime.validation import FuseInputs, host_array, is_tensor
+from lso.runtime.validation import FuseInputs, host_array
 
 __all__ = ["OpenVinoRunner", "PRECISIONS", "ISLAND_MARK", "OPENVINO_SUFFIXES", "openvino_core", "cpu_bf16_support",
            "mark_fp32_islands", "island_marks", "effective_precision", "to_bf16", "runtime_precisions"]

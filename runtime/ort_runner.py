@@ -37,7 +37,7 @@ import numpy as np
 
 from lso.artifacts import read_sidecar
 from lso.config import LSOConfig
-from lso.deps import require
+from lso.deps import is_tensor, require
 from lso.errors import ArtifactError, InputError, MissingDependencyError
 from lso.io_spec import EXTENT, HR_HSI, HR_MSI, INPUT_NAMES, LR_HSI, TensorSpec
 from lso.runtime.base import Runner, RunnerStateError
@@ -46,7 +46,6 @@ from lso.runtime.validation import (
     as_device,
     check_device_values,
     host_array,
-    is_tensor,
     restore_output,
     settle_on_current_stream,
 )

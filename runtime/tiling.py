@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lso.config import LSOConfig
-from lso.deps import available, require
+from lso.deps import available, is_tensor, require
 from lso.errors import InputError
 from lso.io_spec import EXTENT, HR_MSI, LR_HSI
 from lso.memory import array_bytes, check_bytes, format_bytes, fusion_bytes, resolve_budget
@@ -53,7 +53,6 @@ from lso.runtime.validation import (
     check_dtype,
     check_shapes,
     check_values,
-    is_tensor,
 )
 
 if TYPE_CHECKING:

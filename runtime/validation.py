@@ -57,7 +57,7 @@ if TYPE_CHECKING:
 __all__ = ["FuseInputs", "InputRangeWarning", "RANGE_LOW", "RANGE_HIGH", "ACCEPTED_DTYPES", "validate_inputs",
            "check_shapes", "check_dtype", "check_values", "scan_values", "normalize_extent", "as_tensor",
            "restore_output", "check_out", "check_memory", "DeviceValueCheck", "check_device_values",
-           "settle_on_current_stream", "is_tensor", "host_array", "as_device", "CPU_DEVICE"]
+           "settle_on_current_stream", "host_array", "as_device", "CPU_DEVICE"]
 
 ACCEPTED_DTYPES = ("float16", "float32", "float64")
 """The accepted element types (numpy names; torch's are ``torch.<name>``)."""
@@ -139,7 +139,10 @@ class FuseInputs:
 
     def torch_views(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(hr_msi, lr_hsi)`` as torch tensors, for torch-based runners (numpy arrays are viewed, not copied)."""
-        return tuple(x if is_tensor(x) else _numpy_to_tensor(x) for x in (self.hr_msi, self.lr_hsi))  # type: ignore[return-value]
+        def view(x: Any) -> torch.Tensor:
+            return x if is_tensor(x) else _numpy_to_tensor(x)
+
+        return view(self.hr_msi), view(self.lr_hsi)
 
 
 # ------------------------------------------------------------------------------------------ types
