@@ -20,7 +20,15 @@ were tuned on an Intel Xeon, where both gained; on a 2-core AMD EPYC (Zen 4) the
    larger shapes (costs estimated from the steps so far); the search then goes on to the larger shapes with
    what it has, and stops, keeping what it measured, with a progress line per candidate;
 4. the choice is the **fastest candidate that passes parity** (sum over the shapes of each shape's best
-   time); a candidate that fails parity is never chosen, however fast.
+   time); a candidate that fails parity is never chosen, however fast;
+5. **memory breaks ties**: the candidates whose time is within the run's own noise of the fastest (the widest
+   spread between one candidate's repeated runs, at least :data:`TIE_MIN` and at most :data:`TIE_MAX`) are
+   a tie on speed; each is run once more, fastest first, in a fresh child process at the largest shape, which
+   reads its own peak resident set size (``VmHWM``), and the tie goes to the lowest peak (within
+   :data:`MEMORY_TIE` of it, the fastest). On a 2-core AMD EPYC the OpenVINO graphs came within 3 % of one
+   another while their peaks at 512² differed by 0.4 GB. The budget keeps room for :data:`MEMORY_PROBES` such
+   runs from the start (the search of the times stops that much earlier); without ``/proc`` (not Linux) or with
+   ``peak_rss=None`` the fastest is chosen.
 
 :func:`tune` returns a :class:`TuningResult`; the export writes the chosen graph and records
 :meth:`TuningResult.to_dict` as the ``cpu_tuning`` block of its sidecar (the choice, every candidate's
@@ -28,7 +36,8 @@ timings and parity, the budget and the CPU model, :func:`lso.artifacts.cpu_model
 then runs that choice by default (:func:`tuned_defaults`); loaded on another CPU model it warns
 (:class:`CpuTuningWarning`) naming both, and runs. Exporting again re-tunes.
 
-The clock is a parameter (``timer=``) so that tests drive the search with a fake one.
+The clock (``timer=``) and the memory probe (``peak_rss=``) are parameters so that tests drive the search with
+fakes.
 """
 from __future__ import annotations
 
@@ -36,6 +45,8 @@ import logging
 import math
 import os
 import re
+import subprocess
+import sys
 import tempfile
 import time
 import warnings
@@ -48,9 +59,9 @@ from lso.errors import ArtifactError, ExportError, InputError
 from lso.export.parity import DEFAULT_ATOL, ParityCase, ParityRow
 
 __all__ = ["DEFAULT_BUDGET_S", "TUNING_CASES", "GRAPHS", "REPEATS", "PRUNE_RATIO", "SIDECAR_KEY", "GraphOptions",
-           "Candidate", "Measurement", "TuningResult", "CpuTuningWarning", "parse_budget", "graph_candidates",
-           "cpu_backends", "thread_settings", "candidates", "apply_graph_options", "tune", "format_tuning",
-           "tuned_choice", "tuned_defaults"]
+           "TIE_MIN", "TIE_MAX", "MEMORY_TIE", "MEMORY_PROBES", "Candidate", "Measurement", "TuningResult",
+           "CpuTuningWarning", "parse_budget", "graph_candidates", "cpu_backends", "thread_settings", "candidates",
+           "apply_graph_options", "tune", "child_peak_rss", "format_tuning", "tuned_choice", "tuned_defaults"]
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +73,17 @@ TUNING_CASES: tuple[ParityCase, ...] = (ParityCase(4, 256, 256), ParityCase(4, 5
 REPEATS = 2
 #: A candidate slower than this times the best so far at a shape (parity passed) is not run at the larger shapes.
 PRUNE_RATIO = 1.5
+#: Candidates within this fraction of the fastest's time are a tie at least (the run's measured noise, the widest
+#: spread of one candidate's repeated runs, widens it up to TIE_MAX: memory never buys more time than that).
+TIE_MIN = 0.01
+TIE_MAX = 0.05
+#: Peaks within this fraction of the lowest count as equal (then the faster wins).
+MEMORY_TIE = 0.02
+#: Memory probes of tied candidates the budget keeps room for from the start (more run where time is left).
+MEMORY_PROBES = 3
+#: A memory probe's cost before its own run (a fresh interpreter importing the runtime), seconds: the estimate
+#: until the first probe is measured.
+PROBE_START_S = 2.0
 #: The sidecar key of the tuning record.
 SIDECAR_KEY = "cpu_tuning"
 
@@ -223,6 +245,8 @@ class Measurement:
     parity: list[ParityRow] = field(default_factory=list)
     status: str = "not measured: budget"
     seconds: float = 0.0  # what measuring it cost, building its graph included
+    peak_bytes: int | None = None  # peak RSS of a fresh process running it at the largest shape (ties only)
+    memory: str = ""  # "" (not a tie), "measured", "not measured: budget", "not measured: no /proc", "error: ..."
 
     @property
     def passed(self) -> bool:
@@ -244,6 +268,11 @@ class Measurement:
             return None
         return sum(min(t) for t in self.times_s.values())
 
+    @property
+    def spread(self) -> float:
+        """The widest relative spread of its repeated runs at one shape (max/min - 1; 0 with one run)."""
+        return max((max(t) / min(t) - 1.0 for t in self.times_s.values() if len(t) > 1 and min(t) > 0), default=0.0)
+
     def to_dict(self) -> dict[str, Any]:
         return {**self.candidate.to_dict(), "status": self.status, "passed": self.passed,
                 "score_s": _round(self.score_s),
@@ -252,7 +281,9 @@ class Measurement:
                 "parity": [{"case": r.case, "max_abs": r.max_abs,
                             "psnr_db": "inf" if math.isinf(r.psnr_db) else round(r.psnr_db, 2),
                             "passed": r.passed} for r in self.parity],
-                "seconds": _round(self.seconds, 2)}
+                "seconds": _round(self.seconds, 2),
+                **({"memory": self.memory} if self.memory else {}),
+                **({"peak_mib": round(self.peak_bytes / 2**20, 1)} if self.peak_bytes else {})}
 
 
 def _round(value: float | None, digits: int = 4) -> float | None:
@@ -274,6 +305,9 @@ class TuningResult:
     cpu: str
     cores: int | None
     timer: str = "time.perf_counter"
+    fastest: Measurement | None = None  # the fastest passing candidate (the choice unless memory broke a tie)
+    tie_window: float = TIE_MIN  # candidates within this fraction of the fastest's time were a tie
+    memory_case: str | None = None  # the shape the tied candidates' peaks were measured at
 
     @property
     def graph(self) -> GraphOptions:
@@ -282,8 +316,15 @@ class TuningResult:
     def to_dict(self) -> dict[str, Any]:
         """The sidecar's ``cpu_tuning`` block."""
         choice = self.choice
+        fastest = self.fastest or choice
         return {
             "choice": {**choice.candidate.to_dict(), "score_s": _round(choice.score_s)},
+            "rule": (f"the fastest candidate that passes parity; candidates within {self.tie_window:.1%} of its time "
+                     f"(this run's noise, at least {TIE_MIN:.0%}, at most {TIE_MAX:.0%}) are a tie, which the lowest "
+                     f"peak RSS of a fresh process at {self.memory_case or 'the largest shape'} breaks"),
+            "fastest": {"name": fastest.candidate.name, "score_s": _round(fastest.score_s)},
+            "tie_window": round(self.tie_window, 4),
+            "memory_case": self.memory_case,
             "cpu": self.cpu,
             "cores": self.cores,
             "budget_s": self.budget_s,
@@ -314,11 +355,23 @@ def format_tuning(block: Mapping[str, Any]) -> str:
             f"{block.get('measured')} of {len(block.get('candidates') or [])} candidates measured, "
             f"{block.get('complete')} at every shape; chose "
             f"{choice.get('name')} ({choice.get('score_s')} s = sum of the best times at {', '.join(cases)})")
-    lines = [head, "", "| candidate | " + " | ".join(f"{n} best s" for n in cases) + " | parity max abs | status |",
-             "|---|" + "---|" * len(cases) + "---|---|"]
-    for row in block.get("candidates") or []:
+    fastest = (block.get("fastest") or {}).get("name")
+    rows = list(block.get("candidates") or [])
+    probed = [r for r in rows if r.get("memory")]
+    if fastest and fastest != choice.get("name"):
+        head += (f"; the fastest, {fastest}, was within {block.get('tie_window', 0):.1%} of it, a tie on time, and "
+                 f"the choice had the lower peak memory at {block.get('memory_case')}")
+    elif probed:
+        head += (f"; {len(probed)} candidates within {block.get('tie_window', 0):.1%} of it were a tie on time, and "
+                 f"it had the lowest peak memory at {block.get('memory_case')} (or the others' were not measured)")
+    memory = f" | peak MiB at {block.get('memory_case')}" if probed else ""
+    lines = [head, "", "| candidate | " + " | ".join(f"{n} best s" for n in cases) + memory
+             + " | parity max abs | status |", "|---|" + "---|" * (len(cases) + bool(probed)) + "---|---|"]
+    for row in rows:
         best = row.get("best_s") or {}
         cells = [f"{best[n]:.3f}" if best.get(n) is not None else "–" for n in cases]
+        if probed:
+            cells.append(f"{row['peak_mib']:.0f}" if row.get("peak_mib") else (row.get("memory") or "–"))
         worst = max((r["max_abs"] for r in row.get("parity") or []), default=None)
         mark = " **chosen**" if row.get("name") == choice.get("name") else ""
         lines.append(f"| {row.get('name')}{mark} | " + " | ".join(cells) + " | "
@@ -347,16 +400,20 @@ def tune(
     tileable: bool = False,
     timer: Callable[[], float] = time.perf_counter,
     workdir: str | os.PathLike | None = None,
+    peak_rss: Callable[..., int | None] | None = None,
+    memory: bool = True,
 ) -> TuningResult:
-    """Measure the candidates and choose the fastest that passes parity.
+    """Measure the candidates and choose the fastest that passes parity, memory breaking ties.
 
     The order, so that a budget that runs out still leaves the best answer it can: the first candidate (the
     plain graph) is measured at every shape whatever the budget, as the baseline; then every other candidate at
     the first (smallest) shape; then, shape by shape, the candidates not pruned at the shape before, fastest
     first. A (candidate, shape) step starts only if it fits in the budget together with what one candidate
     would still need at the larger shapes (the mean cost of the steps at each shape so far), so that the
-    fastest candidates at the small shape can still be measured at the large ones. Only a candidate measured
-    at every shape can be chosen.
+    fastest candidates at the small shape can still be measured at the large ones, and room for
+    :data:`MEMORY_PROBES` memory probes. Only a candidate measured at every shape can be chosen. The candidates
+    within the tie window of the fastest (its time, widened by the run's noise: :data:`TIE_MIN` to
+    :data:`TIE_MAX`) are probed, fastest first while the budget lasts, and the one with the lowest peak RSS wins.
 
     Args:
         build: makes the ONNX ``ModelProto`` of a candidate graph (the export passes the captured plain graph
@@ -373,6 +430,9 @@ def tune(
         tileable: the graphs take the ``extent`` input.
         timer: the clock (seconds, monotonic): the timings and the budget both read it.
         workdir: where the candidate graphs are written (default: a temporary folder, removed afterwards).
+        peak_rss: the memory probe, ``peak_rss(candidate, graph_path, inputs, timeout_s=)`` -> peak RSS in bytes
+            (None: not measurable here); default :func:`child_peak_rss` (a fresh child process).
+        memory: False: no memory probes and no room kept for them (the fastest is chosen).
 
     Returns:
         The :class:`TuningResult`; ``result.graph`` is the chosen graph's options.
@@ -397,6 +457,7 @@ def tune(
              for i, c in enumerate(cases)]
     measurements = [Measurement(c) for c in todo]
     search = _Search(measurements, cases, feeds, reference, build, int(repeats), atol, timer)
+    probes = MEMORY_PROBES if memory and len(todo) > 1 else 0
     stopped = False
     with tempfile.TemporaryDirectory(prefix="lso-tune-", dir=workdir) as folder:
         search.folder = folder
@@ -407,8 +468,8 @@ def tune(
                 (m for m in measurements[1:] if m.status == "running" and len(m.times_s) == index),
                 key=lambda m: m.best_s(cases[index - 1].name) or math.inf)
             for m in queue:
-                # this step, and what one candidate would still need at the larger shapes, must fit
-                need = sum(search.mean_cost(i) for i in range(index, len(cases)))
+                # this step, what one candidate would still need at the larger shapes, and the memory probes
+                need = sum(search.mean_cost(i) for i in range(index, len(cases))) + probes * search.probe_cost()
                 if timer() - start + need > budget:
                     stopped = True
                     break  # on to the larger shapes with the candidates measured so far, fastest first
@@ -419,22 +480,79 @@ def tune(
             if m.status == "running":
                 m.status = "stopped: budget"
                 _progress(m, cases, timer() - start, budget)
-    if stopped:
-        log.info("tuning: budget of %.0f s reached after %.0f s: %d of %d candidates measured at every shape", budget,
-                 timer() - start, sum(m.complete for m in measurements), len(measurements))
-    passing = [m for m in measurements if m.complete and m.passed]
-    if not passing:
-        table = "\n".join(f"  {m.candidate.name}: {m.status}" for m in measurements)
-        raise ExportError(f"CPU tuning: no candidate passed parity (max abs error <= {atol:g} against PyTorch FP32) "
-                          f"on {', '.join(c.name for c in cases)}; no file written.\n{table}")
-    choice = min(passing, key=lambda m: m.score_s or 0.0)  # the first of equals: candidates are in preference order
+        if stopped:
+            log.info("tuning: budget of %.0f s reached after %.0f s: %d of %d candidates measured at every shape",
+                     budget, timer() - start, sum(m.complete for m in measurements), len(measurements))
+        passing = [m for m in measurements if m.complete and m.passed]
+        if not passing:
+            table = "\n".join(f"  {m.candidate.name}: {m.status}" for m in measurements)
+            raise ExportError(f"CPU tuning: no candidate passed parity (max abs error <= {atol:g} against PyTorch "
+                              f"FP32) on {', '.join(c.name for c in cases)}; no file written.\n{table}")
+        fastest = min(passing, key=lambda m: m.score_s or 0.0)  # the first of equals: the preference order
+        window = min(TIE_MAX, max(TIE_MIN, max(m.spread for m in passing)))
+        tied = sorted((m for m in passing if (m.score_s or 0.0) <= (fastest.score_s or 0.0) * (1.0 + window)),
+                      key=lambda m: m.score_s or 0.0)
+        choice = fastest
+        if memory and len(tied) > 1:
+            search.probe(tied, peak_rss or child_peak_rss, start, budget)
+            measured = [m for m in tied if m.peak_bytes]
+            if len(measured) > 1:
+                low = min(m.peak_bytes or 0 for m in measured)
+                choice = min((m for m in measured if (m.peak_bytes or 0) <= low * (1.0 + MEMORY_TIE)),
+                             key=lambda m: m.score_s or 0.0)
     result = TuningResult(measurements, choice, budget, timer() - start, stopped, cases, int(repeats), atol,
                           cpu_model(), thread_settings()[0], _TIMER_NAMES.get(timer, getattr(timer, "__name__",
-                                                                                             type(timer).__name__)))
-    log.info("tuning: chose %s (%.3f s over %s) of %d measured candidates in %.0f s", choice.candidate.name,
-             choice.score_s or 0.0, ", ".join(c.name for c in cases), result.to_dict()["measured"],
-             result.elapsed_s)
+                                                                                             type(timer).__name__)),
+                          fastest=fastest, tie_window=window, memory_case=cases[-1].name)
+    log.info("tuning: chose %s (%.3f s over %s%s) of %d measured candidates in %.0f s", choice.candidate.name,
+             choice.score_s or 0.0, ", ".join(c.name for c in cases),
+             "" if choice is fastest else f"; a tie on time with the fastest, {fastest.candidate.name}, "
+                                          f"{fastest.score_s or 0.0:.3f} s, and the lowest peak memory",
+             result.to_dict()["measured"], result.elapsed_s)
     return result
+
+
+_MEMORY_CHILD = """
+import sys
+import numpy as np
+import lso.runtime
+from lso import io_spec
+path, backend, threads, feeds = sys.argv[1:5]
+inputs = dict(np.load(feeds))
+with lso.runtime.load(path, backend=backend, threads=int(threads) or None) as runner:
+    runner.fuse(inputs[io_spec.HR_MSI], inputs[io_spec.LR_HSI], extent=inputs.get(io_spec.EXTENT))
+with open("/proc/self/status") as status:
+    print([int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:")][0])
+"""
+
+
+def child_peak_rss(candidate: Candidate, path: str | os.PathLike, inputs: Mapping[str, Any], *,
+                   timeout_s: float | None = None) -> int | None:
+    """The peak resident set size (bytes) of a fresh Python process that loads ``path`` with the candidate's
+    backend and threads (:func:`lso.runtime.load`) and fuses ``inputs`` once: its own ``VmHWM``, the figure
+    ``benchmarks/memory_profile.py`` reports (a child's ``ru_maxrss`` would carry this process's peak across
+    ``fork`` + ``exec``). None where ``/proc`` is not there (not Linux).
+
+    Raises:
+        RuntimeError: the child failed (its last line of output) or ran past ``timeout_s``.
+    """
+    import numpy as np
+
+    if not Path("/proc/self/status").is_file():
+        return None
+    feeds = Path(path).with_name("memory-inputs.npz")
+    if not feeds.is_file():
+        np.savez(feeds, **{k: np.asarray(v) for k, v in inputs.items()})
+    cmd = [sys.executable, "-c", _MEMORY_CHILD, str(path), candidate.backend, str(candidate.threads or 0), str(feeds)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired as exc:
+        raise RuntimeError(f"the memory probe ran past {timeout_s:.0f} s") from exc
+    lines = (proc.stdout or "").strip().splitlines()
+    if proc.returncode != 0 or not lines or not lines[-1].isdigit():
+        last = ((proc.stderr or proc.stdout or "").strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
+        raise RuntimeError(f"the memory probe failed: {last}")
+    return int(lines[-1])
 
 
 @dataclass
@@ -453,6 +571,7 @@ class _Search:
     expected: dict[int, Any] = field(default_factory=dict)  # PyTorch's outputs, made when a shape is first needed
     step_costs: dict[int, list[float]] = field(default_factory=dict)  # shape index -> what each step there cost
     files: dict[GraphOptions, Path | Exception] = field(default_factory=dict)
+    probe_costs: list[float] = field(default_factory=list)  # what each memory probe cost
 
     def reference_output(self, index: int) -> Any:
         if index not in self.expected:
@@ -490,6 +609,39 @@ class _Search:
         """The mean cost of the steps at shape ``index`` so far (0 before the first)."""
         costs = self.step_costs.get(index) or [0.0]
         return sum(costs) / len(costs)
+
+    def probe_cost(self) -> float:
+        """The expected cost of a memory probe: the mean of those so far, else one run at the largest shape (a
+        step there is a warm-up and ``repeats`` runs) plus :data:`PROBE_START_S`."""
+        if self.probe_costs:
+            return sum(self.probe_costs) / len(self.probe_costs)
+        return self.mean_cost(len(self.cases) - 1) / (self.repeats + 1) + PROBE_START_S
+
+    def probe(self, tied: Sequence[Measurement], peak_rss: Callable[..., int | None], start: float,
+              budget: float) -> None:
+        """Measure the peak memory of the ``tied`` candidates at the largest shape, fastest first, while each
+        probe fits in the budget; fills ``peak_bytes`` and ``memory``."""
+        case, inputs = self.cases[-1], self.feeds[-1]
+        for m in tied:
+            expected = self.probe_cost()
+            if self.timer() - start + expected > budget:
+                m.memory = "not measured: budget"
+                continue
+            t0 = self.timer()
+            try:
+                path = self.graph_file(m.candidate.graph)
+                peak = peak_rss(m.candidate, path, inputs, timeout_s=max(60.0, 10.0 * expected))
+                m.peak_bytes = int(peak) if peak else None
+                m.memory = "measured" if peak else "not measured: no /proc"
+            except Exception as exc:  # a probe that fails leaves the candidate out of the tie-break, not the search
+                m.memory = f"error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
+            cost = self.timer() - t0
+            self.probe_costs.append(cost)
+            m.seconds += cost
+            log.info("tuning memory %s: %s at %s (%.1f s)", m.candidate.name,
+                     f"peak {m.peak_bytes / 2**20:.0f} MiB" if m.peak_bytes else m.memory, case.name, cost)
+            if not m.peak_bytes and m.memory == "not measured: no /proc":
+                break  # not measurable on this system: no point in the others
 
     def best_passing(self, index: int) -> float | None:
         """The best time at shape ``index`` of the candidates still in the race."""

@@ -195,8 +195,9 @@ def test_the_budget_keeps_room_for_the_fastest_at_the_larger_shape(monkeypatch, 
     calls = fake_load(monkeypatch, clock, costs)
     # baseline 6 s (3 s per shape); chunk16 at the first shape fits with room for its second (6 + 3 + 3 <= 13);
     # align16 would not leave that room (8.7 + 2.85 + 3 > 13), so chunk16 goes on to the second shape instead
+    # (no memory probes: they would keep room of their own, see test_the_budget_keeps_room_for_memory_probes)
     result = cpu_tuning.tune(build, ex_model, graphs=GRAPHS, backends=("onnxruntime",), threads=(1,), cases=CASES,
-                             budget_s=13, timer=clock)
+                             budget_s=13, timer=clock, memory=False)
     assert [c[0] for c in calls] == ["plain", "chunk16", "chunk16"]
     assert [m.status for m in result.measurements] == ["ok", "ok", "not measured: budget"]
     assert result.graph == CHUNK and result.stopped_early and result.elapsed_s <= 13
@@ -209,7 +210,7 @@ def test_candidates_cut_short_by_the_budget_are_not_chosen(monkeypatch, build, e
     # both run at the first shape (to 12.9 s); at the second, align16 (the faster) goes first (to 15.6 s) and
     # chunk16 no longer fits in 17 s: measured at one shape only, it cannot be chosen
     result = cpu_tuning.tune(build, ex_model, graphs=GRAPHS, backends=("onnxruntime",), threads=(1,), cases=CASES,
-                             budget_s=17, timer=clock)
+                             budget_s=17, timer=clock, memory=False)
     assert [m.status for m in result.measurements] == ["ok", "stopped: budget", "ok"]
     assert list(result.measurements[1].times_s) == [CASES[0].name]
     assert result.graph == ALIGN and result.stopped_early
@@ -223,6 +224,157 @@ def test_larger_shapes_go_to_the_fastest_first(monkeypatch, build, ex_model):
                              timer=clock)
     assert [c[0] for c in calls] == ["plain", "chunk16", "align16", "align16", "chunk16"]
     assert [m.status for m in result.measurements] == ["ok", "ok", "ok"] and result.graph == ALIGN
+
+
+# ------------------------------------------------------------------------------------------ memory breaks ties
+class Probe:
+    """A fake memory probe: peak bytes per graph name; each probe advances the clock by ``cost``."""
+
+    def __init__(self, clock: Clock, peaks: dict, cost: float = 1.0, fail: set = frozenset()) -> None:
+        self.clock, self.peaks, self.cost, self.fail, self.calls = clock, peaks, cost, fail, []
+
+    def __call__(self, candidate, path, inputs, *, timeout_s):
+        self.calls.append(candidate.graph.name)
+        self.clock.now += self.cost
+        assert Path(path).is_file() and timeout_s >= 60
+        assert inputs["hr_msi"].shape[-2:] == (CASES[-1].height, CASES[-1].width)  # the largest shape
+        if candidate.graph.name in self.fail:
+            raise RuntimeError("child died")
+        return self.peaks[candidate.graph.name]
+
+
+def test_a_tie_on_time_goes_to_the_lowest_peak(monkeypatch, build, ex_model):
+    clock = Clock()
+    # chunk16 and align16 within 1 % of plain: a tie; chunk16's peak is the lowest
+    costs = {("plain", "onnxruntime"): 1.0, ("chunk16", "onnxruntime"): 1.005, ("align16", "onnxruntime"): 1.008}
+    fake_load(monkeypatch, clock, costs)
+    probe = Probe(clock, {"plain": 900 * 2**20, "chunk16": 700 * 2**20, "align16": 800 * 2**20})
+    result = cpu_tuning.tune(build, ex_model, graphs=GRAPHS, backends=("onnxruntime",), threads=(1,), cases=CASES,
+                             timer=clock, peak_rss=probe)
+    assert probe.calls == ["plain", "chunk16", "align16"]  # fastest first
+    assert result.graph == CHUNK and result.fastest.candidate.graph == PLAIN
+    block = json.loads(json.dumps(result.to_dict()))
+    assert block["choice"]["name"] == "chunk16 onnxruntime threads=1"
+    assert block["fastest"]["name"] == "plain onnxruntime threads=1" and block["tie_window"] == 0.01
+    assert block["memory_case"] == CASES[-1].name
+    rows = {r["name"]: r for r in block["candidates"]}
+    assert rows["chunk16 onnxruntime threads=1"]["peak_mib"] == 700.0
+    assert rows["plain onnxruntime threads=1"]["memory"] == "measured"
+    text = cpu_tuning.format_tuning(block)
+    assert "peak MiB at x4 64x64" in text and "| 700 |" in text and "lower peak memory" in text
+
+
+def test_memory_does_not_buy_time_beyond_the_tie_window(monkeypatch, build, ex_model):
+    clock = Clock()
+    # align16 is 3 % slower than plain, outside the 1 % window of a noiseless run: not a tie, never probed
+    costs = {("plain", "onnxruntime"): 1.0, ("chunk16", "onnxruntime"): 1.005, ("align16", "onnxruntime"): 1.03}
+    fake_load(monkeypatch, clock, costs)
+    probe = Probe(clock, {"plain": 900, "chunk16": 850, "align16": 100})
+    result = cpu_tuning.tune(build, ex_model, graphs=GRAPHS, backends=("onnxruntime",), threads=(1,), cases=CASES,
+                             timer=clock, peak_rss=probe)
+    assert probe.calls == ["plain", "chunk16"] and result.graph == CHUNK
+    assert "memory" not in {r["name"]: r for r in result.to_dict()["candidates"]}["align16 onnxruntime threads=1"]
+
+
+class NoisyRunner(TimedRunner):
+    """Every second fuse costs ``1 + noise`` times as much: repeats that disagree widen the tie window."""
+
+    def __init__(self, *args, noise: float) -> None:
+        super().__init__(*args)
+        self.noise, self.count = noise, 0
+
+    def fuse(self, hr, lr, **kwargs):
+        self.count += 1
+        extra = self.cost * self.noise if self.count % 2 == 0 else 0.0
+        self.clock.now += extra
+        return super().fuse(hr, lr, **kwargs)
+
+
+@pytest.mark.parametrize("noise, chosen", [(0.0, PLAIN), (0.04, ALIGN), (0.2, PLAIN)])
+def test_the_tie_window_is_the_runs_own_noise_within_bounds(monkeypatch, build, ex_model, noise, chosen):
+    """align16 is 3 % slower (6 % with the widest noise): a tie only where the repeats spread by as much, and
+    never beyond TIE_MAX = 5 %."""
+    clock = Clock()
+    costs = {("plain", "onnxruntime"): 1.0, ("align16", "onnxruntime"): 1.03 if noise < 0.1 else 1.06}
+    real = lso.runtime.load
+
+    def load(path, backend=None, threads=None, **options):
+        runner = real(path, backend="onnxruntime", threads=threads, **options)
+        return NoisyRunner(runner, clock, costs[(graph_of(path), backend)], False, noise=noise)
+
+    monkeypatch.setattr(lso.runtime, "load", load)
+    probe = Probe(clock, {"plain": 900, "align16": 500})
+    result = cpu_tuning.tune(build, ex_model, graphs=(PLAIN, ALIGN), backends=("onnxruntime",), threads=(1,),
+                             cases=CASES, timer=clock, peak_rss=probe)
+    assert result.tie_window == pytest.approx(min(cpu_tuning.TIE_MAX, max(cpu_tuning.TIE_MIN, noise)), rel=1e-3)
+    assert result.graph == chosen
+
+
+def test_equal_peaks_go_to_the_faster_and_failed_probes_are_left_out(monkeypatch, build, ex_model):
+    clock = Clock()
+    costs = {("plain", "onnxruntime"): 1.0, ("chunk16", "onnxruntime"): 1.002, ("align16", "onnxruntime"): 1.004}
+    fake_load(monkeypatch, clock, costs)
+    # align16 would be the leanest, but its probe fails; chunk16's peak is within MEMORY_TIE of plain's
+    probe = Probe(clock, {"plain": 1000, "chunk16": 990, "align16": 10}, fail={"align16"})
+    result = cpu_tuning.tune(build, ex_model, graphs=GRAPHS, backends=("onnxruntime",), threads=(1,), cases=CASES,
+                             timer=clock, peak_rss=probe)
+    assert result.graph == PLAIN
+    rows = {m.candidate.graph: m for m in result.measurements}
+    assert rows[ALIGN].memory.startswith("error: RuntimeError: child died") and rows[ALIGN].peak_bytes is None
+
+
+def test_a_candidate_that_fails_parity_is_never_chosen_for_its_memory(monkeypatch, build, ex_model):
+    clock = Clock()
+    costs = {("plain", "onnxruntime"): 1.0, ("chunk16", "onnxruntime"): 1.0, ("align16", "onnxruntime"): 1.0}
+    fake_load(monkeypatch, clock, costs, spoil={("chunk16", "onnxruntime")})
+    probe = Probe(clock, {"plain": 900, "chunk16": 1, "align16": 800})
+    result = cpu_tuning.tune(build, ex_model, graphs=GRAPHS, backends=("onnxruntime",), threads=(1,), cases=CASES,
+                             timer=clock, peak_rss=probe)
+    assert "chunk16" not in probe.calls and result.graph == ALIGN
+
+
+def test_the_budget_keeps_room_for_memory_probes(monkeypatch, build, ex_model):
+    clock = Clock()
+    costs = {("plain", "onnxruntime"): 1.0, ("chunk16", "onnxruntime"): 1.0, ("align16", "onnxruntime"): 1.0}
+    calls = fake_load(monkeypatch, clock, costs)
+    probe = Probe(clock, {"plain": 900, "chunk16": 800, "align16": 700}, cost=3.0)
+    # baseline 6 s; a probe is estimated at 3 s / 3 + PROBE_START_S = 3 s, 3 of them kept: chunk16 at both shapes
+    # fits (6 + 3 + 3 + 9 = 21 <= 23), align16 after it would not (9 + 3 + 3 + 9 > 23)
+    result = cpu_tuning.tune(build, ex_model, graphs=GRAPHS, backends=("onnxruntime",), threads=(1,), cases=CASES,
+                             budget_s=23, timer=clock, peak_rss=probe)
+    assert [c[0] for c in calls] == ["plain", "chunk16", "chunk16"]
+    assert probe.calls == ["plain", "chunk16"] and result.graph == CHUNK
+    assert result.elapsed_s <= 23
+
+
+def test_probes_that_no_longer_fit_are_skipped_and_the_fastest_stays(monkeypatch, build, ex_model):
+    clock = Clock()
+    costs = {("plain", "onnxruntime"): 1.0, ("chunk16", "onnxruntime"): 1.0}
+    fake_load(monkeypatch, clock, costs)
+    # the probes cost 20 s each, far more than estimated: the first runs, the second no longer fits
+    probe = Probe(clock, {"plain": 900, "chunk16": 100}, cost=20.0)
+    result = cpu_tuning.tune(build, ex_model, graphs=(PLAIN, CHUNK), backends=("onnxruntime",), threads=(1,),
+                             cases=CASES, budget_s=40, timer=clock, peak_rss=probe)
+    assert probe.calls == ["plain"] and result.graph == PLAIN
+    assert result.measurements[1].memory == "not measured: budget"
+
+
+def test_the_child_probe_reads_a_fresh_process_peak(ex_onnx, tmp_path):
+    """The real probe: a child process runs the graph and reports its own VmHWM (well under this process's)."""
+    from lso.export.parity import case_inputs
+    from lso.export.cpu_tuning import Candidate
+
+    if not Path("/proc/self/status").is_file():
+        pytest.skip("no /proc on this system: the probe returns None")
+    graph = tmp_path / "candidate-plain.onnx"
+    graph.write_bytes(Path(ex_onnx).read_bytes())
+    inputs = case_inputs(CASES[0], 3, 31, seed=0, index=0)
+    peak = cpu_tuning.child_peak_rss(Candidate(PLAIN, "onnxruntime", 1), graph, inputs, timeout_s=120)
+    assert 20 * 2**20 < peak < 2**31
+    bad = tmp_path / "candidate-bad.onnx"
+    bad.write_bytes(b"not a graph")
+    with pytest.raises(RuntimeError, match="the memory probe failed"):
+        cpu_tuning.child_peak_rss(Candidate(PLAIN, "onnxruntime", 1), bad, inputs, timeout_s=120)
 
 
 @pytest.mark.parametrize("value, seconds", [(None, 300.0), (90, 90.0), ("90", 90.0), ("90s", 90.0), ("2.5m", 150.0),
