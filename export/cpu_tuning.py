@@ -542,7 +542,8 @@ def child_peak_rss(candidate: Candidate, path: str | os.PathLike, inputs: Mappin
         return None
     feeds = Path(path).with_name("memory-inputs.npz")
     if not feeds.is_file():
-        np.savez(feeds, **{k: np.asarray(v) for k, v in inputs.items()})
+        arrays: dict[str, Any] = {name: np.asarray(value) for name, value in inputs.items()}
+        np.savez(feeds, **arrays)
     cmd = [sys.executable, "-c", _MEMORY_CHILD, str(path), candidate.backend, str(candidate.threads or 0), str(feeds)]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)

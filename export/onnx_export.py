@@ -281,13 +281,14 @@ def export_onnx(
             graphs (plain, chunked solver at a few chunk sizes, aligned channels, their combinations; only the
             one fixed by ``solver_chunk``/``align_channels`` when given) are timed on each available CPU
             backend and thread setting within ``tune_budget``, every one checked against PyTorch FP32, and the
-            fastest that passes is written, with the ``cpu_tuning`` block in the sidecar (the choice, every
+            fastest that passes is written (a tie on time within the run's noise goes to the lowest peak
+            memory, measured in a fresh process), with the ``cpu_tuning`` block in the sidecar (the choice, every
             candidate's timings and parity, the budget, the CPU model) that :func:`lso.runtime.load` then
             follows by default.
         tune_budget: time budget of the ``"cpu"`` tuning: seconds, or ``"90s"``/``"5m"`` (default
             ``cpu_tuning.DEFAULT_BUDGET_S`` = 300); only with ``target="cpu"``.
         tuning: further keyword arguments of :func:`lso.export.cpu_tuning.tune` (``cases``, ``graphs``,
-            ``backends``, ``threads``, ``repeats``, ``timer``); only with ``target="cpu"``.
+            ``backends``, ``threads``, ``repeats``, ``timer``, ``peak_rss``, ``memory``); only with ``target="cpu"``.
 
     Returns:
         ``out`` as a Path. The sidecar ``<out>.json`` records the config, opset, versions, source

@@ -597,15 +597,17 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
                              "(plain, Scan-chunked solver at 64/128/256, channels aligned to 16, combinations) are "
                              "timed at 256² and 512² x4 on each CPU backend (ONNX Runtime; OpenVINO when installed) "
                              "and thread setting within --tune-budget, each checked against PyTorch FP32, and the "
-                             "fastest that passes is written; the sidecar's cpu_tuning block records the choice, "
+                             "fastest that passes is written (candidates within the run's timing noise of it, 1-5 "
+                             "%%, are a tie that the lowest peak memory, measured in a fresh process, breaks); the "
+                             "sidecar's cpu_tuning block records the choice, "
                              "every timing and the CPU model, and lso.runtime.load (lso infer, ...) runs that choice "
                              "by default (warning on another CPU model: export again there). The best settings "
                              "depend on the CPU family. --solver-chunk/--align-channels make the 'cpu' variant too; "
                              "lso build, --print-trtexec and triton-repo --plan refuse it")
     parser.add_argument("--tune-budget", metavar="TIME", default=None,
                         help="time budget of --target cpu's search: seconds, or 90s / 5m (default: 300 s); the "
-                             "search stops when the next candidate would not fit and keeps the fastest measured "
-                             "candidate that passed parity")
+                             "search keeps room for the memory tie-break, stops when the next candidate would not "
+                             "fit and keeps the fastest measured candidate that passed parity")
     return parser
 
 

@@ -361,8 +361,8 @@ def test_probes_that_no_longer_fit_are_skipped_and_the_fastest_stays(monkeypatch
 
 def test_the_child_probe_reads_a_fresh_process_peak(ex_onnx, tmp_path):
     """The real probe: a child process runs the graph and reports its own VmHWM (well under this process's)."""
-    from lso.export.parity import case_inputs
     from lso.export.cpu_tuning import Candidate
+    from lso.export.parity import case_inputs
 
     if not Path("/proc/self/status").is_file():
         pytest.skip("no /proc on this system: the probe returns None")
