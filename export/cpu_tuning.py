@@ -26,9 +26,10 @@ were tuned on an Intel Xeon, where both gained; on a 2-core AMD EPYC (Zen 4) the
    a tie on speed; each is run once more, fastest first, in a fresh child process at the largest shape, which
    reads its own peak resident set size (``VmHWM``), and the tie goes to the lowest peak (within
    :data:`MEMORY_TIE` of it, the fastest). On a 2-core AMD EPYC the OpenVINO graphs came within 3 % of one
-   another while their peaks at 512² differed by 0.4 GB. The budget keeps room for :data:`MEMORY_PROBES` such
-   runs from the start (the search of the times stops that much earlier); without ``/proc`` (not Linux) or with
-   ``peak_rss=None`` the fastest is chosen.
+   another while their peaks at 512² differed by 0.4 GB. The budget keeps room for the probes a tie could need
+   (one per candidate that would be complete, from two up to :data:`MEMORY_PROBES`; the search of the times
+   stops that much earlier); a search that compares nothing warns, naming a budget that would. Without
+   ``/proc`` (not Linux), with ``memory=False`` or where the probes fail, the fastest is chosen.
 
 :func:`tune` returns a :class:`TuningResult`; the export writes the chosen graph and records
 :meth:`TuningResult.to_dict` as the ``cpu_tuning`` block of its sidecar (the choice, every candidate's
@@ -79,7 +80,7 @@ TIE_MIN = 0.01
 TIE_MAX = 0.05
 #: Peaks within this fraction of the lowest count as equal (then the faster wins).
 MEMORY_TIE = 0.02
-#: Memory probes of tied candidates the budget keeps room for from the start (more run where time is left).
+#: At most this many memory probes are kept room for in the budget (more run where time is left).
 MEMORY_PROBES = 3
 #: A memory probe's cost before its own run (a fresh interpreter importing the runtime), seconds: the estimate
 #: until the first probe is measured.
@@ -358,12 +359,13 @@ def format_tuning(block: Mapping[str, Any]) -> str:
     fastest = (block.get("fastest") or {}).get("name")
     rows = list(block.get("candidates") or [])
     probed = [r for r in rows if r.get("memory")]
-    if fastest and fastest != choice.get("name"):
-        head += (f"; the fastest, {fastest}, was within {block.get('tie_window', 0):.1%} of it, a tie on time, and "
-                 f"the choice had the lower peak memory at {block.get('memory_case')}")
-    elif probed:
-        head += (f"; {len(probed)} candidates within {block.get('tie_window', 0):.1%} of it were a tie on time, and "
-                 f"it had the lowest peak memory at {block.get('memory_case')} (or the others' were not measured)")
+    if probed:
+        measured = sum(1 for r in probed if r.get("peak_mib"))
+        head += (f". Memory broke the tie on time: {len(probed)} candidates were within "
+                 f"{block.get('tie_window', 0):.1%} of the fastest ({fastest}; the window is this run's own timing "
+                 f"noise, {TIE_MIN:.0%} to {TIE_MAX:.0%}), {measured} of them had their peak RSS measured in a fresh "
+                 f"process at {block.get('memory_case')}, and the choice had the lowest (peaks within "
+                 f"{MEMORY_TIE:.0%} of it count as equal, and then the faster wins)")
     memory = f" | peak MiB at {block.get('memory_case')}" if probed else ""
     lines = [head, "", "| candidate | " + " | ".join(f"{n} best s" for n in cases) + memory
              + " | parity max abs | status |", "|---|" + "---|" * (len(cases) + bool(probed)) + "---|---|"]
@@ -410,8 +412,9 @@ def tune(
     the first (smallest) shape; then, shape by shape, the candidates not pruned at the shape before, fastest
     first. A (candidate, shape) step starts only if it fits in the budget together with what one candidate
     would still need at the larger shapes (the mean cost of the steps at each shape so far), so that the
-    fastest candidates at the small shape can still be measured at the large ones, and room for
-    :data:`MEMORY_PROBES` memory probes. Only a candidate measured at every shape can be chosen. The candidates
+    fastest candidates at the small shape can still be measured at the large ones, and room for the memory
+    probes of the tie it could make (one per candidate that would be complete, from two up to
+    :data:`MEMORY_PROBES`). Only a candidate measured at every shape can be chosen. The candidates
     within the tie window of the fastest (its time, widened by the run's noise: :data:`TIE_MIN` to
     :data:`TIE_MAX`) are probed, fastest first while the budget lasts, and the one with the lowest peak RSS wins.
 
@@ -457,8 +460,7 @@ def tune(
              for i, c in enumerate(cases)]
     measurements = [Measurement(c) for c in todo]
     search = _Search(measurements, cases, feeds, reference, build, int(repeats), atol, timer)
-    probes = MEMORY_PROBES if memory and len(todo) > 1 else 0
-    stopped = False
+    stopped, held = False, 0.0
     with tempfile.TemporaryDirectory(prefix="lso-tune-", dir=workdir) as folder:
         search.folder = folder
         search.run(measurements[0], range(len(cases)))  # the baseline, at every shape
@@ -468,10 +470,13 @@ def tune(
                 (m for m in measurements[1:] if m.status == "running" and len(m.times_s) == index),
                 key=lambda m: m.best_s(cases[index - 1].name) or math.inf)
             for m in queue:
-                # this step, what one candidate would still need at the larger shapes, and the memory probes
+                # this step, what one candidate would still need at the larger shapes, and the memory probes of
+                # the tie it could make (none until a second candidate would be complete)
+                complete = sum(1 for other in measurements if other.complete) + 1
+                probes = min(MEMORY_PROBES, complete) if memory and complete > 1 else 0
                 need = sum(search.mean_cost(i) for i in range(index, len(cases))) + probes * search.probe_cost()
                 if timer() - start + need > budget:
-                    stopped = True
+                    stopped, held = True, probes * search.probe_cost()
                     break  # on to the larger shapes with the candidates measured so far, fastest first
                 search.run(m, [index])
                 if m.status != "running":
@@ -481,8 +486,15 @@ def tune(
                 m.status = "stopped: budget"
                 _progress(m, cases, timer() - start, budget)
         if stopped:
-            log.info("tuning: budget of %.0f s reached after %.0f s: %d of %d candidates measured at every shape",
-                     budget, timer() - start, sum(m.complete for m in measurements), len(measurements))
+            log.info("tuning: budget of %.0f s reached after %.0f s (%.0f s held for the memory tie-break): %d of %d "
+                     "candidates measured at every shape", budget, timer() - start, held,
+                     sum(m.complete for m in measurements), len(measurements))
+        if sum(m.complete for m in measurements) < 2 and len(measurements) > 1:
+            log.warning("CPU tuning compared nothing: only %s was measured at every shape, in %.0f s of a %.0f s "
+                        "budget (the PyTorch reference outputs and that baseline always run); give it more time, "
+                        "e.g. --tune-budget %.0fs or more on this machine, for the %d other candidates to be compared",
+                        measurements[0].candidate.name, timer() - start, budget,
+                        max(DEFAULT_BUDGET_S, 5 * (timer() - start)), len(measurements) - 1)
         passing = [m for m in measurements if m.complete and m.passed]
         if not passing:
             table = "\n".join(f"  {m.candidate.name}: {m.status}" for m in measurements)
@@ -756,4 +768,6 @@ def tuned_defaults(path: str | os.PathLike, backend: str | None, options: dict[s
             return backend, options
     if backend == choice["backend"] and options.get("threads") is None and choice.get("threads"):
         options["threads"] = int(choice["threads"])
+    log.info("%s: running the CPU tuning's choice, %s (recorded by lso export --target cpu on %s): backend %s, "
+             "threads %s", name, choice.get("name"), choice["cpu"], backend, options.get("threads") or "default")
     return backend, options

@@ -166,8 +166,9 @@ def script_main(command: str, prog: str, argv: Sequence[str] | None = None) -> i
 CHECKPOINT_HELP = "an official .pth.tar/.pth/.pt, ours (.safetensors) or @demo (the bundled demo checkpoint)"
 ARTIFACT_HELP = f"checkpoint ({CHECKPOINT_HELP}), ONNX graph or TensorRT plan"
 BACKEND_HELP = ("runner backend: torch, onnxruntime, tensorrt or openvino (OpenVINO runs .onnx graphs and its "
-                ".xml IR, in FP32 unless --runner-option precision=bf16); default: the artifact's suffix "
-                "picks it (.onnx: onnxruntime)")
+                ".xml IR, in FP32 unless --runner-option precision=bf16); default: the backend lso export "
+                "--target cpu recorded in the graph's sidecar, else the artifact's suffix picks it (.onnx: "
+                "onnxruntime)")
 
 
 class _RunnerOptionAction(argparse.Action):
@@ -498,7 +499,8 @@ def _add_infer(sub) -> None:
     p.add_argument("--envi", action="store_true", help="also write an ENVI .hdr/.img pair")
     p.add_argument("--preview", action=argparse.BooleanOptionalAction, default=True,
                    help="write a false-colour OUT.png (default: on)")
-    p.add_argument("--threads", type=int, help="intra-op threads of ONNX Runtime and OpenVINO (default: theirs)")
+    p.add_argument("--threads", type=int, help="intra-op threads of ONNX Runtime and OpenVINO (default: the count "
+                   "lso export --target cpu recorded for its backend, else theirs)")
     p.add_argument("--backend", help=BACKEND_HELP)
     _add_runner_option(p)
     p.add_argument("--memory-budget", help="working memory allowed (e.g. 4G, 512MiB); tiles shrink to fit it "

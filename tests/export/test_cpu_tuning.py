@@ -174,7 +174,7 @@ def test_slower_candidates_are_not_run_at_the_larger_shapes(monkeypatch, build, 
 
 
 # ------------------------------------------------------------------------------------------ the budget
-def test_the_budget_stops_the_search_and_keeps_the_best_so_far(monkeypatch, build, ex_model):
+def test_the_budget_stops_the_search_and_keeps_the_best_so_far(monkeypatch, build, ex_model, caplog):
     clock = Clock()
     costs = {("plain", "onnxruntime"): 10.0, ("chunk16", "onnxruntime"): 1.0, ("align16", "onnxruntime"): 1.0}
     calls = fake_load(monkeypatch, clock, costs)
@@ -187,6 +187,8 @@ def test_the_budget_stops_the_search_and_keeps_the_best_so_far(monkeypatch, buil
     assert result.graph == PLAIN
     block = result.to_dict()
     assert block["measured"] == 1 and block["budget_s"] == 80.0 and block["stopped_early"]
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("compared nothing" in w and "--tune-budget 300s" in w for w in warned), warned
 
 
 def test_the_budget_keeps_room_for_the_fastest_at_the_larger_shape(monkeypatch, build, ex_model):
@@ -261,7 +263,7 @@ def test_a_tie_on_time_goes_to_the_lowest_peak(monkeypatch, build, ex_model):
     assert rows["chunk16 onnxruntime threads=1"]["peak_mib"] == 700.0
     assert rows["plain onnxruntime threads=1"]["memory"] == "measured"
     text = cpu_tuning.format_tuning(block)
-    assert "peak MiB at x4 64x64" in text and "| 700 |" in text and "lower peak memory" in text
+    assert "peak MiB at x4 64x64" in text and "| 700 |" in text and "3 of them had their peak RSS measured" in text
 
 
 def test_memory_does_not_buy_time_beyond_the_tie_window(monkeypatch, build, ex_model):
@@ -338,13 +340,15 @@ def test_the_budget_keeps_room_for_memory_probes(monkeypatch, build, ex_model):
     costs = {("plain", "onnxruntime"): 1.0, ("chunk16", "onnxruntime"): 1.0, ("align16", "onnxruntime"): 1.0}
     calls = fake_load(monkeypatch, clock, costs)
     probe = Probe(clock, {"plain": 900, "chunk16": 800, "align16": 700}, cost=3.0)
-    # baseline 6 s; a probe is estimated at 3 s / 3 + PROBE_START_S = 3 s, 3 of them kept: chunk16 at both shapes
-    # fits (6 + 3 + 3 + 9 = 21 <= 23), align16 after it would not (9 + 3 + 3 + 9 > 23)
+    # baseline 6 s; a probe is estimated at 3 s / 3 + PROBE_START_S = 3 s, and room is kept for as many as the tie
+    # could hold: 2 while one candidate is complete (chunk16 and align16 at 256², 6 + 3 + 3 + 6 <= 23 and
+    # 9 + 3 + 3 + 6 <= 23; chunk16 at 512², 12 + 3 + 6 <= 23), then 3 (align16 at 512²: 15 + 3 + 9 > 23)
     result = cpu_tuning.tune(build, ex_model, graphs=GRAPHS, backends=("onnxruntime",), threads=(1,), cases=CASES,
                              budget_s=23, timer=clock, peak_rss=probe)
-    assert [c[0] for c in calls] == ["plain", "chunk16", "chunk16"]
+    assert [c[0] for c in calls] == ["plain", "chunk16", "align16", "chunk16"]
+    assert result.measurements[2].status == "stopped: budget"
     assert probe.calls == ["plain", "chunk16"] and result.graph == CHUNK
-    assert result.elapsed_s <= 23
+    assert result.elapsed_s == pytest.approx(21.0)
 
 
 def test_probes_that_no_longer_fit_are_skipped_and_the_fastest_stays(monkeypatch, build, ex_model):
