@@ -1,8 +1,11 @@
 """BF16 sensitivity of LSO: which parts of the network tolerate BF16, in PyTorch and in OpenVINO (issue 20).
 
     python benchmarks/bf16_sensitivity.py [--checkpoint PATH] [--sweep-size 128] [--scenes 4] [--size 256]
+    python benchmarks/bf16_sensitivity.py --skip-torch --solver-chunk 256 --name bf16_sensitivity_chunk256
 
-Writes ``benchmarks/results/bf16_sensitivity.{json,md}``.
+Writes ``benchmarks/results/bf16_sensitivity.{json,md}`` (``--name``: another name). ``--solver-chunk``/
+``--align-channels`` export the OpenVINO table's graph with those CPU passes, as ``lso export --target cpu`` may
+choose them (the islands then sit inside the chunked solver's ``Scan`` body).
 
 1. **PyTorch** (independent of OpenVINO): the model runs in its graph form (the computation the ONNX export
    holds: bicubic resizes as matrix products, folded attention features, ``solve_folded_graph``), every part
@@ -286,7 +289,8 @@ def run_openvino(onnx_path: Path, scenes: Sequence[Any], reference: Sequence[np.
 def markdown(data: dict[str, Any]) -> str:
     from lso.benchmarks._report import markdown_table
 
-    lines = ["# BF16 sensitivity of LSO (issue 20)", "",
+    passes = ", ".join(f"{k} {v}" for k, v in ((data.get("openvino") or {}).get("graph_passes") or {}).items())
+    lines = ["# BF16 sensitivity of LSO (issue 20)" + (f": OpenVINO on the {passes} graph" if passes else ""), "",
              f"Checkpoint: `{Path(data['checkpoint']).name}`, x{data['ratio']}; budget (the FP16 one): "
              f"ΔPSNR ≤ {TARGET['dpsnr']} dB, ΔSAM ≤ {TARGET['dsam']}°. CPU: {data.get('cpu', '?')}.", ""]
     t = data.get("torch")
@@ -308,8 +312,9 @@ def markdown(data: dict[str, Any]) -> str:
         lines += [markdown_table(["k", "FP32 regions (besides the islands)", "ΔPSNR dB", "ΔSAM °"], rows), ""]
     o = data.get("openvino")
     if o:
+        graph = ", ".join(f"{k} {v}" for k, v in (o.get("graph_passes") or {}).items()) or "the plain export"
         lines += [f"## OpenVINO {o['openvino']}, {o['scenes']} held-out scenes at {o['size']}², "
-                  f"{o['timing']['threads'] or 'default'} threads", ""]
+                  f"{o['timing']['threads'] or 'default'} threads; graph: {graph}", ""]
         rows = [[name, v["settings"].get("inference_precision"), v["dpsnr"], v["dsam"], v["fidelity_psnr"],
                  o["runtime"][name]["bf16_ops"], len(o["runtime"][name]["island_ops_in_bf16"]), v["seconds"],
                  v["speedup_vs_fp32"]] for name, v in o["variants"].items()]
@@ -344,6 +349,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--large-size", type=int, default=512, help="scene size of the OpenVINO accuracy check "
                         "beyond 256 px (where BF16 indices round)")
     parser.add_argument("--large-scenes", type=int, default=1, help="held-out scenes at --large-size (0: none)")
+    parser.add_argument("--solver-chunk", type=int, default=None,
+                        help="export the OpenVINO table's graph with the solver chunked (lso export --solver-chunk)")
+    parser.add_argument("--align-channels", type=int, default=None,
+                        help="export the OpenVINO table's graph with aligned channels (lso export --align-channels)")
+    parser.add_argument("--name", default="bf16_sensitivity", help="results name (benchmarks/results/NAME.{json,md})")
     parser.add_argument("--skip-torch", action="store_true")
     parser.add_argument("--skip-openvino", action="store_true")
     parser.add_argument("--no-write", action="store_true", help="print only")
@@ -381,8 +391,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         scenes = held_out_scenes(args.scenes, size=args.size, ratio=args.ratio)
         reference = torch_reference(model, scenes)
         with tempfile.TemporaryDirectory(prefix="lso-bf16-") as tmp:
-            onnx_path = Path(export_onnx(model, Path(tmp) / "model.onnx", check=False))
+            passes = {"solver_chunk": args.solver_chunk, "align_channels": args.align_channels}
+            onnx_path = Path(export_onnx(model, Path(tmp) / "model.onnx", check=False, **passes))
             data["openvino"] = {"openvino": openvino.__version__, "scenes": len(scenes), "size": args.size,
+                                "graph_passes": {k: v for k, v in passes.items() if v},
                                 "scene_names": [s.name for s in scenes],
                                 **run_openvino(onnx_path, scenes, reference, threads=args.threads,
                                                rounds=args.rounds, work=Path(tmp))}
@@ -395,7 +407,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     md = markdown(data)
     print(md)
     if not args.no_write:
-        write_results("bf16_sensitivity", data, md)
+        write_results(args.name, data, md)
     return 0
 
 

@@ -16,9 +16,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 REPORTS = ("demo", "demo_eval_x4", "demo_eval_scales", "solver", "flops", "export_report", "precision_fp16",
-           "precision_int8", "bf16_sensitivity", "parity", "latency", "ov_profile", "cpu_tuning_latency_run",
-           "cpu_tuning", "cpu_tuning_20m", "memory_profile", "latency_512_repeat", "ort_profile", "tiling_memory",
-           "training/scale_transfer", "synthetic_sanity", "load_test", "gpu_check")
+           "precision_int8", "bf16_sensitivity", "bf16_sensitivity_chunk256", "parity", "latency", "ov_profile",
+           "cpu_tuning_latency_run", "cpu_tuning", "cpu_tuning_20m", "memory_profile", "latency_512_repeat",
+           "ort_profile", "tiling_memory", "training/scale_transfer", "synthetic_sanity", "load_test", "gpu_check")
 START, END = "<!-- RESULTS:START -->", "<!-- RESULTS:END -->"
 
 
