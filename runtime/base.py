@@ -349,10 +349,15 @@ class Runner(abc.ABC):
         """Run on validated 4-D inputs; return ``[B, C_hsi, H, W]`` (numpy or torch), written into ``out``
         when given and the backend can bind it."""
 
+    @property
+    def description(self) -> str:
+        """What runs, without the active/inactive state: ``OrtRunner(model.onnx, ..., weights 0123abcd4567)``."""
+        weights = f", weights {self._weights_sha256[:12]}" if self._weights_sha256 else ""
+        return f"{type(self).__name__}({self._describe()}{weights})"
+
     def __repr__(self) -> str:
         state = "active" if self._active else "inactive"
-        weights = f", weights {self._weights_sha256[:12]}" if self._weights_sha256 else ""
-        return f"{type(self).__name__}({self._describe()}{weights}, {state})"
+        return f"{self.description[:-1]}, {state})"
 
     def _describe(self) -> str:
         return ""

@@ -405,7 +405,8 @@ def _infer_locked(opts: InferOptions, out: Path) -> InferResult:
     if wavelengths is not None:
         attrs["wavelengths_nm"] = wavelengths
     write_output(out, hsi, attrs)
-    result = InferResult(output=out, shape=tuple(hsi.shape), seconds=seconds, runner=repr(runner),
+    result = InferResult(output=out, shape=tuple(hsi.shape), seconds=seconds,
+                         runner=getattr(runner, "description", None) or repr(runner),
                          crop=str(attrs["crop"]), clamped=opts.clamp)
     scenes = hsi if hsi.ndim == 4 else hsi[None]
     for i, scene in enumerate(scenes):

@@ -115,3 +115,7 @@ def test_extent_checked_and_needs_tileable_model(rt_model, tiny_onnx):
 def test_repr_says_state(tiny_onnx):
     runner = runtime.load(tiny_onnx)
     assert "inactive" in repr(runner) and "tiny.onnx" in repr(runner)
+    with runner:
+        assert repr(runner).endswith(", active)") and repr(runner).startswith(runner.description[:-1])
+    # what ran, for result lines printed after the runner closed (lso infer): no state
+    assert "tiny.onnx" in runner.description and "active" not in runner.description
