@@ -275,7 +275,8 @@ class Measurement:
         return max((max(t) / min(t) - 1.0 for t in self.times_s.values() if len(t) > 1 and min(t) > 0), default=0.0)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.candidate.to_dict(), "status": self.status, "passed": self.passed,
+        # passed: None where parity was never checked (not measured), not False (which reads as a failure)
+        return {**self.candidate.to_dict(), "status": self.status, "passed": self.passed if self.parity else None,
                 "score_s": _round(self.score_s),
                 "best_s": {case: _round(min(t)) for case, t in self.times_s.items()},
                 "times_s": {case: [_round(v) for v in t] for case, t in self.times_s.items()},

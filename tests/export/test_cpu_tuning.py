@@ -187,6 +187,7 @@ def test_the_budget_stops_the_search_and_keeps_the_best_so_far(monkeypatch, buil
     assert result.graph == PLAIN
     block = result.to_dict()
     assert block["measured"] == 1 and block["budget_s"] == 80.0 and block["stopped_early"]
+    assert [r["passed"] for r in block["candidates"]] == [True, None, None]  # never checked, not failed
     warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert any("compared nothing" in w and "--tune-budget 300s" in w for w in warned), warned
 
