@@ -55,17 +55,6 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
-def proc_status_kib(field: str) -> int:
-    """``field`` (``VmHWM``, ``VmRSS``) of /proc/self/status in KiB (0 where /proc is not there)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
 def write_results(name: str, data: dict[str, Any], markdown: str, out_dir: Path = RESULTS) -> tuple[Path, Path]:
     """Write ``<name>.json`` and ``<name>.md`` (with a machine line) into ``benchmarks/results``."""
     from lso.artifacts import atomic_write_text

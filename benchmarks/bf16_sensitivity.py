@@ -312,9 +312,8 @@ def markdown(data: dict[str, Any]) -> str:
         lines += [markdown_table(["k", "FP32 regions (besides the islands)", "ΔPSNR dB", "ΔSAM °"], rows), ""]
     o = data.get("openvino")
     if o:
-        graph = ", ".join(f"{k} {v}" for k, v in (o.get("graph_passes") or {}).items()) or "the plain export"
         lines += [f"## OpenVINO {o['openvino']}, {o['scenes']} held-out scenes at {o['size']}², "
-                  f"{o['timing']['threads'] or 'default'} threads; graph: {graph}", ""]
+                  f"{o['timing']['threads'] or 'default'} threads; graph: {passes or 'the plain export'}", ""]
         rows = [[name, v["settings"].get("inference_precision"), v["dpsnr"], v["dsam"], v["fidelity_psnr"],
                  o["runtime"][name]["bf16_ops"], len(o["runtime"][name]["island_ops_in_bf16"]), v["seconds"],
                  v["speedup_vs_fp32"]] for name, v in o["variants"].items()]

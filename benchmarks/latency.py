@@ -149,7 +149,7 @@ def run_cell(backend: str, artifact: str | None, size: int, ratio: int, repeats:
 
 def _peak_rss_mib() -> float:
     """This process's peak RSS (VmHWM; ru_maxrss would include the parent's peak, as Linux keeps it across exec)."""
-    from lso.benchmarks._report import proc_status_kib
+    from lso.memory import proc_status_kib
 
     kib = proc_status_kib("VmHWM")
     return kib / 1024 if kib else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

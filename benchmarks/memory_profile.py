@@ -48,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from lso.benchmarks._report import proc_status_kib
+from lso.memory import proc_status_kib
 
 GB = 1e9
 TARGET_BYTES = {512: int(1.1 * GB), 1024: int(4.5 * GB)}

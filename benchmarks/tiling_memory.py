@@ -32,7 +32,7 @@ def _child(args: argparse.Namespace) -> dict:
     import torch
 
     from lso import LSO, LSOConfig, load_checkpoint
-    from lso.benchmarks._report import proc_status_kib
+    from lso.memory import proc_status_kib
     from lso.runtime import TorchRunner, fuse_tiled
     from lso.runtime.tiling import exact_overlap, plan_tiles, tile_alignment
 

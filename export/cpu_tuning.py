@@ -475,9 +475,9 @@ def tune(
                 # the tie it could make (none until a second candidate would be complete)
                 complete = sum(1 for other in measurements if other.complete) + 1
                 probes = min(MEMORY_PROBES, complete) if memory and complete > 1 else 0
-                need = sum(search.mean_cost(i) for i in range(index, len(cases))) + probes * search.probe_cost()
-                if timer() - start + need > budget:
-                    stopped, held = True, probes * search.probe_cost()
+                reserve = probes * search.probe_cost()
+                if timer() - start + sum(search.mean_cost(i) for i in range(index, len(cases))) + reserve > budget:
+                    stopped, held = True, reserve
                     break  # on to the larger shapes with the candidates measured so far, fastest first
                 search.run(m, [index])
                 if m.status != "running":
@@ -486,11 +486,11 @@ def tune(
             if m.status == "running":
                 m.status = "stopped: budget"
                 _progress(m, cases, timer() - start, budget)
+        complete = sum(1 for m in measurements if m.complete)
         if stopped:
             log.info("tuning: budget of %.0f s reached after %.0f s (%.0f s held for the memory tie-break): %d of %d "
-                     "candidates measured at every shape", budget, timer() - start, held,
-                     sum(m.complete for m in measurements), len(measurements))
-        if sum(m.complete for m in measurements) < 2 and len(measurements) > 1:
+                     "candidates measured at every shape", budget, timer() - start, held, complete, len(measurements))
+        if complete < 2 and len(measurements) > 1:
             log.warning("CPU tuning compared nothing: only %s was measured at every shape, in %.0f s of a %.0f s "
                         "budget (the PyTorch reference outputs and that baseline always run); give it more time, "
                         "e.g. --tune-budget %.0fs or more on this machine, for the %d other candidates to be compared",
@@ -534,8 +534,8 @@ path, backend, threads, feeds = sys.argv[1:5]
 inputs = dict(np.load(feeds))
 with lso.runtime.load(path, backend=backend, threads=int(threads) or None) as runner:
     runner.fuse(inputs[io_spec.HR_MSI], inputs[io_spec.LR_HSI], extent=inputs.get(io_spec.EXTENT))
-with open("/proc/self/status") as status:
-    print([int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:")][0])
+from lso.memory import proc_status_kib
+print(proc_status_kib("VmHWM") * 1024)
 """
 
 
@@ -654,7 +654,7 @@ class _Search:
             m.seconds += cost
             log.info("tuning memory %s: %s at %s (%.1f s)", m.candidate.name,
                      f"peak {m.peak_bytes / 2**20:.0f} MiB" if m.peak_bytes else m.memory, case.name, cost)
-            if not m.peak_bytes and m.memory == "not measured: no /proc":
+            if m.memory == "not measured: no /proc":
                 break  # not measurable on this system: no point in the others
 
     def best_passing(self, index: int) -> float | None:

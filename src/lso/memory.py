@@ -33,7 +33,8 @@ from typing import Any
 from lso.errors import InputError
 
 __all__ = ["DEFAULT_BUDGET_FRACTION", "FALLBACK_BUDGET", "ENV_VAR", "default_memory_budget", "resolve_budget",
-           "parse_bytes", "format_bytes", "bytes_per_pixel", "fusion_bytes", "check_bytes", "array_bytes"]
+           "parse_bytes", "format_bytes", "bytes_per_pixel", "fusion_bytes", "check_bytes", "array_bytes",
+           "proc_status_kib"]
 
 DEFAULT_BUDGET_FRACTION = 0.75
 """Default budget: this share of the machine's physical memory."""
@@ -140,3 +141,19 @@ def check_bytes(nbytes: int, what: str, *, memory_budget: None | str | int | flo
                          + f"if the machine has the memory, raise the budget (memory_budget=/--memory-budget, "
                            f"or {ENV_VAR}=...)")
     return budget
+
+
+def proc_status_kib(field: str) -> int:
+    """``field`` (``VmHWM``, ``VmRSS``) of /proc/self/status in KiB (0 where /proc is not there).
+
+    ``VmHWM`` is this process's own peak resident set size; a child's ``ru_maxrss`` would carry its parent's
+    high-water mark across ``fork`` + ``exec``.
+    """
+    try:
+        with open("/proc/self/status", encoding="utf-8") as status:
+            for line in status:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
